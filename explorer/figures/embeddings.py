@@ -1,0 +1,163 @@
+"""Task embeddings in 2-D: where each task's embedding lies, and how X-means grouped them.
+
+Coordinates come for the whole layer at once (every final embedding plus each DTD step's
+new-task embedding, the rows of ``prm.runs.embedding_points``), so all steps of a run share
+one picture; a step then shows the subset X-means saw when that task arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from sklearn.decomposition import PCA
+
+from explorer.figures.common import FAMILY_SYMBOLS, cluster_colour, short, style, task_colour, task_label
+from prm.projection import project
+from prm.runs import Run, embedding_points
+
+END = "end"
+"""The step value for 'the final embeddings after the whole sequence'."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Projection:
+    coords: np.ndarray  # (n, 2), rows as embedding_points
+    tasks: np.ndarray
+    is_dtd: np.ndarray
+    method: str  # the method actually used
+    source: str  # "precomputed" | "computed"
+
+
+def steps(run: Run) -> list[str]:
+    """Step choices: 'after T2' .. one per DTD step recorded, then the end of the run."""
+    return [short(t) for t in sorted(run.state.dtd) if ("dtd", t) in run.arrays] + [END]
+
+
+def precomputed(run: Run, layer: int, method: str) -> Projection | None:
+    """The run's stored projection, if it has one for this layer and method covering every
+    current point; rows are matched by (task, is-DTD), not by position."""
+    key = f"{method}_l{layer}"
+    if key not in run.projections or f"task_l{layer}" not in run.projections:
+        return None
+    _, tasks, is_dtd = embedding_points(run, layer)
+    stored = {(int(t), bool(d)): n for n, (t, d) in
+              enumerate(zip(run.projections[f"task_l{layer}"], run.projections[f"dtd_l{layer}"]))}
+    wanted = [(int(t), bool(d)) for t, d in zip(tasks, is_dtd)]
+    if len(stored) != len(wanted) or any(w not in stored for w in wanted):
+        return None
+    coords = np.asarray(run.projections[key], dtype=float)[[stored[w] for w in wanted]]
+    return Projection(coords=coords, tasks=tasks, is_dtd=is_dtd, method=method, source="precomputed")
+
+
+def compute(run: Run, layer: int, method: str, seed: int = 0) -> Projection:
+    points, tasks, is_dtd = embedding_points(run, layer)
+    coords, used = project(points, method=method, seed=seed) if len(points) else (np.zeros((0, 2)), method)
+    return Projection(coords=np.asarray(coords, dtype=float), tasks=tasks, is_dtd=is_dtd, method=used,
+                      source="computed")
+
+
+def _rows(run: Run, layer: int, step: str) -> tuple[list[tuple[int, bool]], np.ndarray, list[int] | None, list[int]]:
+    """(task, is_dtd) of the points shown at ``step``, their embeddings, X-means labels
+    (None at the end) and the dissimilar set used for the new task."""
+    if step == END:
+        done = sorted(t for (kind, t) in run.arrays if kind == "task" and f"embedding_l{layer}" in run.arrays[(kind, t)])
+        points = np.array([run.arrays[("task", t)][f"embedding_l{layer}"] for t in done]).reshape(len(done), -1)
+        return [(t, False) for t in done], points, None, []
+    t = int(step[1:]) - 1
+    points = run.arrays[("dtd", t)][f"embeddings_l{layer}"]
+    entry = run.state.dtd[t]["layers"][layer]
+    return [(i, i == t) for i in range(t + 1)], points, list(entry["xmeans"]["labels"]), list(entry["dissimilar"])
+
+
+def step_frame(run: Run, layer: int, projection: Projection, step: str) -> pd.DataFrame:
+    """One row per point shown at ``step``: coordinates, task, family, cluster, nearest tasks."""
+    shown, points, labels, dissimilar = _rows(run, layer, step)
+    lookup = {(int(t), bool(d)): i for i, (t, d) in enumerate(zip(projection.tasks, projection.is_dtd))}
+    tasks = run.state.tasks
+    rows = []
+    for n, (t, is_dtd) in enumerate(shown):
+        xy = projection.coords[lookup[(t, is_dtd)]] if (t, is_dtd) in lookup else (np.nan, np.nan)
+        dist = np.linalg.norm(points - points[n], axis=1)
+        order = [m for m in np.argsort(dist) if m != n][:2]
+        nearest = ", ".join(f"{short(shown[m][0])} ({dist[m]:.2f})" for m in order)
+        new = step != END and is_dtd
+        rows.append({
+            "task": short(t), "name": task_label(tasks, t), "family": tasks[t]["family"] if t < len(tasks) else "?",
+            "kind": "new task (DTD embedding)" if is_dtd else "final embedding",
+            "cluster": None if labels is None else int(labels[n]),
+            "relation": "new task" if new else ("" if step == END else
+                                                "dissimilar (protected)" if t in dissimilar else "similar (relaxed)"),
+            "x": float(xy[0]), "y": float(xy[1]), "nearest": nearest or "-", "task_index": t, "is_dtd": is_dtd,
+        })
+    return pd.DataFrame(rows)
+
+
+def trajectory_projection(run: Run, layer: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, np.ndarray]]]:
+    """PCA fitted on the shown embeddings and their per-epoch trajectories together, so a
+    trajectory ends on its point; returns the frame with new x, y and each path (k, 2)."""
+    paths = []
+    for _, row in frame.iterrows():
+        kind = "dtd" if row["is_dtd"] else "task"
+        traj = run.arrays.get((kind, row["task_index"]), {}).get(f"trajectory_l{layer}")
+        paths.append(None if traj is None or traj.size == 0 else np.asarray(traj, dtype=float))
+    finals = _rows(run, layer, _step_of(frame))[1]
+    stacks = [finals] + [p for p in paths if p is not None]
+    data = np.vstack(stacks)
+    n_comp = min(2, data.shape[0], data.shape[1])
+    pca = PCA(n_components=n_comp).fit(data)
+
+    def tr(x: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(x), 2))
+        out[:, :n_comp] = pca.transform(x)
+        return out
+
+    xy = tr(finals)
+    frame = frame.assign(x=xy[:, 0], y=xy[:, 1])
+    projected = [(int(row["task_index"]), np.vstack([tr(p), xy[n:n + 1]]))
+                 for n, ((_, row), p) in enumerate(zip(frame.iterrows(), paths)) if p is not None]
+    return frame, projected
+
+
+def _step_of(frame: pd.DataFrame) -> str:
+    new = frame[frame["is_dtd"]]
+    return END if new.empty else short(int(new["task_index"].iloc[0]))
+
+
+def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray]] | None = None) -> go.Figure:
+    """Scatter of one step: colour = X-means cluster (task colour at the end, where no
+    clustering ran), symbol = true family, ringed marker = the new task X-means placed."""
+    fig = go.Figure()
+    for task, path in paths or []:
+        fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", showlegend=False,
+                        line=dict(color=task_colour(task), width=1, dash="dot"), marker=dict(size=4, opacity=0.5),
+                        hovertemplate=f"{short(task)} epoch snapshot %{{pointNumber}}<extra></extra>")
+    if frame.empty:
+        return style(fig, title=title, height=480)
+    clustered = frame["cluster"].notna().any()
+    groups = frame.groupby("cluster" if clustered else "task_index", sort=True)
+    for key, part in groups:
+        colour = cluster_colour(int(key)) if clustered else task_colour(int(key))
+        name = f"cluster {int(key)}" if clustered else part["name"].iloc[0]
+        hover = [f"<b>{r.name}</b><br>family: {r.family}<br>{r.kind}<br>" +
+                 (f"X-means cluster: {int(r.cluster)}<br>" if clustered else "") +
+                 (f"{r.relation}<br>" if r.relation else "") + f"nearest: {r.nearest}"
+                 for r in part.itertuples()]
+        fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=name,  # legend: colour only
+                        marker=dict(symbol="square", color=colour, size=12))
+        fig.add_scatter(
+            x=part["x"], y=part["y"], mode="markers+text", name=name, legendgroup=name, showlegend=False,
+            text=part["task"], textposition="top center",
+            marker=dict(size=[20 if d else 14 for d in part["is_dtd"]], color=colour,
+                        symbol=[FAMILY_SYMBOLS.get(f, "square") for f in part["family"]],
+                        line=dict(color=["black" if d else "white" for d in part["is_dtd"]],
+                                  width=[3 if d else 1 for d in part["is_dtd"]])),
+            hovertext=hover, hoverinfo="text")
+    for fam in sorted(frame["family"].unique()):  # legend entries for the symbols
+        fig.add_scatter(x=[None], y=[None], mode="markers", name=f"family: {fam}", legendgroup="families",
+                        marker=dict(symbol=FAMILY_SYMBOLS.get(fam, "square"), color="#888", size=11))
+    fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
+    fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor=None)
+    return style(fig, title=title, height=480)

@@ -1,0 +1,35 @@
+"""Every session-state and query-parameter key the app uses, in one place.
+
+The run, the view (tab) and the task are bound to the URL (``bind="query-params"``), so a
+view can be shared as a link and survives a reload: ``?run=sample_runs/digits-mixed-prm-s0
+&view=Clustering&task=T7``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RUN = "run"  # query parameter and widget key: the chosen run (its catalogue key)
+VIEW = "view"  # query parameter and tabs key: the open view's label
+TASK = "task"  # query parameter and widget key: the chosen task, as "T1".."TN"
+LAYER = "layer"
+RUNS_DIR = "runs_dir"
+UPLOAD = "upload"
+UPLOADED = "uploaded_ids"  # file ids already unpacked, so a rerun does not unpack again
+LIVE_STARTED = "live_started"  # run folders this browser session started
+PROJECTION = "projection"
+STEP = "step"
+TRAJECTORIES = "trajectories"
+
+OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE = (
+    "Overview", "Accuracy matrix", "Task embeddings", "Clustering", "Masks", "Train live", "Compare")
+VIEWS = (OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE)
+
+DEFAULT_RUNS_DIR = os.environ.get("PRM_EXPLORER_RUNS", "runs")
+"""The user's runs folder (relative to the repository root unless absolute)."""
+
+
+def runs_root(value: str, root: Path) -> Path:
+    path = Path(value or DEFAULT_RUNS_DIR).expanduser()
+    return path if path.is_absolute() else root / path

@@ -1,0 +1,104 @@
+"""Clustering, 'why together?': X-means' decision record for one task and layer, and the
+evidence for any pair of tasks."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.figures import clustering as fig
+from explorer.figures.common import names, short
+from explorer.views.common import Context, chart, how_to_read, table
+
+HELP = """
+When task *t* arrives, PRM clusters the embeddings of tasks 1..t with **X-means**: start with one cluster,
+try to split each cluster in two (a local 2-means) and **keep a split only if the Bayesian information
+criterion (BIC) of the whole model rises** (ΔBIC > 0). BIC rewards fitting the points tightly and charges
+for every extra centre (a centre costs one number per unit, so splits must buy a lot of tightness).
+The table lists every split tried; the tree draws the kept ones.
+
+Tasks outside the new task's cluster form the **dissimilar set**: their masks protect weights while
+task *t* is learnt, as in HAT. Tasks inside it are **similar**: the units only they use are *relaxed*
+(trainable again), which is how PRM transfers knowledge cheaply.
+
+The **adjusted Rand index** (ARI) scores how well the clusters match the true families at each step
+(1 = exactly, 0 = chance level). With only 2 tasks X-means cannot split at all (a 2-point cluster has
+no meaningful split), so the first steps always put everything together.
+
+For a **pair** of tasks: their distance compared with how spread the clusters are, the overlap of their
+final binarised masks (Jaccard: shared units / units either uses), and how the BIC would change if
+X-means separated them (when together) or merged their clusters (when apart) — negative means X-means'
+choice was the better one by its own criterion.
+"""
+
+
+def render(ctx: Context) -> None:
+    state, run = ctx.run.state, ctx.run
+    if not ctx.masked or not state.dtd:
+        st.info("This run has no dissimilar-task detection (only PRM and its ablations cluster tasks).")
+        return
+    steps = sorted(t for t in state.dtd if ("dtd", t) in run.arrays)
+    if not steps:
+        st.warning("DTD records exist but their embedding arrays are missing.")
+        return
+    step = ctx.task if ctx.task in steps else steps[-1]
+    if step != ctx.task:
+        st.caption(f"{short(ctx.task)} has no DTD step (the first task has nothing to compare with); "
+                   f"showing {short(step)}. Pick the task in the sidebar.")
+    record = state.dtd[step]
+    layer = ctx.layer
+    entry = record["layers"][layer]
+    labels = entry["xmeans"]["labels"]
+    label_names = names(state.tasks)
+    dissimilar = entry["dissimilar"]
+    similar = [i for i in range(step) if i not in dissimilar]
+    st.markdown(f"#### {label_names[step]} arrives · layer {layer} · X-means found k = {entry['xmeans']['k']} "
+                f"cluster(s) among {step + 1} tasks")
+    c1, c2 = st.columns(2)
+    c1.markdown(":green-background[**Similar (relaxed)**]  \n" + (", ".join(label_names[i] for i in similar) or "none"))
+    c2.markdown(":red-background[**Dissimilar (protected)**]  \n" +
+                (", ".join(label_names[i] for i in dissimilar) or "none"))
+    if set(entry["dissimilar_xmeans"]) != set(dissimilar):
+        st.caption(f"This run uses the '{record['source']}' rule; X-means alone said dissimilar = "
+                   f"{', '.join(short(i) for i in entry['dissimilar_xmeans']) or 'none'}.")
+    left, right = st.columns([3, 2])
+    with left:
+        chart(fig.decision_tree(record, layer), key="cl-tree", name=f"xmeans-tree-{short(step)}-l{layer}")
+        table(fig.decision_table(record, layer), key="cl-table", name=f"xmeans-{short(step)}-l{layer}",
+              column_config={c: st.column_config.NumberColumn(format="%.1f")
+                             for c in ("BIC parent", "BIC children", "ΔBIC")})
+        st.caption(f"BIC variant `{entry['xmeans']['variant']}` (see docs/xmeans.md); splits need ≥ 3 points.")
+    with right:
+        metric = st.segmented_control("measure", ["euclidean", "cosine"], default="euclidean", key="cl-metric",
+                                      required=True)
+        points = run.arrays[("dtd", step)][f"embeddings_l{layer}"]
+        chart(fig.pairwise_figure(fig.pairwise(points, metric), state.tasks, metric=metric, labels=labels),
+              key="cl-pairwise", name=f"pairwise-{metric}-{short(step)}-l{layer}")
+    st.markdown("#### Agreement with the true families")
+    ari = fig.agreement(state)
+    a1, a2 = st.columns([3, 2])
+    with a1:
+        chart(fig.agreement_figure(ari), key="cl-ari", name="ari-per-step")
+    with a2:
+        table(ari, key="cl-ari", name="ari-per-step", height=260)
+    st.markdown("#### Why is this pair together (or apart)?")
+    p1, p2 = st.columns(2)
+    options = list(range(step + 1))
+    i = p1.selectbox("task A", options, index=max(step - 1, 0), format_func=lambda t: label_names[t], key="cl-a")
+    j = p2.selectbox("task B", options, index=step, format_func=lambda t: label_names[t], key="cl-b")
+    if i == j:
+        st.info("Pick two different tasks.")
+    else:
+        ev = fig.pair_evidence(run, step, layer, i, j)
+        verdict = "in the **same** cluster" if ev["together"] else "in **different** clusters"
+        st.markdown(f"{short(i)} and {short(j)} are {verdict} at this step.")
+        e1, e2, e3, e4 = st.columns(4)
+        e1.metric("their distance", f"{ev['distance']:.2f}")
+        e2.metric("mean distance inside clusters", "n/a" if ev["within_mean"] is None else f"{ev['within_mean']:.2f}")
+        e3.metric("mean distance across clusters", "n/a" if ev["between_mean"] is None else f"{ev['between_mean']:.2f}")
+        e4.metric("cosine similarity", f"{ev['cosine']:.2f}")
+        j1, j2 = st.columns(2)
+        j1.metric(f"BIC change if {ev['change']}", f"{ev['bic_change']:+.1f}",
+                  help="X-means keeps a split only when the whole-model BIC rises (positive change)")
+        j2.markdown("**Mask overlap (Jaccard of final masks)**  \n" + "  \n".join(
+            f"layer {k[1:]}: " + ("n/a" if v is None else f"{v:.2f}") for k, v in ev["jaccard"].items()))
+    how_to_read(HELP)

@@ -1,0 +1,53 @@
+"""Masks: every task's units, HAT's accumulated mask against PRM's relaxed one, capacity."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from explorer.figures import masks as fig
+from explorer.figures.common import short
+from explorer.views.common import Context, chart, how_to_read, table
+
+HELP = """
+A **mask** says which units of a layer a task uses (recorded at s = smax, so practically 0 or 1). In the
+top heatmap every row is a task and every column a unit, units sorted by the first task that used them:
+each task's *new* units form a block, and dark cells left of it are units it *reuses*.
+
+HAT protects every unit any earlier task used: the **accumulated mask** a≤t-1 (the max of all earlier
+masks). Weights into protected units cannot change, so there is no forgetting — and no backward transfer.
+PRM protects only the units of the tasks DTD judged **dissimilar**: the **partially relaxed mask**
+p≤t-1. The red units are the difference: used before, but trainable again while task *t* is learnt, because
+only similar tasks use them. For HAT (and PRM(D)) there are no red units.
+
+**Capacity** is the fraction of units some task uses; once it nears 100 % new tasks must share units.
+The **overlap** matrix gives, for each pair of tasks, the share of units they both use (Jaccard).
+"""
+
+
+def render(ctx: Context) -> None:
+    run = ctx.run
+    if not ctx.masked:
+        st.info(f"{run.state.config.get('method')} is an unmasked method: it has no masks.")
+        return
+    layer = ctx.layer
+    chart(fig.mask_heatmap(run, layer), key="mask-heat", name=f"masks-l{layer}")
+    task = ctx.task if ctx.task >= 1 else min(1, run.state.tasks_done - 1)
+    chart(fig.relaxed_figure(run, task, layer), key="mask-relaxed", name=f"relaxed-{short(task)}-l{layer}")
+    parts = fig.relaxed_units(run, task, layer)
+    if parts is not None:
+        st.caption(f"While learning {short(task)}: HAT would protect {int((parts['accumulated'] > 0.5).sum())} units, "
+                   f"this run protected {int((parts['protected'] > 0.5).sum())}, "
+                   f"relaxed {int(parts['relaxed'].sum())}. Pick the task in the sidebar.")
+    left, right = st.columns(2)
+    with left:
+        capacity = fig.capacity_table(run.state)
+        chart(fig.capacity_figure(capacity), key="mask-capacity", name="capacity")
+        table(capacity, key="mask-capacity", name="capacity", height=200)
+    with right:
+        chart(fig.overlap_figure(run, layer), key="mask-overlap", name=f"mask-overlap-l{layer}")
+        tasks, matrix = fig.overlap_matrix(run, layer)
+        labels = [short(t) for t in tasks]
+        table(pd.DataFrame(matrix, columns=labels).assign(task=labels)[["task", *labels]], key="mask-overlap",
+              name=f"mask-overlap-l{layer}", height=200)
+    how_to_read(HELP)

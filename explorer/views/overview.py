@@ -1,0 +1,55 @@
+"""Overview: headline metrics, the task strip, time per phase, DTD's decisions per task."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.figures import overview as fig
+from explorer.figures.common import fmt
+from explorer.views.common import Context, chart, how_to_read, table
+from prm.config import METHOD_HELP
+
+HELP = """
+**Acc** is the mean test accuracy over all tasks after the last one was learnt (the last row of the
+accuracy matrix). **BWT** (backward transfer) is how much each task's accuracy changed between just
+after it was learnt and the end: negative means forgetting. HAT's hard masks keep BWT near 0; PRM can
+make it *positive* when a later similar task improves shared units. **FWT** (forward transfer) compares
+each task's accuracy right after learning it with a network trained on that task alone (the STL run of
+the same sequence and seed). **CT** is the wall time of the whole sequence.
+
+The strip shows the order of the tasks: blue tiles are *class* tasks (disjoint digit pairs, dissimilar
+to each other), orange tiles are *writer* tasks (all ten digits from one person, similar to each other).
+
+PRM spends extra time per task on **dissimilar-task detection (DTD)**: a throw-away training pass whose only
+product is the new task's embedding, which X-means then clusters with the earlier tasks' embeddings.
+The table below says, per masked layer, which earlier tasks landed in the new task's cluster
+(*similar*: their units stay trainable) — everything else is *dissimilar* and protected, as in HAT.
+"""
+
+
+def render(ctx: Context) -> None:
+    state = ctx.run.state
+    method = state.config.get("method", "?")
+    st.caption(f"**{method}** — {METHOD_HELP.get(method, '')}. Sequence **{state.sequence}**, "
+               f"{state.tasks_done} of {state.n_tasks} tasks learnt, status **{ctx.run.status}**.")
+    stl = ctx.stl_state()
+    m = fig.run_metrics(state, stl=stl)
+    cols = st.columns(4)
+    cols[0].metric("Acc", fmt(m["acc"]), help="mean final test accuracy over the tasks learnt")
+    cols[1].metric("BWT", fmt(m["bwt"]), help="mean change of each task's accuracy since it was learnt")
+    cols[2].metric("FWT", fmt(m["fwt"]) if stl is not None else "n/a (no STL run)",
+                   help="mean of R[i,i] − STL_i, against the STL run of the same sequence and seed")
+    cols[3].metric("CT", "n/a" if m["ct"] is None else f"{m['ct']:.1f} s", help="wall time of the sequence")
+    chart(fig.sequence_strip(state), key="overview-strip", name="sequence")
+    left, right = st.columns([3, 2])
+    with left:
+        phases = fig.phase_seconds(state)
+        chart(fig.phase_figure(phases), key="overview-phases", name="time-per-phase")
+    with right:
+        st.markdown("**Time per task and phase**")
+        table(phases.pivot_table(index="task", columns="phase", values="seconds", sort=False).reset_index()
+              if not phases.empty else phases, key="overview-phases", name="time-per-phase", height=280)
+    if ctx.masked and state.dtd:
+        st.markdown("**Which earlier tasks DTD judged similar** (per masked layer)")
+        table(fig.similarity_summary(state), key="overview-dtd", name="dtd-decisions")
+    how_to_read(HELP)

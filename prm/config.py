@@ -1,0 +1,208 @@
+"""Typed, frozen run configuration.
+
+Every hyper-parameter of a run lives here, so that a run folder's ``run.json`` holds the
+whole recipe and ``RunConfig.from_dict(json)`` rebuilds it exactly. Defaults follow HAT's
+reference code as restated in ``shared/PRM-NOTES.md`` (SGD lr 0.05, divided by 3 after 5
+epochs without validation improvement, stop below 1e-4, smax 400, lamb 0.75, clip 10000),
+except three settings sized for the bundled 8x8 digits, whose tasks hold 80-220 training
+images: layer width 256 (``bench/engine.py``), batch 16 and lr 0.1. With HAT's batch of 64
+a writer task has two batches per epoch, s jumps from 1/smax straight to smax, and HAT
+reached 0.91-0.93 mean accuracy on four writer tasks where batch 16 / lr 0.1 reached 0.966
+in fewer epochs (``scripts/sweep_defaults.py``; numbers in the README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("prm", "prm-s", "prm-d", "prm-t", "hat", "ncl", "ewc", "stl")
+"""Every method the engine knows; ``prm-*`` are the paper's ablations."""
+
+METHOD_HELP = {
+    "prm": "PRM: DTD (X-means on task embeddings) then learning with partially relaxed masks",
+    "prm-s": "PRM(S) ablation: every previous task treated as similar (nothing protected in LwPRM)",
+    "prm-d": "PRM(D) ablation: every previous task treated as dissimilar (HAT plus the DTD pass)",
+    "prm-t": "PRM(T) ablation: the true task families replace the clustering",
+    "hat": "HAT: hard attention to the task, every previous task protected",
+    "ncl": "naive continual learning: fine-tune the same unmasked network, no protection",
+    "ewc": "EWC on the same unmasked network (Fisher from the task's training data)",
+    "stl": "single-task learning: a fresh unmasked network per task (the reference for FWT)",
+}
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown setting; the message names the field and the valid range."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The masked MLP: input -> [FC -> ReLU -> dropout -> mask] x layers -> one head per task."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    input_dropout: float = 0.2
+    hidden_dropout: float = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """SGD with HAT's validation-loss patience schedule, used by every training phase."""
+
+    lr: float = 0.1
+    lr_min: float = 1e-4
+    lr_factor: float = 3.0
+    patience: int = 5
+    max_epochs: int = 200
+    batch_size: int = 16
+    clip: float = 10000.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HATConfig:
+    """HAT's mask mechanics (PRM-NOTES, 'HAT')."""
+
+    smax: float = 400.0
+    lamb: float = 0.75
+    thres_cosh: float = 50.0
+    thres_emb: float = 6.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PRMConfig:
+    """PRM's two phases: dissimilar-task detection (DTD), then learning with relaxed masks.
+
+    ``head_epochs`` bounds DTD's 1st optimisation (head only); ``dtd_epochs`` bounds the 2nd
+    (whole model, every previous task protected). Both use the patience schedule of
+    :class:`OptimConfig`, capped at these budgets, because DTD's weights are thrown away and
+    only the embeddings' directions matter. ``two_stage=False`` is the paper's "w/o 2SO"
+    ablation. ``reg_mask`` picks the mask the sparsity regulariser counts as already used in
+    LwPRM: ``accumulated`` (a_<=t-1, every previous task: reusing any earlier unit is free,
+    which is what transfer wants) or ``relaxed`` (p_<=t-1, dissimilar tasks only). The paper
+    does not say; we default to ``accumulated``. ``undecided`` is what DTD concludes when
+    X-means had nothing it could test (two tasks: a 2-point cluster cannot be split, so
+    "one cluster" would be a default, not evidence): ``dissimilar`` protects the earlier task
+    as HAT would, since forgetting cannot be undone while a missed transfer costs little;
+    ``similar`` takes X-means' single cluster at face value.
+    """
+
+    two_stage: bool = True
+    head_epochs: int = 10
+    dtd_epochs: int = 40
+    k_max: int | None = None
+    reg_mask: str = "accumulated"
+    undecided: str = "dissimilar"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordConfig:
+    """What the run folder keeps beyond the event log."""
+
+    trajectory_every: int = 5
+    trajectory_dtype: str = "float16"
+    projections: tuple[str, ...] = ("pca", "umap")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One run: a method learning one task sequence from one seed."""
+
+    sequence: str = "digits-mixed"
+    n_tasks: int | None = None
+    method: str = "prm"
+    seed: int = 0
+    device: str = "cpu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    hat: HATConfig = field(default_factory=HATConfig)
+    prm: PRMConfig = field(default_factory=PRMConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    ewc_lambda: float = 5000.0
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """Rebuild a config from ``to_dict`` output; unknown keys are an error, not ignored."""
+        return _build(cls, data)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        sub = _NESTED.get((cls, name))
+        if sub is not None:
+            kwargs[name] = _build(sub, value)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+_NESTED = {
+    (RunConfig, "model"): ModelConfig,
+    (RunConfig, "optim"): OptimConfig,
+    (RunConfig, "hat"): HATConfig,
+    (RunConfig, "prm"): PRMConfig,
+    (RunConfig, "record"): RecordConfig,
+}
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject impossible settings up front, with a message a user can act on."""
+    _check(cfg.method in METHODS, f"method: unknown {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    _check(cfg.n_tasks is None or (isinstance(cfg.n_tasks, int) and cfg.n_tasks >= 1),
+           f"n_tasks: must be a positive integer, got {cfg.n_tasks!r}")
+    _check(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed: must be a non-negative integer, got {cfg.seed!r}")
+    _check(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device: 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    m = cfg.model
+    _check(len(m.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in m.hidden),
+           f"model.hidden: one or more positive layer widths, got {m.hidden!r}")
+    for name in ("input_dropout", "hidden_dropout"):
+        p = getattr(m, name)
+        _check(0.0 <= p < 1.0, f"model.{name}: must be in [0, 1), got {p!r}")
+    o = cfg.optim
+    _check(o.lr > 0, f"optim.lr: must be > 0, got {o.lr!r}")
+    _check(0 < o.lr_min <= o.lr, f"optim.lr_min: must be in (0, lr], got {o.lr_min!r}")
+    _check(o.lr_factor > 1, f"optim.lr_factor: must be > 1, got {o.lr_factor!r}")
+    _check(o.patience >= 1, f"optim.patience: must be >= 1, got {o.patience!r}")
+    _check(o.max_epochs >= 1, f"optim.max_epochs: must be >= 1, got {o.max_epochs!r}")
+    _check(o.batch_size >= 1, f"optim.batch_size: must be >= 1, got {o.batch_size!r}")
+    _check(o.clip > 0, f"optim.clip: must be > 0, got {o.clip!r}")
+    h = cfg.hat
+    _check(h.smax > 1, f"hat.smax: must be > 1, got {h.smax!r}")
+    _check(h.lamb >= 0, f"hat.lamb: must be >= 0, got {h.lamb!r}")
+    _check(h.thres_cosh > 0 and h.thres_emb > 0, "hat.thres_cosh and hat.thres_emb: must be > 0")
+    d = cfg.prm
+    _check(d.head_epochs >= 0, f"prm.head_epochs: must be >= 0, got {d.head_epochs!r}")
+    _check(d.dtd_epochs >= 1, f"prm.dtd_epochs: must be >= 1, got {d.dtd_epochs!r}")
+    _check(d.k_max is None or d.k_max >= 1, f"prm.k_max: must be >= 1 or null, got {d.k_max!r}")
+    _check(d.reg_mask in ("accumulated", "relaxed"),
+           f"prm.reg_mask: 'accumulated' or 'relaxed', got {d.reg_mask!r}")
+    _check(d.undecided in ("dissimilar", "similar"),
+           f"prm.undecided: 'dissimilar' or 'similar', got {d.undecided!r}")
+    r = cfg.record
+    _check(r.trajectory_every >= 1, f"record.trajectory_every: must be >= 1, got {r.trajectory_every!r}")
+    _check(r.trajectory_dtype in ("float16", "float32"),
+           f"record.trajectory_dtype: 'float16' or 'float32', got {r.trajectory_dtype!r}")
+    _check(set(r.projections) <= {"pca", "umap"}, f"record.projections: subset of pca, umap, got {r.projections!r}")
+    _check(cfg.ewc_lambda >= 0, f"ewc_lambda: must be >= 0, got {cfg.ewc_lambda!r}")

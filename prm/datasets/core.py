@@ -1,0 +1,230 @@
+"""Types and small helpers shared by every data set module.
+
+A data set module turns files into :class:`Task` objects; ``prm.data`` names
+the sequences and assembles them. Everything here is independent of where the
+pixels come from, so the split and sampling rules are written once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Environment variable naming the data folder when no ``data_dir`` is given.
+DATA_ENV = "PRM_DATA"
+
+
+class DataError(ValueError):
+    """An impossible data request or a missing/malformed data file.
+
+    The message is meant for the user as is: it names the file or setting that
+    is wrong and what was expected, so callers print it instead of a traceback.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """One task: its own head of ``n_classes`` outputs and a train/val/test split.
+
+    ``classes[k]`` is the original label predicted by head index ``k``; labels in
+    ``y_*`` are head indices. ``rows`` holds the source row numbers of
+    (train, val, test), kept for provenance and leakage checks (what a row
+    number refers to is documented per data set in ``docs/data.md``).
+    """
+
+    name: str
+    family: str
+    n_classes: int
+    classes: tuple[int, ...]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    rows: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] = field(default=((), (), ()), repr=False)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "n_classes": self.n_classes,
+            "classes": list(self.classes),
+            "sizes": {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)},
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSequence:
+    """An ordered list of tasks sharing one input size.
+
+    ``oracle_transfer[a, b]``, where measured, is the test accuracy on task
+    ``b`` of a simple classifier trained on task ``a`` alone (see
+    ``prm.datasets.oracle``): a ground-truth hint of which tasks help which.
+    """
+
+    name: str
+    tasks: tuple[Task, ...]
+    input_dim: int
+    description: str
+    seed: int = 0
+    oracle_transfer: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def describe(self) -> dict:
+        oracle = self.oracle_transfer
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "input_dim": self.input_dim,
+            "n_tasks": len(self.tasks),
+            "tasks": [t.describe() for t in self.tasks],
+            "oracle_transfer": None if oracle is None else np.round(oracle, 4).tolist(),
+        }
+
+
+# --------------------------------------------------------------------------- building tasks
+
+
+def make_task(
+    *,
+    name: str,
+    family: str,
+    classes: tuple[int, ...],
+    x: np.ndarray,
+    y: np.ndarray,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> Task:
+    """A task from flattened float32 images ``x``, head labels ``y`` and three index arrays.
+
+    ``splits`` index into ``x``/``y``; ``rows`` (default: ``splits``) are the
+    provenance row numbers recorded on the task.
+    """
+    tensors = {}
+    for part, idx in zip(("train", "val", "test"), splits):
+        idx = np.asarray(idx, dtype=np.int64)
+        tensors[f"x_{part}"] = torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32))
+        tensors[f"y_{part}"] = torch.from_numpy(np.asarray(y[idx], dtype=np.int64).copy())
+    rows = splits if rows is None else rows
+    return Task(
+        name=name,
+        family=family,
+        n_classes=len(classes),
+        classes=tuple(int(c) for c in classes),
+        rows=tuple(tuple(int(r) for r in part) for part in rows),
+        **tensors,
+    )
+
+
+def head_labels(y: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    """Map original labels to head indices (``classes[k]`` -> ``k``); others -> -1."""
+    head = np.full(int(max(np.max(y, initial=0), max(classes))) + 1, -1, dtype=np.int64)
+    head[list(classes)] = np.arange(len(classes))
+    return head[y]
+
+
+def split_rows(rows: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, val: float = 0.2, test: float = 0.2):
+    """Stratified per-class split into train/val/test, every class kept in train.
+
+    Per class of n images: test = round(test * n), val = floor(val * n), and
+    the rest is train, which keeps at least one image (so a class with one
+    image stays in train). Returns three sorted index arrays.
+    """
+    rows = np.asarray(rows)
+    parts = ([], [], [])
+    for c in np.unique(y[rows]):
+        members = rng.permutation(rows[y[rows] == c])
+        n = len(members)
+        n_test = int(round(test * n))
+        n_val = int(val * n)
+        if n - n_test - n_val < 1:  # only possible for tiny classes
+            n_val = max(0, n - n_test - 1)
+            n_test = min(n_test, n - 1 - n_val)
+        n_train = n - n_val - n_test
+        for part, chunk in zip(parts, np.split(members, [n_train, n_train + n_val])):
+            part.append(chunk)
+    return tuple(np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in parts)
+
+
+def per_class(total: int, n_classes: int) -> list[int]:
+    """Spread ``total`` images as evenly as possible over classes (earlier classes get the remainder)."""
+    base, extra = divmod(int(total), n_classes)
+    return [base + (k < extra) for k in range(n_classes)]
+
+
+def sample_classes(
+    y: np.ndarray, classes: tuple[int, ...], counts: tuple[int, ...], rng: np.random.Generator, *, what: str
+) -> tuple[np.ndarray, ...]:
+    """Draw disjoint class-balanced samples of the given total sizes from one file's labels.
+
+    ``counts`` are totals per part (e.g. train 500, val 200), each spread
+    evenly over ``classes`` by :func:`per_class`. Raises DataError naming the
+    short class when a class has too few images: an incomplete file is the
+    user's to fix, and silently smaller tasks would make results incomparable.
+    """
+    shares = [per_class(c, len(classes)) for c in counts]
+    parts = [[] for _ in counts]
+    for k, c in enumerate(classes):
+        need = [s[k] for s in shares]
+        members = np.flatnonzero(y == c)
+        if len(members) < sum(need):
+            raise DataError(f"{what}: class {c} has {len(members)} images, needs {sum(need)} ({'+'.join(map(str, need))})")
+        members = rng.choice(members, sum(need), replace=False)
+        for part, chunk in zip(parts, np.split(members, np.cumsum(need)[:-1])):
+            part.append(chunk)
+    return tuple(np.sort(np.concatenate(p)) for p in parts)
+
+
+def group_classes(classes: np.ndarray, sizes: list[int]) -> list[tuple[int, ...]]:
+    """Cut a (shuffled) class list into consecutive groups of the given sizes."""
+    cuts = np.cumsum(sizes)[:-1]
+    return [tuple(int(c) for c in g) for g in np.split(np.asarray(classes), cuts)]
+
+
+def interleave(groups: list[list], rng: np.random.Generator) -> list:
+    """Concatenate the groups and shuffle the result (one seeded order for mixed sequences)."""
+    units = [u for g in groups for u in g]
+    return [units[k] for k in rng.permutation(len(units))]
+
+
+def split_count(n: int, *, lo_each: int = 1) -> tuple[int, int]:
+    """Split ``n`` tasks of a two-family mixed sequence: ``n - n // 2`` and ``n // 2``."""
+    first = max(lo_each, n - n // 2)
+    return first, n - first
+
+
+# --------------------------------------------------------------------------- files
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """The data folder: ``data_dir`` if given, else ``$PRM_DATA``, else None."""
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_ENV) or None
+    return None if data_dir is None else Path(data_dir).expanduser()
+
+
+def need_data_dir(data_dir: Path | None, what: str) -> Path:
+    if data_dir is None:
+        raise DataError(f"{what} reads local files: pass a data folder (data_dir / --data-dir) or set {DATA_ENV}")
+    if not data_dir.is_dir():
+        raise DataError(f"{what}: data folder {data_dir} does not exist")
+    return data_dir
+
+
+def first_existing(folders: list[Path], names: tuple[str, ...]) -> Path | None:
+    """The first folder in which every one of ``names`` exists, or None."""
+    for folder in folders:
+        if all((folder / n).is_file() for n in names):
+            return folder
+    return None
+
+
+def file_key(path: Path) -> tuple[str, int, int]:
+    """Cache key for a parsed file: path, size and modification time (so rewritten files are re-read)."""
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns

@@ -1,0 +1,417 @@
+"""One training loop for every method: ``train_sequence(config, emit=...)``.
+
+The loop follows HAT's reference mechanics (PRM-NOTES): per-batch annealing of s that
+restarts every epoch, gradients of protected weights scaled by 1 - min(mask_out, mask_in),
+the cosh compensation of embedding gradients, embeddings clamped after every step, the
+sparsity regulariser normalised by free capacity, gradient-norm clipping, and SGD whose
+learning rate is divided after ``patience`` epochs without validation-loss improvement,
+with the best-validation weights restored at the end. PRM adds DTD (a throw-away HAT pass
+whose task embeddings X-means clusters) before each task and protects only the dissimilar
+tasks' units while it learns (LwPRM).
+
+The engine never writes files: it reports everything through ``emit`` (``prm.events``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from prm import masks as M
+from prm.config import HATConfig, RunConfig
+from prm.data import Task, TaskSequence, make_sequence
+from prm.events import DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd
+from prm.methods import STRATEGIES, Strategy, dissimilar_set
+from prm.model import MaskedMLP
+from prm.xmeans import dissimilar_to, xmeans
+
+Emit = Callable[[Event], None]
+
+
+class StopRequested(Exception):
+    """Raised between epochs when ``should_stop()`` says so; the run ends as 'stopped'."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    status: str
+    test_acc: np.ndarray  # R[j, i], NaN where not evaluated
+    val_acc: np.ndarray
+    seconds: float
+
+
+@dataclass(kw_only=True)
+class _Context:
+    cfg: RunConfig
+    strategy: Strategy
+    device: torch.device
+    generator: torch.Generator
+    emit: Emit
+    should_stop: Callable[[], bool]
+
+
+def _to(task: Task, device: torch.device) -> dict[str, Tensor]:
+    names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    return {n: getattr(task, n).to(device) for n in names}
+
+
+@torch.no_grad()
+def evaluate(model: MaskedMLP, task: int, x: Tensor, y: Tensor, s: float, chunk: int = 4096) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``task``'s head, masks at sharpness ``s``."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(x), chunk):
+        logits, _ = model(x[start:start + chunk], task, s)
+        yb = y[start:start + chunk]
+        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    return loss / len(x), correct / len(x)
+
+
+def _trainable(model: MaskedMLP, task: int, *, head_only: bool) -> list[nn.Parameter]:
+    head = list(model.heads[task].parameters())
+    if head_only:
+        return head
+    embeddings = [model.embedding.weight] if model.masked else []
+    return [*model.layers.parameters(), *embeddings, *head]
+
+
+def clip_grad_norm_(params: Sequence[nn.Parameter], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_`` semantics (scale by max_norm / (norm + 1e-6) when
+    the total norm exceeds max_norm), without its unconditional multiply by 1.0 otherwise:
+    with HAT's clip of 10000 that multiply is a wasted pass over every gradient per step."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if total > max_norm:
+        torch._foreach_mul_(grads, max_norm / (float(total) + 1e-6))
+
+
+@dataclass(kw_only=True)
+class Step:
+    """One SGD step of HAT's rules on ``task``, prepared once per phase.
+
+    ``protect`` is the mask whose units' weights are frozen (1 - min(out, in) scaling; the
+    multipliers are constant for the whole phase, so they are computed here, once);
+    ``reg_used`` is what the sparsity regulariser counts as already taken (None: first task).
+    """
+
+    model: MaskedMLP
+    task: int
+    hat: HATConfig
+    clip: float
+    head_only: bool = False
+    protect: Sequence[Tensor] | None = None
+    reg_used: Sequence[Tensor] | None = None
+    penalty: Callable[[], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        self.params = _trainable(self.model, self.task, head_only=self.head_only)
+        self.all_params = list(self.model.parameters())
+        self.train_embeddings = self.model.masked and not self.head_only
+        self.reg_weights, self.reg_norm = M.regulariser_weights(self.reg_used, self.model.widths)
+        self.keeps = None
+        if self.protect is not None and not self.head_only:
+            device = self.model.layers[0].weight.device
+            self.keeps = [k.to(device) for pair in M.layer_keeps(self.protect) for k in pair]
+            self.layer_params = list(self.model.layers.parameters())  # weight, bias per layer, in order
+
+    def __call__(self, lr: float, x: Tensor, y: Tensor, s: float) -> tuple[Tensor, Tensor]:
+        """Forward, backward, HAT's gradient surgery, clip, SGD step, clamp. Returns (loss, logits).
+
+        Plain SGD (no momentum, no weight decay, as in HAT) is one fused p -= lr * grad over
+        all parameters: ``torch.optim.SGD``'s bookkeeping alone cost ~70 us a step here."""
+        model, task, hat = self.model, self.task, self.hat
+        if self.head_only:  # the frozen feature extractor needs no graph
+            with torch.no_grad():
+                h, mask = model.features(x, task, s)
+            logits = model.heads[task](h)
+        else:
+            logits, mask = model(x, task, s)
+        loss = F.cross_entropy(logits, y)
+        total = loss
+        if self.train_embeddings and hat.lamb > 0:  # M.sparsity_regulariser, weights precomputed
+            total = total + hat.lamb * (mask * self.reg_weights).sum() / self.reg_norm
+        if self.penalty is not None:
+            total = total + self.penalty()
+        for p in self.all_params:
+            p.grad = None
+        total.backward()
+        if self.keeps is not None:
+            torch._foreach_mul_([p.grad for p in self.layer_params], self.keeps)
+        if self.train_embeddings:
+            row = model.embedding.weight[task].detach()
+            model.embedding.weight.grad[task] *= M.embedding_compensation(row, s, hat.smax, hat.thres_cosh)
+        clip_grad_norm_(self.params, self.clip)
+        with torch.no_grad():
+            torch._foreach_add_(self.params, [p.grad for p in self.params], alpha=-lr)
+        if self.train_embeddings:
+            with torch.no_grad():
+                model.embedding.weight[task].clamp_(-hat.thres_emb, hat.thres_emb)
+        return loss.detach(), logits.detach()
+
+
+def _fit(
+    ctx: _Context,
+    model: MaskedMLP,
+    task: int,
+    data: dict[str, Tensor],
+    *,
+    phase: str,
+    max_epochs: int,
+    head_only: bool = False,
+    protect: Sequence[Tensor] | None = None,
+    reg_used: Sequence[Tensor] | None = None,
+    penalty: Callable[[], Tensor] | None = None,
+) -> tuple[int, list[list[np.ndarray]]]:
+    """Train ``task`` for one phase with HAT's patience schedule; return the epochs run and
+    the embedding trajectory (every ``record.trajectory_every``-th epoch)."""
+    cfg, opt_cfg = ctx.cfg, ctx.cfg.optim
+    step = Step(model=model, task=task, hat=cfg.hat, clip=opt_cfg.clip, head_only=head_only,
+                protect=protect, reg_used=reg_used, penalty=penalty)
+    lr = opt_cfg.lr
+    best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
+    patience = opt_cfg.patience
+    x, y = data["x_train"], data["y_train"]
+    n, bs = len(x), opt_cfg.batch_size
+    n_batches = max(1, math.ceil(n / bs))
+    trajectory: list[list[np.ndarray]] = []
+    epochs = 0
+    for epoch in range(max_epochs):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=ctx.generator).to(ctx.device)
+        sum_loss, sum_correct = 0.0, 0
+        for b in range(n_batches):
+            idx = order[b * bs:(b + 1) * bs]
+            loss, logits = step(lr, x[idx], y[idx], M.anneal_s(b, n_batches, cfg.hat.smax))
+            sum_loss += float(loss) * len(idx)
+            sum_correct += int((logits.argmax(1) == y[idx]).sum())
+        epochs = epoch + 1
+        val_loss, val_acc = evaluate(model, task, data["x_val"], data["y_val"], cfg.hat.smax)
+        if model.masked and (epoch % cfg.record.trajectory_every == 0 or epoch == max_epochs - 1):
+            trajectory.append([e.detach().cpu().numpy().copy() for e in model.task_embeddings(task)])
+        ctx.emit(EpochEnd(
+            task=task, phase=phase, epoch=epoch, train_loss=sum_loss / n, train_acc=sum_correct / n,
+            val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=time.perf_counter() - started,
+        ))
+        if val_loss < best_loss:
+            best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
+            patience = opt_cfg.patience
+        else:
+            patience -= 1
+            if patience <= 0:
+                lr /= opt_cfg.lr_factor
+                if lr < opt_cfg.lr_min:
+                    break
+                patience = opt_cfg.patience
+        if ctx.should_stop():
+            raise StopRequested
+    model.load_state_dict(best_state)
+    return epochs, trajectory
+
+
+def _smax_masks(model: MaskedMLP, task: int, smax: float) -> list[Tensor]:
+    with torch.no_grad():
+        return [m.detach().cpu().clone() for m in model.masks(task, smax)]
+
+
+def _stack(trajectory: list[list[np.ndarray]], layer: int, dtype: str) -> np.ndarray:
+    if not trajectory:
+        return np.zeros((0, 0), dtype=dtype)
+    return np.stack([snap[layer] for snap in trajectory]).astype(dtype)
+
+
+def _dtd(
+    ctx: _Context, model: MaskedMLP, task: int, data: dict[str, Tensor],
+    acc_mask: list[Tensor], families: list[str],
+) -> tuple[list[list[int]], dict[str, int]]:
+    """Dissimilar-task detection on a copy of the state: returns D_t per layer and epochs."""
+    cfg = ctx.cfg
+    saved = copy.deepcopy(model.state_dict())
+    epochs = {}
+    if cfg.prm.two_stage and cfg.prm.head_epochs > 0:
+        epochs["dtd-head"], _ = _fit(ctx, model, task, data, phase="dtd-head",
+                                     max_epochs=cfg.prm.head_epochs, head_only=True)
+    epochs["dtd"], trajectory = _fit(ctx, model, task, data, phase="dtd", max_epochs=cfg.prm.dtd_epochs,
+                                     protect=acc_mask, reg_used=acc_mask)
+    started = time.perf_counter()
+    layers, dissimilar, arrays = [], [], {}
+    table = model.split(model.embedding.weight[: task + 1].detach().cpu())
+    for index, rows in enumerate(table):
+        points = rows.numpy().astype(np.float64)
+        result = xmeans(points, k_max=cfg.prm.k_max, seed=cfg.seed)
+        # No split could even be tried (2 tasks): the single cluster is a default, not a finding.
+        undecided = all(a.reason == "too-few-points" for a in result.attempts)
+        by_xmeans = dissimilar_to(result, task)
+        if undecided and cfg.prm.undecided == "dissimilar":
+            by_xmeans = list(range(task))
+        used = dissimilar_set(similarity=ctx.strategy.similarity, task=task,
+                              xmeans_dissimilar=by_xmeans, families=families)
+        layers.append({"xmeans": result.to_dict(), "undecided": undecided,
+                       "dissimilar_xmeans": by_xmeans, "dissimilar": used})
+        dissimilar.append(used)
+        arrays[f"embeddings_l{index}"] = points.astype(np.float32)
+        arrays[f"trajectory_l{index}"] = _stack(trajectory, index, cfg.record.trajectory_dtype)
+    model.load_state_dict(saved)
+    ctx.emit(TaskArrays(task=task, kind="dtd", arrays=arrays))
+    ctx.emit(DTDResult(task=task, layers=layers, source=ctx.strategy.similarity,
+                       seconds=time.perf_counter() - started))
+    return dissimilar, epochs
+
+
+def _ewc_penalty(model: MaskedMLP, fisher: list[Tensor], anchor: list[Tensor], lam: float) -> Callable[[], Tensor]:
+    params = model.shared_parameters()
+
+    def penalty() -> Tensor:
+        return lam / 2 * sum((f * (p - a) ** 2).sum() for f, p, a in zip(fisher, params, anchor))
+
+    return penalty
+
+
+def _fisher(model: MaskedMLP, task: int, data: dict[str, Tensor], batch_size: int, smax: float) -> list[Tensor]:
+    """Empirical Fisher diagonal of the shared weights on the task's training data."""
+    model.train()
+    params = model.shared_parameters()
+    fisher = [torch.zeros_like(p) for p in params]
+    x, y = data["x_train"], data["y_train"]
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        model.zero_grad(set_to_none=True)
+        logits, _ = model(xb, task, smax)
+        F.cross_entropy(logits, yb).backward()
+        for f, p in zip(fisher, params):
+            f += p.grad.detach() ** 2 * len(xb)
+    model.zero_grad(set_to_none=True)
+    return [f / len(x) for f in fisher]
+
+
+def _build_model(cfg: RunConfig, seq: TaskSequence, strategy: Strategy, device: torch.device) -> MaskedMLP:
+    return MaskedMLP(
+        input_dim=seq.input_dim, hidden=cfg.model.hidden, head_sizes=[t.n_classes for t in seq.tasks],
+        input_dropout=cfg.model.input_dropout, hidden_dropout=cfg.model.hidden_dropout,
+        masked=strategy.masked,
+    ).to(device)
+
+
+def train_sequence(
+    config: RunConfig,
+    *,
+    emit: Emit | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    sequence: TaskSequence | None = None,
+) -> RunResult:
+    """Learn every task of the configured sequence in order, reporting through ``emit``.
+
+    Ends with a ``RunEnd`` event whatever happens: 'finished', 'stopped' (``should_stop``
+    returned True, or Ctrl-C, which is re-raised) or 'failed' (the exception is re-raised).
+    """
+    emit = emit or (lambda event: None)
+    ctx = _Context(
+        cfg=config, strategy=STRATEGIES[config.method], device=torch.device(config.device),
+        generator=torch.Generator().manual_seed(config.seed), emit=emit,
+        should_stop=should_stop or (lambda: False),
+    )
+    started = time.perf_counter()
+    # Masks at large s are ~1e-40 on unused units: denormal floats, which make every later
+    # matrix product several times slower on x86 CPUs. Flushing them to zero changes no
+    # result that matters and keeps a masked step close to an unmasked one.
+    torch.set_flush_denormal(True)
+    torch.manual_seed(config.seed)
+    seq = sequence or make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks)
+    T = len(seq.tasks)
+    test_acc = np.full((T, T), np.nan)
+    val_acc = np.full((T, T), np.nan)
+    status, error = "finished", None
+    emit(RunStarted(config=config.to_dict(), tasks=[t.describe() for t in seq.tasks],
+                    sequence=seq.name, input_dim=seq.input_dim))
+    try:
+        _learn(ctx, seq, test_acc, val_acc)
+    except StopRequested:
+        status = "stopped"
+    except KeyboardInterrupt:
+        emit(RunEnd(status="stopped", seconds=time.perf_counter() - started))
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        emit(RunEnd(status="failed", seconds=time.perf_counter() - started, error=error))
+        raise
+    seconds = time.perf_counter() - started
+    emit(RunEnd(status=status, seconds=seconds))
+    return RunResult(status=status, test_acc=test_acc, val_acc=val_acc, seconds=seconds)
+
+
+def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.ndarray) -> None:
+    cfg, strategy = ctx.cfg, ctx.strategy
+    smax = cfg.hat.smax
+    families = [t.family for t in seq.tasks]
+    data = [_to(t, ctx.device) for t in seq.tasks]
+    model = _build_model(cfg, seq, strategy, ctx.device)
+    eval_models: list[MaskedMLP] = []  # STL keeps one network per task
+    task_masks: list[list[Tensor]] = []
+    acc_mask: list[Tensor] | None = None
+    fisher: list[Tensor] | None = None
+    anchor: list[Tensor] | None = None
+    for t in range(len(seq.tasks)):
+        seconds: dict[str, float] = {}
+        if strategy.fresh_per_task and t > 0:
+            model = _build_model(cfg, seq, strategy, ctx.device)
+        protect, dissimilar, epochs = acc_mask, None, {}
+        if strategy.runs_dtd and t > 0:
+            clock = time.perf_counter()
+            dissimilar, epochs = _dtd(ctx, model, t, data[t], acc_mask, families)
+            protect = [M.relaxed_mask([m[l] for m in task_masks], d, len(acc_mask[l]))
+                       for l, d in enumerate(dissimilar)]
+            seconds["dtd"] = time.perf_counter() - clock
+        reg_used = protect if cfg.prm.reg_mask == "relaxed" and dissimilar is not None else acc_mask
+        penalty = None
+        if strategy.ewc and fisher is not None:
+            penalty = _ewc_penalty(model, fisher, anchor, cfg.ewc_lambda)
+        clock = time.perf_counter()
+        epochs["train"], trajectory = _fit(ctx, model, t, data[t], phase="train", max_epochs=cfg.optim.max_epochs,
+                                           protect=protect if strategy.protect != "none" else None,
+                                           reg_used=reg_used, penalty=penalty)
+        seconds["train"] = time.perf_counter() - clock
+        arrays: dict[str, np.ndarray] = {}
+        if strategy.masked:
+            mask_t = _smax_masks(model, t, smax)
+            previous = acc_mask
+            task_masks.append(mask_t)
+            acc_mask = [M.accumulate(None if previous is None else previous[l], m) for l, m in enumerate(mask_t)]
+            for l, emb in enumerate(model.task_embeddings(t)):
+                arrays[f"embedding_l{l}"] = emb.detach().cpu().numpy().astype(np.float32)
+                arrays[f"mask_l{l}"] = mask_t[l].numpy()
+                arrays[f"accumulated_l{l}"] = acc_mask[l].numpy()
+                if protect is not None:
+                    arrays[f"protected_l{l}"] = protect[l].cpu().numpy()
+                arrays[f"trajectory_l{l}"] = _stack(trajectory, l, cfg.record.trajectory_dtype)
+        if strategy.ewc:
+            new = _fisher(model, t, data[t], cfg.optim.batch_size, smax)
+            fisher = new if fisher is None else [(f * t + g) / (t + 1) for f, g in zip(fisher, new)]
+            anchor = [p.detach().clone() for p in model.shared_parameters()]
+        if strategy.fresh_per_task:
+            eval_models.append(model)
+        clock = time.perf_counter()
+        for i in range(t + 1):
+            net = eval_models[i] if strategy.fresh_per_task else model
+            _, test_acc[t, i] = evaluate(net, i, data[i]["x_test"], data[i]["y_test"], smax)
+            _, val_acc[t, i] = evaluate(net, i, data[i]["x_val"], data[i]["y_val"], smax)
+        seconds["eval"] = time.perf_counter() - clock
+        if arrays:
+            ctx.emit(TaskArrays(task=t, kind="task", arrays=arrays))
+        ctx.emit(TaskEnd(
+            task=t, test_acc=_row(test_acc[t]), val_acc=_row(val_acc[t]), seconds=seconds, epochs=epochs,
+            capacity=[M.capacity_used(m) for m in acc_mask] if acc_mask is not None else [],
+        ))
+
+
+def _row(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]

@@ -1,0 +1,97 @@
+"""The small typed events the engine emits while it trains.
+
+The engine knows nothing about files or screens: it calls ``emit(event)`` with one of these.
+``prm.runs.RunWriter`` turns each into one JSON line (arrays go to ``.npz`` files), and the
+explorer folds the lines back into state with ``prm.runs.apply_event``, for live and
+recorded runs alike. Accuracies are lists with ``None`` for tasks not evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PHASES = ("dtd-head", "dtd", "train")
+"""Training phases: DTD's 1st optimisation (head only), DTD's 2nd, and the kept training
+(LwPRM for PRM, the only phase for every other method)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted:
+    type = "run_started"
+    config: dict[str, Any]
+    tasks: list[dict[str, Any]]
+    sequence: str
+    input_dim: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochEnd:
+    type = "epoch"
+    task: int
+    phase: str
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class DTDResult:
+    """What dissimilar-task detection decided for ``task``, one entry per masked layer.
+
+    Each layer holds the X-means record (``xmeans``), the dissimilar set X-means implies
+    (``dissimilar_xmeans``) and the set actually used for the relaxed mask (``dissimilar``:
+    differs from the former in the PRM(S), PRM(D) and PRM(T) ablations).
+    """
+
+    type = "dtd"
+    task: int
+    layers: list[dict[str, Any]]
+    source: str
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskEnd:
+    type = "task_end"
+    task: int
+    test_acc: list[float | None]
+    val_acc: list[float | None]
+    seconds: dict[str, float]
+    epochs: dict[str, int]
+    capacity: list[float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskArrays:
+    """Per-task arrays (embeddings, masks, trajectories); written to ``arrays/<kind>_<task>.npz``."""
+
+    type = "arrays"
+    task: int
+    kind: str
+    arrays: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEnd:
+    type = "run_end"
+    status: str
+    seconds: float
+    error: str | None = None
+
+
+Event = RunStarted | EpochEnd | DTDResult | TaskEnd | TaskArrays | RunEnd
+
+STATUSES = ("running", "finished", "stopped", "failed")
+
+
+def to_record(event: Event) -> dict[str, Any]:
+    """The JSON-line form of an event (not for TaskArrays, whose arrays go to a file)."""
+    return {"type": event.type, **dataclasses.asdict(event)}

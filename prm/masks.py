@@ -1,0 +1,105 @@
+"""Pure mask maths of HAT and PRM (PRM-NOTES, 'HAT' and 'PRM').
+
+Every function here is a pure function of tensors, so that each rule can be tested against
+numbers worked out by hand and the engine stays a thin loop around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def anneal_s(batch: int, n_batches: int, smax: float) -> float:
+    """HAT's per-batch slope: s = 1/smax + (smax - 1/smax) * (b-1)/(B-1), b = batch + 1.
+
+    It restarts every epoch. With a single batch there is no range to anneal over; we use
+    smax, so the only step trains the mask at the sharpness it is evaluated with.
+    """
+    if n_batches <= 1:
+        return smax
+    return 1.0 / smax + (smax - 1.0 / smax) * batch / (n_batches - 1)
+
+
+def task_mask(embedding: Tensor, s: float) -> Tensor:
+    """a_t = sigmoid(s * e_t): HAT's gate on a layer's units."""
+    return torch.sigmoid(s * embedding)
+
+
+def accumulate(previous: Tensor | None, mask: Tensor) -> Tensor:
+    """a_<=t = max(a_t, a_<=t-1), elementwise; a_<=0 is all zeros."""
+    return mask.clone() if previous is None else torch.maximum(previous, mask)
+
+
+def relaxed_mask(task_masks: Sequence[Tensor], dissimilar: Sequence[int], width: int) -> Tensor:
+    """PRM's p_<=t-1 = max over i in D_t of a_i; zeros when D_t is empty (nothing protected)."""
+    out = torch.zeros(width)
+    for i in dissimilar:
+        out = torch.maximum(out, task_masks[i].to(out))
+    return out
+
+
+def weight_keep(mask_out: Tensor, mask_in: Tensor | None) -> Tensor:
+    """Gradient multiplier of a weight matrix (out x in): 1 - min(a_out[i], a_in[j]).
+
+    ``mask_in`` is None for the first layer, whose inputs are not masked: then 1 - a_out[i].
+    """
+    if mask_in is None:
+        return (1.0 - mask_out).unsqueeze(1)
+    return 1.0 - torch.minimum(mask_out.unsqueeze(1), mask_in.unsqueeze(0))
+
+
+def bias_keep(mask_out: Tensor) -> Tensor:
+    """Gradient multiplier of a bias: 1 - a_out."""
+    return 1.0 - mask_out
+
+
+def layer_keeps(protect: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """(weight multiplier, bias multiplier) for every masked layer, from one mask per layer."""
+    keeps = []
+    for index, mask_out in enumerate(protect):
+        mask_in = protect[index - 1] if index > 0 else None
+        keeps.append((weight_keep(mask_out, mask_in), bias_keep(mask_out)))
+    return keeps
+
+
+def embedding_compensation(embedding: Tensor, s: float, smax: float, thres_cosh: float) -> Tensor:
+    """HAT's Eq. 4 factor: smax (cosh(clamp(s e)) + 1) / (s (cosh(e) + 1)).
+
+    It undoes the vanishing sigmoid gradient at low s, so that embeddings learn at a pace
+    that does not depend on where s is in its annealing.
+    """
+    num = torch.cosh(torch.clamp(s * embedding, -thres_cosh, thres_cosh)) + 1.0
+    den = torch.cosh(embedding) + 1.0
+    return smax / s * num / den
+
+
+def regulariser_weights(used: Sequence[Tensor] | None, widths: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Per-unit weights w and normaliser n with R = sum(a_t * w) / n (see below).
+
+    They depend only on the masks of earlier tasks, so the engine computes them once per
+    training phase and each step costs one product and one sum.
+    """
+    if used is None:
+        total = sum(widths)
+        return torch.ones(total), torch.tensor(float(total))
+    free = 1.0 - torch.cat(list(used))
+    return free, torch.clamp(free.sum(), min=1.0)
+
+
+def sparsity_regulariser(masks: Sequence[Tensor], used: Sequence[Tensor] | None) -> Tensor:
+    """R = sum a_t (1 - a_used) / sum (1 - a_used), over all layers and units.
+
+    It penalises only units no earlier task holds, normalised by the free capacity; for the
+    first task (``used`` None) it is the mean of all mask values. When no capacity is free
+    the denominator is floored at one unit, so R stays finite (and is then ~0).
+    """
+    weights, norm = regulariser_weights(used, [len(m) for m in masks])
+    return (torch.cat(list(masks)) * weights).sum() / norm
+
+
+def capacity_used(mask: Tensor, threshold: float = 0.5) -> float:
+    """Fraction of a layer's units an (accumulated) mask holds, counting a > threshold."""
+    return float((mask > threshold).float().mean())

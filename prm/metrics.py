@@ -1,0 +1,68 @@
+"""Continual-learning metrics as pure functions over the accuracy matrix (PRM-NOTES, 'Metrics').
+
+R is a (T, T) array: R[j, i] = test accuracy on task i after learning task j (0-based), NaN
+where task i has not been learnt yet (i > j) or was never evaluated. Every function accepts a
+partially filled matrix (a stopped run): it uses the last completed row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def completed_rows(R: np.ndarray) -> int:
+    """How many tasks have been learnt: the rows whose diagonal entry is known."""
+    diag = np.diag(np.asarray(R, dtype=float))
+    done = 0
+    while done < len(diag) and not np.isnan(diag[done]):
+        done += 1
+    return done
+
+
+def _last(R: np.ndarray) -> tuple[np.ndarray, int]:
+    R = np.asarray(R, dtype=float)
+    n = completed_rows(R)
+    if n == 0:
+        raise ValueError("the accuracy matrix has no completed task")
+    return R, n
+
+
+def average_accuracy(R: np.ndarray) -> float:
+    """Acc = mean_i R[T, i] over the tasks learnt so far."""
+    R, n = _last(R)
+    return float(np.mean(R[n - 1, :n]))
+
+
+def backward_transfer(R: np.ndarray) -> float:
+    """BWT = mean_i (R[T, i] - R[i, i]); negative means forgetting. 0 after a single task."""
+    R, n = _last(R)
+    return float(np.mean(R[n - 1, :n] - np.diag(R)[:n]))
+
+
+def forward_transfer(R: np.ndarray, stl: np.ndarray) -> float:
+    """FWT = mean_i (R[i, i] - STL_i): accuracy just after learning a task, minus single-task.
+
+    ``stl`` holds each task's single-task accuracy (the diagonal of an STL run's matrix).
+    """
+    R, n = _last(R)
+    stl = np.asarray(stl, dtype=float)
+    if len(stl) < n:
+        raise ValueError(f"need STL accuracies for {n} tasks, got {len(stl)}")
+    return float(np.mean(np.diag(R)[:n] - stl[:n]))
+
+
+def forgetting(R: np.ndarray) -> np.ndarray:
+    """Per task: the best accuracy it ever had minus its final accuracy (>= 0)."""
+    R, n = _last(R)
+    best = np.nanmax(R[:n, :n], axis=0)
+    return best - R[n - 1, :n]
+
+
+def summarise(R: np.ndarray, *, stl: np.ndarray | None = None) -> dict[str, float | None]:
+    """Acc, BWT and (when single-task accuracies are given) FWT in one dict."""
+    return {
+        "acc": average_accuracy(R),
+        "bwt": backward_transfer(R),
+        "fwt": None if stl is None else forward_transfer(R, stl),
+        "tasks_done": completed_rows(R),
+    }

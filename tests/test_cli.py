@@ -1,0 +1,84 @@
+"""``python -m prm``: run, show, compare, bad arguments, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prm.__main__ import main
+from prm.runs import load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--sequence", "digits-classes", "--n-tasks", "2", "--width", "16", "--epochs", "3",
+        "--dtd-epochs", "2", "--head-epochs", "1", "--no-umap", "--quiet"]
+
+
+def exit_code(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--sequence", "mnist"], "unknown sequence 'mnist'"),
+    (["run", "--method", "cat"], "unknown method 'cat'"),
+    (["run", "--epochs", "0", "--n-tasks", "2"], "optim.max_epochs"),
+    (["run", "--sequence", "digits-classes", "--n-tasks", "9"], "digits-classes"),
+    (["run", "--lr", "fast"], "invalid float value"),
+    (["run", "--device", "cuda"] if not __import__("torch").cuda.is_available() else ["run", "--layers", "0"], "--"),
+    (["compare", "--seeds", "a,b"], "comma-separated integers"),
+    (["show", "/nonexistent/run"], "no such run folder"),
+])
+def test_bad_arguments_get_one_line_and_exit_code_2(argv, message, capsys):
+    code, err = exit_code(argv, capsys)
+    assert code == 2
+    assert err.startswith("prm: error:") and message in err
+    assert err.count("\n") == 1
+
+
+def test_run_then_show(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", *TINY, "--method", "prm", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "status   finished" in printed and "Acc" in printed and "T2   layer 0: k=1 dissimilar=[T1] (undecided)" in printed
+    assert load_run(out).status == "finished"
+    assert main(["show", str(out)]) == 0
+    assert "accuracy matrix" in capsys.readouterr().out
+    code, err = exit_code(["run", *TINY, "--out", str(out)], capsys)
+    assert code == 2 and "already exists" in err
+
+
+def test_compare_prints_acc_bwt_fwt_ct(tmp_path, capsys):
+    assert main(["compare", *TINY, "--methods", "hat,ncl", "--seeds", "0,1", "--markdown",
+                 "--out-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].startswith("| sequence | method | seeds | Acc | BWT | FWT | CT s |")
+    rows = [line for line in table if line.startswith("| digits-classes")]
+    assert [r.split("|")[2].strip() for r in rows] == ["hat", "ncl"]  # STL ran only as FWT's reference
+    assert all(" ± " in r.split("|")[6] for r in rows)  # FWT is a number, not '-'
+    assert len(list(tmp_path.iterdir())) == 6  # 3 methods x 2 seeds recorded
+
+
+def test_ctrl_c_leaves_a_loadable_stopped_run(tmp_path):
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "prm", "run", "--sequence", "digits-mixed", "--quiet",
+                             "--no-umap", "--out", str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "events.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 20):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped" in err and "Traceback" not in err
+    run = load_run(out)
+    assert run.status == "stopped" and run.warnings == ()
+    assert run.state.tasks_done < run.state.n_tasks

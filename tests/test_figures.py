@@ -1,0 +1,163 @@
+"""Unit tests of the explorer's pure figure builders on a tiny recorded run."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from explorer import archive, live
+from explorer.figures import accuracy, clustering, compare, embeddings, masks, overview
+from prm.engine import train_sequence
+from prm.runs import RunWriter, load_run
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A 4-task digits-mixed PRM run (both families, 3 DTD steps) and its HAT counterpart."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for method in ("prm", "hat"):
+        cfg = tiny_config(sequence="digits-mixed", n_tasks=4, method=method)
+        train_sequence(cfg, emit=RunWriter(root / method, config=cfg))
+        out[method] = load_run(root / method)
+    return out
+
+
+def test_metrics_and_overview(runs):
+    state = runs["prm"].state
+    m = overview.run_metrics(state)
+    assert 0 <= m["acc"] <= 1 and m["fwt"] is None and m["ct"] > 0 and m["tasks_done"] == 4
+    m_stl = overview.run_metrics(state, stl=runs["hat"].state)  # any full matrix works as a reference
+    assert m_stl["fwt"] == pytest.approx(float(np.mean(np.diag(state.accuracy_matrix()) -
+                                                       np.diag(runs["hat"].state.accuracy_matrix()))))
+    strip = overview.sequence_strip(state)
+    assert sum(len(bar.x) for bar in strip.data) == 4
+    phases = overview.phase_seconds(state)
+    assert set(phases["task"]) == {"T1", "T2", "T3", "T4"}
+    assert phases[phases["phase"].str.startswith("X-means")]["seconds"].iloc[1:].gt(0).all()
+    assert isinstance(overview.phase_figure(phases), go.Figure)
+    summary = overview.similarity_summary(state)
+    assert summary["decision"].iloc[0].startswith("first task") and "l1:" in summary["decision"].iloc[3]
+
+
+def test_accuracy_builders(runs):
+    state = runs["prm"].state
+    fig = accuracy.heatmap(state.accuracy_matrix(), state.tasks, upto=1)
+    z = np.array(fig.data[0].z, dtype=float)
+    assert np.isnan(z[2:]).all() and not np.isnan(z[1, :2]).any()
+    assert "tested on" in fig.data[0].hovertext[1][0]
+    diff = accuracy.difference(state, runs["hat"].state)
+    assert diff.shape == (4, 4) and np.isnan(diff[0, 1])
+    assert accuracy.heatmap(diff, state.tasks, diverging=True).data[0].zmid == 0
+    assert len(accuracy.curves(state).data) == 4
+    assert list(accuracy.matrix_table(state).columns) == ["on T1", "on T2", "on T3", "on T4"]
+
+
+def test_embedding_steps_and_frames(runs):
+    run = runs["prm"]
+    assert embeddings.steps(run) == ["T2", "T3", "T4", embeddings.END]
+    proj = embeddings.precomputed(run, 0, "pca")
+    assert proj is not None and proj.coords.shape == (7, 2) and embeddings.precomputed(run, 0, "umap") is None
+    frame = embeddings.step_frame(run, 0, proj, "T4")
+    assert list(frame["task"]) == ["T1", "T2", "T3", "T4"] and frame["is_dtd"].tolist() == [False] * 3 + [True]
+    labels = run.state.dtd[3]["layers"][0]["xmeans"]["labels"]
+    assert frame["cluster"].tolist() == labels
+    assert frame["relation"].iloc[-1] == "new task" and frame["nearest"].str.contains("T").all()
+    end = embeddings.step_frame(run, 1, proj, embeddings.END)
+    assert end["cluster"].isna().all() and len(end) == 4
+    fig = embeddings.figure(frame, title="t")
+    assert any("nearest" in (t.hovertext or [""])[0] for t in fig.data)
+    moved, paths = embeddings.trajectory_projection(run, 0, frame)
+    assert len(paths) == 4 and all(np.allclose(p[-1], moved.iloc[n][["x", "y"]].to_numpy(float))
+                                   for n, (_, p) in enumerate(paths))
+    computed = embeddings.compute(run, 0, "tsne")
+    assert computed.coords.shape == (7, 2) and computed.method == "tsne"
+
+
+def test_clustering_record_and_evidence(runs):
+    run = runs["prm"]
+    record = run.state.dtd[3]
+    table = clustering.decision_table(record, 0)
+    assert len(table) == len(record["layers"][0]["xmeans"]["attempts"]) >= 1
+    assert {"BIC parent", "BIC children", "kept", "reason"} <= set(table.columns)
+    assert isinstance(clustering.decision_tree(record, 0), go.Figure)
+    pts = run.arrays[("dtd", 3)]["embeddings_l0"]
+    d = clustering.pairwise(pts, "euclidean")
+    assert np.allclose(np.diag(d), 0) and np.allclose(d, d.T)
+    assert np.allclose(np.diag(clustering.pairwise(pts, "cosine")), 1)
+    ari = clustering.agreement(run.state)
+    assert len(ari) == 3 * 2 and ari["ARI"].between(-1, 1).all()
+    ev = clustering.pair_evidence(run, 3, 0, 0, 3)
+    assert ev["distance"] == pytest.approx(d[0, 3], rel=1e-5) and set(ev["jaccard"]) == {"l0", "l1"}
+    assert np.isfinite(ev["bic_change"])
+    assert clustering.jaccard(np.array([1, 1, 0]), np.array([1, 0, 0])) == 0.5
+    assert clustering.jaccard(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def test_mask_builders(runs):
+    run = runs["prm"]
+    tasks, m = masks.task_masks(run, 0)
+    assert tasks == [0, 1, 2, 3] and m.shape == (4, 32)
+    order = masks.unit_order(m)
+    first = [int(np.argmax(m[:, u] > 0.5)) if (m[:, u] > 0.5).any() else 4 for u in order]
+    assert first == sorted(first)
+    parts = masks.relaxed_units(run, 2, 0)
+    assert parts["relaxed"].sum() == ((parts["accumulated"] > 0.5) & (parts["protected"] <= 0.5)).sum()
+    hat = masks.relaxed_units(runs["hat"], 2, 0)
+    assert hat["relaxed"].sum() == 0  # HAT protects everything it used
+    assert masks.relaxed_units(run, 0, 0) is None
+    cap = masks.capacity_table(run.state)
+    assert len(cap) == 8 and cap["capacity used"].between(0, 1).all()
+    _, overlap = masks.overlap_matrix(run, 1)
+    assert np.allclose(np.diag(overlap), 1) and np.allclose(overlap, overlap.T)
+    for fig in (masks.mask_heatmap(run, 0), masks.relaxed_figure(run, 2, 0), masks.overlap_figure(run, 0),
+                masks.capacity_figure(cap)):
+        assert isinstance(fig, go.Figure)
+
+
+def test_compare_builders(runs):
+    states = {"prm": (runs["prm"].state, 0), "hat": (runs["hat"].state, 0), "prm2": (runs["prm"].state, 1)}
+    table = compare.per_run(states)
+    assert list(table["method"]) == ["prm", "hat", "prm"] and table["FWT"].isna().all()
+    summary = compare.per_method(table)
+    assert summary.set_index("method").loc["prm", "seeds"] == 2
+    assert summary.set_index("method").loc["prm", "Acc sd"] == pytest.approx(0.0)
+    assert len(compare.bars(summary).data) == 4
+    assert len(compare.matrices({k: s for k, (s, _) in states.items()}).data) == 3
+
+
+def test_archive_round_trip_and_refusals(runs, tmp_path):
+    data = archive.zip_run(runs["prm"].path)
+    folder = archive.extract_run_zip(data, root=tmp_path, name="prm.zip")
+    assert load_run(folder).state.tasks_done == 4
+    assert archive.extract_run_zip(data, root=tmp_path, name="prm.zip").name == "prm-2"
+
+    def zipped(files: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for name, content in files.items():
+                zf.writestr(name, content)
+        return buf.getvalue()
+
+    run_json = (runs["prm"].path / "run.json").read_bytes()
+    for files, message in [({"../run.json": run_json}, "unsafe"), ({"/abs/run.json": run_json}, "unsafe"),
+                           ({"run.json": run_json, "evil.py": b"print()"}, "unexpected"),
+                           ({"events.jsonl": b""}, "no run.json"),
+                           ({"run.json": b"{not json"}, "readable run")]:
+        with pytest.raises(archive.UploadError, match=message):
+            archive.extract_run_zip(zipped(files), root=tmp_path / "up", name="x.zip")
+    with pytest.raises(archive.UploadError, match="not a zip"):
+        archive.extract_run_zip(b"hello", root=tmp_path, name="x.zip")
+    assert not (tmp_path / "up").exists() or not any((tmp_path / "up").iterdir())
+
+
+def test_live_command_and_progress(runs, tmp_path):
+    cmd = live.LiveOptions(sequence="digits-classes", n_tasks=2, width=32, epochs=3, umap=False).command(tmp_path / "r")
+    assert cmd[1:4] == ["-m", "prm", "run"] and "--no-umap" in cmd and cmd[cmd.index("--n-tasks") + 1] == "2"
+    fraction, text = live.progress(runs["prm"].state)
+    assert fraction == 1.0 and text.startswith("finished")

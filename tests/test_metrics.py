@@ -1,0 +1,50 @@
+"""Acc, BWT, FWT and forgetting on hand-written accuracy matrices."""
+
+import numpy as np
+import pytest
+
+from prm import metrics
+
+nan = np.nan
+R = np.array([
+    [0.90, nan, nan],
+    [0.80, 0.70, nan],
+    [0.60, 0.70, 0.95],
+])
+
+
+def test_average_accuracy_is_the_mean_of_the_last_row():
+    assert metrics.average_accuracy(R) == pytest.approx((0.60 + 0.70 + 0.95) / 3)
+
+
+def test_backward_transfer_compares_final_with_just_learnt():
+    assert metrics.backward_transfer(R) == pytest.approx(((0.60 - 0.90) + 0 + 0) / 3)
+
+
+def test_forward_transfer_compares_just_learnt_with_single_task():
+    stl = np.array([1.0, 0.8, 0.9])
+    assert metrics.forward_transfer(R, stl) == pytest.approx(((0.9 - 1.0) + (0.7 - 0.8) + (0.95 - 0.9)) / 3)
+    with pytest.raises(ValueError):
+        metrics.forward_transfer(R, stl[:2])
+
+
+def test_partial_matrix_uses_the_last_completed_row():
+    partial = R.copy()
+    partial[2] = nan
+    assert metrics.completed_rows(partial) == 2
+    assert metrics.average_accuracy(partial) == pytest.approx(0.75)
+    assert metrics.backward_transfer(partial) == pytest.approx(((0.8 - 0.9) + 0) / 2)
+
+
+def test_forgetting_is_best_minus_final():
+    assert np.allclose(metrics.forgetting(R), [0.30, 0.0, 0.0])
+
+
+def test_empty_matrix_is_an_error_not_a_nan():
+    with pytest.raises(ValueError):
+        metrics.average_accuracy(np.full((2, 2), nan))
+
+
+def test_summarise_includes_fwt_only_with_stl():
+    assert metrics.summarise(R)["fwt"] is None
+    assert metrics.summarise(R, stl=np.ones(3))["tasks_done"] == 3
