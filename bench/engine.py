@@ -1,6 +1,6 @@
 """Engine benchmark: every speed figure the README quotes comes from one run of this script.
 
-    python bench/engine.py            # about 4 minutes on 2 cores
+    python bench/engine.py            # about 10 minutes on 2 cores
     python bench/engine.py --quick    # fewer repeats and seeds (a smoke check, ~1 minute)
 
 Prints, in one process, so ratios compare like with like:
@@ -9,7 +9,8 @@ Prints, in one process, so ratios compare like with like:
   2. achieved GFLOP/s of that step against plain torch.mm on the same shapes;
   3. PRM's total time over HAT's on digits-mixed, default settings (goal <= 1.5; the
      paper reports 0.7-0.8), and the default PRM run's wall time (goal < 60 s);
-  4. time per task along the longest bundled sequence (flat: no growth with earlier tasks);
+  4. a 50-task sequence: time per task (flat: the last 10 tasks against the first 10, goal
+     <= 1.2), X-means time per DTD, run-folder size (goal < 50 MB) and peak memory;
   5. X-means time for 50 points in 2000 dimensions;
   6. HAT accuracy on digits-mixed per width, the evidence behind the default width.
 Timings are medians of repeats; the machine is noisy, so read ratios, not absolute times.
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,10 +34,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prm.config import ModelConfig, RunConfig  # noqa: E402
-from prm.data import make_sequence  # noqa: E402
+from prm.config import ModelConfig, RecordConfig, RunConfig  # noqa: E402
 from prm.engine import Step, train_sequence  # noqa: E402
-from prm.events import TaskEnd  # noqa: E402
+from prm.events import DTDResult, RunStarted, TaskEnd  # noqa: E402
+from prm.runs import RunWriter  # noqa: E402
 from prm.model import MaskedMLP  # noqa: E402
 from prm.xmeans import xmeans  # noqa: E402
 
@@ -82,11 +85,10 @@ def step_flops(width: int) -> float:
     return sum(3 * 2 * BATCH * i * o for i, o in shapes)
 
 
-def timed_run(cfg: RunConfig) -> tuple[float, float, list[float]]:
-    ends: list[TaskEnd] = []
-    result = train_sequence(cfg, emit=lambda e: ends.append(e) if isinstance(e, TaskEnd) else None)
-    per_task = [sum(e.seconds.values()) for e in ends]
-    return result.seconds, float(np.mean(result.test_acc[-1])), per_task
+def timed_run(cfg: RunConfig) -> tuple[float, float]:
+    """Total seconds and final Acc of one run."""
+    result = train_sequence(cfg)
+    return result.seconds, float(np.mean(result.test_acc[-1]))
 
 
 def main() -> int:
@@ -111,8 +113,8 @@ def main() -> int:
     print("\n3. PRM vs HAT on digits-mixed (default config), per seed")
     ratios, prm_times = [], []
     for seed in seeds:
-        hat_s, hat_acc, _ = timed_run(RunConfig(method="hat", seed=seed))
-        prm_s, prm_acc, _ = timed_run(RunConfig(method="prm", seed=seed))
+        hat_s, hat_acc = timed_run(RunConfig(method="hat", seed=seed))
+        prm_s, prm_acc = timed_run(RunConfig(method="prm", seed=seed))
         ratios.append(prm_s / hat_s)
         prm_times.append(prm_s)
         print(f"  seed {seed}: HAT {hat_s:5.1f} s (Acc {hat_acc:.3f})   PRM {prm_s:5.1f} s (Acc {prm_acc:.3f})   "
@@ -120,15 +122,36 @@ def main() -> int:
     print(f"  PRM/HAT total time: mean {np.mean(ratios):.2f} (goal <= 1.5); default PRM run: "
           f"slowest {max(prm_times):.1f} s (goal < 60 s)")
 
-    long_tasks = 19
-    print(f"\n4. time per task along digits-mixed with {long_tasks} tasks (PRM)")
-    _, _, per_task = timed_run(RunConfig(method="prm", n_tasks=long_tasks, seed=0))
-    seq = make_sequence("digits-mixed", seed=0, n_tasks=long_tasks)
-    for family in ("classes", "writers"):
-        times = [s for s, t in zip(per_task, seq.tasks) if t.family == family]
-        print(f"  {family:<8} tasks in order: " + " ".join(f"{s:.1f}" for s in times))
-    first, last = np.mean(per_task[:5]), np.mean(per_task[-5:])
-    print(f"  mean of first 5 tasks {first:.2f} s, last 5 {last:.2f} s, ratio {last / first:.2f}")
+    print("\n4. a 50-task sequence: mnist5k-long-50, PRM, recorded to a run folder")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = RunConfig(sequence="mnist5k-long-50", method="prm", seed=0, record=RecordConfig(projections=("pca",)))
+        events: list = []
+        writer = RunWriter(Path(tmp) / "long", config=cfg)
+
+        def emit(event) -> None:
+            writer(event)
+            events.append(event)
+
+        result = train_sequence(cfg, emit=emit)
+        size = sum(f.stat().st_size for f in (Path(tmp) / "long").rglob("*") if f.is_file())
+    ends = [e for e in events if isinstance(e, TaskEnd)]
+    tasks = next(e for e in events if isinstance(e, RunStarted)).tasks
+    per_task = np.array([sum(e.seconds.values()) for e in ends])
+    # Tasks differ in size (digit pairs: 600 images; style tasks: ~120) and in the epochs early
+    # stopping gives them, so flatness is judged per SGD step: all of a task's time (DTD,
+    # clustering, training, evaluation of every earlier task) over the batches it trained.
+    steps = np.array([sum(e.epochs.values()) * -(-t["sizes"]["train"] // cfg.optim.batch_size)
+                      for e, t in zip(ends, tasks)])
+    per_step = per_task / steps * 1e3
+    xm = [e.seconds for e in events if isinstance(e, DTDResult)]
+    print(f"  total {result.seconds:.0f} s, Acc {np.mean(result.test_acc[-1]):.3f}")
+    print("  seconds per task: " + " ".join(f"{v:.1f}" for v in per_task))
+    print("  ms per SGD step:  " + " ".join(f"{v:.2f}" for v in per_step))
+    print(f"  last 10 tasks / first 10: {per_step[-10:].mean() / per_step[:10].mean():.2f} per step (goal <= 1.2), "
+          f"{per_task[-10:].mean() / per_task[:10].mean():.2f} per task")
+    print(f"  X-means per DTD (both layers): first {xm[0] * 1e3:.0f} ms, at 50 tasks {xm[-1] * 1e3:.0f} ms")
+    print(f"  run folder {size / 2**20:.1f} MB (goal < 50 MB); peak memory of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MB")
 
     print("\n5. X-means on 50 points in 2000 dimensions (two blobs; median of repeats)")
     rng = np.random.default_rng(0)
@@ -138,7 +161,7 @@ def main() -> int:
 
     print("\n6. HAT on digits-mixed by width (seed 0): Acc and total time")
     for width in (64, 128, 256, 512):
-        s, acc, _ = timed_run(RunConfig(method="hat", model=ModelConfig(hidden=(width, width))))
+        s, acc = timed_run(RunConfig(method="hat", model=ModelConfig(hidden=(width, width))))
         print(f"  width {width:>4}: Acc {acc:.3f}  CT {s:5.1f} s", flush=True)
     return 0
 

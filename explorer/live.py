@@ -40,6 +40,7 @@ class LiveOptions:
     lamb: float = _DEFAULTS.hat.lamb
     dtd_epochs: int = _DEFAULTS.prm.dtd_epochs
     umap: bool = True
+    data_dir: str | None = None
 
     def command(self, out: Path) -> list[str]:
         cmd = [sys.executable, "-m", "prm", "run", "--sequence", self.sequence, "--method", self.method,
@@ -48,6 +49,8 @@ class LiveOptions:
                "--lamb", str(self.lamb), "--dtd-epochs", str(self.dtd_epochs)]
         if self.n_tasks:
             cmd += ["--n-tasks", str(self.n_tasks)]
+        if self.data_dir:
+            cmd += ["--data-dir", self.data_dir]
         if not self.umap:
             cmd.append("--no-umap")
         return cmd

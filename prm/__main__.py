@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from prm.config import METHOD_HELP, METHODS, ConfigError, HATConfig, ModelConfig, OptimConfig, PRMConfig, RunConfig
-from prm.data import SEQUENCES, DataError
+from prm.config import METHOD_HELP, METHODS, PRESETS, ConfigError, RunConfig, preset
+from prm.data import DATA_ENV, SEQUENCES, DataError, make_sequence
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,26 +46,39 @@ def _int_list(text: str) -> list[int]:
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     d = RunConfig()
-    g = p.add_argument_group("model and training (defaults in brackets)")
+    g = p.add_argument_group("model and training (unset options come from --preset; defaults in brackets)")
+    g.add_argument("--preset", default="default", choices=list(PRESETS),
+                   help="default: sized for the bundled data; paper: the PRM paper's set-up "
+                        "(2000 units, lr 0.025 to 0.001, batch 64) [%(default)s]")
+    g.add_argument("--data-dir", default=None,
+                   help="folder with the paper's data sets (EMNIST, CIFAR-100 binary, LEAF); default $PRM_DATA")
     g.add_argument("--n-tasks", type=int, default=None, help="number of tasks [the sequence's default]")
-    g.add_argument("--width", type=int, default=d.model.hidden[0], help="units per hidden layer [%(default)s]")
-    g.add_argument("--layers", type=int, default=len(d.model.hidden), help="masked hidden layers [%(default)s]")
-    g.add_argument("--epochs", type=int, default=d.optim.max_epochs, help="max epochs per task [%(default)s]")
-    g.add_argument("--lr", type=float, default=d.optim.lr, help="initial SGD learning rate [%(default)s]")
-    g.add_argument("--batch-size", type=int, default=d.optim.batch_size, help="[%(default)s]")
-    g.add_argument("--patience", type=int, default=d.optim.patience,
-                   help="epochs without validation improvement before lr is divided [%(default)s]")
-    g.add_argument("--lamb", type=float, default=d.hat.lamb, help="mask sparsity regulariser strength [%(default)s]")
-    g.add_argument("--smax", type=float, default=d.hat.smax, help="HAT's maximal mask slope [%(default)s]")
-    g.add_argument("--dropout", type=float, default=d.model.hidden_dropout, help="hidden dropout [%(default)s]")
-    g.add_argument("--dtd-epochs", type=int, default=d.prm.dtd_epochs, help="PRM: max epochs of DTD's 2nd optimisation [%(default)s]")
-    g.add_argument("--head-epochs", type=int, default=d.prm.head_epochs, help="PRM: epochs of DTD's 1st optimisation [%(default)s]")
+    g.add_argument("--width", type=int, help=f"units per hidden layer [{d.model.hidden[0]}]")
+    g.add_argument("--layers", type=int, help=f"masked hidden layers [{len(d.model.hidden)}]")
+    g.add_argument("--epochs", type=int, help=f"max epochs per task [{d.optim.max_epochs}]")
+    g.add_argument("--lr", type=float, help=f"initial SGD learning rate [{d.optim.lr}]")
+    g.add_argument("--batch-size", type=int, help=f"[{d.optim.batch_size}]")
+    g.add_argument("--patience", type=int,
+                   help=f"epochs without validation improvement before lr is divided [{d.optim.patience}]")
+    g.add_argument("--lamb", type=float, help=f"mask sparsity regulariser strength [{d.hat.lamb}]")
+    g.add_argument("--smax", type=float, help=f"HAT's maximal mask slope [{d.hat.smax}]")
+    g.add_argument("--dropout", type=float, help=f"hidden dropout [{d.model.hidden_dropout}]")
+    g.add_argument("--dtd-epochs", type=int, help=f"PRM: max epochs of DTD's 2nd optimisation [{d.prm.dtd_epochs}]")
+    g.add_argument("--head-epochs", type=int, help=f"PRM: epochs of DTD's 1st optimisation [{d.prm.head_epochs}]")
     g.add_argument("--no-2so", action="store_true", help="PRM: DTD without the 1st optimisation (paper's 'w/o 2SO')")
-    g.add_argument("--reg-mask", choices=("accumulated", "relaxed"), default=d.prm.reg_mask,
-                   help="PRM: mask the sparsity regulariser treats as used in LwPRM [%(default)s]")
-    g.add_argument("--ewc-lambda", type=float, default=d.ewc_lambda, help="EWC penalty strength [%(default)s]")
+    g.add_argument("--reg-mask", choices=("accumulated", "relaxed"),
+                   help=f"PRM: mask the sparsity regulariser treats as used in LwPRM [{d.prm.reg_mask}]")
+    g.add_argument("--ewc-lambda", type=float, help=f"EWC penalty strength [{d.ewc_lambda}]")
     g.add_argument("--no-umap", action="store_true", help="store only PCA projections (skips UMAP's compile at run end)")
     g.add_argument("--device", default="cpu", help="cpu or cuda [%(default)s]")
+
+
+_OVERRIDES = {  # CLI option -> (config section, field)
+    "epochs": ("optim", "max_epochs"), "lr": ("optim", "lr"), "batch_size": ("optim", "batch_size"),
+    "patience": ("optim", "patience"), "lamb": ("hat", "lamb"), "smax": ("hat", "smax"),
+    "dropout": ("model", "hidden_dropout"), "dtd_epochs": ("prm", "dtd_epochs"),
+    "head_epochs": ("prm", "head_epochs"), "reg_mask": ("prm", "reg_mask"),
+}
 
 
 def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) -> RunConfig:
@@ -74,21 +87,26 @@ def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) 
 
         if not torch.cuda.is_available():
             _fail(f"--device {args.device}: no CUDA device is available on this machine")
-    if args.layers < 1:
-        _fail(f"--layers must be >= 1, got {args.layers}")
-    base = RunConfig()
-    return RunConfig(
-        sequence=sequence, n_tasks=args.n_tasks, method=method, seed=seed, device=args.device,
-        model=ModelConfig(hidden=(args.width,) * args.layers, input_dropout=base.model.input_dropout,
-                          hidden_dropout=args.dropout),
-        optim=OptimConfig(lr=args.lr, lr_min=min(base.optim.lr_min, args.lr), max_epochs=args.epochs,
-                          batch_size=args.batch_size, patience=args.patience),
-        hat=HATConfig(lamb=args.lamb, smax=args.smax),
-        prm=PRMConfig(two_stage=not args.no_2so, dtd_epochs=args.dtd_epochs, head_epochs=args.head_epochs,
-                      reg_mask=args.reg_mask),
-        record=base.record.__class__(projections=("pca",) if args.no_umap else base.record.projections),
-        ewc_lambda=args.ewc_lambda,
-    )
+    base = preset(args.preset).to_dict()
+    for option, (section, name) in _OVERRIDES.items():
+        if getattr(args, option) is not None:
+            base[section][name] = getattr(args, option)
+    if args.width is not None or args.layers is not None:
+        width = args.width if args.width is not None else base["model"]["hidden"][0]
+        layers = args.layers if args.layers is not None else len(base["model"]["hidden"])
+        if layers < 1:
+            _fail(f"--layers must be >= 1, got {layers}")
+        base["model"]["hidden"] = [width] * layers
+    base["optim"]["lr_min"] = min(base["optim"]["lr_min"], base["optim"]["lr"])
+    if args.no_2so:
+        base["prm"]["two_stage"] = False
+    if args.no_umap:
+        base["record"]["projections"] = ["pca"]
+    if args.ewc_lambda is not None:
+        base["ewc_lambda"] = args.ewc_lambda
+    data_dir = args.data_dir or os.environ.get(DATA_ENV)
+    return RunConfig.from_dict({**base, "sequence": sequence, "n_tasks": args.n_tasks, "method": method,
+                                "seed": seed, "device": args.device, "data_dir": data_dir})
 
 
 def _check_sequence(name: str) -> None:
@@ -115,9 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args, sequence=args.sequence, method=args.method, seed=args.seed)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/{args.sequence}-{args.method}-s{args.seed}-{stamp}")
-    from prm.data import make_sequence
-
-    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks)
+    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir)
     try:
         writer = RunWriter(out, config=cfg)
     except FileExistsError as exc:
@@ -256,7 +272,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _fail(f"--jobs must be >= 1, got {args.jobs}")
     needed = methods if "stl" in methods else [*methods, "stl"]  # STL is FWT's reference
     jobs, keys = [], []
-    for sequence in sequences:
+    for sequence in sequences:  # a missing data set fails here, before anything trains
+        make_sequence(sequence, seed=args.seeds[0], n_tasks=args.n_tasks, data_dir=args.data_dir or None)
         for method in needed:
             for seed in args.seeds:
                 cfg = _config(args, sequence=sequence, method=method, seed=seed)

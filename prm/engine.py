@@ -30,7 +30,7 @@ from prm import masks as M
 from prm.config import HATConfig, RunConfig
 from prm.data import Task, TaskSequence, make_sequence
 from prm.events import DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd
-from prm.methods import STRATEGIES, Strategy, dissimilar_set
+from prm.methods import STRATEGIES, Strategy, dissimilar_set, true_groups
 from prm.model import MaskedMLP
 from prm.xmeans import dissimilar_to, xmeans
 
@@ -117,10 +117,11 @@ class Step:
         self.params = _trainable(self.model, self.task, head_only=self.head_only)
         self.all_params = list(self.model.parameters())
         self.train_embeddings = self.model.masked and not self.head_only
-        self.reg_weights, self.reg_norm = M.regulariser_weights(self.reg_used, self.model.widths)
+        device = self.model.layers[0].weight.device  # masks of earlier tasks are kept on the CPU
+        self.reg_weights, self.reg_norm = (w.to(device) for w in M.regulariser_weights(self.reg_used,
+                                                                                      self.model.widths))
         self.keeps = None
         if self.protect is not None and not self.head_only:
-            device = self.model.layers[0].weight.device
             self.keeps = [k.to(device) for pair in M.layer_keeps(self.protect) for k in pair]
             self.layer_params = list(self.model.layers.parameters())  # weight, bias per layer, in order
 
@@ -158,6 +159,18 @@ class Step:
                 model.embedding.weight[task].clamp_(-hat.thres_emb, hat.thres_emb)
         return loss.detach(), logits.detach()
 
+    @torch.no_grad()
+    def objective_extra(self) -> float:
+        """The non-data terms of the objective at evaluation sharpness (s = smax): HAT's
+        reference adds them to the validation loss that early stopping watches, so we do too."""
+        extra = 0.0
+        if self.train_embeddings and self.hat.lamb > 0:
+            mask = M.task_mask(self.model.embedding.weight[self.task], self.hat.smax)
+            extra += self.hat.lamb * float((mask * self.reg_weights).sum() / self.reg_norm)
+        if self.penalty is not None:
+            extra += float(self.penalty())
+        return extra
+
 
 def _fit(
     ctx: _Context,
@@ -173,7 +186,8 @@ def _fit(
     penalty: Callable[[], Tensor] | None = None,
 ) -> tuple[int, list[list[np.ndarray]]]:
     """Train ``task`` for one phase with HAT's patience schedule; return the epochs run and
-    the embedding trajectory (every ``record.trajectory_every``-th epoch)."""
+    the embedding trajectory (after every ``record.trajectory_every``-th epoch, then the
+    restored best-validation embedding)."""
     cfg, opt_cfg = ctx.cfg, ctx.cfg.optim
     step = Step(model=model, task=task, hat=cfg.hat, clip=opt_cfg.clip, head_only=head_only,
                 protect=protect, reg_used=reg_used, penalty=penalty)
@@ -197,7 +211,8 @@ def _fit(
             sum_correct += int((logits.argmax(1) == y[idx]).sum())
         epochs = epoch + 1
         val_loss, val_acc = evaluate(model, task, data["x_val"], data["y_val"], cfg.hat.smax)
-        if model.masked and (epoch % cfg.record.trajectory_every == 0 or epoch == max_epochs - 1):
+        val_loss += step.objective_extra()
+        if model.masked and epoch % cfg.record.trajectory_every == 0:
             trajectory.append([e.detach().cpu().numpy().copy() for e in model.task_embeddings(task)])
         ctx.emit(EpochEnd(
             task=task, phase=phase, epoch=epoch, train_loss=sum_loss / n, train_acc=sum_correct / n,
@@ -216,6 +231,8 @@ def _fit(
         if ctx.should_stop():
             raise StopRequested
     model.load_state_dict(best_state)
+    if model.masked:  # end the trajectory where the task ends: the restored best embedding
+        trajectory.append([e.detach().cpu().numpy().copy() for e in model.task_embeddings(task)])
     return epochs, trajectory
 
 
@@ -232,7 +249,7 @@ def _stack(trajectory: list[list[np.ndarray]], layer: int, dtype: str) -> np.nda
 
 def _dtd(
     ctx: _Context, model: MaskedMLP, task: int, data: dict[str, Tensor],
-    acc_mask: list[Tensor], families: list[str],
+    acc_mask: list[Tensor], groups: list[int],
 ) -> tuple[list[list[int]], dict[str, int]]:
     """Dissimilar-task detection on a copy of the state: returns D_t per layer and epochs."""
     cfg = ctx.cfg
@@ -255,8 +272,10 @@ def _dtd(
         if undecided and cfg.prm.undecided == "dissimilar":
             by_xmeans = list(range(task))
         used = dissimilar_set(similarity=ctx.strategy.similarity, task=task,
-                              xmeans_dissimilar=by_xmeans, families=families)
-        layers.append({"xmeans": result.to_dict(), "undecided": undecided,
+                              xmeans_dissimilar=by_xmeans, groups=groups)
+        record = result.to_dict()
+        del record["centers"]  # the means of each cluster's rows of arrays/dtd_<t>.npz: not logged twice
+        layers.append({"xmeans": record, "undecided": undecided,
                        "dissimilar_xmeans": by_xmeans, "dissimilar": used})
         dissimilar.append(used)
         arrays[f"embeddings_l{index}"] = points.astype(np.float32)
@@ -326,13 +345,15 @@ def train_sequence(
     # result that matters and keeps a masked step close to an unmasked one.
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
-    seq = sequence or make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks)
+    seq = sequence or make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks,
+                                    data_dir=config.data_dir)
     T = len(seq.tasks)
     test_acc = np.full((T, T), np.nan)
     val_acc = np.full((T, T), np.nan)
     status, error = "finished", None
+    oracle = seq.describe().get("oracle_transfer")
     emit(RunStarted(config=config.to_dict(), tasks=[t.describe() for t in seq.tasks],
-                    sequence=seq.name, input_dim=seq.input_dim))
+                    sequence=seq.name, input_dim=seq.input_dim, oracle_transfer=oracle))
     try:
         _learn(ctx, seq, test_acc, val_acc)
     except StopRequested:
@@ -352,7 +373,7 @@ def train_sequence(
 def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.ndarray) -> None:
     cfg, strategy = ctx.cfg, ctx.strategy
     smax = cfg.hat.smax
-    families = [t.family for t in seq.tasks]
+    groups = true_groups([t.describe() for t in seq.tasks])
     data = [_to(t, ctx.device) for t in seq.tasks]
     model = _build_model(cfg, seq, strategy, ctx.device)
     eval_models: list[MaskedMLP] = []  # STL keeps one network per task
@@ -367,7 +388,7 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
         protect, dissimilar, epochs = acc_mask, None, {}
         if strategy.runs_dtd and t > 0:
             clock = time.perf_counter()
-            dissimilar, epochs = _dtd(ctx, model, t, data[t], acc_mask, families)
+            dissimilar, epochs = _dtd(ctx, model, t, data[t], acc_mask, groups)
             protect = [M.relaxed_mask([m[l] for m in task_masks], d, len(acc_mask[l]))
                        for l, d in enumerate(dissimilar)]
             seconds["dtd"] = time.perf_counter() - clock

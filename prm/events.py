@@ -21,15 +21,24 @@ PHASES = ("dtd-head", "dtd", "train")
 
 @dataclass(frozen=True, kw_only=True)
 class RunStarted:
+    """The sequence as the engine will learn it. ``oracle_transfer[a][b]``: accuracy on task b
+    of a simple classifier trained on task a, for sequences that measure it (mnist5k-*)."""
+
     type = "run_started"
     config: dict[str, Any]
     tasks: list[dict[str, Any]]
     sequence: str
     input_dim: int
+    oracle_transfer: list[list[float]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class EpochEnd:
+    """One epoch of one phase. ``train_loss``/``train_acc``: cross-entropy and accuracy on the
+    training batches as they were trained (dropout on, s annealed). ``val_loss``: the validation
+    objective early stopping watches (cross-entropy plus the regulariser or EWC penalty at s =
+    smax, as in HAT's reference); ``val_acc``: validation accuracy at s = smax."""
+
     type = "epoch"
     task: int
     phase: str
@@ -48,7 +57,9 @@ class DTDResult:
 
     Each layer holds the X-means record (``xmeans``), the dissimilar set X-means implies
     (``dissimilar_xmeans``) and the set actually used for the relaxed mask (``dissimilar``:
-    differs from the former in the PRM(S), PRM(D) and PRM(T) ablations).
+    differs from the former in the PRM(S), PRM(D) and PRM(T) ablations), and ``undecided``
+    (X-means could not test any split: two tasks). The X-means record omits the cluster
+    centres, which are the means of each cluster's rows of the step's ``embeddings_l<l>``.
     """
 
     type = "dtd"

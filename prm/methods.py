@@ -8,7 +8,9 @@ task starts from a fresh network.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prm.config import METHODS
 
@@ -32,7 +34,7 @@ STRATEGIES: dict[str, Strategy] = {
     "prm": Strategy(masked=True, protect="relaxed", similarity="xmeans"),
     "prm-s": Strategy(masked=True, protect="relaxed", similarity="all-similar"),
     "prm-d": Strategy(masked=True, protect="relaxed", similarity="all-dissimilar"),
-    "prm-t": Strategy(masked=True, protect="relaxed", similarity="true"),
+    "prm-t": Strategy(masked=True, protect="relaxed", similarity="true"),  # see true_groups
     "hat": Strategy(masked=True, protect="accumulated"),
     "ncl": Strategy(masked=False, protect="none"),
     "ewc": Strategy(masked=False, protect="none", ewc=True),
@@ -41,10 +43,18 @@ STRATEGIES: dict[str, Strategy] = {
 assert tuple(STRATEGIES) == METHODS
 
 
-def dissimilar_set(
-    *, similarity: str, task: int, xmeans_dissimilar: list[int], families: list[str]
-) -> list[int]:
-    """The earlier tasks whose masks protect the weights while task ``task`` is learnt."""
+def true_groups(tasks: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Ground-truth similarity as group ids: two tasks are similar when they share a family
+    *and* a label set (writers of the same ten digits, one image style). Class-split tasks
+    share the family 'classes' but not their classes, so each is its own group: dissimilar
+    to every other task, as in the paper's dissimilar sequences."""
+    ids: dict[tuple[str, tuple[int, ...]], int] = {}
+    return [ids.setdefault((t["family"], tuple(t["classes"])), len(ids)) for t in tasks]
+
+
+def dissimilar_set(*, similarity: str, task: int, xmeans_dissimilar: list[int], groups: list[int]) -> list[int]:
+    """The earlier tasks whose masks protect the weights while task ``task`` is learnt;
+    ``groups`` is :func:`true_groups` of the sequence (used by PRM(T) only)."""
     if similarity == "xmeans":
         return list(xmeans_dissimilar)
     if similarity == "all-similar":
@@ -52,5 +62,14 @@ def dissimilar_set(
     if similarity == "all-dissimilar":
         return list(range(task))
     if similarity == "true":
-        return [i for i in range(task) if families[i] != families[task]]
+        return [i for i in range(task) if groups[i] != groups[task]]
     raise ValueError(f"unknown similarity source {similarity!r}")
+
+
+def calls_right(*, groups: list[int], task: int, dissimilar: Sequence[int]) -> float:
+    """Fraction of the earlier tasks DTD judged right: dissimilar exactly when their true
+    group differs from ``task``'s (see :func:`true_groups`)."""
+    if task == 0:
+        raise ValueError("the first task has no earlier task to judge")
+    called = set(dissimilar)
+    return sum((i in called) == (groups[i] != groups[task]) for i in range(task)) / task

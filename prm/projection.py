@@ -39,13 +39,21 @@ def project(points: np.ndarray, *, method: str, seed: int = 0) -> tuple[np.ndarr
         components = min(2, n - 1, points.shape[1])
         return _pad(PCA(n_components=components, random_state=seed).fit_transform(points), n), "pca"
     if method == "umap":
+        import torch
         import umap  # imported lazily: numba compilation costs seconds on first use
 
         reducer = umap.UMAP(n_neighbors=min(15, n - 1), n_components=2, random_state=seed,
                             init="random" if n < 10 else "spectral", n_jobs=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return reducer.fit_transform(points), "umap"
+        # numba's first parallel launch resets torch's intra-op thread count to the core count:
+        # a process that trains after a UMAP fit (sample-run script, tests, the app) would then
+        # oversubscribe the cores and train up to 10x slower. Put the setting back.
+        threads = torch.get_num_threads()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return reducer.fit_transform(points), "umap"
+        finally:
+            torch.set_num_threads(threads)
     from sklearn.manifold import TSNE
 
     return TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), random_state=seed,

@@ -34,7 +34,7 @@ import numpy as np
 
 from prm import metrics
 from prm.config import RunConfig
-from prm.events import STATUSES, Event, RunEnd, TaskArrays, to_record
+from prm.events import STATUSES, EpochEnd, Event, RunEnd, TaskArrays, to_record
 
 SCHEMA = 1
 
@@ -57,15 +57,18 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _jsonable(value: Any) -> Any:
-    """Replace non-finite floats by None, so every line is strict JSON; keep 6 significant
-    digits, which is more than any accuracy or loss here means and halves the log's size."""
+def _jsonable(value: Any, digits: int | None = None) -> Any:
+    """Replace non-finite floats by None, so every line is strict JSON; with ``digits``, keep
+    that many significant digits (epoch lines: 5 is more than any accuracy, loss or timing
+    means, at a much smaller log; BIC values in DTD records keep full precision)."""
     if isinstance(value, float):
-        return float(f"{value:.6g}") if np.isfinite(value) else None
+        if not np.isfinite(value):
+            return None
+        return value if digits is None else float(f"{value:.{digits}g}")
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: _jsonable(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, digits) for v in value]
     return value
 
 
@@ -105,7 +108,8 @@ class RunWriter:
             record = {"type": event.type, "task": event.task, "kind": event.kind, "file": name}
         else:
             record = to_record(event)
-        self._log.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
+        digits = 5 if isinstance(event, EpochEnd) else None
+        self._log.write(json.dumps(_jsonable(record, digits), allow_nan=False) + "\n")
         self._log.flush()
         if isinstance(event, RunEnd):
             self._log.close()
@@ -127,6 +131,7 @@ class RunState:
     config: dict[str, Any] = field(default_factory=dict)
     sequence: str = ""
     tasks: tuple[dict[str, Any], ...] = ()
+    oracle_transfer: tuple[tuple[float, ...], ...] | None = None
     epochs: tuple[dict[str, Any], ...] = ()
     dtd: dict[int, dict[str, Any]] = field(default_factory=dict)
     task_ends: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -163,7 +168,9 @@ def apply_events(state: RunState, records: Iterable[dict[str, Any]]) -> RunState
     for record in records:
         kind = record.get("type")
         if kind == "run_started":
-            new.update(config=record["config"], sequence=record["sequence"], tasks=tuple(record["tasks"]))
+            oracle = record.get("oracle_transfer")
+            new.update(config=record["config"], sequence=record["sequence"], tasks=tuple(record["tasks"]),
+                       oracle_transfer=None if oracle is None else tuple(tuple(row) for row in oracle))
         elif kind == "epoch":
             epochs.append(record)
         elif kind == "dtd":

@@ -2,7 +2,7 @@
 
 For each DTD budget (2nd-optimisation epochs) it trains PRM on a mixed sequence for several
 seeds and prints: how often DTD's similar/dissimilar call about an earlier task matches the
-true families (per layer, over every (new task, earlier task) pair), Acc, and PRM's total
+truth (same family and label set) (per layer, over every (new task, earlier task) pair), Acc, and PRM's total
 time over HAT's on the same seeds, measured in the same process one after the other.
 
     python scripts/dtd_budget.py --budgets 10,20,40 --seeds 0,1,2
@@ -22,17 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prm.config import PRMConfig, RunConfig  # noqa: E402
 from prm.engine import train_sequence  # noqa: E402
 from prm.events import DTDResult, RunStarted  # noqa: E402
+from prm.methods import calls_right, true_groups  # noqa: E402
 
 
 def agreement(events) -> list[float]:
-    """Per layer: fraction of (t, i < t) pairs where DTD's call matches the true families."""
-    families = [t["family"] for t in next(e for e in events if isinstance(e, RunStarted)).tasks]
-    hits: dict[int, list[bool]] = {}
+    """Per layer: fraction of (t, i < t) pairs where DTD's call matches the truth
+    (``prm.methods.true_groups``), weighting every earlier task of every step equally."""
+    groups = true_groups(next(e for e in events if isinstance(e, RunStarted)).tasks)
+    hits: dict[int, list[float]] = {}
     for dtd in (e for e in events if isinstance(e, DTDResult)):
-        truth = {i for i in range(dtd.task) if families[i] != families[dtd.task]}
         for layer, record in enumerate(dtd.layers):
-            called = set(record["dissimilar_xmeans"])
-            hits.setdefault(layer, []).extend((i in called) == (i in truth) for i in range(dtd.task))
+            right = calls_right(groups=groups, task=dtd.task, dissimilar=record["dissimilar_xmeans"])
+            hits.setdefault(layer, []).extend([right] * dtd.task)
     return [float(np.mean(v)) for _, v in sorted(hits.items())]
 
 

@@ -34,6 +34,8 @@ def exit_code(argv, capsys):
     (["run", "--device", "cuda"] if not __import__("torch").cuda.is_available() else ["run", "--layers", "0"], "--"),
     (["compare", "--seeds", "a,b"], "comma-separated integers"),
     (["show", "/nonexistent/run"], "no such run folder"),
+    (["run", "--sequence", "EMNIST-10T", "--data-dir", "/nonexistent"], "data folder /nonexistent does not exist"),
+    (["run", "--preset", "huge"], "invalid choice"),
 ])
 def test_bad_arguments_get_one_line_and_exit_code_2(argv, message, capsys):
     code, err = exit_code(argv, capsys)
@@ -82,3 +84,15 @@ def test_ctrl_c_leaves_a_loadable_stopped_run(tmp_path):
     run = load_run(out)
     assert run.status == "stopped" and run.warnings == ()
     assert run.state.tasks_done < run.state.n_tasks
+
+
+def test_presets_fill_unset_options_and_explicit_options_win():
+    from prm.__main__ import _config, build_parser
+
+    args = build_parser().parse_args(["run", "--preset", "paper", "--lr", "0.01", "--data-dir", "/data"])
+    cfg = _config(args, sequence="EMNIST-10T", method="prm", seed=3)
+    assert cfg.model.hidden == (2000, 2000) and cfg.optim.batch_size == 64
+    assert cfg.optim.lr == 0.01 and cfg.optim.lr_min == 0.001 and cfg.data_dir == "/data"
+    default = _config(build_parser().parse_args(["run", "--width", "64"]), sequence="digits-mixed",
+                      method="hat", seed=0)
+    assert default.model.hidden == (64, 64) and default.optim.lr == 0.1

@@ -147,7 +147,7 @@ def test_writer_tasks_are_disjoint_and_class_tasks_cover_disjoint_classes(digits
 
 
 def test_same_seed_same_tensors_different_seed_different_order():
-    for name in data.SEQUENCES:
+    for name in [n for n in data.SEQUENCES if n.startswith("digits-")]:  # others: tests/test_datasets_*.py
         a, b = make_sequence(name, seed=7), make_sequence(name, seed=7)
         assert [t.name for t in a.tasks] == [t.name for t in b.tasks]
         for ta, tb in zip(a.tasks, b.tasks):

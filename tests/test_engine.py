@@ -102,7 +102,7 @@ def test_dtd_restores_the_saved_state_and_clusters_every_layer():
     emitted = []
     ctx.emit = emitted.append
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dissimilar, epochs = _dtd(ctx, model, 1, data[1], mask, ["classes", "classes"])
+    dissimilar, epochs = _dtd(ctx, model, 1, data[1], mask, [0, 1])
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(dissimilar) == 2 and set(epochs) == {"dtd-head", "dtd"}
@@ -131,17 +131,17 @@ def test_prm_emits_dtd_for_every_task_but_the_first(prm_run):
 
 
 @pytest.mark.parametrize("method, expected", [
-    ("prm-s", lambda t, fam: []),
-    ("prm-d", lambda t, fam: list(range(t))),
-    ("prm-t", lambda t, fam: [i for i in range(t) if fam[i] != fam[t]]),
+    ("prm-s", lambda t, tasks: []),
+    ("prm-d", lambda t, tasks: list(range(t))),
+    ("prm-t", lambda t, tasks: [i for i in range(t) if tasks[i]["family"] == "classes"
+                                or tasks[t]["family"] == "classes"]),
 ])
 def test_ablations_use_their_fixed_dissimilar_sets(method, expected):
     cfg = tiny_config(method=method, sequence="digits-mixed", n_tasks=4)
     _, events = record(cfg)
-    families = [t["family"] for t in events[0].tasks]
     for dtd in (e for e in events if isinstance(e, DTDResult)):
         for layer in dtd.layers:
-            assert layer["dissimilar"] == expected(dtd.task, families)
+            assert layer["dissimilar"] == expected(dtd.task, events[0].tasks)
 
 
 def test_w_o_2so_skips_the_head_only_phase():
@@ -223,3 +223,12 @@ def test_config_round_trips_through_json_and_rejects_unknown_keys():
         RunConfig.from_dict({**cfg.to_dict(), "colour": "red"})
     with pytest.raises(ConfigError, match="lr"):
         RunConfig.from_dict({**cfg.to_dict(), "optim": {**cfg.to_dict()["optim"], "lr": -1}})
+
+
+def test_true_groups_share_a_family_and_a_label_set():
+    from prm.methods import true_groups
+
+    tasks = [{"family": "classes", "classes": [0, 1]}, {"family": "writers", "classes": list(range(10))},
+             {"family": "classes", "classes": [2, 3]}, {"family": "writers", "classes": list(range(10))},
+             {"family": "permuted", "classes": [1, 0, 2, 3, 4, 5, 6, 7, 8, 9]}]
+    assert true_groups(tasks) == [0, 1, 2, 1, 3]

@@ -161,3 +161,10 @@ def test_live_command_and_progress(runs, tmp_path):
     assert cmd[1:4] == ["-m", "prm", "run"] and "--no-umap" in cmd and cmd[cmd.index("--n-tasks") + 1] == "2"
     fraction, text = live.progress(runs["prm"].state)
     assert fraction == 1.0 and text.startswith("finished")
+
+
+def test_oracle_figure_shows_the_measured_transfer_up_to_the_step():
+    oracle = [[0.9, 0.8, 0.1], [0.7, 0.95, 0.2], [0.1, 0.15, 0.85]]
+    tasks = [{"name": f"t{i}", "family": "style-A", "classes": list(range(10))} for i in range(3)]
+    fig = clustering.oracle_figure(oracle, tasks, step=1, labels=[0, 0])
+    assert np.asarray(fig.data[0].z).shape == (2, 2) and fig.data[0].z[0][1] == 0.8

@@ -164,3 +164,24 @@ def test_finalize_computes_umap_projections(recorded, tmp_path):
     run = load_run(folder)
     coords = run.projections["umap_l1"]
     assert coords.shape == (5, 2) and np.isfinite(coords).all()
+
+
+def test_oracle_transfer_of_a_style_sequence_is_recorded(tmp_path):
+    cfg = tiny_config(sequence="mnist5k-styles", n_tasks=3, method="hat")
+    cfg = cfg.replace(optim=cfg.optim.__class__(max_epochs=1, patience=1))
+    train_sequence(cfg, emit=RunWriter(tmp_path / "styles", config=cfg))
+    run = load_run(tmp_path / "styles")
+    oracle = np.array(run.state.oracle_transfer)
+    assert oracle.shape == (3, 3) and ((0 <= oracle) & (oracle <= 1)).all()
+    assert run.state.tasks[0]["family"] in {"style-A", "style-B", "style-C", "permuted", "rotated-90"}
+
+
+@pytest.mark.slow
+def test_a_umap_fit_leaves_torch_threads_as_they_were():
+    import torch
+
+    from prm.projection import project
+
+    before = torch.get_num_threads()
+    project(np.random.default_rng(0).random((12, 8)), method="umap", seed=0)
+    assert torch.get_num_threads() == before

@@ -11,6 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from explorer.figures.common import names, short, style
+from prm.methods import calls_right, true_groups
 from prm.runs import Run, RunState
 from prm.xmeans import bic
 
@@ -119,27 +120,53 @@ def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]
     return style(fig, title=f"{title.capitalize()} (cN = X-means cluster)", height=420)
 
 
+def oracle_figure(oracle, tasks, *, step: int, labels: list[int]) -> go.Figure:
+    """The measured transfer among tasks 1..step+1: accuracy on task b (column) of a simple
+    classifier trained on task a (row), recorded with sequences that measure it (mnist5k-*).
+    High off-diagonal entries are what "similar" means in data; X-means sees only embeddings."""
+    n = step + 1
+    matrix = np.asarray(oracle, dtype=float)[:n, :n]
+    ticks = [f"{short(i)} (c{labels[i]})" for i in range(n)]
+    full = names(tasks, n)
+    hover = [[f"trained on {full[a]}<br>tested on {full[b]}<br>accuracy {matrix[a, b]:.3f}" for b in range(n)]
+             for a in range(n)]
+    fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, text=np.round(matrix, 2), texttemplate="%{text}",
+                               hovertext=hover, hoverinfo="text", xgap=1, ygap=1, colorscale="Greens",
+                               zmin=0, zmax=1))
+    fig.update_yaxes(autorange="reversed", title="trained on")
+    fig.update_xaxes(title="tested on")
+    return style(fig, title="Measured transfer (oracle): accuracy of a classifier trained on the row task",
+                 height=420)
+
+
 def agreement(state: RunState) -> pd.DataFrame:
-    """Adjusted Rand index between X-means clusters and the true families at each DTD step
-    (1 = exactly the families, about 0 = no better than chance)."""
-    families = [t["family"] for t in state.tasks]
+    """How well each DTD step matches the truth (``prm.methods.true_groups``: same family and
+    same label set): the adjusted Rand index between X-means clusters and the true groups
+    (1 = exactly the groups, about 0 = chance) and the fraction of earlier tasks X-means
+    called right (similar or dissimilar)."""
+    groups = true_groups(state.tasks)
     rows = []
     for t, record in sorted(state.dtd.items()):
         for layer, entry in enumerate(record["layers"]):
             labels = entry["xmeans"]["labels"]
             rows.append({"step": short(t), "layer": f"l{layer}", "k": entry["xmeans"]["k"],
-                         "ARI": adjusted_rand_score(families[: len(labels)], labels)})
-    return pd.DataFrame(rows, columns=["step", "layer", "k", "ARI"])
+                         "ARI": adjusted_rand_score(groups[: len(labels)], labels),
+                         "calls right": calls_right(groups=groups, task=t, dissimilar=entry["dissimilar_xmeans"])})
+    return pd.DataFrame(rows, columns=["step", "layer", "k", "ARI", "calls right"])
 
 
 def agreement_figure(table: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for layer, part in table.groupby("layer"):
-        fig.add_scatter(x=part["step"], y=part["ARI"], mode="lines+markers", name=layer, customdata=part["k"],
-                        hovertemplate="after %{x}<br>ARI %{y:.2f}<br>k = %{customdata}<extra>" + layer + "</extra>")
-    fig.update_yaxes(title="adjusted Rand index", range=[-0.55, 1.05])
+        for column, dash in (("calls right", "solid"), ("ARI", "dot")):
+            fig.add_scatter(x=part["step"], y=part[column], mode="lines+markers", name=f"{layer} {column}",
+                            line={"dash": dash}, customdata=part["k"],
+                            hovertemplate="after %{x}<br>" + column + " %{y:.2f}<br>k = %{customdata}<extra>"
+                            + layer + "</extra>")
+    fig.update_yaxes(title="agreement", range=[-0.55, 1.05])
     fig.update_xaxes(title="DTD step (new task)")
-    return style(fig, title="Agreement of X-means with the true families", height=300)
+    return style(fig, title="X-means against the truth: earlier tasks called right (solid), ARI (dotted)",
+                 height=300)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> float:
@@ -159,7 +186,7 @@ def pair_evidence(run: Run, step: int, layer: int, i: int, j: int) -> dict[str, 
     record = run.state.dtd[step]["layers"][layer]["xmeans"]
     X = np.asarray(run.arrays[("dtd", step)][f"embeddings_l{layer}"], dtype=float)
     labels = np.asarray(record["labels"])
-    centers = np.asarray(record["centers"], dtype=float).reshape(record["k"], -1)
+    centers = np.array([X[labels == c].mean(axis=0) for c in range(record["k"])])  # KMeans centres = means
     floor = record["var_floor"]
     dist = pairwise(X, "euclidean")
     within = [dist[a, b] for a in range(len(X)) for b in range(a + 1, len(X)) if labels[a] == labels[b]]

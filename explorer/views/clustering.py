@@ -20,9 +20,12 @@ Tasks outside the new task's cluster form the **dissimilar set**: their masks pr
 task *t* is learnt, as in HAT. Tasks inside it are **similar**: the units only they use are *relaxed*
 (trainable again), which is how PRM transfers knowledge cheaply.
 
-The **adjusted Rand index** (ARI) scores how well the clusters match the true families at each step
-(1 = exactly, 0 = chance level). With only 2 tasks X-means cannot split at all (a 2-point cluster has
-no meaningful split), so the first steps always put everything together.
+**Agreement with the truth**: two tasks are truly similar when they share a family *and* a label set
+(two writers of the same ten digits; two tasks of one image style); each digit-pair task is dissimilar
+to every other task. "Calls right" is the fraction of earlier tasks X-means judged correctly at that
+step; the adjusted Rand index (ARI) scores the whole clustering against the true groups (1 = exactly,
+0 = chance level). With only 2 tasks X-means cannot split at all (a 2-point cluster has no meaningful
+split): PRM then protects the first task as HAT would, and the step is marked *undecided*.
 
 For a **pair** of tasks: their distance compared with how spread the clusters are, the overlap of their
 final binarised masks (Jaccard: shared units / units either uses), and how the BIC would change if
@@ -57,6 +60,9 @@ def render(ctx: Context) -> None:
     c1.markdown(":green-background[**Similar (relaxed)**]  \n" + (", ".join(label_names[i] for i in similar) or "none"))
     c2.markdown(":red-background[**Dissimilar (protected)**]  \n" +
                 (", ".join(label_names[i] for i in dissimilar) or "none"))
+    if entry.get("undecided"):
+        st.caption("Undecided: with two tasks X-means has no split it can test, so PRM protects the earlier "
+                   "task as HAT would (config prm.undecided).")
     if set(entry["dissimilar_xmeans"]) != set(dissimilar):
         st.caption(f"This run uses the '{record['source']}' rule; X-means alone said dissimilar = "
                    f"{', '.join(short(i) for i in entry['dissimilar_xmeans']) or 'none'}.")
@@ -73,13 +79,19 @@ def render(ctx: Context) -> None:
         points = run.arrays[("dtd", step)][f"embeddings_l{layer}"]
         chart(fig.pairwise_figure(fig.pairwise(points, metric), state.tasks, metric=metric, labels=labels),
               key="cl-pairwise", name=f"pairwise-{metric}-{short(step)}-l{layer}")
-    st.markdown("#### Agreement with the true families")
+    st.markdown("#### Agreement with the truth (same family and label set)")
     ari = fig.agreement(state)
     a1, a2 = st.columns([3, 2])
     with a1:
         chart(fig.agreement_figure(ari), key="cl-ari", name="ari-per-step")
     with a2:
         table(ari, key="cl-ari", name="ari-per-step", height=260)
+    if state.oracle_transfer is not None:
+        st.markdown("#### Measured transfer: the truth in data")
+        chart(fig.oracle_figure(state.oracle_transfer, state.tasks, step=step, labels=labels), key="cl-oracle",
+              name=f"oracle-{short(step)}")
+        st.caption("A simple classifier trained on the row task, tested on the column task (the diagonal is its "
+                   "own accuracy). Tasks X-means put together (same cN) should transfer well to each other.")
     st.markdown("#### Why is this pair together (or apart)?")
     p1, p2 = st.columns(2)
     options = list(range(step + 1))

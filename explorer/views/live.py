@@ -8,6 +8,7 @@ second browser tab re-attaches to them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -18,7 +19,7 @@ from explorer.figures import accuracy, clustering, embeddings
 from explorer.figures.common import names, short
 from explorer.views.common import chart, how_to_read, load, projection, table
 from prm.config import METHOD_HELP, METHODS
-from prm.data import DEFAULT_N_TASKS, SEQUENCES
+from prm.data import DATA_ENV, DEFAULT_N_TASKS, available_sequences, task_count_range
 from prm.runs import masked_layers
 
 HELP = """
@@ -33,15 +34,21 @@ may train at once, each on one CPU core. Small settings (2–3 tasks, width 64, 
 
 def _form(root: Path) -> None:
     d = live.LiveOptions()
+    data_dir = st.text_input("data folder (for the paper's data sets)", os.environ.get(DATA_ENV, ""),
+                             key="live-data-dir", help="EMNIST, CIFAR-100 (binary) and LEAF files you already have; "
+                             "see 'Using the paper's data sets' in docs/data.md. The bundled sequences need none.")
+    available = available_sequences(data_dir or None)
     with st.form("live-form"):
         c = st.columns(4)
-        sequence = c[0].selectbox("sequence", list(SEQUENCES), index=list(SEQUENCES).index(d.sequence),
-                                  help="; ".join(f"{k}: {v}" for k, v in SEQUENCES.items()), key="live-sequence")
+        sequence = c[0].selectbox("sequence", list(available), index=list(available).index(d.sequence),
+                                  help="; ".join(f"{k}: {v}" for k, v in available.items()), key="live-sequence")
         method = c[1].selectbox("method", list(METHODS), index=list(METHODS).index(d.method),
                                 help="  \n".join(f"**{k}**: {v}" for k, v in METHOD_HELP.items()), key="live-method")
         seed = c[2].number_input("seed", 0, 10_000, d.seed, key="live-seed")
-        n_tasks = c[3].number_input("tasks (0 = the sequence's default)", 0, 14, 0, key="live-n-tasks",
-                                    help="defaults: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_N_TASKS.items()))
+        n_tasks = c[3].number_input("tasks (0 = the sequence's default)", 0, 75, 0, key="live-n-tasks",
+                                    help="allowed: " + ", ".join(
+                                        f"{k} {task_count_range(k)[0]}-{task_count_range(k)[1]} "
+                                        f"(default {DEFAULT_N_TASKS[k]})" for k in available))
         c = st.columns(4)
         width = c[0].number_input("layer width", 8, 2000, d.width, step=32, key="live-width",
                                   help="units per masked hidden layer (2 layers)")
@@ -59,7 +66,12 @@ def _form(root: Path) -> None:
                              help="adds a few seconds at the end of the run (numba compile)")
         submitted = st.form_submit_button("Start", type="primary", icon=":material/play_arrow:")
     if submitted:
+        low, high = task_count_range(sequence)
+        if n_tasks and not low <= n_tasks <= high:
+            st.error(f"{sequence} takes {low} to {high} tasks; got {n_tasks}.")
+            return
         options = live.LiveOptions(sequence=sequence, method=method, seed=int(seed), n_tasks=int(n_tasks) or None,
+                                   data_dir=data_dir or None,
                                    width=int(width), epochs=int(epochs), lr=float(lr), batch_size=int(batch),
                                    lamb=float(lamb), dtd_epochs=int(dtd_epochs), umap=bool(umap))
         folder = live.start(options, root=root)

@@ -95,22 +95,18 @@ def make_task(
     name: str,
     family: str,
     classes: tuple[int, ...],
-    x: np.ndarray,
-    y: np.ndarray,
-    splits: tuple[np.ndarray, np.ndarray, np.ndarray],
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    parts: tuple[tuple[np.ndarray, np.ndarray], ...],
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> Task:
-    """A task from flattened float32 images ``x``, head labels ``y`` and three index arrays.
+    """A task from three (images, head labels) pairs: train, val, test.
 
-    ``splits`` index into ``x``/``y``; ``rows`` (default: ``splits``) are the
-    provenance row numbers recorded on the task.
+    Images are flattened and converted to float32 tensors, labels to int64;
+    ``rows`` are the provenance row numbers recorded on the task.
     """
     tensors = {}
-    for part, idx in zip(("train", "val", "test"), splits):
-        idx = np.asarray(idx, dtype=np.int64)
-        tensors[f"x_{part}"] = torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32))
-        tensors[f"y_{part}"] = torch.from_numpy(np.asarray(y[idx], dtype=np.int64).copy())
-    rows = splits if rows is None else rows
+    for part, (x, y) in zip(("train", "val", "test"), parts):
+        tensors[f"x_{part}"] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32).reshape(len(y), -1))
+        tensors[f"y_{part}"] = torch.from_numpy(np.array(y, dtype=np.int64))
     return Task(
         name=name,
         family=family,
@@ -119,6 +115,11 @@ def make_task(
         rows=tuple(tuple(int(r) for r in part) for part in rows),
         **tensors,
     )
+
+
+def pick(x: np.ndarray, y: np.ndarray, splits) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(x[idx], y[idx]) for each index array: the ``parts`` of :func:`make_task` from one array."""
+    return tuple((x[idx], y[idx]) for idx in splits)
 
 
 def head_labels(y: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
@@ -192,10 +193,9 @@ def interleave(groups: list[list], rng: np.random.Generator) -> list:
     return [units[k] for k in rng.permutation(len(units))]
 
 
-def split_count(n: int, *, lo_each: int = 1) -> tuple[int, int]:
+def split_count(n: int) -> tuple[int, int]:
     """Split ``n`` tasks of a two-family mixed sequence: ``n - n // 2`` and ``n // 2``."""
-    first = max(lo_each, n - n // 2)
-    return first, n - first
+    return n - n // 2, n // 2
 
 
 # --------------------------------------------------------------------------- files
@@ -214,14 +214,6 @@ def need_data_dir(data_dir: Path | None, what: str) -> Path:
     if not data_dir.is_dir():
         raise DataError(f"{what}: data folder {data_dir} does not exist")
     return data_dir
-
-
-def first_existing(folders: list[Path], names: tuple[str, ...]) -> Path | None:
-    """The first folder in which every one of ``names`` exists, or None."""
-    for folder in folders:
-        if all((folder / n).is_file() for n in names):
-            return folder
-    return None
 
 
 def file_key(path: Path) -> tuple[str, int, int]:

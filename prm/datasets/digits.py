@@ -18,7 +18,7 @@ from collections import Counter
 
 import numpy as np
 
-from prm.datasets.core import DataError, Task, head_labels, interleave, make_task, split_rows
+from prm.datasets.core import DataError, Task, head_labels, interleave, make_task, pick, split_rows
 
 N_DIGITS = 10
 CLASS_PAIRS: tuple[tuple[int, int], ...] = tuple((c, c + 1) for c in range(0, N_DIGITS, 2))
@@ -138,7 +138,7 @@ def _make_task(name: str, family: str, classes: tuple[int, ...], rows: np.ndarra
     # The split depends only on (seed, family, unit): a writer's split is the
     # same in the writers sequence and in the mixed sequence.
     splits = split_rows(rows, y, np.random.default_rng(seed_key), val=VAL_FRACTION, test=TEST_FRACTION)
-    return make_task(name=name, family=family, classes=classes, x=x, y=head_labels(y, classes), splits=splits)
+    return make_task(name=name, family=family, classes=classes, parts=pick(x, head_labels(y, classes), splits), rows=splits)
 
 
 def _class_task(pair_index: int, seed: int) -> Task:

@@ -23,7 +23,6 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from prm.datasets.core import DataError, Task, interleave, split_count
 from prm.datasets.digits import CLASS_PAIRS
@@ -47,6 +46,8 @@ def mnist5k_path() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def mnist5k_pool() -> Pool:
+    import pandas as pd  # here, not at import time: only these sequences need it
+
     path = mnist5k_path()
     table = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()
     if table.shape != (5000, 785):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prm.datasets.core import Task, head_labels, make_task, split_rows
+from prm.datasets.core import Task, head_labels, make_task, pick, split_rows
 
 SIDE = 28
 PARTS = ("train", "val", "test")
@@ -54,7 +54,7 @@ def pair_task(pool: Pool, pair: tuple[int, int], *, seed: int, prefix: str = "cl
     names = f" ({pool.label(a)}, {pool.label(b)})" if pool.class_names else ""
     return make_task(
         name=f"{prefix} {a}-{b}{names}", family="classes", classes=pair,
-        x=pool.x, y=head_labels(pool.y, pair), splits=splits,
+        parts=pick(pool.x, head_labels(pool.y, pair), splits), rows=splits,
     )
 
 

@@ -34,8 +34,8 @@ from prm.datasets.pool import SIDE, Pool, chunks
 
 @dataclass(frozen=True)
 class Style:
-    rotate: float = 0.0  # degrees, counter-clockwise
-    shear: float = 0.0  # horizontal slant per unit height
+    rotate: float = 0.0  # degrees, counter-clockwise as displayed
+    shear: float = 0.0  # horizontal slant per unit height; > 0 leans the tops to the right, like italics
     scale: float = 1.0
     thick: float = 0.0  # > 0 thickens (dilate), < 0 thins (erode); |thick| <= 1
 
@@ -66,10 +66,10 @@ def jitter(centre: Style, rng: np.random.Generator) -> Style:
 def render(x: np.ndarray, style: Style) -> np.ndarray:
     """Apply ``style`` to flattened 28x28 images in [0, 1]; returns float32 in [0, 1]."""
     img = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).view(-1, 1, SIDE, SIDE)
-    r = math.radians(style.rotate)
+    r = -math.radians(style.rotate)  # image rows grow downwards, so a visual counter-clockwise turn is negative
     forward = style.scale * torch.tensor(
         [[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]], dtype=torch.float64
-    ) @ torch.tensor([[1.0, style.shear], [0.0, 1.0]], dtype=torch.float64)
+    ) @ torch.tensor([[1.0, -style.shear], [0.0, 1.0]], dtype=torch.float64)
     theta = torch.zeros(1, 2, 3, dtype=torch.float32)
     theta[0, :, :2] = torch.linalg.inv(forward).float()  # the grid maps output pixels back to input pixels
     grid = F.affine_grid(theta.expand(len(img), 2, 3), list(img.shape), align_corners=False)
@@ -118,9 +118,8 @@ def style_tasks(pool: Pool, *, k: int, seed: int) -> list[Task]:
 
 def _styled(pool, rows, style, *, name, family, classes, relabel=None) -> Task:
     """A task on ``rows`` (train, val, test) of the pool, drawn in ``style``; ``relabel`` maps digit -> head."""
-    idx = np.concatenate(rows)
-    x = render(pool.x[idx], style)
-    y = pool.y[idx] if relabel is None else relabel[pool.y[idx]]
-    ends = np.cumsum([len(r) for r in rows])
-    splits = (np.arange(0, ends[0]), np.arange(ends[0], ends[1]), np.arange(ends[1], ends[2]))
-    return make_task(name=name, family=family, classes=classes, x=x, y=y, splits=splits, rows=rows)
+    parts = []
+    for idx in rows:
+        y = pool.y[idx] if relabel is None else relabel[pool.y[idx]]
+        parts.append((render(pool.x[idx], style), y))
+    return make_task(name=name, family=family, classes=classes, parts=tuple(parts), rows=rows)
