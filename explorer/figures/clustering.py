@@ -33,8 +33,11 @@ def decision_table(record: dict[str, Any], layer: int) -> pd.DataFrame:
             "BIC parent": a["parent_bic"], "BIC children": a["children_bic"], "ΔBIC": gain,
             "kept": a["kept"], "reason": a["reason"],
         })
-    return pd.DataFrame(rows, columns=["round", "cluster", "members", "child A", "child B", "BIC parent",
-                                       "BIC children", "ΔBIC", "kept", "reason"])
+    frame = pd.DataFrame(rows, columns=["round", "cluster", "members", "child A", "child B", "BIC parent",
+                                        "BIC children", "ΔBIC", "kept", "reason"])
+    bics = ["BIC parent", "BIC children", "ΔBIC"]  # refused splits have none: empty cells, not "None"
+    frame[bics] = frame[bics].astype(float)
+    return frame
 
 
 def decision_tree(record: dict[str, Any], layer: int) -> go.Figure:
