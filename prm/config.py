@@ -24,7 +24,7 @@ METHOD_HELP = {
     "prm": "PRM: DTD (X-means on task embeddings) then learning with partially relaxed masks",
     "prm-s": "PRM(S) ablation: every previous task treated as similar (nothing protected in LwPRM)",
     "prm-d": "PRM(D) ablation: every previous task treated as dissimilar (HAT plus the DTD pass)",
-    "prm-t": "PRM(T) ablation: the true task families replace the clustering",
+    "prm-t": "PRM(T) ablation: the true similarity (same family and label set) replaces the clustering",
     "hat": "HAT: hard attention to the task, every previous task protected",
     "ncl": "naive continual learning: fine-tune the same unmasked network, no protection",
     "ewc": "EWC on the same unmasked network (Fisher from the task's training data)",
