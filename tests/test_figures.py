@@ -168,3 +168,15 @@ def test_oracle_figure_shows_the_measured_transfer_up_to_the_step():
     tasks = [{"name": f"t{i}", "family": "style-A", "classes": list(range(10))} for i in range(3)]
     fig = clustering.oracle_figure(oracle, tasks, step=1, labels=[0, 0])
     assert np.asarray(fig.data[0].z).shape == (2, 2) and fig.data[0].z[0][1] == 0.8
+
+
+def test_sequence_strip_and_symbols_cover_every_family():
+    from explorer.figures.common import family_colour, family_symbol
+    from prm.runs import load_run
+
+    run = load_run("sample_runs/mnist5k-mixed-prm-s0")
+    fig = overview.sequence_strip(run.state)
+    assert sum(len(bar.x) for bar in fig.data) == run.state.n_tasks
+    families = {t["family"] for t in run.state.tasks}
+    assert len({family_symbol(f) for f in families}) == len(families)
+    assert len({family_colour(f) for f in families}) == len(families)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import numpy as np
@@ -9,8 +10,11 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 TASK_COLOURS = qualitative.D3 + qualitative.Dark24
-FAMILY_COLOURS = {"classes": "#4C78A8", "writers": "#F58518"}
-FAMILY_SYMBOLS = {"classes": "circle", "writers": "diamond"}
+FAMILY_COLOURS = {"classes": "#4C78A8", "writers": "#F58518", "people": "#54A24B", "style-A": "#E45756",
+                  "style-B": "#72B7B2", "style-C": "#B279A2", "permuted": "#9D755D", "rotated-90": "#BAB0AC"}
+FAMILY_SYMBOLS = {"classes": "circle", "writers": "diamond", "people": "hexagon", "style-A": "square",
+                  "style-B": "triangle-up", "style-C": "star", "permuted": "x", "rotated-90": "cross"}
+_SPARE_SYMBOLS = ("pentagon", "triangle-down", "star-square", "hourglass", "bowtie", "circle-x")
 CLUSTER_COLOURS = qualitative.Set2 + qualitative.Pastel1
 DIVERGING = "RdBu"
 SEQUENTIAL = "Viridis"
@@ -22,6 +26,15 @@ PHASE_LABELS = {
     "train": "training (LwPRM for PRM)",
     "eval": "evaluation",
 }
+
+
+def family_colour(family: str) -> str:
+    """A family's colour: fixed for the known families, a stable pick for any other name."""
+    return FAMILY_COLOURS.get(family) or qualitative.Dark24[zlib.crc32(family.encode()) % len(qualitative.Dark24)]
+
+
+def family_symbol(family: str) -> str:
+    return FAMILY_SYMBOLS.get(family) or _SPARE_SYMBOLS[zlib.crc32(family.encode()) % len(_SPARE_SYMBOLS)]
 
 
 def task_colour(task: int) -> str:

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from sklearn.decomposition import PCA
 
-from explorer.figures.common import FAMILY_SYMBOLS, cluster_colour, short, style, task_colour, task_label
+from explorer.figures.common import cluster_colour, family_symbol, short, style, task_colour, task_label
 from prm.projection import project
 from prm.runs import Run, embedding_points
 
@@ -151,13 +151,13 @@ def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray
             x=part["x"], y=part["y"], mode="markers+text", name=name, legendgroup=name, showlegend=False,
             text=part["task"], textposition="top center",
             marker=dict(size=[20 if d else 14 for d in part["is_dtd"]], color=colour,
-                        symbol=[FAMILY_SYMBOLS.get(f, "square") for f in part["family"]],
+                        symbol=[family_symbol(f) for f in part["family"]],
                         line=dict(color=["black" if d else "white" for d in part["is_dtd"]],
                                   width=[3 if d else 1 for d in part["is_dtd"]])),
             hovertext=hover, hoverinfo="text")
     for fam in sorted(frame["family"].unique()):  # legend entries for the symbols
         fig.add_scatter(x=[None], y=[None], mode="markers", name=f"family: {fam}", legendgroup="families",
-                        marker=dict(symbol=FAMILY_SYMBOLS.get(fam, "square"), color="#888", size=11))
+                        marker=dict(symbol=family_symbol(fam), color="#888", size=11))
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
     fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor=None)
     return style(fig, title=title, height=480)

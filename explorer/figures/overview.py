@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.common import FAMILY_COLOURS, PHASE_LABELS, names, short, style, task_label
+from explorer.figures.common import PHASE_LABELS, family_colour, names, short, style, task_label
 from prm import metrics
 from prm.runs import RunState
 
@@ -36,13 +36,12 @@ def run_metrics(state: RunState, *, stl: RunState | None = None) -> dict[str, fl
 
 
 def sequence_strip(state: RunState) -> go.Figure:
-    """The sequence as a row of tiles, one per task, coloured by family (classes / writers)."""
+    """The sequence as a row of tiles, one per task, coloured by family."""
     fig = go.Figure()
     done = state.tasks_done
-    for fam, colour in FAMILY_COLOURS.items():
+    for fam in dict.fromkeys(task["family"] for task in state.tasks):  # in order of first appearance
+        colour = family_colour(fam)
         idx = [t for t, task in enumerate(state.tasks) if task["family"] == fam]
-        if not idx:
-            continue
         hover = [f"<b>{task_label(state.tasks, t)}</b><br>family: {fam}<br>digits: "
                  f"{', '.join(map(str, state.tasks[t]['classes']))}<br>train/val/test: "
                  f"{state.tasks[t]['sizes']['train']}/{state.tasks[t]['sizes']['val']}/"
