@@ -22,7 +22,7 @@ import streamlit as st  # noqa: E402
 
 from explorer import archive, catalog  # noqa: E402
 from explorer import state as keys  # noqa: E402
-from explorer.figures.common import short, task_label  # noqa: E402
+from explorer.figures.common import md, short, task_label  # noqa: E402
 from explorer.views import accuracy, clustering, compare, embeddings, live, masks, overview  # noqa: E402
 from explorer.views.common import Context, entries, load, table  # noqa: E402
 from prm.runs import RunFormatError  # noqa: E402
@@ -47,13 +47,17 @@ def _on_upload(root: Path) -> None:
     if file is None or file.file_id in done:
         return
     done.add(file.file_id)
+    problem = catalog.runs_folder_problem(root)
+    if problem:
+        st.session_state[keys.UPLOAD_MESSAGE] = ("error", f"Upload refused: {md(problem)}.")
+        return
     try:
         folder = archive.extract_run_zip(file.getvalue(), root=root, name=file.name)
     except archive.UploadError as exc:
-        st.session_state["upload-message"] = ("error", f"Upload refused: {exc}")
+        st.session_state[keys.UPLOAD_MESSAGE] = ("error", f"Upload refused: {md(exc)}")
         return
-    st.session_state[keys.RUN] = catalog.key_of(folder)
-    st.session_state["upload-message"] = ("success", f"Unpacked into {folder}")
+    st.session_state[keys.OPEN_RUN] = catalog.key_of(folder)
+    st.session_state[keys.UPLOAD_MESSAGE] = ("success", f"Unpacked into {md(folder)}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -67,12 +71,19 @@ def _sidebar() -> tuple[Path, list[catalog.RunEntry], catalog.RunEntry | None]:
     sb.caption("Partially Relaxed Masks: why tasks are clustered, replayed and trained live.")
     root = keys.runs_root(sb.text_input("Your runs folder", keys.DEFAULT_RUNS_DIR, key=keys.RUNS_DIR,
                                         help="relative to the repository root; new live runs go here too"), _ROOT)
+    problem = catalog.runs_folder_problem(root)
+    if problem:
+        sb.error(f"Your runs folder cannot hold runs: {md(problem)}. The samples still open; training and "
+                 "uploads need another folder.")
     roots = [root] if root.resolve() == catalog.SAMPLES.resolve() else [root, catalog.SAMPLES]
     found = entries(roots)
     by_key = {e.key: e for e in found}
     if not found:
         sb.warning("No runs found. Train one in the 'Train live' tab.")
         return root, found, None
+    pending = st.session_state.pop(keys.OPEN_RUN, None)  # Open in Train live, or an upload
+    if pending in by_key:
+        st.session_state[keys.RUN] = pending
     _choice(keys.RUN, list(by_key), catalog.default_key(found))
     chosen = sb.selectbox("Run", list(by_key), key=keys.RUN, format_func=lambda k: by_key[k].label,
                           help="your runs first, then the bundled samples; newest first")
@@ -106,7 +117,7 @@ def _files(root: Path, entry: catalog.RunEntry | None) -> None:
     sb.file_uploader("Upload a zipped run", type=["zip"], key=keys.UPLOAD, on_change=_on_upload, args=(root,),
                      help=f"a run folder as zip, at most {archive.MAX_UPLOAD_BYTES // 2**20} MB; "
                           "only run files are accepted, nothing is executed")
-    message = st.session_state.pop("upload-message", None)
+    message = st.session_state.pop(keys.UPLOAD_MESSAGE, None)
     if message:
         getattr(sb, message[0])(message[1])
 
@@ -135,12 +146,15 @@ def main() -> None:
     _catalogue(found)
 
     if entry is not None:
-        st.markdown(f"### {entry.name}  \n" + (f"`{entry.key}` · status **{run.status}**" if run else ""))
+        where = "bundled sample" if entry.where == "sample" else "your runs folder"
+        st.markdown(f"### {md(entry.name)}  \n{md(entry.key)} ({where})" +
+                    (f" · status **{md(run.status)}**" if run else ""))
     if problem:
-        st.error(f"This run cannot be opened: {problem}. Pick another run; the other tabs still work.")
-    elif run is not None and run.warnings:
+        st.error(f"This run cannot be opened: {md(problem)}. Pick another run; the other tabs still work.")
+    elif run is not None and (run.warnings or run.status_note):
         st.warning(f"This run is partial ({run.state.tasks_done} of {run.state.n_tasks} tasks learnt, status "
-                   f"{run.status}); the views show what it has. Details: " + "; ".join(run.warnings))
+                   f"{md(run.status)}); the views show what it has. Details: " +
+                   md("; ".join(filter(None, [run.status_note, *run.warnings]))))
     tabs = st.tabs(list(keys.VIEWS), key=keys.VIEW, bind="query-params")
     for name, tab in zip(keys.VIEWS, tabs):
         if not tab.open:

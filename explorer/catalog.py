@@ -8,11 +8,14 @@ caches :func:`describe` on :func:`fingerprint`, which changes whenever a run mov
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from prm.runs import RunFormatError, load_run, read_meta, summarise
-from prm.runs import writer_alive
+from prm import safeio
+from prm.config import METHODS
+from prm.records import parse_summary
+from prm.runs import UPLOADED, RunFormatError, load_run, read_meta, summarise, writer_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_runs"
@@ -31,14 +34,23 @@ class RunEntry:
     acc: float | None
     status: str  # finished | running | stopped | failed | unreadable
     started: str | None
+    config: str | None = None  # the config without its seed, as canonical JSON: runs that differ only in seed share it
     problem: str | None = None
 
     @property
+    def where(self) -> str:
+        """The folder the run lives in, as the picker shows it: 'sample' or the runs folder."""
+        parent = self.path.parent
+        return "sample" if parent.resolve() == SAMPLES.resolve() else key_of(parent)
+
+    @property
     def label(self) -> str:
+        """Unique across the picker (it ends with the run's key), so two runs with one name,
+        a sample and one of yours, can never be mistaken for each other."""
         if self.status == "unreadable":
-            return f"{self.name} · unreadable"
+            return f"unreadable · {self.key}"
         acc = "–" if self.acc is None else f"{self.acc:.3f}"
-        return f"{self.sequence} · {self.method} · s{self.seed} · Acc {acc} · {self.status} ({self.name})"
+        return f"{self.sequence} · {self.method} · s{self.seed} · Acc {acc} · {self.status} · {self.key}"
 
 
 def key_of(folder: Path) -> str:
@@ -54,18 +66,17 @@ def resolve(key: str) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-def candidate_folders(root: Path) -> list[Path]:
-    """Sub-folders that look like runs (run.json or events.jsonl), newest first. A folder
-    with an event log but no run.json is listed too, so that it can say what is wrong."""
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and ((p / "run.json").is_file() or (p / "events.jsonl").is_file())]
-
-    def stamp(p: Path) -> float:
-        marker = p / "run.json" if (p / "run.json").is_file() else p / "events.jsonl"
-        return marker.stat().st_mtime
-
-    return sorted(found, key=stamp, reverse=True)
+def runs_folder_problem(root: Path) -> str | None:
+    """Why ``root`` cannot hold new runs (a file, or under a file, or not writable), or None.
+    A folder that does not exist yet is fine: it is created when the first run needs it."""
+    for path in (root, *root.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                return f"{path} is a file, not a folder: choose another runs folder"
+            if path == root and not os.access(path, os.W_OK | os.X_OK):
+                return f"{path} is not writable: choose another runs folder"
+            return None
+    return None
 
 
 def fingerprint(folder: Path) -> tuple:
@@ -78,33 +89,41 @@ def fingerprint(folder: Path) -> tuple:
             parts.append((st.st_mtime_ns, st.st_size))
         except OSError:
             parts.append(None)
+    if parts[-1] is not None:  # a summary is written at the end: no writer left to watch
+        return tuple(parts)
     try:
-        parts.append(writer_alive(json.loads((folder / "run.json").read_text())))
-    except (OSError, ValueError):
+        parts.append(writer_alive(read_meta(folder)))
+    except RunFormatError:
         parts.append(False)
     return tuple(parts)
 
 
+def config_key(config: dict) -> str:
+    """A config without its seed, as canonical JSON: the grouping key of 'the same experiment'."""
+    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=list)
+
+
 def describe(folder: Path) -> RunEntry:
+    """The picker's row for one folder. Never raises: a folder that is not a readable run is a
+    row with status 'unreadable' and the reason."""
     base = dict(key=key_of(folder), path=folder, name=folder.name)
     try:
         meta = read_meta(folder)
+        summary = None
+        if meta.get(UPLOADED) is None:  # an upload's summary.json is its sender's claim: recompute
+            try:
+                summary = parse_summary(json.loads(safeio.read_text(folder, "summary.json")), methods=METHODS)
+            except (FileNotFoundError, safeio.UnsafeFile, ValueError, RecursionError):
+                summary = None
+        if summary is None or summary["status"] == "running":
+            summary = summarise(load_run(folder))
     except RunFormatError as exc:
         return RunEntry(**base, sequence=None, method=None, seed=None, n_tasks=None, tasks_done=0, acc=None,
                         status="unreadable", started=None, problem=str(exc))
-    summary = None
-    if (folder / "summary.json").is_file():
-        try:
-            summary = json.loads((folder / "summary.json").read_text())
-        except ValueError:
-            summary = None
-    if not isinstance(summary, dict) or summary.get("status") in (None, "running"):
-        summary = summarise(load_run(folder))
-    cfg = meta.get("config", {})
-    return RunEntry(**base, sequence=summary.get("sequence") or cfg.get("sequence"),
-                    method=summary.get("method") or cfg.get("method"), seed=meta.get("seed"),
-                    n_tasks=summary.get("n_tasks"), tasks_done=summary.get("tasks_done") or 0,
-                    acc=summary.get("acc"), status=summary.get("status", "failed"), started=meta.get("started_at"))
+    cfg = meta["config"]
+    return RunEntry(**base, sequence=summary["sequence"] or cfg["sequence"], method=cfg["method"], seed=meta["seed"],
+                    n_tasks=summary["n_tasks"], tasks_done=summary["tasks_done"], acc=summary["acc"],
+                    status=summary["status"], started=meta["started_at"], config=config_key(cfg))
 
 
 def default_key(entries: list[RunEntry]) -> str | None:

@@ -1,9 +1,13 @@
 """Training new runs from the app: the worker is the engine's own CLI in a child process.
 
 The child writes an ordinary run folder, so a live run is read exactly like a recorded one.
-It never touches Streamlit; the app only reads the folder. Stop sends SIGINT to the pid in
-the run's run.json, which the engine turns into a clean 'stopped' run end (exit 130). A
+It never touches Streamlit; the app only reads the folder. Stop sends SIGINT, which the
+engine turns into a clean 'stopped' run end (exit 130). A
 reload or a second browser tab finds running runs by listing the runs folder.
+
+Stop never trusts a pid from a run folder alone (run folders can be uploaded or edited):
+it signals a child this server started, through the handle it kept, or a process whose
+identity :func:`proven_writer` establishes.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from explorer.catalog import ROOT, candidate_folders, writer_alive
+from explorer.catalog import ROOT
+from prm import safeio
 from prm.config import RunConfig
-from prm.runs import RunState
+from prm.runs import RunFormatError, RunState, list_runs, read_meta, writer_alive
 
 _DEFAULTS = RunConfig()
 
@@ -100,37 +105,74 @@ def log_tail(folder: Path, lines: int = 15) -> str:
 
 
 def is_running(folder: Path) -> bool:
-    """The run's writer is alive (or its child was started and has not written run.json yet)."""
+    """The run is still being written: by a child this server started (its handle says), or
+    by a process whose run.json identity holds (``prm.runs.writer_alive``) and which has not
+    written its closing record."""
     proc = _children.get(str(folder))
-    if proc is not None and proc.poll() is None and not (folder / "run.json").exists():
-        return True
-    try:
-        meta = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
+    if proc is not None and proc.poll() is not None:
         return False
-    ended = False
     try:
-        with open(folder / "events.jsonl", "rb") as fh:
-            fh.seek(max(0, os.path.getsize(folder / "events.jsonl") - 4096))
-            ended = b'"run_end"' in fh.read()
-    except OSError:
-        pass
-    return not ended and writer_alive(meta)
+        meta = read_meta(folder)
+        tail = safeio.read_tail(folder, "events.jsonl", nbytes=4096)
+    except (RunFormatError, FileNotFoundError, safeio.UnsafeFile):
+        return proc is not None  # our child, still starting up: no run.json or log yet
+    return b'"run_end"' not in tail and (proc is not None or writer_alive(meta))
 
 
 def running(root: Path) -> list[Path]:
-    return [p for p in candidate_folders(root) if is_running(p)]
+    return [p for p in list_runs(root) if is_running(p)]
+
+
+def _command_writes(args: list[str], cwd: Path, folder: Path) -> bool:
+    """Is this command line ``python -m prm run ... --out <folder>``?"""
+    if not any(args[i:i + 3] == ["-m", "prm", "run"] for i in range(len(args))):
+        return False
+    outs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--out"]
+    outs += [a.split("=", 1)[1] for a in args if a.startswith("--out=")]
+    return len(outs) == 1 and (cwd / outs[0]).resolve() == folder.resolve()
+
+
+def proven_writer(folder: Path) -> int | None:
+    """The pid of the process writing ``folder``, only if its identity is proven: a pid above
+    1 on this host, other than this server, whose kernel start time matches run.json's and
+    whose command line is this project's ``prm run ... --out <that folder>``. run.json is
+    untrusted (it may be uploaded or edited): a pid alone would let it aim Stop at any
+    process, or with pid 0 or -1 at a whole process group."""
+    try:
+        meta = read_meta(folder)
+    except RunFormatError:
+        return None
+    pid = meta["pid"]
+    if pid is None or pid <= 1 or pid == os.getpid() or meta["pid_start"] is None or not writer_alive(meta):
+        return None
+    try:
+        args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+    if not _command_writes(args, cwd, folder) or not writer_alive(meta):  # re-checked: the pid was not reused
+        return None                                                        # while its command line was read
+    return pid
+
+
+def can_stop(folder: Path) -> bool:
+    proc = _children.get(str(folder))
+    return proc.poll() is None if proc is not None else proven_writer(folder) is not None
 
 
 def stop(folder: Path) -> bool:
-    """Ask a running run to stop cleanly (SIGINT, like Ctrl-C); False if it is not running."""
-    try:
-        meta = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
+    """Ask a running run to stop cleanly (SIGINT, like Ctrl-C); False if it may not be or is
+    not running. Only a child this server started, or a proven writer, is ever signalled."""
+    proc = _children.get(str(folder))
+    if proc is not None:
+        if proc.poll() is not None:
+            return False
+        proc.send_signal(signal.SIGINT)
+        return True
+    pid = proven_writer(folder)
+    if pid is None:
         return False
-    if not writer_alive(meta):
-        return False
-    os.kill(meta["pid"], signal.SIGINT)
+    os.kill(pid, signal.SIGINT)
     return True
 
 
@@ -140,16 +182,14 @@ def progress(state: RunState) -> tuple[float, str]:
     done = state.tasks_done
     current = state.current()
     if state.end is not None:
-        return (done / total, f"{state.end['status']}: {done} of {state.n_tasks} tasks learnt "
-                              f"in {state.end.get('seconds') or 0:.1f} s")
+        return (done / total, f"{state.end.status}: {done} of {state.n_tasks} tasks learnt "
+                              f"in {state.end.seconds or 0:.1f} s")
     if current is None:
         return 0.0, "starting (loading data, building the model)"
-    task = current["task"]
-    budget = {"dtd-head": state.config.get("prm", {}).get("head_epochs", 10),
-              "dtd": state.config.get("prm", {}).get("dtd_epochs", 40),
-              "train": state.config.get("optim", {}).get("max_epochs", 200)}[current["phase"]]
-    within = min((current["epoch"] + 1) / max(budget, 1), 1.0) if current["phase"] == "train" else 0.0
-    phase = {"dtd-head": "DTD 1st opt.", "dtd": "DTD 2nd opt.", "train": "training"}[current["phase"]]
+    budget = {"dtd-head": state.config["prm"]["head_epochs"], "dtd": state.config["prm"]["dtd_epochs"],
+              "train": state.config["optim"]["max_epochs"]}[current.phase]
+    within = min((current.epoch + 1) / max(budget, 1), 1.0) if current.phase == "train" else 0.0
+    phase = {"dtd-head": "DTD 1st opt.", "dtd": "DTD 2nd opt.", "train": "training"}[current.phase]
+    val = "n/a" if current.val_acc is None else f"{current.val_acc:.3f}"
     return (min((done + within) / total, 1.0),
-            f"task {task + 1} of {state.n_tasks} · {phase} epoch {current['epoch'] + 1} · "
-            f"val acc {current['val_acc']:.3f}")
+            f"task {current.task + 1} of {state.n_tasks} · {phase} epoch {current.epoch + 1} · val acc {val}")

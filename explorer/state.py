@@ -11,16 +11,22 @@ import os
 from pathlib import Path
 
 RUN = "run"  # query parameter and widget key: the chosen run (its catalogue key)
+OPEN_RUN = "open_run"  # a run another part of the page asked to open; the sidebar applies it on the next full run
 VIEW = "view"  # query parameter and tabs key: the open view's label
 TASK = "task"  # query parameter and widget key: the chosen task, as "T1".."TN"
 LAYER = "layer"
 RUNS_DIR = "runs_dir"
 UPLOAD = "upload"
 UPLOADED = "uploaded_ids"  # file ids already unpacked, so a rerun does not unpack again
+UPLOAD_MESSAGE = "upload_message"  # (kind, text) the upload callback leaves for the sidebar
 LIVE_STARTED = "live_started"  # run folders this browser session started
 PROJECTION = "projection"
+PROJECTION_CHOSEN = "projection_chosen"  # the user's projection, kept while trajectories force PCA
 STEP = "step"
 TRAJECTORIES = "trajectories"
+COMPARE_RUNS = "cmp-runs"
+COMPARE_FOR = "cmp-for"  # the run Compare's selection was made for: another run resets it
+COMPARE_UNFINISHED = "cmp-unfinished"  # include unfinished runs in Compare
 
 OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE = (
     "Overview", "Accuracy matrix", "Task embeddings", "Clustering", "Masks", "Train live", "Compare")

@@ -4,8 +4,12 @@
     python -m prm compare --sequence digits-mixed --methods prm,hat,ncl,stl --seeds 0,1,2
     python -m prm show runs/my-run
 
-A user mistake (unknown sequence or method, impossible number, existing output folder)
-prints one line starting with ``prm: error:`` and exits with status 2.
+A user mistake (unknown sequence or method, impossible number, existing output folder,
+malformed data file) or an environment failure (a full disk) prints one line starting with
+``prm: error:`` and exits with status 2; nothing is created before training starts, and a run
+that fails while being written is left loadable (status 'failed') or removed. Ctrl-C exits
+with 130. When the reader of stdout goes away (``python -m prm show RUN | head -1``) the
+command stops quietly with status 141 (128 + SIGPIPE), as a program killed by SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -20,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from prm.config import METHOD_HELP, METHODS, PRESETS, ConfigError, RunConfig, preset
+from prm.config import MAX_LAYERS, METHOD_HELP, METHODS, PRESETS, ConfigError, RunConfig, preset
 from prm.data import DATA_ENV, SEQUENCES, DataError, make_sequence
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one clear line, not the whole usage block
-        self.exit(2, f"prm: error: {message} (see 'python -m prm {self.prog.split()[-1]} --help')\n")
+        command = " ".join(["python -m prm", *self.prog.split()[1:]])  # prog is "prm" or "prm run"
+        self.exit(2, f"prm: error: {message} (see '{command} --help')\n")
 
 
 def _fail(message: str) -> None:
@@ -87,6 +93,9 @@ def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) 
 
         if not torch.cuda.is_available():
             _fail(f"--device {args.device}: no CUDA device is available on this machine")
+        index = args.device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            _fail(f"--device {args.device}: this machine has CUDA devices 0 to {torch.cuda.device_count() - 1}")
     base = preset(args.preset).to_dict()
     for option, (section, name) in _OVERRIDES.items():
         if getattr(args, option) is not None:
@@ -94,8 +103,8 @@ def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) 
     if args.width is not None or args.layers is not None:
         width = args.width if args.width is not None else base["model"]["hidden"][0]
         layers = args.layers if args.layers is not None else len(base["model"]["hidden"])
-        if layers < 1:
-            _fail(f"--layers must be >= 1, got {layers}")
+        if not 1 <= layers <= MAX_LAYERS:  # checked before [width] * layers is built
+            _fail(f"--layers must be from 1 to {MAX_LAYERS}, got {layers}")
         base["model"]["hidden"] = [width] * layers
     base["optim"]["lr_min"] = min(base["optim"]["lr_min"], base["optim"]["lr"])
     if args.no_2so:
@@ -119,6 +128,87 @@ def _check_method(name: str) -> None:
         _fail(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
 
 
+def _check_out(path: Path, option: str, *, may_hold_files: bool = False) -> Path | None:
+    """Refuse an output folder before anything is created, and return the topmost folder that
+    writing it will create, None if it exists (so a failure removes exactly what it made).
+    ``path`` must be a folder or not exist yet, be empty unless ``may_hold_files``, and not lie
+    under a file."""
+    try:
+        if path.exists() and not path.is_dir():
+            _fail(f"{option} {path} is a file, not a folder")
+        if path.is_dir():
+            if not may_hold_files and any(path.iterdir()):
+                _fail(f"{option} {path} already exists and is not empty; choose another")
+            return None
+        created = path
+        for parent in path.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    _fail(f"{option} {path} lies under {parent}, which is a file")
+                break
+            created = parent
+    except OSError as exc:
+        _fail(f"{option} {path}: {exc}")
+    return created
+
+
+def _discard(created: Path | None, out: Path) -> None:
+    """Remove what a failed run created: the folders it made (``created``, from _check_out),
+    or the contents of the empty folder it was given."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _remove_temporary(out: Path) -> None:
+    """Delete ``*.tmp*`` files the writer left (it removes its own; this covers any it could not)."""
+    for tmp in [*out.glob("*.tmp*"), *out.glob("arrays/*.tmp*")]:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _recorded_status(out: Path, writer: Any) -> str | None:
+    """The status in the run's ``run_end`` line, or None when it has none or cannot be read."""
+    from prm.runs import load_run
+
+    if writer is None or not writer.ended:
+        return None
+    try:
+        return load_run(out).status
+    except Exception:  # a damaged folder counts as one without a closing record
+        return None
+
+
+def _settle_failed_write(out: Path, writer: Any, created: Path | None) -> str:
+    """After a write error, leave a loadable run or nothing; say which.
+
+    A run whose ``run_end`` line was written is kept: it loads with that status. One without
+    is removed: even its closing line could not be written, and a folder that reads as
+    'running' until this process exits is worse than none.
+    """
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError:
+            pass
+    _remove_temporary(out)
+    status = _recorded_status(out, writer)
+    if status is None:
+        _discard(created, out)
+        return "the incomplete run folder was removed"
+    if status == "failed":
+        return f"what was recorded is kept in {out} as a failed run"
+    return (f"the run {status} and is kept in {out}; the explorer computes any missing projections "
+            "when it opens the run")
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -133,11 +223,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args, sequence=args.sequence, method=args.method, seed=args.seed)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/{args.sequence}-{args.method}-s{args.seed}-{stamp}")
+    created = _check_out(out, "--out")
     seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir)
+    writer = None  # nothing is created on disk before this point
     try:
         writer = RunWriter(out, config=cfg)
-    except FileExistsError as exc:
+    except FileExistsError as exc:  # appeared since _check_out: not ours to clean
         _fail(str(exc))
+    except BaseException as exc:  # a full disk or Ctrl-C half-way: leave nothing behind
+        _discard(created, out)
+        if isinstance(exc, OSError):
+            _fail(f"could not create the run folder {out}: {exc}")
+        raise
     bar = tqdm(total=len(seq.tasks), unit="task", disable=args.quiet, dynamic_ncols=True)
 
     def emit(event: Any) -> None:
@@ -152,11 +249,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = train_sequence(cfg, emit=emit, sequence=seq)
     except KeyboardInterrupt:
         bar.close()
-        print(f"stopped: the run so far is saved in {out}", file=sys.stderr)
+        print(_interrupted(out, writer), file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a folder removed under us ...
+        if isinstance(exc, BrokenPipeError):
+            raise
+        bar.close()
+        _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, created)}")
     bar.close()
     _print_summary(out)
     return 0 if result.status == "finished" else 1
+
+
+def _interrupted(out: Path, writer: Any) -> str:
+    """What Ctrl-C left, in words that agree with the status recorded in the folder.
+
+    Once training finished, the writer still writes the summary and then computes the
+    projections; an interrupt there leaves a finished run, not a stopped one.
+    """
+    _remove_temporary(out)
+    if _recorded_status(out, writer) != "finished":
+        return f"stopped: the run so far is saved in {out}"
+    summary = " (summary written)" if (out / "summary.json").is_file() else ""
+    return (f"interrupted while computing projections: the run finished{summary} and is saved in {out}; "
+            "the explorer computes projections when it opens the run")
 
 
 # ----------------------------------------------------------------------------- show
@@ -167,30 +283,33 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _print_summary(folder: Path) -> None:
+    """Print a run's summary; built whole first, so a damaged run prints nothing but the error."""
     from prm.runs import load_run, summarise
 
     run = load_run(folder)
-    s = run.summary or summarise(run)
-    print(f"run      {run.path}")
-    print(f"status   {run.status}   sequence {s['sequence']}   method {s['method']}   seed {s['seed']}")
-    print(f"tasks    {s['tasks_done']}/{s['n_tasks']} learnt   Acc {_fmt(s['acc'])}   BWT {_fmt(s['bwt'])}   "
-          f"CT {_fmt(s['seconds'], 1)} s   phases " +
-          ", ".join(f"{k} {v:.1f} s" for k, v in s["phase_seconds"].items()))
+    s = summarise(run)  # from the event log, the record itself; summary.json is only a cache for the picker
+    lines: list[str] = []
+    lines.append(f"run      {run.path}")
+    lines.append(f"status   {run.status}   sequence {s['sequence']}   method {s['method']}   seed {s['seed']}")
+    lines.append(f"tasks    {s['tasks_done']}/{s['n_tasks']} learnt   Acc {_fmt(s['acc'])}   BWT {_fmt(s['bwt'])}   "
+                 f"CT {_fmt(s['seconds'], 1)} s   phases " +
+                 ", ".join(f"{k} {v:.1f} s" for k, v in s["phase_seconds"].items()))
     R = run.state.accuracy_matrix("test")
     names = [t["name"] for t in run.state.tasks]
     if run.state.tasks_done:
-        print("accuracy matrix R[j, i] (row: after learning task Tj; column: tested on task Ti)")
+        lines.append("accuracy matrix R[j, i] (row: after learning task Tj; column: tested on task Ti)")
         for j in range(run.state.tasks_done):
-            print(f"  T{j + 1:<3} {names[j][:18]:<18} " + " ".join(_fmt(v, 2).rjust(4) for v in R[j, : j + 1]))
+            lines.append(f"  T{j + 1:<3} {names[j][:18]:<18} " + " ".join(_fmt(v, 2).rjust(4) for v in R[j, : j + 1]))
     if run.state.dtd:
-        print("DTD: X-means clusters k and the earlier tasks protected as dissimilar, per masked layer")
+        lines.append("DTD: X-means clusters k and the earlier tasks protected as dissimilar, per masked layer")
     for task, record in sorted(run.state.dtd.items()):
         parts = [f"layer {l}: k={layer['xmeans']['k']} dissimilar=[{', '.join(f'T{i + 1}' for i in layer['dissimilar'])}]"
                  + (" (undecided)" if layer.get("undecided") else "")
-                 for l, layer in enumerate(record["layers"])]
-        print(f"  T{task + 1:<3} " + "; ".join(parts))
-    for warning in run.warnings:
-        print(f"warning: {warning}")
+                 for l, layer in enumerate(record.layers)]
+        lines.append(f"  T{task + 1:<3} " + "; ".join(parts))
+    for warning in filter(None, [run.status_note, *run.warnings]):
+        lines.append(f"warning: {warning}")
+    print("\n".join(lines))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -200,6 +319,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         _print_summary(Path(args.run))
     except RunFormatError as exc:
         _fail(str(exc))
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # show reads nothing but the folder: any failure means it is damaged
+        _fail(f"{args.run}: cannot show this run, it is damaged ({type(exc).__name__}: {exc})")
     return 0
 
 
@@ -270,6 +393,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _check_method(m)
     if args.jobs < 1:
         _fail(f"--jobs must be >= 1, got {args.jobs}")
+    if args.out_dir:
+        _check_out(Path(args.out_dir), "--out-dir", may_hold_files=True)
     needed = methods if "stl" in methods else [*methods, "stl"]  # STL is FWT's reference
     jobs, keys = [], []
     for sequence in sequences:  # a missing data set fails here, before anything trains
@@ -283,17 +408,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 jobs.append((cfg, out))
                 keys.append((sequence, method, seed))
     results = {}
-    with tqdm(total=len(jobs), unit="run", disable=args.quiet) as bar:
-        if args.jobs == 1:
-            outputs = (_compare_one(job) for job in jobs)
-            for key, output in zip(keys, outputs):
-                results[key] = output
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-                for key, output in zip(keys, pool.map(_compare_one, jobs)):
+    try:
+        with tqdm(total=len(jobs), unit="run", disable=args.quiet) as bar:
+            if args.jobs == 1:
+                outputs = (_compare_one(job) for job in jobs)
+                for key, output in zip(keys, outputs):
                     results[key] = output
                     bar.update(1)
+            else:
+                with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+                    for key, output in zip(keys, pool.map(_compare_one, jobs)):
+                        results[key] = output
+                        bar.update(1)
+    except OSError as exc:  # the failing run's folder records it as failed
+        if isinstance(exc, BrokenPipeError):
+            raise
+        _fail(f"could not write the runs under {args.out_dir}: {exc}")
     rows = [r for r in compare_table(results) if r["method"] in methods]
     print(format_table(rows, markdown=args.markdown))
     return 0
@@ -305,6 +435,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="prm", description="PRM / HAT continual-learning engine")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.commands = sub.choices  # name -> sub-command parser, for main's error messages
     seq_help = "; ".join(f"{k}: {v}" for k, v in SEQUENCES.items())
     method_help = "; ".join(f"{k}: {v}" for k, v in METHOD_HELP.items())
 
@@ -335,11 +466,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the sub-command, whose --help lists the options it takes
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return code
     except (ConfigError, DataError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:  # before or after training (cmd_run handles it during training)
+        print("prm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader left (``| head -1``): nothing more can be shown. Point stdout at devnull
+        # so the interpreter's final flush cannot fail again, and exit as SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return 0
 
 

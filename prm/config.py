@@ -14,6 +14,8 @@ in fewer epochs (``scripts/sweep_defaults.py``; numbers in the README).
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,28 @@ METHOD_HELP = {
 
 class ConfigError(ValueError):
     """An impossible or unknown setting; the message names the field and the valid range."""
+
+
+# Upper bounds, so that a typo (``--width 1000000000``) is refused up front instead of
+# allocating until the machine swaps, or failing deep inside torch with a traceback.
+MAX_WIDTH = 16384
+"""Units in one hidden layer (8x the paper's 2000)."""
+MAX_LAYERS = 8
+"""Masked hidden layers (HAT and PRM use 2)."""
+MAX_INPUT = 3072
+"""The largest input of any sequence (CIFAR-100, CelebA: 3x32x32), used to bound the weights."""
+MAX_WEIGHTS = 200_000_000
+"""Hidden weights, counted as MAX_INPUT*w1 + w1*w2 + ...: 800 MB of float32 per copy of the
+network (training keeps several: gradients, the best state, DTD's saved state; STL one per task).
+The paper's 2 x 2000 set-up has about 10 million."""
+MAX_EPOCHS = 100_000
+"""Epochs of any phase, and patience: far beyond where the lr schedule stops."""
+MAX_BATCH = 1_000_000
+"""Batch size; a batch larger than a task's training set is the whole set anyway."""
+FLOAT32_MAX = 3.4028234663852886e38
+"""Largest float32: every float setting reaches float32 tensors (an lr of 1e39 overflows in SGD)."""
+MAX_SEED = 2**32 - 1
+"""Seeds reach numpy, torch and UMAP; UMAP (numpy's RandomState) takes 32-bit seeds only."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,16 +220,52 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+_OPTIONAL_INTS = ("n_tasks", "k_max")  # int or None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(obj: Any, prefix: str = "") -> None:
+    """Every number field has its default's type (an int where an int is meant) and every
+    float is finite in float32: ``inf`` and ``nan`` pass ``> 0`` style checks, and they or a
+    float32 overflow fail only mid-training."""
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            _check_types(value, name + ".")
+        elif isinstance(f.default, bool):
+            _check(isinstance(value, bool), f"{name}: must be true or false, got {value!r}")
+        elif isinstance(f.default, float):
+            _check((_is_int(value) or isinstance(value, float)) and abs(value) <= FLOAT32_MAX  # abs first: 10**400
+                   and math.isfinite(value), f"{name}: must be a finite number (float32), got {value!r}")
+        elif _is_int(f.default) or f.name in _OPTIONAL_INTS:
+            _check(_is_int(value) or (value is None and f.name in _OPTIONAL_INTS),
+                   f"{name}: must be an integer, got {value!r}")
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject impossible settings up front, with a message a user can act on."""
+    _check_types(cfg)
+    _check(isinstance(cfg.sequence, str), f"sequence: must be a name, got {cfg.sequence!r}")
+    _check(cfg.data_dir is None or isinstance(cfg.data_dir, str), f"data_dir: must be a path, got {cfg.data_dir!r}")
     _check(cfg.method in METHODS, f"method: unknown {cfg.method!r}; choose one of {', '.join(METHODS)}")
-    _check(cfg.n_tasks is None or (isinstance(cfg.n_tasks, int) and cfg.n_tasks >= 1),
-           f"n_tasks: must be a positive integer, got {cfg.n_tasks!r}")
-    _check(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed: must be a non-negative integer, got {cfg.seed!r}")
-    _check(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device: 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    _check(cfg.n_tasks is None or cfg.n_tasks >= 1, f"n_tasks: must be a positive integer, got {cfg.n_tasks!r}")
+    _check(0 <= cfg.seed <= MAX_SEED, f"seed: must be an integer from 0 to {MAX_SEED}, got {cfg.seed!r}")
+    _check(isinstance(cfg.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device) is not None,
+           f"device: 'cpu' or 'cuda[:N]', got {cfg.device!r}")
     m = cfg.model
-    _check(len(m.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in m.hidden),
+    _check(isinstance(m.hidden, (tuple, list)) and len(m.hidden) >= 1 and all(_is_int(h) and h >= 1 for h in m.hidden),
            f"model.hidden: one or more positive layer widths, got {m.hidden!r}")
+    _check(len(m.hidden) <= MAX_LAYERS, f"model.hidden: at most {MAX_LAYERS} hidden layers (MAX_LAYERS), "
+           f"got {len(m.hidden)}")
+    _check(max(m.hidden) <= MAX_WIDTH, f"model.hidden: at most {MAX_WIDTH} units per layer (MAX_WIDTH), "
+           f"got {max(m.hidden)}")
+    weights = sum(a * b for a, b in zip((MAX_INPUT, *m.hidden), m.hidden))
+    _check(weights <= MAX_WEIGHTS, f"model.hidden: {m.hidden!r} has about {weights:.2g} weights for a "
+           f"{MAX_INPUT}-pixel input, more than the {MAX_WEIGHTS:.0e} allowed (MAX_WEIGHTS); "
+           "use fewer or narrower layers")
     for name in ("input_dropout", "hidden_dropout"):
         p = getattr(m, name)
         _check(0.0 <= p < 1.0, f"model.{name}: must be in [0, 1), got {p!r}")
@@ -213,17 +273,17 @@ def validate(cfg: RunConfig) -> None:
     _check(o.lr > 0, f"optim.lr: must be > 0, got {o.lr!r}")
     _check(0 < o.lr_min <= o.lr, f"optim.lr_min: must be in (0, lr], got {o.lr_min!r}")
     _check(o.lr_factor > 1, f"optim.lr_factor: must be > 1, got {o.lr_factor!r}")
-    _check(o.patience >= 1, f"optim.patience: must be >= 1, got {o.patience!r}")
-    _check(o.max_epochs >= 1, f"optim.max_epochs: must be >= 1, got {o.max_epochs!r}")
-    _check(o.batch_size >= 1, f"optim.batch_size: must be >= 1, got {o.batch_size!r}")
+    _check(1 <= o.patience <= MAX_EPOCHS, f"optim.patience: must be from 1 to {MAX_EPOCHS}, got {o.patience!r}")
+    _check(1 <= o.max_epochs <= MAX_EPOCHS, f"optim.max_epochs: must be from 1 to {MAX_EPOCHS}, got {o.max_epochs!r}")
+    _check(1 <= o.batch_size <= MAX_BATCH, f"optim.batch_size: must be from 1 to {MAX_BATCH}, got {o.batch_size!r}")
     _check(o.clip > 0, f"optim.clip: must be > 0, got {o.clip!r}")
     h = cfg.hat
     _check(h.smax > 1, f"hat.smax: must be > 1, got {h.smax!r}")
     _check(h.lamb >= 0, f"hat.lamb: must be >= 0, got {h.lamb!r}")
     _check(h.thres_cosh > 0 and h.thres_emb > 0, "hat.thres_cosh and hat.thres_emb: must be > 0")
     d = cfg.prm
-    _check(d.head_epochs >= 0, f"prm.head_epochs: must be >= 0, got {d.head_epochs!r}")
-    _check(d.dtd_epochs >= 1, f"prm.dtd_epochs: must be >= 1, got {d.dtd_epochs!r}")
+    _check(0 <= d.head_epochs <= MAX_EPOCHS, f"prm.head_epochs: must be from 0 to {MAX_EPOCHS}, got {d.head_epochs!r}")
+    _check(1 <= d.dtd_epochs <= MAX_EPOCHS, f"prm.dtd_epochs: must be from 1 to {MAX_EPOCHS}, got {d.dtd_epochs!r}")
     _check(d.k_max is None or d.k_max >= 1, f"prm.k_max: must be >= 1 or null, got {d.k_max!r}")
     _check(d.reg_mask in ("accumulated", "relaxed"),
            f"prm.reg_mask: 'accumulated' or 'relaxed', got {d.reg_mask!r}")
@@ -233,5 +293,6 @@ def validate(cfg: RunConfig) -> None:
     _check(r.trajectory_every >= 1, f"record.trajectory_every: must be >= 1, got {r.trajectory_every!r}")
     _check(r.trajectory_dtype in ("float16", "float32"),
            f"record.trajectory_dtype: 'float16' or 'float32', got {r.trajectory_dtype!r}")
-    _check(set(r.projections) <= {"pca", "umap"}, f"record.projections: subset of pca, umap, got {r.projections!r}")
+    _check(isinstance(r.projections, (tuple, list)) and all(p in ("pca", "umap") for p in r.projections),
+           f"record.projections: subset of pca, umap, got {r.projections!r}")
     _check(cfg.ewc_lambda >= 0, f"ewc_lambda: must be >= 0, got {cfg.ewc_lambda!r}")

@@ -2,8 +2,8 @@
 
 The engine knows nothing about files or screens: it calls ``emit(event)`` with one of these.
 ``prm.runs.RunWriter`` turns each into one JSON line (arrays go to ``.npz`` files), and the
-explorer folds the lines back into state with ``prm.runs.apply_event``, for live and
-recorded runs alike. Accuracies are lists with ``None`` for tasks not evaluated.
+explorer folds the lines back into state with ``prm.runs.apply_events`` (each line parsed
+back into its event by ``prm.records``), for live and recorded runs alike. Accuracies are lists with ``None`` for tasks not evaluated.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ class EpochEnd:
     task: int
     phase: str
     epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
+    train_loss: float | None
+    train_acc: float | None
+    val_loss: float | None
+    val_acc: float | None
+    lr: float | None
     seconds: float
 
 
@@ -91,14 +91,29 @@ class TaskArrays:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ArraysWritten:
+    """The log's record of a :class:`TaskArrays` event: which file holds that task's arrays.
+    The name is fixed by kind and task, so a reader never opens a path a log line made up."""
+
+    type = "arrays"
+    task: int
+    kind: str
+    file: str
+
+    @staticmethod
+    def file_name(kind: str, task: int) -> str:
+        return f"arrays/{kind}_{task:03d}.npz"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunEnd:
     type = "run_end"
     status: str
-    seconds: float
+    seconds: float | None
     error: str | None = None
 
 
-Event = RunStarted | EpochEnd | DTDResult | TaskEnd | TaskArrays | RunEnd
+Event = RunStarted | EpochEnd | DTDResult | TaskEnd | TaskArrays | ArraysWritten | RunEnd
 
 STATUSES = ("running", "finished", "stopped", "failed")
 

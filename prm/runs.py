@@ -10,10 +10,14 @@ Layout of a run folder (schema version ``SCHEMA``)::
     projections.npz     2-D PCA/UMAP coordinates of the embeddings per layer (at run end)
     summary.json        Acc, BWT, timings, status (at run end)
 
-Only JSON and ``.npz`` opened with ``allow_pickle=False`` are ever read. ``load_run`` reads a
-finished, running, stopped, failed or killed run: a truncated last line, a corrupt line or a
-missing array file gives a partial run with warnings, never an exception; a folder that is
-not a run, or one from a newer schema, gives a ``RunFormatError`` that says so. Live views
+A run folder is untrusted input (it may be uploaded, copied or damaged). Only JSON and
+numeric ``.npz`` arrays are read, through :mod:`prm.safeio` (regular files inside the folder,
+sizes checked before anything is allocated, never a pickle); every event record is parsed
+into its typed event by :mod:`prm.records` (types and ranges checked) and every array is
+checked against the run's shapes. ``load_run`` reads a finished, running, stopped, failed or
+killed run: a truncated or corrupt line, a record out of range, a missing or refused array
+file or a bad summary gives a partial run with warnings; a folder that is not a run, or one
+from a newer schema, raises ``RunFormatError``, and nothing else is ever raised. Live views
 read the same files through :class:`EventTail` and fold them with :func:`apply_events`.
 """
 
@@ -25,16 +29,17 @@ import json
 import os
 import platform
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from prm import metrics
-from prm.config import RunConfig
-from prm.events import STATUSES, EpochEnd, Event, RunEnd, TaskArrays, to_record
+from prm import metrics, safeio
+from prm.config import METHODS, ConfigError, RunConfig
+from prm.events import ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd, to_record
+from prm.records import BadRecord, parse_record, parse_started, parse_summary
 
 SCHEMA = 1
 
@@ -51,10 +56,21 @@ def _versions() -> dict[str, str]:
             "scikit-learn": sklearn.__version__}
 
 
+def _replace_atomic(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    """Write through a temporary file renamed into place, so a reader never sees half a file;
+    the temporary file is removed when the write fails (a full disk leaves nothing behind)."""
+    tmp = path.with_name(path.name + suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1, allow_nan=False)
+    _replace_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _jsonable(value: Any, digits: int | None = None) -> Any:
@@ -85,6 +101,9 @@ class RunWriter:
             raise FileExistsError(f"run folder {self.folder} already exists and is not empty")
         (self.folder / "arrays").mkdir(parents=True, exist_ok=True)
         self.finalize = finalize
+        self.ended = False
+        """True once the ``run_end`` line is written: what follows (summary, projections) only
+        adds to a run whose status is settled."""
         meta = {
             "schema": SCHEMA,
             "name": self.folder.name,
@@ -102,9 +121,7 @@ class RunWriter:
     def __call__(self, event: Event) -> None:
         if isinstance(event, TaskArrays):
             name = f"arrays/{event.kind}_{event.task:03d}.npz"
-            tmp = self.folder / (name + ".tmp.npz")
-            np.savez_compressed(tmp, **event.arrays)
-            os.replace(tmp, self.folder / name)
+            _replace_atomic(self.folder / name, lambda tmp: np.savez_compressed(tmp, **event.arrays), ".tmp.npz")
             record = {"type": event.type, "task": event.task, "kind": event.kind, "file": name}
         else:
             record = to_record(event)
@@ -113,6 +130,7 @@ class RunWriter:
         self._log.flush()
         if isinstance(event, RunEnd):
             self._log.close()
+            self.ended = True
             if self.finalize:
                 finalize_run(self.folder)
 
@@ -123,24 +141,47 @@ class RunWriter:
 
 # ----------------------------------------------------------------------------- reading
 
+MAX_SKIP_MESSAGES = 20
+"""Skipped records beyond this are counted, not each described (a log of garbage would
+otherwise drown the page in warnings)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunState:
-    """Everything the event log says, folded; built only by :func:`apply_events`."""
+    """Everything the event log says, as typed events; built only by :func:`apply_events`.
 
-    config: dict[str, Any] = field(default_factory=dict)
-    sequence: str = ""
-    tasks: tuple[dict[str, Any], ...] = ()
-    oracle_transfer: tuple[tuple[float, ...], ...] | None = None
-    epochs: tuple[dict[str, Any], ...] = ()
-    dtd: dict[int, dict[str, Any]] = field(default_factory=dict)
-    task_ends: dict[int, dict[str, Any]] = field(default_factory=dict)
+    ``skipped`` says why records were left out (wrong types or ranges, out of order, before
+    ``run_started`` or after ``run_end``); ``n_skipped`` counts them all.
+    """
+
+    started: RunStarted | None = None
+    epochs: tuple[EpochEnd, ...] = ()
+    dtd: dict[int, DTDResult] = field(default_factory=dict)
+    task_ends: dict[int, TaskEnd] = field(default_factory=dict)
     array_files: dict[tuple[str, int], str] = field(default_factory=dict)
-    end: dict[str, Any] | None = None
+    end: RunEnd | None = None
+    skipped: tuple[str, ...] = ()
+    n_skipped: int = 0
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.started.config if self.started else {}
+
+    @property
+    def sequence(self) -> str:
+        return self.started.sequence if self.started else ""
+
+    @property
+    def tasks(self) -> tuple[dict[str, Any], ...]:
+        return tuple(self.started.tasks) if self.started else ()
+
+    @property
+    def oracle_transfer(self) -> list[list[float]] | None:
+        return self.started.oracle_transfer if self.started else None
 
     @property
     def n_tasks(self) -> int:
-        return len(self.tasks)
+        return len(self.started.tasks) if self.started else 0
 
     @property
     def tasks_done(self) -> int:
@@ -148,45 +189,76 @@ class RunState:
 
     def accuracy_matrix(self, split: str = "test") -> np.ndarray:
         """R[j, i] as a (T, T) float array, NaN where unknown."""
-        key = {"test": "test_acc", "val": "val_acc"}[split]
         R = np.full((self.n_tasks, self.n_tasks), np.nan)
         for j, record in self.task_ends.items():
-            row = [np.nan if v is None else v for v in record[key]]
-            R[j, : len(row)] = row
+            row = record.test_acc if split == "test" else record.val_acc
+            R[j] = [np.nan if v is None else v for v in row]
         return R
 
-    def current(self) -> dict[str, Any] | None:
+    def current(self) -> EpochEnd | None:
         """The latest epoch record: where a running sequence is now."""
         return self.epochs[-1] if self.epochs else None
 
 
+def _admit(state: dict[str, Any], event: Any) -> str | None:
+    """Why ``event`` cannot follow what the state holds (None: it can). Events come in the
+    engine's order, task by task, so a record out of that order is damage, not news."""
+    if state["end"] is not None:
+        return "after run_end"
+    current = len(state["task_ends"])
+    if isinstance(event, (EpochEnd, TaskEnd, DTDResult, ArraysWritten)) and event.task != current:
+        return f"for task {event.task + 1} while task {current + 1} is being learnt"
+    if isinstance(event, DTDResult) and event.task in state["dtd"]:
+        return "a second DTD record for this task"
+    if isinstance(event, ArraysWritten) and (event.kind, event.task) in state["array_files"]:
+        return "a second array file for this task"
+    return None
+
+
 def apply_events(state: RunState, records: Iterable[dict[str, Any]]) -> RunState:
-    """Fold event records (parsed JSON lines) into a new state; ``state`` is not changed."""
+    """Fold event records (parsed JSON lines) into a new state; ``state`` is not changed.
+
+    Each record is parsed into its typed event (:mod:`prm.records`); a record that is not
+    what it claims, or comes out of order, is skipped and the reason kept in ``skipped``.
+    """
     new = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
-    epochs = list(new["epochs"])
-    dtd, task_ends, array_files = dict(new["dtd"]), dict(new["task_ends"]), dict(new["array_files"])
+    epochs, skipped = list(new["epochs"]), list(new["skipped"])
+    for name in ("dtd", "task_ends", "array_files"):
+        new[name] = dict(new[name])
     for record in records:
         kind = record.get("type")
-        if kind == "run_started":
-            oracle = record.get("oracle_transfer")
-            new.update(config=record["config"], sequence=record["sequence"], tasks=tuple(record["tasks"]),
-                       oracle_transfer=None if oracle is None else tuple(tuple(row) for row in oracle))
-        elif kind == "epoch":
-            epochs.append(record)
-        elif kind == "dtd":
-            dtd[record["task"]] = record
-        elif kind == "task_end":
-            task_ends[record["task"]] = record
-        elif kind == "arrays":
-            array_files[(record["kind"], record["task"])] = record["file"]
-        elif kind == "run_end":
-            new["end"] = record
-    new.update(epochs=tuple(epochs), dtd=dtd, task_ends=task_ends, array_files=array_files)
+        label = kind[:40] if isinstance(kind, str) else "untyped"
+        try:
+            if new["started"] is None:
+                new["started"] = parse_started(record)
+                continue
+            if kind == "run_started":
+                raise BadRecord("a second run_started")
+            event = parse_record(record, started=new["started"])
+            reason = _admit(new, event)
+            if reason:
+                raise BadRecord(reason)
+        except BadRecord as exc:
+            new["n_skipped"] += 1
+            if len(skipped) < MAX_SKIP_MESSAGES:
+                skipped.append(f"events.jsonl: a {label} record skipped ({exc})")
+            continue
+        if isinstance(event, EpochEnd):
+            epochs.append(event)
+        elif isinstance(event, DTDResult):
+            new["dtd"][event.task] = event
+        elif isinstance(event, TaskEnd):
+            new["task_ends"][event.task] = event
+        elif isinstance(event, ArraysWritten):
+            new["array_files"][(event.kind, event.task)] = event.file
+        elif isinstance(event, RunEnd):
+            new["end"] = event
+    new.update(epochs=tuple(epochs), skipped=tuple(skipped))
     return RunState(**new)
 
 
 def parse_lines(text: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Parse JSON lines; return the records and a warning per line that could not be read."""
+    """Parse JSON lines; return the objects and a warning per line that is not one."""
     records, problems = [], []
     lines = text.split("\n")
     for number, line in enumerate(lines, start=1):
@@ -197,10 +269,10 @@ def parse_lines(text: str) -> tuple[list[dict[str, Any]], list[str]]:
             if not isinstance(record, dict) or "type" not in record:
                 raise ValueError("not an event object")
             records.append(record)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             last = number == len(lines) or all(not rest.strip() for rest in lines[number:])
-            what = "truncated last line" if last else f"corrupt line {number}"
-            problems.append(f"events.jsonl: {what} skipped")
+            if len(problems) < MAX_SKIP_MESSAGES:
+                problems.append(f"events.jsonl: {'truncated last line' if last else f'corrupt line {number}'} skipped")
     return records, problems
 
 
@@ -208,15 +280,15 @@ class EventTail:
     """Reads the complete lines appended to ``events.jsonl`` since the last call (live runs)."""
 
     def __init__(self, folder: str | Path) -> None:
-        self.path = Path(folder) / "events.jsonl"
+        self.folder = Path(folder)
         self.offset = 0
 
     def read_new(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
+        try:
+            chunk = safeio.read_bytes(self.folder, "events.jsonl", limit=safeio.MAX_EVENTS_BYTES, truncate=True,
+                                      start=self.offset)
+        except (FileNotFoundError, safeio.UnsafeFile):
             return []
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read()
         end = chunk.rfind(b"\n")
         if end < 0:
             return []
@@ -227,7 +299,12 @@ class EventTail:
 
 @dataclass(frozen=True, kw_only=True)
 class Run:
-    """A run read back from its folder."""
+    """A run read back from its folder, every part checked (see the module docstring).
+
+    ``warnings`` lists damage (records skipped, arrays refused); ``status_note`` says why a
+    run without a closing record counts as failed. Views read arrays through the accessors
+    below, never by array names.
+    """
 
     path: Path
     meta: dict[str, Any]
@@ -237,6 +314,7 @@ class Run:
     projections: dict[str, np.ndarray]
     summary: dict[str, Any] | None
     warnings: tuple[str, ...]
+    status_note: str | None = None
 
     @property
     def name(self) -> str:
@@ -246,107 +324,253 @@ class Run:
     def config(self) -> RunConfig:
         return RunConfig.from_dict(self.meta["config"])
 
-    def task_arrays(self, task: int, kind: str = "task") -> dict[str, np.ndarray]:
-        return self.arrays.get((kind, task), {})
+    @property
+    def n_layers(self) -> int:
+        """Masked layers (0 for the unmasked methods, which have no masks or embeddings)."""
+        from prm.methods import STRATEGIES
+
+        return len(self.meta["config"]["model"]["hidden"]) if STRATEGIES[self.meta["config"]["method"]].masked else 0
+
+    def _array(self, kind: str, task: int, name: str, layer: int) -> np.ndarray | None:
+        return self.arrays.get((kind, task), {}).get(f"{name}_l{layer}")
+
+    def embedding(self, task: int, layer: int) -> np.ndarray | None:
+        """Task ``task``'s final embedding e_t of ``layer``, shape (units,)."""
+        return self._array("task", task, "embedding", layer)
+
+    def mask(self, task: int, layer: int) -> np.ndarray | None:
+        """Task ``task``'s mask at s = smax, shape (units,)."""
+        return self._array("task", task, "mask", layer)
+
+    def accumulated(self, task: int, layer: int) -> np.ndarray | None:
+        """HAT's accumulated mask a_<=task (every unit tasks 1..task used)."""
+        return self._array("task", task, "accumulated", layer)
+
+    def protected(self, task: int, layer: int) -> np.ndarray | None:
+        """The mask that protected the weights while ``task`` was learnt (PRM: p_<=task-1)."""
+        return self._array("task", task, "protected", layer)
+
+    def trajectory(self, task: int, layer: int, *, dtd: bool = False) -> np.ndarray | None:
+        """The embedding's snapshots during training (or during that task's DTD), (k, units)."""
+        return self._array("dtd" if dtd else "task", task, "trajectory", layer)
+
+    def dtd_embeddings(self, task: int, layer: int) -> np.ndarray | None:
+        """The embeddings X-means clustered when ``task`` arrived: tasks 0..task, (task+1, units)."""
+        return self._array("dtd", task, "embeddings", layer)
+
+    def learnt(self, layer: int) -> list[int]:
+        """Tasks whose final embedding and mask of ``layer`` were recorded, in order."""
+        return sorted(t for (kind, t) in self.arrays if kind == "task" and self.embedding(t, layer) is not None
+                      and self.mask(t, layer) is not None)
+
+    def dtd_steps(self) -> list[int]:
+        """Tasks with a DTD decision and the embeddings it clustered (every masked layer)."""
+        return sorted(t for t in self.state.dtd
+                      if all(self.dtd_embeddings(t, layer) is not None for layer in range(self.n_layers)))
+
+    def stored_projection(self, method: str, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(task, is-DTD, 2-D coordinates) of every point ``projections.npz`` holds for ``layer``."""
+        keys = (f"task_l{layer}", f"dtd_l{layer}", f"{method}_l{layer}")
+        if not all(k in self.projections for k in keys):
+            return None
+        return tuple(self.projections[k] for k in keys)  # type: ignore[return-value]
+
+
+UPLOADED = "uploaded"
+"""run.json key an upload is marked with: its writer ran elsewhere, so it is never running."""
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
+    """``run.json``, checked: schema, a valid config, and the writer's identity if any.
+    Raises ``RunFormatError`` (only) when the folder is not a readable run."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RunFormatError(f"{folder}: no such run folder")
-    path = folder / "run.json"
-    if not path.exists():
-        raise RunFormatError(f"{folder}: not a run folder (no run.json)")
     try:
-        meta = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("schema"), int) or "config" not in meta:
-        raise RunFormatError(f"{path}: missing schema or config")
-    if meta["schema"] > SCHEMA:
+        meta = json.loads(safeio.read_text(folder, "run.json"))
+    except FileNotFoundError:
+        raise RunFormatError(f"{folder}: not a run folder (no run.json)") from None
+    except safeio.UnsafeFile as exc:
+        raise RunFormatError(f"{folder}: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise RunFormatError(f"{folder / 'run.json'}: not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(meta, dict) or type(meta.get("schema")) is not int or "config" not in meta:
+        raise RunFormatError(f"{folder / 'run.json'}: missing schema or config")
+    if meta["schema"] > SCHEMA or meta["schema"] < 1:
         raise RunFormatError(
-            f"{folder}: written with run schema {meta['schema']}, this version reads up to {SCHEMA}; "
-            "upgrade prm-explorer to open it")
-    return meta
+            f"{folder}: written with run schema {meta['schema']}, this version reads 1 to {SCHEMA}; "
+            "upgrade prm-explorer to open it" if meta["schema"] > SCHEMA else f"{folder}: schema {meta['schema']} is not valid")
+    try:
+        config = RunConfig.from_dict(meta["config"])
+    except (ConfigError, TypeError, ValueError, RecursionError) as exc:
+        raise RunFormatError(f"{folder / 'run.json'}: config: {str(exc)[:300]}") from None
+
+    def opt(key: str, kind: type, check=lambda v: True):
+        value = meta.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) and check(value) else None
+
+    return {
+        "schema": meta["schema"], "name": opt("name", str, lambda v: len(v) <= 200), "config": config.to_dict(),
+        "seed": config.seed, "started_at": opt("started_at", str, lambda v: len(v) <= 64),
+        "versions": {k: v for k, v in (opt("versions", dict) or {}).items()
+                     if isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= 100},
+        "pid": opt("pid", int), "pid_start": opt("pid_start", int), "host": opt("host", str, lambda v: len(v) <= 255),
+        UPLOADED: opt(UPLOADED, str, lambda v: len(v) <= 64),
+    }
 
 
 def _process_start(pid: int) -> int | None:
     """The kernel's start time of a process (Linux /proc), to tell a reused pid apart."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def writer_alive(meta: dict[str, Any]) -> bool:
-    """Is the process that writes this run still running (same host, same pid, same start)?"""
-    pid = meta.get("pid")
-    if meta.get("host") != socket.gethostname() or not isinstance(pid, int):
+    """Is the process that writes this run still running? Only when run.json names a pid on
+    this host whose kernel start time matches the one recorded (a reused pid does not), and
+    the run was not uploaded. Where /proc is missing the start time cannot be checked and a
+    live pid is taken at its word (status only: Stop asks for more, ``explorer.live``)."""
+    pid, started = meta.get("pid"), meta.get("pid_start")
+    if meta.get(UPLOADED) or type(pid) is not int or pid <= 1 or meta.get("host") != socket.gethostname():
         return False
+    if Path("/proc/self/stat").exists():
+        return type(started) is int and _process_start(pid) == started
     try:
         os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError, OSError):
+    except OSError:
         return False
-    started = meta.get("pid_start")
-    return started is None or _process_start(pid) in (None, started)
+    return True
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+_TASK_ARRAYS = ("embedding", "mask", "accumulated", "protected", "trajectory")
+_DTD_ARRAYS = ("embeddings", "trajectory")
+
+
+def _check_arrays(kind: str, task: int, data: dict[str, np.ndarray], widths: list[int]) -> tuple[dict, list[str]]:
+    """Keep the arrays whose name, shape and values fit the run; say what was dropped."""
+    kept, problems = {}, []
+    for name, array in data.items():
+        base, _, layer = name.rpartition("_l")
+        problem = None
+        if base not in (_TASK_ARRAYS if kind == "task" else _DTD_ARRAYS) or not layer.isdigit() \
+                or int(layer) >= len(widths):
+            problem = "not an array of this run"
+        else:
+            H = widths[int(layer)]
+            shape = {"trajectory": (None, H), "embeddings": (task + 1, H)}.get(base, (H,))
+            if array.ndim != len(shape) or any(want is not None and n != want for n, want in zip(array.shape, shape)):
+                problem = f"shape {array.shape}, expected {tuple('k' if w is None else w for w in shape)}"
+            elif array.dtype.kind != "f" or not np.isfinite(array).all():
+                problem = "not finite floating-point values"
+            elif base in ("mask", "accumulated", "protected") and not ((array >= 0) & (array <= 1)).all():
+                problem = "mask values outside [0, 1]"
+        if problem:
+            problems.append(f"arrays/{kind}_{task:03d}.npz: {name} ignored ({problem})")
+        else:
+            kept[name] = array
+    required = ("embedding", "mask", "accumulated") if kind == "task" else ("embeddings",)
+    missing = [f"{base}_l{layer}" for layer in range(len(widths)) for base in required
+               if f"{base}_l{layer}" not in data]
+    if missing:
+        problems.append(f"arrays/{kind}_{task:03d}.npz: {', '.join(missing)} missing")
+    return kept, problems
+
+
+def _check_projections(data: dict[str, np.ndarray], n_tasks: int, n_layers: int) -> tuple[dict, list[str]]:
+    """Keep each layer's projections only if its rows name distinct (task, is-DTD) points."""
+    kept, problems = {}, []
+    for layer in range(n_layers):
+        tasks, is_dtd = data.get(f"task_l{layer}"), data.get(f"dtd_l{layer}")
+        if tasks is None or is_dtd is None:
+            continue
+        n = len(tasks) if tasks.ndim == 1 else -1
+        ok = (tasks.ndim == 1 and tasks.dtype.kind in "iu" and is_dtd.shape == (n,) and is_dtd.dtype.kind in "biu"
+              and ((tasks >= 0) & (tasks < n_tasks)).all()
+              and len({(int(t), bool(d)) for t, d in zip(tasks, is_dtd)}) == n)
+        coords = {m: data[f"{m}_l{layer}"] for m in ("pca", "umap") if f"{m}_l{layer}" in data}
+        ok = ok and all(c.shape == (n, 2) and c.dtype.kind == "f" and np.isfinite(c).all() for c in coords.values())
+        if not ok:
+            problems.append(f"projections.npz: layer {layer} ignored (rows do not match); computed on demand instead")
+            continue
+        kept.update({f"task_l{layer}": tasks, f"dtd_l{layer}": is_dtd.astype(bool),
+                     **{f"{m}_l{layer}": c for m, c in coords.items()}})
+    return kept, problems
+
+
+def _read_json_file(folder: Path, name: str) -> Any:
+    return json.loads(safeio.read_text(folder, name))
 
 
 def load_run(folder: str | Path) -> Run:
-    """Read any run folder; see the module docstring for what is tolerated and what is not."""
+    """Read any run folder; see the module docstring for what is tolerated and what is not.
+    Raises nothing but ``RunFormatError``."""
     folder = Path(folder)
     meta = read_meta(folder)
     problems: list[str] = []
-    events_path = folder / "events.jsonl"
-    text = events_path.read_text(encoding="utf-8", errors="replace") if events_path.exists() else ""
-    if not events_path.exists():
+    try:
+        raw = safeio.read_bytes(folder, "events.jsonl", limit=safeio.MAX_EVENTS_BYTES, truncate=True)
+    except FileNotFoundError:
+        raw = b""
         problems.append("events.jsonl is missing: nothing was recorded")
-    records, bad = parse_lines(text)
-    problems += bad
+    except safeio.UnsafeFile as exc:
+        raw = b""
+        problems.append(f"{exc}; nothing was read from it")
+    if len(raw) >= safeio.MAX_EVENTS_BYTES:
+        raw = raw[: raw.rfind(b"\n") + 1]
+        problems.append(f"events.jsonl: only its first {safeio.MAX_EVENTS_BYTES // safeio.MiB} MiB were read")
+    records, bad = parse_lines(raw.decode("utf-8", errors="replace"))
     state = apply_events(RunState(), records)
-    if state.end is not None and state.end.get("status") in STATUSES:
-        status = state.end["status"]
+    problems += bad + list(state.skipped)
+    if state.n_skipped > len(state.skipped):
+        problems.append(f"events.jsonl: {state.n_skipped - len(state.skipped)} more records skipped")
+    if state.started is not None and state.config != meta["config"]:
+        problems.append("events.jsonl: its config differs from run.json's; the event log is ignored")
+        state = RunState()
+    note = None
+    if state.end is not None:
+        status = state.end.status
+    elif meta.get(UPLOADED):
+        status, note = "failed", "uploaded without a closing record: it was still running, or its process was killed"
     elif writer_alive(meta):
         status = "running"
     else:
-        status = "failed"
-        problems.append("the run ended without a closing record (the process was killed or crashed)")
+        status, note = "failed", "the run ended without a closing record (the process was killed or crashed)"
+    widths = list(meta["config"]["model"]["hidden"])
+    budget = safeio.Budget()
     arrays: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-    for key, name in sorted(state.array_files.items()):
+    for (kind, task), name in sorted(state.array_files.items()):
         try:
-            arrays[key] = _load_npz(folder / name)
-        except Exception as exc:  # untrusted file: any failure is a warning
-            problems.append(f"{name}: unreadable ({type(exc).__name__}); its arrays are missing")
+            data = safeio.read_npz(folder, name, budget=budget)
+        except FileNotFoundError:
+            problems.append(f"{name}: missing; its arrays are missing")
+            continue
+        except safeio.UnsafeFile as exc:
+            problems.append(f"{exc}; its arrays are missing")
+            continue
+        arrays[(kind, task)], dropped = _check_arrays(kind, task, data, widths)
+        problems += dropped
     projections: dict[str, np.ndarray] = {}
-    if (folder / "projections.npz").exists():
-        try:
-            projections = _load_npz(folder / "projections.npz")
-        except Exception:  # untrusted file: any failure is a warning
-            problems.append("projections.npz: unreadable; projections will be computed on demand")
+    try:
+        if safeio.exists(folder, "projections.npz"):
+            projections, dropped = _check_projections(safeio.read_npz(folder, "projections.npz", budget=budget),
+                                                      state.n_tasks, len(widths))
+            problems += dropped
+    except (FileNotFoundError, safeio.UnsafeFile) as exc:
+        problems.append(f"projections.npz: unreadable ({exc}); projections will be computed on demand")
     summary = None
-    if (folder / "summary.json").exists():
-        try:
-            summary = json.loads((folder / "summary.json").read_text())
-        except ValueError:
-            problems.append("summary.json: not valid JSON; ignored")
-    return Run(path=folder, meta=meta, state=state, status=status, arrays=arrays,
-               projections=projections, summary=summary, warnings=tuple(problems))
+    try:
+        if safeio.exists(folder, "summary.json"):
+            summary = parse_summary(_read_json_file(folder, "summary.json"), methods=METHODS)
+    except (FileNotFoundError, safeio.UnsafeFile, ValueError, RecursionError) as exc:
+        problems.append(f"summary.json: ignored ({str(exc)[:160]})")
+    return Run(path=folder, meta=meta, state=state, status=status, arrays=arrays, projections=projections,
+               summary=summary, warnings=tuple(problems), status_note=note)
 
 
 # ----------------------------------------------------------------------------- finishing
-
-
-def masked_layers(run: Run) -> int:
-    """How many masked layers the run's network has (0 for the unmasked methods)."""
-    from prm.methods import STRATEGIES
-
-    strategy = STRATEGIES.get(run.state.config.get("method") or run.meta["config"]["method"])
-    return len(run.meta["config"]["model"]["hidden"]) if strategy is not None and strategy.masked else 0
 
 
 def embedding_points(run: Run, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -355,27 +579,22 @@ def embedding_points(run: Run, layer: int) -> tuple[np.ndarray, np.ndarray, np.n
     Rows are each learnt task's final embedding, then each DTD step's embedding of its new
     task (the one X-means actually saw), so every step shares one coordinate system.
     """
-    points, tasks, is_dtd = [], [], []
-    for (kind, task), data in sorted(run.arrays.items(), key=lambda item: (item[0][0] != "task", item[0][1])):
-        key = f"embedding_l{layer}" if kind == "task" else f"embeddings_l{layer}"
-        if key not in data:
-            continue
-        points.append(data[key] if kind == "task" else data[key][task])
-        tasks.append(task)
-        is_dtd.append(kind == "dtd")
-    if not points:
+    finals = [(t, run.embedding(t, layer), False) for t in sorted(t for k, t in run.arrays if k == "task")]
+    steps = [(t, run.dtd_embeddings(t, layer), True) for t in sorted(t for k, t in run.arrays if k == "dtd")]
+    rows = [(t, e if not is_dtd else e[t], is_dtd) for t, e, is_dtd in finals + steps if e is not None]
+    if not rows:
         return np.zeros((0, 0)), np.zeros(0, dtype=int), np.zeros(0, dtype=bool)
-    return np.stack(points), np.array(tasks), np.array(is_dtd)
+    return (np.stack([r[1] for r in rows]), np.array([r[0] for r in rows]), np.array([r[2] for r in rows]))
 
 
 def summarise(run: Run) -> dict[str, Any]:
     R = run.state.accuracy_matrix("test")
     done = metrics.completed_rows(R)
     summary: dict[str, Any] = {
-        "name": run.name, "status": run.status, "method": run.state.config.get("method"),
+        "name": run.name, "status": run.status, "method": run.meta["config"]["method"],
         "sequence": run.state.sequence, "seed": run.meta.get("seed"), "n_tasks": run.state.n_tasks,
         "tasks_done": done, "acc": None, "bwt": None, "acc_val": None,
-        "seconds": (run.state.end or {}).get("seconds"),
+        "seconds": run.state.end.seconds if run.state.end else None,
         "phase_seconds": {}, "capacity": None,
     }
     if done:
@@ -383,21 +602,28 @@ def summarise(run: Run) -> dict[str, Any]:
                        acc_val=metrics.average_accuracy(run.state.accuracy_matrix("val")))
         totals: dict[str, float] = {}
         for record in run.state.task_ends.values():
-            for phase, sec in record["seconds"].items():
+            for phase, sec in record.seconds.items():
                 totals[phase] = totals.get(phase, 0.0) + sec
         summary["phase_seconds"] = totals
-        summary["capacity"] = run.state.task_ends[done - 1].get("capacity")
+        summary["capacity"] = run.state.task_ends[done - 1].capacity or None
     return summary
 
 
 def finalize_run(folder: str | Path, *, seed: int | None = None) -> dict[str, Any]:
-    """Write ``projections.npz`` and ``summary.json`` for a run that has ended."""
+    """Write ``summary.json``, then ``projections.npz``, for a run that has ended.
+
+    The summary comes first: the run's status is settled by its ``run_end`` line, and an
+    interrupt or a failure while UMAP compiles must not leave a finished run without one.
+    Missing projections are computed by the explorer when it opens the run.
+    """
     from prm.projection import project
 
     run = load_run(folder)
-    seed = run.meta.get("seed", 0) if seed is None else seed
+    summary = summarise(run)
+    _write_json_atomic(Path(folder) / "summary.json", _jsonable(summary))
+    seed = run.meta["seed"] if seed is None else seed
     out: dict[str, np.ndarray] = {}
-    for layer in range(masked_layers(run)):
+    for layer in range(run.n_layers):
         points, tasks, is_dtd = embedding_points(run, layer)
         if len(points) == 0:
             continue
@@ -406,22 +632,30 @@ def finalize_run(folder: str | Path, *, seed: int | None = None) -> dict[str, An
             coords, used = project(points, method=method, seed=seed)
             out[f"{method}_l{layer}"] = coords.astype(np.float32)
     if out:
-        tmp = Path(folder) / "projections.tmp.npz"
-        np.savez_compressed(tmp, **out)
-        os.replace(tmp, Path(folder) / "projections.npz")
-    summary = summarise(run)
-    _write_json_atomic(Path(folder) / "summary.json", _jsonable(summary))
+        _replace_atomic(Path(folder) / "projections.npz", lambda tmp: np.savez_compressed(tmp, **out), ".tmp.npz")
     return summary
 
 
 def list_runs(root: str | Path) -> list[Path]:
-    """Run folders directly under ``root`` (those with a run.json), newest first."""
-    root = Path(root)
-    if not root.is_dir():
+    """Sub-folders of ``root`` that look like runs (a run.json or an events.jsonl), newest
+    first. A folder with an event log but no run.json is listed too, so that it can say what
+    is wrong. Never raises: an unreadable root or a folder that vanishes is left out."""
+    def stamp(p: Path) -> float | None:
+        for name in ("run.json", "events.jsonl"):
+            try:
+                if (p / name).is_file():
+                    return (p / name).stat().st_mtime
+            except OSError:
+                return None
+        return None
+
+    try:
+        children = [p for p in Path(root).iterdir() if p.is_dir()]
+    except OSError:
         return []
-    found = [p for p in root.iterdir() if (p / "run.json").is_file()]
-    return sorted(found, key=lambda p: (p / "run.json").stat().st_mtime, reverse=True)
+    found = [(t, p) for p in children if (t := stamp(p)) is not None]
+    return [p for _, p in sorted(found, key=lambda item: (-item[0], item[1].name))]
 
 
 __all__ = ["SCHEMA", "Run", "RunFormatError", "RunState", "RunWriter", "EventTail", "apply_events",
-           "finalize_run", "list_runs", "load_run", "masked_layers", "writer_alive", "parse_lines", "read_meta", "summarise"]
+           "finalize_run", "list_runs", "load_run", "writer_alive", "parse_lines", "read_meta", "summarise"]

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer import state as keys
+from explorer.figures.common import md
 from prm.engine import train_sequence
 from prm.runs import RunWriter
 from tests.conftest import tiny_config
@@ -83,6 +84,7 @@ def test_embeddings_interactions_layer_step_projection():
     assert not at.exception and "with trajectories" in charts(at)[0].proto.spec
     at.sidebar.selectbox(key=keys.LAYER).set_value(1).run()
     assert not at.exception and "Points of layer 1" in texts(at)
+    at.toggle(key=keys.TRAJECTORIES).set_value(False).run()  # trajectories lock the projection to PCA
     at.segmented_control(key=keys.PROJECTION).set_value("tsne").run()
     assert not at.exception
 
@@ -135,7 +137,7 @@ def _broken_runs(root: Path) -> dict[str, Path]:
 def test_broken_run_folders_show_what_they_have(tmp_path):
     broken = _broken_runs(tmp_path)
     at = open_app(keys.OVERVIEW, run=str(broken["no-run-json"]), runs_dir=tmp_path)
-    assert at.error and "cannot be opened" in at.error[0].value and "no run.json" in at.error[0].value
+    assert at.error and "cannot be opened" in at.error[0].value and md("no run.json") in at.error[0].value
     at = open_app(keys.LIVE, run=str(broken["no-run-json"]), runs_dir=tmp_path)
     assert "Fill in the form" in texts(at)  # the rest of the app keeps working
     at = open_app(keys.ACCURACY, run=str(broken["truncated"]), runs_dir=tmp_path)
@@ -143,7 +145,7 @@ def test_broken_run_folders_show_what_they_have(tmp_path):
     assert len(charts(at)) >= 2
     for view in (keys.EMBEDDINGS, keys.CLUSTERING, keys.MASKS):
         at = open_app(view, run=str(broken["corrupt-npz"]), runs_dir=tmp_path, projection="pca")
-        assert at.warning and "task_001.npz: unreadable" in at.warning[0].value
+        assert at.warning and md("task_001.npz: not a valid .npz file") in at.warning[0].value
 
 
 def _wait(at: AppTest, done, timeout: float) -> AppTest:

@@ -1,4 +1,4 @@
-"""One real-browser test: the app served by `streamlit run`, opened in headless chromium.
+"""Real-browser tests: the app served by `streamlit run`, opened in headless chromium.
 
 Skips (with the reason) where /usr/bin/chromium or Playwright is missing; CI installs both
 (Debian's chromium package; Playwright's own browser download is never used) and sets
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -25,8 +26,17 @@ pytestmark = [] if _REQUIRED else [
 ]
 
 
-def test_app_renders_in_a_real_browser(tmp_path):
-    with serve(timeout=90, env={"PRM_EXPLORER_RUNS": str(tmp_path / "runs")}) as url, browser_page() as page:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One server for the module; its runs folder starts empty."""
+    runs = tmp_path_factory.mktemp("browser") / "runs"
+    with serve(timeout=90, env={"PRM_EXPLORER_RUNS": str(runs)}) as url:
+        yield url, runs
+
+
+def test_app_renders_in_a_real_browser(served, tmp_path):
+    url, _ = served
+    with browser_page() as page:
         open_view(page, url, run=SAMPLE, view="Accuracy matrix")
         assert exceptions(page) == []
         assert page.locator(".js-plotly-plot").count() >= 2
@@ -40,3 +50,28 @@ def test_app_renders_in_a_real_browser(tmp_path):
         shot = tmp_path / "embeddings.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
+
+
+def test_open_in_train_live_switches_header_and_url(served):
+    """Open lives in a fragment that reruns alone; it must still switch the whole page."""
+    url, runs = served
+    with browser_page() as page:
+        page.goto(f"{url}/?{urlencode({'run': SAMPLE, 'view': 'Train live'})}")  # no chart to wait for
+        header = page.locator("h3").first
+        header.wait_for()
+        assert header.inner_text().strip() == Path(SAMPLE).name
+        for label, value in [("tasks (0 = the sequence's default)", "2"), ("layer width", "32"),
+                             ("max epochs per task", "3"), ("DTD epochs", "3")]:
+            page.get_by_label(label, exact=True).fill(value)
+        page.get_by_text("store UMAP at the end").click()
+        page.get_by_role("button", name="Start").click()
+        open_button = page.locator('[class*="st-key-open-"]').get_by_role("button", name="Open")  # keyed "open-…"
+        open_button.wait_for(timeout=60_000)  # the tiny run has finished
+        (folder,) = [p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        assert f"run={quote(SAMPLE, safe='')}" in page.url
+        open_button.click()
+        page.wait_for_function("name => decodeURIComponent(location.search.replace(/\\+/g, ' ')).includes(name)",
+                               arg=f"run={folder}")
+        page.locator("h3", has_text=folder.name).wait_for()
+        assert header.inner_text().strip() == folder.name
+        assert exceptions(page) == []

@@ -190,6 +190,18 @@ def test_emnist_malformed_images(tmp_path, edit, message):
     assert re.search(message, msg), msg
 
 
+def test_emnist_header_claiming_a_huge_count_or_a_gzip_bomb(tmp_path):
+    """The reader stops at what the header promises (at most MAX_VALUES): no huge allocation."""
+    name = "emnist-balanced-train-images-idx3-ubyte.gz"
+    huge = np.array([2**31], ">u4").tobytes()
+    msg = _emnist_variant(tmp_path, lambda f: _rewrite(f / name, lambda b: b[:4] + huge + b[8:]))
+    assert name in msg and "more than the 1073741824 this reader accepts" in msg
+    bomb = bytes([0, 0, 8, 1]) + np.array([94], ">u4").tobytes() + bytes(64 * 2**20)  # 64 MB of zeros, ~64 kB gzipped
+    msg = _emnist_variant(tmp_path / "b", lambda f: (f / "emnist-balanced-test-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(bomb, compresslevel=1)))
+    assert "longer than its header says" in msg
+
+
 def test_emnist_bad_gzip_label_count_and_range(tmp_path):
     msg = _emnist_variant(tmp_path, lambda f: (f / "emnist-balanced-test-images-idx3-ubyte.gz").write_bytes(b"not gzip"))
     assert "is not a readable gzip IDX file" in msg
@@ -229,6 +241,11 @@ def test_cifar_errors(tmp_path):
         make_sequence("CIFAR100-10T", data_dir=tmp_path)
     with pytest.raises(DataError, match="holds the python version"):
         make_sequence("CIFAR100-10T", data_dir=py)  # pointing straight at it
+    (tmp_path / "cifar-100-binary").mkdir()
+    (tmp_path / "cifar-100-binary" / "train.bin").write_bytes(b"")
+    (tmp_path / "cifar-100-binary" / "test.bin").write_bytes(b"")
+    with pytest.raises(DataError, match="has 0 bytes, not a whole number"):
+        make_sequence("CIFAR100-10T", data_dir=tmp_path, sizes=SIZES)
     write_cifar(tmp_path / "cifar-100-binary", record=3073)  # CIFAR-10-sized records
     with pytest.raises(DataError, match="not a whole number of 3074-byte CIFAR-100 records"):
         make_sequence("CIFAR100-10T", data_dir=tmp_path, sizes=SIZES)
@@ -278,6 +295,14 @@ def _leaf_error(tmp_path, edit, *, name="F-EMNIST-10T", n=1):
     return str(info.value)
 
 
+def _set_label(value):
+    return lambda d: d["user_data"]["f0_01"]["y"].__setitem__(0, value)
+
+
+def _set_pixel(value):
+    return lambda d: d["user_data"]["f0_01"]["x"][0].__setitem__(0, value)
+
+
 def _drop_x(doc):
     doc["user_data"]["f0_01"]["x"].pop()
 
@@ -293,12 +318,28 @@ def _short_row(doc):
         (lambda d: d.pop("num_samples"), "expected an object with keys users, num_samples, user_data"),
         (_drop_x, "user 'f0_01' has 11 x, 12 y and num_samples 12; they must agree"),
         (_short_row, "every x must be a list of 784 pixel values"),
-        (lambda d: d["user_data"]["f0_01"]["y"].__setitem__(0, 62), "labels outside 0..61"),
+        (lambda d: d["user_data"]["f0_01"]["y"].__setitem__(0, 62), "has label 62; labels must be integers 0..61"),
         (lambda d: d["user_data"].pop("f0_02"), "user_data['f0_02'] must be an object with lists x and y"),
+        (lambda d: d["user_data"].__setitem__("f0_01", [[0.0] * 784]), "user_data['f0_01'] must be an object"),
+        (lambda d: d["users"].__setitem__(1, ["f0_01"]), "users must be a list of strings"),  # unhashable id
+        (lambda d: d["users"].__setitem__(1, 7), "users must be a list of strings"),
+        (_set_label(10**30), f"has label {10**30}; labels must be integers 0..61"),  # int64 overflow
+        (_set_label(-1), "has label -1; labels must be integers 0..61"),
+        (_set_label(1.5), "has label 1.5; labels must be integers 0..61"),  # int() would truncate
+        (_set_label(True), "has label True; labels must be integers 0..61"),
+        (_set_label("3"), "has label 3; labels must be integers 0..61"),
+        (_set_label(None), "has label None; labels must be integers 0..61"),
+        (lambda d: "[" * 100000, "is not a LEAF file: its JSON is nested too deeply"),  # RecursionError
+        (lambda d: '{"users": ' + "[" * 100000, "nested too deeply"),
+        (_set_pixel("0.5"), "x holds non-numeric pixel values"),
+        (_set_pixel(True), "x holds non-numeric pixel values"),
+        (_set_pixel(10**40), "pixel values must lie in [0, 1]"),  # inf as float32
+        (_set_pixel(10**400), "x holds pixel values outside [0, 1]"),  # too large for any float
     ],
 )
 def test_leaf_malformed_json(tmp_path, edit, message):
-    assert message in _leaf_error(tmp_path, edit, n=3)
+    msg = _leaf_error(tmp_path, edit, n=3)
+    assert message in msg and "all_data_0.json" in msg, msg
 
 
 def test_celeba_missing_image_and_folder(tmp_path):
@@ -314,6 +355,44 @@ def test_celeba_missing_image_and_folder(tmp_path):
     assert "F-CelebA-10T" not in available_sequences(tmp_path)
     with pytest.raises(DataError, match="needs the img_align_celeba/ image folder"):
         make_sequence("F-CelebA-10T", data_dir=tmp_path, n_tasks=3, min_samples=CELEBA_MIN)
+
+
+def _celeba_error(root) -> str:
+    with pytest.raises(DataError) as info:
+        make_sequence("F-CelebA-10T", data_dir=root, n_tasks=3, min_samples=CELEBA_MIN)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("limit, kind", [(1000, "DecompressionBombWarning"), (600, "DecompressionBombError")])
+def test_celeba_decompression_bomb(tmp_path, monkeypatch, limit, kind):
+    """40x33 = 1320 pixels: over Pillow's limit (a warning, made an error) or over twice it (an error)."""
+    from PIL import Image
+
+    write_celeba(tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    msg = _celeba_error(tmp_path)
+    assert re.search(rf"all_data.json, user 'celeb\d'.*: cannot read image .*/\d+\.jpg \({kind}", msg), msg
+
+
+def test_celeba_truncated_foreign_and_escaping_images(tmp_path):
+    from PIL import Image
+
+    base = write_celeba(tmp_path)
+    images = sorted((base / "raw" / "img_align_celeba").glob("*.jpg"))
+    for path in images:
+        path.write_bytes(path.read_bytes()[:400])  # header intact, pixels cut off
+    assert re.search(r"cannot read image .*\.jpg \(OSError: ", _celeba_error(tmp_path))
+    for path in images:
+        Image.new("RGB", (8, 8)).save(path, format="GIF")  # only JPEG and PNG are decoded
+    assert re.search(r"cannot read image .*\.jpg \(UnidentifiedImageError", _celeba_error(tmp_path))
+    write_celeba(tmp_path)  # good images again
+    doc_path = base / "all_data" / "all_data.json"
+    doc = json.loads(doc_path.read_text())
+    for escape in ("../img_align_celeba/000001.jpg", str(images[0]), ".", ["000001.jpg"]):  # all but one exist
+        for entry in doc["user_data"].values():
+            entry["x"][0] = escape
+        doc_path.write_text(json.dumps(doc))
+        assert "is not in" in _celeba_error(tmp_path)
 
 
 # --------------------------------------------------------------------------- mixed, env var, listing

@@ -65,7 +65,7 @@ def test_embedding_steps_and_frames(runs):
     assert proj is not None and proj.coords.shape == (7, 2) and embeddings.precomputed(run, 0, "umap") is None
     frame = embeddings.step_frame(run, 0, proj, "T4")
     assert list(frame["task"]) == ["T1", "T2", "T3", "T4"] and frame["is_dtd"].tolist() == [False] * 3 + [True]
-    labels = run.state.dtd[3]["layers"][0]["xmeans"]["labels"]
+    labels = run.state.dtd[3].layers[0]["xmeans"]["labels"]
     assert frame["cluster"].tolist() == labels
     assert frame["relation"].iloc[-1] == "new task" and frame["nearest"].str.contains("T").all()
     end = embeddings.step_frame(run, 1, proj, embeddings.END)
@@ -83,10 +83,10 @@ def test_clustering_record_and_evidence(runs):
     run = runs["prm"]
     record = run.state.dtd[3]
     table = clustering.decision_table(record, 0)
-    assert len(table) == len(record["layers"][0]["xmeans"]["attempts"]) >= 1
+    assert len(table) == len(record.layers[0]["xmeans"]["attempts"]) >= 1
     assert {"BIC parent", "BIC children", "kept", "reason"} <= set(table.columns)
     assert isinstance(clustering.decision_tree(record, 0), go.Figure)
-    pts = run.arrays[("dtd", 3)]["embeddings_l0"]
+    pts = run.dtd_embeddings(3, 0)
     d = clustering.pairwise(pts, "euclidean")
     assert np.allclose(np.diag(d), 0) and np.allclose(d, d.T)
     assert np.allclose(np.diag(clustering.pairwise(pts, "cosine")), 1)

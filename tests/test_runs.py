@@ -38,12 +38,13 @@ def test_round_trip_gives_back_what_was_trained(recorded):
     assert np.allclose(run.state.accuracy_matrix("test"), result.test_acc, equal_nan=True, atol=1e-6)
     assert run.state.tasks_done == 3 and len(run.state.tasks) == 3
     assert sorted(run.state.dtd) == [1, 2]
-    assert run.task_arrays(2)["mask_l1"].shape == (32,)
-    assert run.task_arrays(2, "dtd")["embeddings_l0"].shape == (3, 32)
+    assert run.mask(2, 1).shape == (32,)
+    assert run.dtd_embeddings(2, 0).shape == (3, 32)
+    assert run.learnt(0) == [0, 1, 2] and run.dtd_steps() == [1, 2]
     assert run.summary["acc"] == pytest.approx(np.mean(result.test_acc[-1]), abs=1e-6)
     # projections of every final embedding plus each DTD embedding, per layer
-    assert run.projections["pca_l0"].shape == (3 + 2, 2)
-    assert list(run.projections["dtd_l0"]) == [False, False, False, True, True]
+    tasks, is_dtd, coords = run.stored_projection("pca", 0)
+    assert coords.shape == (3 + 2, 2) and list(is_dtd) == [False, False, False, True, True]
 
 
 def test_run_json_holds_schema_seed_and_versions(recorded):
@@ -76,7 +77,7 @@ def test_run_without_closing_record_whose_writer_died_is_failed(recorded, tmp_pa
     (folder / "run.json").write_text(json.dumps(meta))
     run = load_run(folder)
     assert run.status == "failed"
-    assert any("without a closing record" in w for w in run.warnings)
+    assert "without a closing record" in run.status_note
     assert run.state.tasks_done < 3
 
 
@@ -91,14 +92,14 @@ def test_corrupt_middle_line_and_missing_or_bad_arrays_are_warnings(recorded, tm
     assert run.status == "finished"
     assert any("corrupt line 4" in w for w in run.warnings)
     assert sum("task_00" in w for w in run.warnings) == 2
-    assert run.task_arrays(1) == {} and run.task_arrays(0)
+    assert run.mask(1, 0) is None and run.mask(0, 0) is not None
 
 
 def test_pickled_arrays_are_never_loaded(recorded, tmp_path):
     folder = copy_run(recorded[0], tmp_path / "pickle")
     np.savez(folder / "arrays" / "task_000.npz", mask_l0=np.array([{"evil": 1}], dtype=object))
     run = load_run(folder)
-    assert run.task_arrays(0) == {}
+    assert run.mask(0, 0) is None
     assert any("task_000" in w for w in run.warnings)
 
 
@@ -160,9 +161,13 @@ def test_finalize_computes_umap_projections(recorded, tmp_path):
     meta = json.loads((folder / "run.json").read_text())
     meta["config"]["record"]["projections"] = ["pca", "umap"]
     (folder / "run.json").write_text(json.dumps(meta))
+    lines = (folder / "events.jsonl").read_text().splitlines(keepends=True)
+    started = json.loads(lines[0])
+    started["config"] = meta["config"]  # run.json and the log must agree, or the log is ignored
+    (folder / "events.jsonl").write_text(json.dumps(started) + "\n" + "".join(lines[1:]))
     finalize_run(folder)
     run = load_run(folder)
-    coords = run.projections["umap_l1"]
+    coords = run.stored_projection("umap", 1)[2]
     assert coords.shape == (5, 2) and np.isfinite(coords).all()
 
 

@@ -10,8 +10,9 @@ import plotly.graph_objects as go
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from explorer.figures.common import names, short, style
+from explorer.figures.common import names, plain, short, style
 from prm.methods import calls_right, true_groups
+from prm.events import DTDResult
 from prm.runs import Run, RunState
 from prm.xmeans import bic
 
@@ -20,11 +21,11 @@ def _members(ids) -> str:
     return ", ".join(short(int(i)) for i in ids)
 
 
-def decision_table(record: dict[str, Any], layer: int) -> pd.DataFrame:
+def decision_table(record: DTDResult, layer: int) -> pd.DataFrame:
     """Every split X-means tried at this step: parent cluster, its members, the two children,
     whole-model BIC before and after, and whether the split was kept (BIC must rise)."""
     rows = []
-    for a in record["layers"][layer]["xmeans"]["attempts"]:
+    for a in record.layers[layer]["xmeans"]["attempts"]:
         gain = None if a["children_bic"] is None else a["children_bic"] - a["parent_bic"]
         rows.append({
             "round": a["round"], "cluster": a["parent"], "members": _members(a["members"]),
@@ -40,11 +41,11 @@ def decision_table(record: dict[str, Any], layer: int) -> pd.DataFrame:
     return frame
 
 
-def decision_tree(record: dict[str, Any], layer: int) -> go.Figure:
+def decision_tree(record: DTDResult, layer: int) -> go.Figure:
     """The same record as a tree: every cluster X-means tried to split is a node; kept
     splits branch into solid children, refused ones into grey dashed children (or none,
     when too few points left nothing to try)."""
-    xm = record["layers"][layer]["xmeans"]
+    xm = record.layers[layer]["xmeans"]
     nodes: dict[str, dict[str, Any]] = {str(r): {"members": None, "depth": 0, "kind": "cluster"}
                                         for r in range(xm["k_init"])}
     edges: list[tuple[str, str]] = []
@@ -113,7 +114,7 @@ def pairwise(points: np.ndarray, metric: str) -> np.ndarray:
 def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]) -> go.Figure:
     n = len(matrix)
     ticks = [f"{short(i)} (c{labels[i]})" for i in range(n)]
-    full = names(tasks, n)
+    full = [plain(x) for x in names(tasks, n)]
     hover = [[f"{full[i]}<br>{full[j]}<br>{metric}: {matrix[i, j]:.3f}" for j in range(n)] for i in range(n)]
     scale = dict(colorscale="RdBu", zmid=0, zmin=-1, zmax=1) if metric == "cosine" else dict(colorscale="Viridis_r")
     fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, text=np.round(matrix, 2), texttemplate="%{text}",
@@ -130,7 +131,7 @@ def oracle_figure(oracle, tasks, *, step: int, labels: list[int]) -> go.Figure:
     n = step + 1
     matrix = np.asarray(oracle, dtype=float)[:n, :n]
     ticks = [f"{short(i)} (c{labels[i]})" for i in range(n)]
-    full = names(tasks, n)
+    full = [plain(x) for x in names(tasks, n)]
     hover = [[f"trained on {full[a]}<br>tested on {full[b]}<br>accuracy {matrix[a, b]:.3f}" for b in range(n)]
              for a in range(n)]
     fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, text=np.round(matrix, 2), texttemplate="%{text}",
@@ -150,7 +151,7 @@ def agreement(state: RunState) -> pd.DataFrame:
     groups = true_groups(state.tasks)
     rows = []
     for t, record in sorted(state.dtd.items()):
-        for layer, entry in enumerate(record["layers"]):
+        for layer, entry in enumerate(record.layers):
             labels = entry["xmeans"]["labels"]
             rows.append({"step": short(t), "layer": f"l{layer}", "k": entry["xmeans"]["k"],
                          "ARI": adjusted_rand_score(groups[: len(labels)], labels),
@@ -186,8 +187,8 @@ def pair_evidence(run: Run, step: int, layer: int, i: int, j: int) -> dict[str, 
     per layer, and the whole-model BIC change of separating them (if together) or joining
     their clusters (if apart): X-means keeps a split only when it raises the BIC.
     """
-    record = run.state.dtd[step]["layers"][layer]["xmeans"]
-    X = np.asarray(run.arrays[("dtd", step)][f"embeddings_l{layer}"], dtype=float)
+    record = run.state.dtd[step].layers[layer]["xmeans"]
+    X = np.asarray(run.dtd_embeddings(step, layer), dtype=float)
     labels = np.asarray(record["labels"])
     centers = np.array([X[labels == c].mean(axis=0) for c in range(record["k"])])  # KMeans centres = means
     floor = record["var_floor"]
@@ -210,8 +211,8 @@ def pair_evidence(run: Run, step: int, layer: int, i: int, j: int) -> dict[str, 
         change = "joining their two clusters"
     proposed = bic(X, new_labels, new_centers, var_floor=floor)
     overlap = {}
-    for l in range(len(run.state.dtd[step]["layers"])):
-        mi, mj = run.arrays.get(("task", i), {}).get(f"mask_l{l}"), run.arrays.get(("task", j), {}).get(f"mask_l{l}")
+    for l in range(len(run.state.dtd[step].layers)):
+        mi, mj = run.mask(i, l), run.mask(j, l)
         overlap[f"l{l}"] = None if mi is None or mj is None else jaccard(mi, mj)
     return {
         "together": bool(together), "distance": float(dist[i, j]),

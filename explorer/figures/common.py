@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+import string
 import zlib
 from typing import Any
 
@@ -26,6 +29,25 @@ PHASE_LABELS = {
     "train": "training (LwPRM for PRM)",
     "eval": "evaluation",
 }
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def md(text: Any) -> str:
+    """Text from a run file, made literal for Streamlit Markdown (st.markdown, captions,
+    alerts, labels, toasts): control characters become one space and every ASCII punctuation
+    mark is backslash-escaped, so no link, image, emphasis, heading, HTML, LaTeX ($), colour
+    or icon directive (:red[..], :material/..:) can start inside it."""
+    flat = _CONTROL.sub(" ", str(text))
+    return "".join("\\" + c if c in string.punctuation else c for c in flat)
+
+
+def plain(text: Any) -> str:
+    """Text from a run file, made literal for plotly (titles, hover, legend, tick and bar
+    texts render a subset of HTML): <, > and & become entities, and % one too, so a name
+    cannot open a %{...} template field where it ends up in a hovertemplate."""
+    return html.escape(str(text), quote=False).replace("%", "&#37;")
 
 
 def family_colour(family: str) -> str:
@@ -70,9 +92,10 @@ def names(tasks, count: int | None = None) -> list[str]:
 
 
 def style(fig: go.Figure, *, title: str | None = None, height: int | None = None) -> go.Figure:
-    """One look for every chart: compact margins, title left, hover labels readable."""
+    """One look for every chart: compact margins, title left, hover labels readable. The
+    title is taken as plain text (it may hold a run's names), never as plotly's HTML."""
     fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left") if title else None,
+        title=dict(text=plain(title), x=0, xanchor="left") if title else None,
         margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         hoverlabel=dict(namelength=-1),
         template="plotly_white",

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from sklearn.decomposition import PCA
 
-from explorer.figures.common import cluster_colour, family_symbol, short, style, task_colour, task_label
+from explorer.figures.common import cluster_colour, family_symbol, plain, short, style, task_colour, task_label
 from prm.projection import project
 from prm.runs import Run, embedding_points
 
@@ -33,22 +33,21 @@ class Projection:
 
 def steps(run: Run) -> list[str]:
     """Step choices: 'after T2' .. one per DTD step recorded, then the end of the run."""
-    return [short(t) for t in sorted(run.state.dtd) if ("dtd", t) in run.arrays] + [END]
+    return [short(t) for t in run.dtd_steps()] + [END]
 
 
 def precomputed(run: Run, layer: int, method: str) -> Projection | None:
     """The run's stored projection, if it has one for this layer and method covering every
     current point; rows are matched by (task, is-DTD), not by position."""
-    key = f"{method}_l{layer}"
-    if key not in run.projections or f"task_l{layer}" not in run.projections:
+    found = run.stored_projection(method, layer)
+    if found is None:
         return None
     _, tasks, is_dtd = embedding_points(run, layer)
-    stored = {(int(t), bool(d)): n for n, (t, d) in
-              enumerate(zip(run.projections[f"task_l{layer}"], run.projections[f"dtd_l{layer}"]))}
+    stored = {(int(t), bool(d)): n for n, (t, d) in enumerate(zip(found[0], found[1]))}
     wanted = [(int(t), bool(d)) for t, d in zip(tasks, is_dtd)]
     if len(stored) != len(wanted) or any(w not in stored for w in wanted):
         return None
-    coords = np.asarray(run.projections[key], dtype=float)[[stored[w] for w in wanted]]
+    coords = np.asarray(found[2], dtype=float)[[stored[w] for w in wanted]]
     return Projection(coords=coords, tasks=tasks, is_dtd=is_dtd, method=method, source="precomputed")
 
 
@@ -63,12 +62,12 @@ def _rows(run: Run, layer: int, step: str) -> tuple[list[tuple[int, bool]], np.n
     """(task, is_dtd) of the points shown at ``step``, their embeddings, X-means labels
     (None at the end) and the dissimilar set used for the new task."""
     if step == END:
-        done = sorted(t for (kind, t) in run.arrays if kind == "task" and f"embedding_l{layer}" in run.arrays[(kind, t)])
-        points = np.array([run.arrays[("task", t)][f"embedding_l{layer}"] for t in done]).reshape(len(done), -1)
+        done = [t for t in sorted(t for kind, t in run.arrays if kind == "task") if run.embedding(t, layer) is not None]
+        points = np.array([run.embedding(t, layer) for t in done]).reshape(len(done), -1)
         return [(t, False) for t in done], points, None, []
     t = int(step[1:]) - 1
-    points = run.arrays[("dtd", t)][f"embeddings_l{layer}"]
-    entry = run.state.dtd[t]["layers"][layer]
+    points = run.dtd_embeddings(t, layer)
+    entry = run.state.dtd[t].layers[layer]
     return [(i, i == t) for i in range(t + 1)], points, list(entry["xmeans"]["labels"]), list(entry["dissimilar"])
 
 
@@ -100,8 +99,7 @@ def trajectory_projection(run: Run, layer: int, frame: pd.DataFrame) -> tuple[pd
     trajectory ends on its point; returns the frame with new x, y and each path (k, 2)."""
     paths = []
     for _, row in frame.iterrows():
-        kind = "dtd" if row["is_dtd"] else "task"
-        traj = run.arrays.get((kind, row["task_index"]), {}).get(f"trajectory_l{layer}")
+        traj = run.trajectory(row["task_index"], layer, dtd=row["is_dtd"])
         paths.append(None if traj is None or traj.size == 0 else np.asarray(traj, dtype=float))
     finals = _rows(run, layer, _step_of(frame))[1]
     stacks = [finals] + [p for p in paths if p is not None]
@@ -140,8 +138,8 @@ def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray
     groups = frame.groupby("cluster" if clustered else "task_index", sort=True)
     for key, part in groups:
         colour = cluster_colour(int(key)) if clustered else task_colour(int(key))
-        name = f"cluster {int(key)}" if clustered else part["name"].iloc[0]
-        hover = [f"<b>{r.name}</b><br>family: {r.family}<br>{r.kind}<br>" +
+        name = f"cluster {int(key)}" if clustered else plain(part["name"].iloc[0])
+        hover = [f"<b>{plain(r.name)}</b><br>family: {plain(r.family)}<br>{r.kind}<br>" +
                  (f"X-means cluster: {int(r.cluster)}<br>" if clustered else "") +
                  (f"{r.relation}<br>" if r.relation else "") + f"nearest: {r.nearest}"
                  for r in part.itertuples()]
@@ -156,7 +154,7 @@ def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray
                                   width=[3 if d else 1 for d in part["is_dtd"]])),
             hovertext=hover, hoverinfo="text")
     for fam in sorted(frame["family"].unique()):  # legend entries for the symbols
-        fig.add_scatter(x=[None], y=[None], mode="markers", name=f"family: {fam}", legendgroup="families",
+        fig.add_scatter(x=[None], y=[None], mode="markers", name=f"family: {plain(fam)}", legendgroup="families",
                         marker=dict(symbol=family_symbol(fam), color="#888", size=11))
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
     fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor=None)

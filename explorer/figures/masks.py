@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer.figures.clustering import jaccard
-from explorer.figures.common import empty, names, short, style, task_colour
+from explorer.figures.common import empty, names, plain, short, style, task_colour
 from prm.runs import Run, RunState
 
 THRESHOLD = 0.5
@@ -16,10 +16,10 @@ THRESHOLD = 0.5
 
 def task_masks(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
     """Tasks that have a recorded mask for ``layer`` and their masks stacked (tasks, units)."""
-    tasks = sorted(t for (kind, t), data in run.arrays.items() if kind == "task" and f"mask_l{layer}" in data)
+    tasks = run.learnt(layer)
     if not tasks:
         return [], np.zeros((0, 0))
-    return tasks, np.stack([run.arrays[("task", t)][f"mask_l{layer}"] for t in tasks]).astype(float)
+    return tasks, np.stack([run.mask(t, layer) for t in tasks]).astype(float)
 
 
 def unit_order(masks: np.ndarray) -> np.ndarray:
@@ -35,7 +35,7 @@ def mask_heatmap(run: Run, layer: int) -> go.Figure:
     if not tasks:
         return empty("this run has no masks (unmasked method or no task learnt yet)")
     order = unit_order(masks)
-    labels = names(run.state.tasks)
+    labels = [plain(x) for x in names(run.state.tasks)]
     y = [labels[t] for t in tasks]
     fig = go.Figure(go.Heatmap(z=masks[:, order], y=y, colorscale="Greys", zmin=0, zmax=1, showscale=False,
                                customdata=np.tile(order, (len(tasks), 1)),
@@ -48,11 +48,12 @@ def mask_heatmap(run: Run, layer: int) -> go.Figure:
 def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | None:
     """HAT's accumulated mask a_<=t-1 and the mask that actually protected task t (PRM's
     relaxed p_<=t-1; equal to a_<=t-1 for HAT); relaxed = used before but not protected."""
-    prev, cur = run.arrays.get(("task", task - 1), {}), run.arrays.get(("task", task), {})
-    if task < 1 or f"accumulated_l{layer}" not in prev:
+    previous = run.accumulated(task - 1, layer) if task >= 1 else None
+    if previous is None:
         return None
-    accumulated = np.asarray(prev[f"accumulated_l{layer}"], dtype=float)
-    protected = np.asarray(cur.get(f"protected_l{layer}", accumulated), dtype=float)
+    accumulated = np.asarray(previous, dtype=float)
+    protected = run.protected(task, layer)
+    protected = accumulated if protected is None else np.asarray(protected, dtype=float)
     relaxed = (accumulated > THRESHOLD) & (protected <= THRESHOLD)
     return {"accumulated": accumulated, "protected": protected, "relaxed": relaxed.astype(float)}
 
@@ -78,7 +79,7 @@ def relaxed_figure(run: Run, task: int, layer: int) -> go.Figure:
 def capacity_table(state: RunState) -> pd.DataFrame:
     rows = []
     for t, record in sorted(state.task_ends.items()):
-        for layer, value in enumerate(record.get("capacity") or []):
+        for layer, value in enumerate(record.capacity):
             rows.append({"after": short(t), "layer": f"l{layer}", "capacity used": value})
     return pd.DataFrame(rows, columns=["after", "layer", "capacity used"])
 
@@ -107,7 +108,7 @@ def overlap_figure(run: Run, layer: int) -> go.Figure:
     tasks, matrix = overlap_matrix(run, layer)
     if not tasks:
         return empty("no masks recorded")
-    labels = names(run.state.tasks)
+    labels = [plain(x) for x in names(run.state.tasks)]
     ticks = [short(t) for t in tasks]
     hover = [[f"{labels[a]}<br>{labels[b]}<br>Jaccard {matrix[x, y]:.2f}" for y, b in enumerate(tasks)]
              for x, a in enumerate(tasks)]

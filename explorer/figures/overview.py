@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.common import PHASE_LABELS, family_colour, names, short, style, task_label
+from explorer.figures.common import PHASE_LABELS, family_colour, names, plain, short, style, task_label
 from prm import metrics
 from prm.runs import RunState
 
@@ -28,10 +28,10 @@ def run_metrics(state: RunState, *, stl: RunState | None = None) -> dict[str, fl
             stl_diag = np.diag(stl.accuracy_matrix("test"))
             if metrics.completed_rows(stl.accuracy_matrix("test")) >= done:
                 out["fwt"] = metrics.forward_transfer(R, stl_diag)
-    if state.end is not None and state.end.get("seconds") is not None:
-        out["ct"] = float(state.end["seconds"])
+    if state.end is not None and state.end.seconds is not None:
+        out["ct"] = state.end.seconds
     elif state.task_ends:
-        out["ct"] = float(sum(sum(r["seconds"].values()) for r in state.task_ends.values()))
+        out["ct"] = float(sum(sum(r.seconds.values()) for r in state.task_ends.values()))
     return out
 
 
@@ -42,14 +42,14 @@ def sequence_strip(state: RunState) -> go.Figure:
     for fam in dict.fromkeys(task["family"] for task in state.tasks):  # in order of first appearance
         colour = family_colour(fam)
         idx = [t for t, task in enumerate(state.tasks) if task["family"] == fam]
-        hover = [f"<b>{task_label(state.tasks, t)}</b><br>family: {fam}<br>digits: "
+        hover = [f"<b>{plain(task_label(state.tasks, t))}</b><br>family: {plain(fam)}<br>digits: "
                  f"{', '.join(map(str, state.tasks[t]['classes']))}<br>train/val/test: "
                  f"{state.tasks[t]['sizes']['train']}/{state.tasks[t]['sizes']['val']}/"
                  f"{state.tasks[t]['sizes']['test']}<br>{'learnt' if t < done else 'not learnt yet'}"
                  for t in idx]
-        fig.add_bar(x=[short(t) for t in idx], y=[1] * len(idx), name=fam, marker_color=colour,
+        fig.add_bar(x=[short(t) for t in idx], y=[1] * len(idx), name=plain(fam), marker_color=colour,
                     marker_opacity=[1.0 if t < done else 0.35 for t in idx],
-                    text=[state.tasks[t]["name"] for t in idx], textposition="inside",
+                    text=[plain(state.tasks[t]["name"]) for t in idx], textposition="inside",
                     insidetextanchor="middle", hovertext=hover, hoverinfo="text")
     fig.update_xaxes(categoryorder="array", categoryarray=[short(t) for t in range(state.n_tasks)])
     fig.update_yaxes(visible=False)
@@ -65,9 +65,9 @@ def phase_seconds(state: RunState) -> pd.DataFrame:
     rows = []
     per_phase: dict[tuple[int, str], float] = {}
     for e in state.epochs:
-        per_phase[(e["task"], e["phase"])] = per_phase.get((e["task"], e["phase"]), 0.0) + e["seconds"]
+        per_phase[(e.task, e.phase)] = per_phase.get((e.task, e.phase), 0.0) + e.seconds
     for t, record in sorted(state.task_ends.items()):
-        sec = record["seconds"]
+        sec = record.seconds
         dtd_epochs = per_phase.get((t, "dtd-head"), 0.0) + per_phase.get((t, "dtd"), 0.0)
         parts = {"dtd-head": per_phase.get((t, "dtd-head"), 0.0), "dtd": per_phase.get((t, "dtd"), 0.0),
                  "xmeans": max(sec.get("dtd", 0.0) - dtd_epochs, 0.0) if "dtd" in sec else 0.0,
@@ -87,7 +87,7 @@ def phase_figure(table: pd.DataFrame) -> go.Figure:
         if part.empty or part["seconds"].sum() == 0:
             continue
         fig.add_bar(x=part["task"], y=part["seconds"], name=phase, marker_color=colours[phase],
-                    customdata=part["name"], hovertemplate="%{x} %{customdata}<br>" + phase +
+                    customdata=[plain(x) for x in part["name"]], hovertemplate="%{x} %{customdata}<br>" + phase +
                     ": %{y:.2f} s<extra></extra>")
     fig.update_layout(barmode="stack", yaxis_title="seconds", legend=dict(orientation="h", y=-0.2))
     return style(fig, title="Time per task, by phase", height=320)
@@ -107,14 +107,14 @@ def similarity_summary(state: RunState) -> pd.DataFrame:
             row["decision"] = "no DTD recorded" if t < state.tasks_done else "not reached"
         else:
             parts = []
-            for layer, entry in enumerate(record["layers"]):
+            for layer, entry in enumerate(record.layers):
                 dissimilar = set(entry["dissimilar"])
                 similar = [short(i) for i in range(t) if i not in dissimilar]
                 by_x = set(entry["dissimilar_xmeans"])
                 note = "" if by_x == dissimilar else f" (X-means said dissimilar {_list(sorted(by_x))})"
                 parts.append(f"l{layer}: similar {_list(similar) or '∅'}{note}")
             row["decision"] = "; ".join(parts)
-            row["source"] = record["source"]
+            row["source"] = record.source
         rows.append(row)
     return pd.DataFrame(rows, columns=["task", "family", "decision", "source"])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.figures import clustering as fig
-from explorer.figures.common import names, short
+from explorer.figures.common import md, names, short
 from explorer.views.common import Context, chart, how_to_read, table
 
 HELP = """
@@ -39,7 +39,7 @@ def render(ctx: Context) -> None:
     if not ctx.masked or not state.dtd:
         st.info("This run has no dissimilar-task detection (only PRM and its ablations cluster tasks).")
         return
-    steps = sorted(t for t in state.dtd if ("dtd", t) in run.arrays)
+    steps = run.dtd_steps()
     if not steps:
         st.warning("DTD records exist but their embedding arrays are missing.")
         return
@@ -49,22 +49,23 @@ def render(ctx: Context) -> None:
                    f"showing {short(step)}. Pick the task in the sidebar.")
     record = state.dtd[step]
     layer = ctx.layer
-    entry = record["layers"][layer]
+    entry = record.layers[layer]
     labels = entry["xmeans"]["labels"]
-    label_names = names(state.tasks)
+    label_names = names(state.tasks)  # plain text, for the pickers
+    shown = [md(n) for n in label_names]  # Markdown-safe, for the text
     dissimilar = entry["dissimilar"]
     similar = [i for i in range(step) if i not in dissimilar]
-    st.markdown(f"#### {label_names[step]} arrives · layer {layer} · X-means found k = {entry['xmeans']['k']} "
+    st.markdown(f"#### {shown[step]} arrives · layer {layer} · X-means found k = {entry['xmeans']['k']} "
                 f"cluster(s) among {step + 1} tasks")
     c1, c2 = st.columns(2)
-    c1.markdown(":green-background[**Similar (relaxed)**]  \n" + (", ".join(label_names[i] for i in similar) or "none"))
+    c1.markdown(":green-background[**Similar (relaxed)**]  \n" + (", ".join(shown[i] for i in similar) or "none"))
     c2.markdown(":red-background[**Dissimilar (protected)**]  \n" +
-                (", ".join(label_names[i] for i in dissimilar) or "none"))
+                (", ".join(shown[i] for i in dissimilar) or "none"))
     if entry.get("undecided"):
         st.caption("Undecided: with two tasks X-means has no split it can test, so PRM protects the earlier "
                    "task as HAT would (config prm.undecided).")
     if set(entry["dissimilar_xmeans"]) != set(dissimilar):
-        st.caption(f"This run uses the '{record['source']}' rule; X-means alone said dissimilar = "
+        st.caption(f"This run uses the '{md(record.source)}' rule; X-means alone said dissimilar = "
                    f"{', '.join(short(i) for i in entry['dissimilar_xmeans']) or 'none'}.")
     left, right = st.columns([3, 2])
     with left:
@@ -72,11 +73,11 @@ def render(ctx: Context) -> None:
         table(fig.decision_table(record, layer), key="cl-table", name=f"xmeans-{short(step)}-l{layer}",
               column_config={c: st.column_config.NumberColumn(format="%.1f")
                              for c in ("BIC parent", "BIC children", "ΔBIC")})
-        st.caption(f"BIC variant `{entry['xmeans']['variant']}` (see docs/xmeans.md); splits need ≥ 3 points.")
+        st.caption(f"BIC variant {md(entry['xmeans']['variant'])} (see docs/xmeans.md); splits need ≥ 3 points.")
     with right:
         metric = st.segmented_control("measure", ["euclidean", "cosine"], default="euclidean", key="cl-metric",
                                       required=True)
-        points = run.arrays[("dtd", step)][f"embeddings_l{layer}"]
+        points = run.dtd_embeddings(step, layer)
         chart(fig.pairwise_figure(fig.pairwise(points, metric), state.tasks, metric=metric, labels=labels),
               key="cl-pairwise", name=f"pairwise-{metric}-{short(step)}-l{layer}")
     st.markdown("#### Agreement with the truth (same family and label set)")

@@ -11,7 +11,7 @@ import streamlit as st
 
 from explorer import catalog
 from explorer.figures import embeddings as emb
-from prm.runs import Run, load_run, masked_layers
+from prm.runs import Run, list_runs, load_run
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -34,7 +34,7 @@ def entries(roots: list[Path]) -> list[catalog.RunEntry]:
     """The picker's rows: the user's runs first, then the samples, each newest first."""
     out = []
     for root in roots:
-        for folder in catalog.candidate_folders(root):
+        for folder in list_runs(root):
             out.append(_describe(str(folder), catalog.fingerprint(folder)))
     return out
 
@@ -89,7 +89,7 @@ class Context:
 
     @property
     def n_layers(self) -> int:
-        return masked_layers(self.run)
+        return self.run.n_layers
 
     def stl_state(self):
         """The STL run of the same sequence, seed and task count among the listed runs."""

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explorer import state as keys
 from explorer.figures import compare as fig
 from explorer.views.common import chart, how_to_read, load, table
 
 HELP = """
-One row per run, then one per method (mean and standard deviation over the seeds you picked; the error
-bars are ±1 sd). **FWT** needs the STL run (one network per task) of the same sequence and seed; pick it too,
-or it reads n/a. On *similar* tasks (writers) PRM should beat HAT in Acc and BWT, because it lets similar
-tasks share and refine units; on *dissimilar* tasks (classes) it should match HAT, because it then protects
-everything just as HAT does. NCL (plain fine-tuning) shows what forgetting looks like.
+One row per run, then one per group of **like runs**: the same sequence, method, tasks learnt out of
+how many, and configuration (the `config` id: every setting but the seed). A group's mean and
+standard deviation are over its distinct seeds (copies of one seed count once; the error bars are
+±1 sd), so runs that differ in anything but the seed are never averaged together. Unfinished runs
+(stopped, failed, still running) are offered only when you tick "include unfinished runs".
+**FWT** needs the STL run (one network per task) of the same sequence and seed; pick it too, or it reads n/a.
+
+What to look for: the PRM paper expects PRM to beat HAT in Acc and BWT on *similar* tasks (writers),
+because it lets similar tasks share and refine units, and to match HAT on *dissimilar* tasks (classes),
+where it protects everything just as HAT does. Small runs such as the bundled samples need not bear
+this out (in some of them HAT is ahead): the tables say what these runs did. NCL (plain fine-tuning)
+shows what forgetting looks like.
 """
 
 
@@ -22,13 +30,24 @@ def render(*, entries, current_key: str | None) -> None:
         st.info("No run with a learnt task is listed.")
         return
     current = next((e for e in readable if e.key == current_key), readable[0])
-    default = [e.key for e in readable if e.sequence == current.sequence][:6]
-    chosen = st.multiselect("runs", [e.key for e in readable], default=default, key="cmp-runs",
-                            format_func=lambda k: next(e.label for e in readable if e.key == k))
+    unfinished = st.checkbox("include unfinished runs", key=keys.COMPARE_UNFINISHED,
+                             help="stopped, failed or running runs; they are grouped apart from finished ones")
+    offered = [e for e in readable if e.key == current.key or unfinished or e.status == "finished"]
+    by_key = {e.key: e for e in offered}
+    like = [e.key for e in offered if e.key != current.key and e.sequence == current.sequence
+            and e.n_tasks == current.n_tasks]
+    state = st.session_state
+    if keys.COMPARE_RUNS not in state or state.get(keys.COMPARE_FOR) != current.key:  # a new current run
+        state[keys.COMPARE_RUNS] = [current.key, *like][:6]
+    else:  # keep the user's picks that are still offered
+        state[keys.COMPARE_RUNS] = [k for k in state[keys.COMPARE_RUNS] if k in by_key]
+    state[keys.COMPARE_FOR] = current.key
+    chosen = st.multiselect("runs", list(by_key), key=keys.COMPARE_RUNS, format_func=lambda k: by_key[k].label,
+                            help="finished runs, and unfinished ones when ticked above; the open run is picked first")
     if not chosen:
         st.info("Pick one or more runs.")
         return
-    picked = [e for e in readable if e.key in chosen]
+    picked = [by_key[k] for k in chosen]
     states = {}
     for e in picked:  # titles by run name; the full key only where two names collide
         states[e.name if e.name not in states else e.key] = (load(e.path).state, e.seed)
@@ -36,7 +55,7 @@ def render(*, entries, current_key: str | None) -> None:
     st.markdown("**Per run**")
     table(per_run, key="cmp-runs", name="compare-runs")
     summary = fig.per_method(per_run)
-    st.markdown("**Per method** (mean, sd over seeds)")
+    st.markdown("**Per method** (groups of like runs: mean, sd over distinct seeds)")
     table(summary, key="cmp-methods", name="compare-methods")
     chart(fig.bars(summary), key="cmp-bars", name="compare-metrics")
     chart(fig.matrices({name: s for name, (s, _) in states.items()}), key="cmp-matrices", name="compare-matrices")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from explorer import state as keys
 from explorer.figures import embeddings as emb
-from explorer.figures.common import short
+from explorer.figures.common import family_symbol, md, short
 from explorer.views.common import Context, chart, how_to_read, projection, table
 
 HELP = """
@@ -17,38 +17,69 @@ embedding and clusters it with the earlier ones using **X-means** (k-means that 
 the BIC improves, so no k is given).
 
 Each point is one embedding squeezed to 2-D (UMAP by default; PCA keeps distances most faithfully, t-SNE
-and UMAP keep neighbourhoods). **Colour** = X-means cluster, **symbol** = the true family (circle = class
-task, diamond = writer task), the **ringed** point is the new task. Move "after task" to see the
-clustering PRM actually used when that task arrived; tasks in the new task's cluster are *similar* (their
-units become trainable again), all others *dissimilar* (protected). 2-D distances are only a sketch: the
-Clustering tab shows the real distances X-means used. Trajectories show where each embedding travelled
-during training (one dot every few epochs).
+and UMAP keep neighbourhoods). 2-D distances are only a sketch: the Clustering tab shows the real
+distances X-means used. Trajectories show where each embedding travelled during training (one dot every
+few epochs); they are drawn in PCA coordinates, so the projection switches to PCA while they are on.
+
+**In this run**: {colour} **Symbol** = the true family: {symbols}.
 """
+
+CLUSTER_COLOURS = """**Colour** = the X-means cluster when the task chosen with "after task" arrived, and the
+**ringed** point is that new task: tasks in its cluster were *similar* (their units became trainable
+again), all others *dissimilar* (protected). At "end of run", where no clustering ran, colour = task."""
+
+TASK_COLOURS = """**Colour** = task: this run has no X-means clustering to show (only PRM and its ablations
+cluster tasks, and only when their DTD embeddings were recorded)."""
+
+PROJECTION_HELP = "UMAP and t-SNE keep neighbourhoods, PCA keeps distances most faithfully"
+TRAJECTORY_LOCK = "Trajectories are drawn in PCA coordinates: turn them off to choose another projection"
+
+
+def help_text(run) -> str:
+    """What the chart encodes for this run: cluster or task colours, and its own families."""
+    families = dict.fromkeys(task["family"] for task in run.state.tasks)
+    symbols = ", ".join(f"{md(f)} = {family_symbol(f).replace('-', ' ')}" for f in families) or "none"
+    return HELP.format(colour=CLUSTER_COLOURS if run.dtd_steps() else TASK_COLOURS, symbols=symbols)
+
+
+def _projection_control(column, trajectories: bool) -> str:
+    """The projection picker. Trajectories force PCA: the control then shows PCA, disabled,
+    and the user's own choice comes back when they are turned off."""
+    state = st.session_state
+    state.setdefault(keys.PROJECTION, "umap")
+    if trajectories:
+        state.setdefault(keys.PROJECTION_CHOSEN, state[keys.PROJECTION])
+        state[keys.PROJECTION] = "pca"
+    elif keys.PROJECTION_CHOSEN in state:
+        state[keys.PROJECTION] = state.pop(keys.PROJECTION_CHOSEN)
+    return column.segmented_control("projection", ["umap", "pca", "tsne"], key=keys.PROJECTION,
+                                    format_func=str.upper, required=True, disabled=trajectories,
+                                    help=TRAJECTORY_LOCK if trajectories else PROJECTION_HELP)
 
 
 def render(ctx: Context) -> None:
     run = ctx.run
     if not ctx.masked:
-        st.info(f"{run.state.config.get('method')} is an unmasked method: it has no task embeddings.")
+        st.info(f"{md(run.state.config.get('method'))} is an unmasked method: it has no task embeddings.")
         return
     steps = emb.steps(run)
     c1, c2, c3 = st.columns([2, 3, 2])
-    method = c1.segmented_control("projection", ["umap", "pca", "tsne"], default="umap", key=keys.PROJECTION,
-                                  format_func=str.upper, required=True)
+    show_paths = c3.toggle("per-epoch trajectories", key=keys.TRAJECTORIES,
+                           help="drawn in PCA coordinates fitted on the points and their trajectories")
+    method = _projection_control(c1, show_paths)
     default_step = short(ctx.task) if short(ctx.task) in steps else steps[-1]
     if st.session_state.get(keys.STEP) not in steps:
         st.session_state[keys.STEP] = default_step
     step = c2.select_slider("after task", steps, key=keys.STEP,
                             format_func=lambda s: "end of run (final embeddings)" if s == emb.END else f"{s} arrives")
-    show_paths = c3.toggle("per-epoch trajectories", key=keys.TRAJECTORIES,
-                           help="drawn in PCA coordinates fitted on the points and their trajectories")
     cols = st.columns(max(ctx.n_layers, 1))
     shown = None
     for layer, col in enumerate(cols):
         with col:
             proj = projection(run, layer, method)
             if len(proj.tasks) == 0:
-                st.info("No embedding recorded yet for this layer.")
+                st.info("This layer's embedding arrays are missing (see the warning above)." if run.state.tasks_done
+                        else "No embedding recorded yet for this layer.")
                 continue
             frame = emb.step_frame(run, layer, proj, step)
             paths = None
@@ -69,4 +100,4 @@ def render(ctx: Context) -> None:
         table(shown, key="emb-points", name=f"embeddings-{step}-l{ctx.layer}",
               column_config={"x": st.column_config.NumberColumn(format="%.2f"),
                              "y": st.column_config.NumberColumn(format="%.2f")})
-    how_to_read(HELP)
+    how_to_read(help_text(run))

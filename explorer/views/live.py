@@ -16,18 +16,20 @@ import streamlit as st
 from explorer import catalog, live
 from explorer import state as keys
 from explorer.figures import accuracy, clustering, embeddings
-from explorer.figures.common import names, short
+from explorer.figures.common import md, names, short
 from explorer.views.common import chart, how_to_read, load, projection, table
 from prm.config import METHOD_HELP, METHODS
 from prm.data import DATA_ENV, DEFAULT_N_TASKS, available_sequences, task_count_range
-from prm.runs import masked_layers
+from prm.runs import RunFormatError
 
 HELP = """
 Fill in the form and press **Start**: the engine trains in a separate process and writes a run folder
 into your runs folder (sidebar), exactly as `python -m prm run` does. The page re-reads that folder every
 two seconds: the progress bar (task, phase, epoch), the accuracy matrix as rows fill in, the embeddings of
 the first masked layer (PCA, since UMAP would compile for seconds) and the latest DTD decision. **Stop**
-ends the run cleanly (like Ctrl-C): what was learnt so far stays a loadable 'stopped' run. Several runs
+ends the run cleanly (like Ctrl-C): what was learnt so far stays a loadable 'stopped' run. Stop is offered
+only for runs this server started or can prove it may signal; a run started from a terminal is stopped there
+(Ctrl-C). **Open** shows a finished run in the other tabs. Several runs
 may train at once, each on one CPU core. Small settings (2–3 tasks, width 64, 20 epochs) finish in seconds.
 """
 
@@ -70,17 +72,21 @@ def _form(root: Path) -> None:
         if n_tasks and not low <= n_tasks <= high:
             st.error(f"{sequence} takes {low} to {high} tasks; got {n_tasks}.")
             return
+        problem = catalog.runs_folder_problem(root)
+        if problem:
+            st.error(f"Cannot start: {md(problem)}. Change 'Your runs folder' in the sidebar.")
+            return
         options = live.LiveOptions(sequence=sequence, method=method, seed=int(seed), n_tasks=int(n_tasks) or None,
                                    data_dir=data_dir or None,
                                    width=int(width), epochs=int(epochs), lr=float(lr), batch_size=int(batch),
                                    lamb=float(lamb), dtd_epochs=int(dtd_epochs), umap=bool(umap))
-        folder = live.start(options, root=root)
+        try:
+            folder = live.start(options, root=root)
+        except OSError as exc:
+            st.error(f"Cannot start a run in {md(root)}: {md(exc.strerror or exc)}.")
+            return
         st.session_state.setdefault(keys.LIVE_STARTED, []).append(str(folder))
-        st.toast(f"Started {folder.name}")
-
-
-def _open(key: str) -> None:
-    st.session_state[keys.RUN] = key
+        st.toast(f"Started {md(folder.name)}")
 
 
 def _one(folder: Path) -> bool:
@@ -88,7 +94,7 @@ def _one(folder: Path) -> bool:
     running = live.is_running(folder)
     with st.container(border=True):
         head, button = st.columns([5, 1])
-        head.markdown(f"**{folder.name}**")
+        head.markdown(f"**{md(folder.name)}**")
         if not (folder / "run.json").exists():
             code = live.child_exit(folder)
             if code is None:
@@ -97,25 +103,36 @@ def _one(folder: Path) -> bool:
                 st.error(f"The run did not start (exit status {code}).")
                 st.code(live.log_tail(folder) or "(no output)")
             return running
-        run = load(folder)
+        try:
+            run = load(folder)
+        except RunFormatError as exc:  # its run.json became unreadable: say so, keep the other runs going
+            st.error(f"This run cannot be read: {md(exc)}")
+            return False
         state = run.state
         fraction, text = live.progress(state)
-        st.progress(fraction, text=text if running or state.end else f"{run.status}: {text}")
-        if running:
+        st.progress(fraction, text=md(text if running or state.end else f"{run.status}: {text}"))
+        if running and live.can_stop(folder):
             button.button("Stop", key=f"stop-{folder.name}", on_click=live.stop, args=(folder,),
                           icon=":material/stop:")
-        else:
-            button.button("Open", key=f"open-{folder.name}", on_click=_open, args=(catalog.key_of(folder),),
-                          icon=":material/open_in_new:", help="show this run in the other tabs")
+        elif running:
+            st.caption("This run is written by a process this server did not start and cannot vouch for (e.g. "
+                       "from a terminal): stop it where it runs (Ctrl-C there).")
+        elif button.button("Open", key=f"open-{folder.name}", icon=":material/open_in_new:",
+                           help="show this run in the other tabs"):
+            # the button lives in a fragment: only a full rerun redraws the sidebar, header and URL
+            st.session_state[keys.OPEN_RUN] = catalog.key_of(folder)
+            st.rerun(scope="app")
+        if run.status == "failed" and run.status_note:
+            st.warning(f"Failed: {md(run.status_note)}.")
         if not state.tasks_done and not state.epochs:
             return running
         c1, c2, c3 = st.columns(3)
         with c1:
             chart(accuracy.heatmap(state.accuracy_matrix("test"), state.tasks, title="accuracy matrix", height=320),
                   key=f"live-acc-{folder.name}", name="accuracy-matrix")
-        masked = masked_layers(run) > 0
+        masked = run.n_layers > 0
         with c2:
-            if masked and any(kind == "task" for kind, _ in run.arrays):
+            if masked and run.learnt(0):
                 steps = embeddings.steps(run)
                 step = steps[-2] if len(steps) > 1 else embeddings.END  # the latest DTD step, if any
                 frame = embeddings.step_frame(run, 0, projection(run, 0, "pca"), step)
@@ -126,16 +143,16 @@ def _one(folder: Path) -> bool:
         with c3:
             if state.dtd:
                 t = max(state.dtd)
-                entry = state.dtd[t]["layers"][0]
+                entry = state.dtd[t].layers[0]
                 labels = names(state.tasks)
-                st.markdown(f"**Latest DTD: {labels[t]}** (layer 0)  \nk = {entry['xmeans']['k']}; dissimilar: "
+                st.markdown(f"**Latest DTD: {md(labels[t])}** (layer 0)  \nk = {entry['xmeans']['k']}; dissimilar: "
                             f"{', '.join(short(i) for i in entry['dissimilar']) or 'none'}")
                 table(clustering.decision_table(state.dtd[t], 0), key=f"live-dtd-{folder.name}",
                       name=f"xmeans-{short(t)}", height=200)
             else:
                 st.caption("the first DTD decision appears when task 2 arrives (PRM methods)")
         if run.warnings and not running:
-            st.caption("; ".join(run.warnings))
+            st.caption(md("; ".join(run.warnings)))
     return running
 
 
@@ -153,7 +170,9 @@ def _panel(root: Path) -> None:
 
 
 def render(*, root: Path) -> None:
-    st.caption(f"New runs are written to `{root}`.")
+    problem = catalog.runs_folder_problem(root)
+    st.caption(f"New runs are written to {md(root)}." if problem is None else
+               f"Your runs folder cannot hold runs: {md(problem)}.")
     _form(root)
     started = [Path(p) for p in st.session_state.get(keys.LIVE_STARTED, [])]
     active = bool(live.running(root)) or any(live.is_running(p) for p in started)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer.figures import masks as fig
-from explorer.figures.common import short
+from explorer.figures.common import md, short
 from explorer.views.common import Context, chart, how_to_read, table
 
 HELP = """
@@ -28,9 +28,12 @@ The **overlap** matrix gives, for each pair of tasks, the share of units they bo
 def render(ctx: Context) -> None:
     run = ctx.run
     if not ctx.masked:
-        st.info(f"{run.state.config.get('method')} is an unmasked method: it has no masks.")
+        st.info(f"{md(run.state.config.get('method'))} is an unmasked method: it has no masks.")
         return
     layer = ctx.layer
+    if run.state.tasks_done and not run.learnt(layer):
+        st.info("This run's mask arrays are missing (see the warning above): only the capacity it recorded "
+                "can be shown.")
     chart(fig.mask_heatmap(run, layer), key="mask-heat", name=f"masks-l{layer}")
     task = ctx.task if ctx.task >= 1 else min(1, run.state.tasks_done - 1)
     chart(fig.relaxed_figure(run, task, layer), key="mask-relaxed", name=f"relaxed-{short(task)}-l{layer}")

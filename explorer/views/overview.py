@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.figures import overview as fig
-from explorer.figures.common import fmt
+from explorer.figures.common import fmt, md
 from explorer.views.common import Context, chart, how_to_read, table
 from prm.config import METHOD_HELP
 
@@ -17,8 +17,10 @@ make it *positive* when a later similar task improves shared units. **FWT** (for
 each task's accuracy right after learning it with a network trained on that task alone (the STL run of
 the same sequence and seed). **CT** is the wall time of the whole sequence.
 
-The strip shows the order of the tasks: blue tiles are *class* tasks (disjoint digit pairs, dissimilar
-to each other), orange tiles are *writer* tasks (all ten digits from one person, similar to each other).
+The strip shows the order of the tasks, one tile per task coloured by its family (the legend names the
+colours); this run's families: {families}. Two tasks are truly similar when they share a family *and* a
+label set (writers of the same ten digits, tasks of one image style); a task of digit pairs (*classes*)
+is dissimilar to every other task.
 
 PRM spends extra time per task on **dissimilar-task detection (DTD)**: a throw-away training pass whose only
 product is the new task's embedding, which X-means then clusters with the earlier tasks' embeddings.
@@ -30,7 +32,7 @@ The table below says, per masked layer, which earlier tasks landed in the new ta
 def render(ctx: Context) -> None:
     state = ctx.run.state
     method = state.config.get("method", "?")
-    st.caption(f"**{method}** — {METHOD_HELP.get(method, '')}. Sequence **{state.sequence}**, "
+    st.caption(f"**{md(method)}** — {METHOD_HELP.get(method, '')}. Sequence **{md(state.sequence)}**, "
                f"{state.tasks_done} of {state.n_tasks} tasks learnt, status **{ctx.run.status}**.")
     stl = ctx.stl_state()
     m = fig.run_metrics(state, stl=stl)
@@ -52,4 +54,12 @@ def render(ctx: Context) -> None:
     if ctx.masked and state.dtd:
         st.markdown("**Which earlier tasks DTD judged similar** (per masked layer)")
         table(fig.similarity_summary(state), key="overview-dtd", name="dtd-decisions")
-    how_to_read(HELP)
+    how_to_read(HELP.format(families=families(state)))
+
+
+def families(state) -> str:
+    """This run's task families with their task counts, as Markdown: "**classes** (5), ..."."""
+    counts: dict[str, int] = {}
+    for task in state.tasks:
+        counts[task["family"]] = counts.get(task["family"], 0) + 1
+    return ", ".join(f"**{md(f)}** ({n} task{'s' if n > 1 else ''})" for f, n in counts.items()) or "none"

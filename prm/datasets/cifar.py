@@ -21,6 +21,8 @@ from prm.datasets.core import DataError, Task, file_key, need_data_dir
 
 NAME = "CIFAR100-10T"
 RECORD = 2 + 3072
+MAX_RECORDS = 100_000
+"""Records in one file (train.bin holds 50,000): a larger file is refused before it is read."""
 GROUPS = [10] * 10
 SIZES = (4500, 500, 1000)
 FILES = ("train.bin", "test.bin")
@@ -42,13 +44,20 @@ def present(data_dir: Path | None) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _read(key: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(key[0])
-    raw = np.fromfile(path, dtype=np.uint8)
-    if len(raw) == 0 or len(raw) % RECORD:
+    path, size = Path(key[0]), key[1]
+    if size == 0 or size % RECORD:
         raise DataError(
-            f"{path} has {len(raw)} bytes, not a whole number of {RECORD}-byte CIFAR-100 records "
+            f"{path} has {size} bytes, not a whole number of {RECORD}-byte CIFAR-100 records "
             "(coarse label, fine label, 3072 pixels): truncated, or not the CIFAR-100 binary version"
         )
+    if size // RECORD > MAX_RECORDS:
+        raise DataError(f"{path} holds {size // RECORD} records, more than CIFAR-100's files (at most {MAX_RECORDS})")
+    try:
+        raw = np.fromfile(path, dtype=np.uint8, count=size)
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc})") from None
+    if len(raw) != size:
+        raise DataError(f"{path} changed while it was read ({len(raw)} of {size} bytes)")
     records = raw.reshape(-1, RECORD)
     coarse, fine = records[:, 0], records[:, 1]
     if coarse.max() >= 20 or fine.max() >= 100:

