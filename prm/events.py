@@ -19,7 +19,7 @@ PHASES = ("dtd-head", "dtd", "train")
 (LwPRM for PRM, the only phase for every other method)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunStarted:
     """The sequence as the engine will learn it. ``oracle_transfer[a][b]``: accuracy on task b
     of a simple classifier trained on task a, for sequences that measure it (mnist5k-*)."""
@@ -32,7 +32,7 @@ class RunStarted:
     oracle_transfer: list[list[float]] | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class EpochEnd:
     """One epoch of one phase. ``train_loss``/``train_acc``: cross-entropy and accuracy on the
     training batches as they were trained (dropout on, s annealed). ``val_loss``: the validation
@@ -51,7 +51,7 @@ class EpochEnd:
     seconds: float
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DTDResult:
     """What dissimilar-task detection decided for ``task``, one entry per masked layer.
 
@@ -69,7 +69,7 @@ class DTDResult:
     seconds: float
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TaskEnd:
     type = "task_end"
     task: int
@@ -80,7 +80,7 @@ class TaskEnd:
     capacity: list[float]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TaskArrays:
     """Per-task arrays (embeddings, masks, trajectories); written to ``arrays/<kind>_<task>.npz``."""
 
@@ -90,7 +90,7 @@ class TaskArrays:
     arrays: dict[str, np.ndarray]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ArraysWritten:
     """The log's record of a :class:`TaskArrays` event: which file holds that task's arrays.
     The name is fixed by kind and task, so a reader never opens a path a log line made up."""
@@ -105,7 +105,7 @@ class ArraysWritten:
         return f"arrays/{kind}_{task:03d}.npz"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunEnd:
     type = "run_end"
     status: str

@@ -29,7 +29,7 @@ import json
 import os
 import platform
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,9 @@ class RunWriter:
 
 # ----------------------------------------------------------------------------- reading
 
+MAX_LINE_CHARS = 16 * safeio.MiB
+"""The longest event line read; a real one is under 100 kB (a 1000-task oracle matrix, the
+largest possible, under 10 MB)."""
 MAX_SKIP_MESSAGES = 20
 """Skipped records beyond this are counted, not each described (a log of garbage would
 otherwise drown the page in warnings)."""
@@ -257,23 +260,34 @@ def apply_events(state: RunState, records: Iterable[dict[str, Any]]) -> RunState
     return RunState(**new)
 
 
-def parse_lines(text: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Parse JSON lines; return the objects and a warning per line that is not one."""
-    records, problems = [], []
+def iter_records(text: str, problems: list[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an event log, one line at a time (so a long log is folded without
+    holding every parsed line at once); a warning per line that is not one goes to ``problems``."""
     lines = text.split("\n")
+    final = next((n for n in range(len(lines), 0, -1) if lines[n - 1].strip()), 0)  # last line with text
     for number, line in enumerate(lines, start=1):
         if not line.strip():
+            continue
+        if len(line) > MAX_LINE_CHARS:  # parsing it could build hundreds of MB of Python objects
+            if len(problems) < MAX_SKIP_MESSAGES:
+                problems.append(f"events.jsonl: line {number} is longer than {MAX_LINE_CHARS // safeio.MiB} MiB; skipped")
             continue
         try:
             record = json.loads(line)
             if not isinstance(record, dict) or "type" not in record:
                 raise ValueError("not an event object")
-            records.append(record)
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
-            last = number == len(lines) or all(not rest.strip() for rest in lines[number:])
             if len(problems) < MAX_SKIP_MESSAGES:
-                problems.append(f"events.jsonl: {'truncated last line' if last else f'corrupt line {number}'} skipped")
-    return records, problems
+                problems.append(f"events.jsonl: {'truncated last line' if number == final else f'corrupt line {number}'}"
+                                " skipped")
+            continue
+        yield record
+
+
+def parse_lines(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Parse JSON lines; return the objects and a warning per line that is not one."""
+    problems: list[str] = []
+    return list(iter_records(text, problems)), problems
 
 
 class EventTail:
@@ -521,8 +535,9 @@ def load_run(folder: str | Path) -> Run:
     if len(raw) >= safeio.MAX_EVENTS_BYTES:
         raw = raw[: raw.rfind(b"\n") + 1]
         problems.append(f"events.jsonl: only its first {safeio.MAX_EVENTS_BYTES // safeio.MiB} MiB were read")
-    records, bad = parse_lines(raw.decode("utf-8", errors="replace"))
-    state = apply_events(RunState(), records)
+    bad: list[str] = []
+    state = apply_events(RunState(), iter_records(raw.decode("utf-8", errors="replace"), bad))
+    del raw
     problems += bad + list(state.skipped)
     if state.n_skipped > len(state.skipped):
         problems.append(f"events.jsonl: {state.n_skipped - len(state.skipped)} more records skipped")

@@ -33,13 +33,15 @@ import numpy as np
 MiB = 2**20
 MAX_JSON_BYTES = 4 * MiB
 """run.json and summary.json: a config and a handful of numbers; real ones are < 10 kB."""
-MAX_EVENTS_BYTES = 128 * MiB
-"""events.jsonl: a 50-task run writes about 3 MB; anything beyond this is read up to here."""
+MAX_EVENTS_BYTES = 32 * MiB
+"""events.jsonl: a 50-task run writes about 3 MB; a longer log is read up to here (32 MiB of
+epoch lines fold in about 6 s into about 200 MB, a bound on what one upload can cost)."""
 MAX_ARRAY_BYTES = 64 * MiB
 """One array unpacked; the largest real one (a 2000-unit DTD embedding table of 50 tasks,
 or a float32 trajectory of 200 epochs) is under 2 MB."""
-MAX_RUN_ARRAY_BYTES = 512 * MiB
-"""All arrays of one run unpacked, together."""
+MAX_RUN_ARRAY_BYTES = 256 * MiB
+"""All arrays of one run unpacked, together: a 50-task run at the paper's width 2000 holds
+about 60 MB."""
 MAX_NPZ_MEMBERS = 64
 """Arrays in one .npz: five per masked layer, at most 8 layers, plus slack."""
 MAX_NDIM = 3

@@ -160,6 +160,19 @@ def test_records_out_of_order_or_after_run_end_are_skipped(run_copy):
     assert len(run.warnings) <= 22  # a flood of skipped records is counted, not listed one by one
 
 
+def test_an_event_log_over_the_limit_is_read_up_to_it(run_copy, monkeypatch):
+    monkeypatch.setattr(safeio, "MAX_EVENTS_BYTES", 40_000)  # the sample's log is 124 kB
+    run = outcome(run_copy)["run"]
+    assert 0 < run.state.tasks_done < 5 and any("only its first" in w for w in run.warnings)
+
+
+def test_an_overlong_line_is_skipped_unparsed(run_copy):
+    with open(run_copy / "events.jsonl", "a") as log:
+        log.write('{"type": "epoch", "x": [' + "0," * (9 * 2**20) + "0]}\n")
+    run = outcome(run_copy)["run"]
+    assert run.state.tasks_done == 5 and any("longer than 16 MiB; skipped" in w for w in run.warnings)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "folder"])
 def test_an_event_log_that_is_not_a_file_is_never_read(run_copy, kind):
     (run_copy / "events.jsonl").unlink()
