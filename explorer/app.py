@@ -47,10 +47,6 @@ def _on_upload(root: Path) -> None:
     if file is None or file.file_id in done:
         return
     done.add(file.file_id)
-    problem = catalog.runs_folder_problem(root)
-    if problem:
-        st.session_state[keys.UPLOAD_MESSAGE] = ("error", f"Upload refused: {md(problem)}.")
-        return
     try:
         folder = archive.extract_run_zip(file.getvalue(), root=root, name=file.name)
     except archive.UploadError as exc:

@@ -20,6 +20,7 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from explorer.catalog import runs_folder_problem
 from prm.runs import UPLOADED, RunFormatError, load_run, read_meta
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -106,6 +107,9 @@ def extract_run_zip(data: bytes, *, root: Path, name: str) -> Path:
             members = _members(zf)
         except (zipfile.BadZipFile, ValueError) as exc:
             raise UploadError(f"not a readable zip file ({exc})") from None
+        problem = runs_folder_problem(root)
+        if problem:
+            raise UploadError(f"cannot create a run folder in {root}: {problem}")
         try:
             root.mkdir(parents=True, exist_ok=True)
             folder = fresh_folder(root, Path(name).stem)

@@ -12,10 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from prm import safeio
-from prm.config import METHODS
-from prm.records import parse_summary
-from prm.runs import UPLOADED, RunFormatError, load_run, read_meta, summarise, writer_alive
+from prm.runs import UPLOADED, RunFormatError, load_run, read_meta, read_summary, summarise, writer_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_runs"
@@ -112,8 +109,8 @@ def describe(folder: Path) -> RunEntry:
         summary = None
         if meta.get(UPLOADED) is None:  # an upload's summary.json is its sender's claim: recompute
             try:
-                summary = parse_summary(json.loads(safeio.read_text(folder, "summary.json")), methods=METHODS)
-            except (FileNotFoundError, safeio.UnsafeFile, ValueError, RecursionError):
+                summary = read_summary(folder)
+            except ValueError:
                 summary = None
         if summary is None or summary["status"] == "running":
             summary = summarise(load_run(folder))

@@ -13,7 +13,6 @@ identity :func:`proven_writer` establishes.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import signal
 import subprocess
@@ -143,7 +142,7 @@ def proven_writer(folder: Path) -> int | None:
     except RunFormatError:
         return None
     pid = meta["pid"]
-    if pid is None or pid <= 1 or pid == os.getpid() or meta["pid_start"] is None or not writer_alive(meta):
+    if not writer_alive(meta) or pid == os.getpid():  # writer_alive: pid > 1, this host, start time matches
         return None
     try:
         args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]

@@ -3,13 +3,15 @@
 The engine knows nothing about files or screens: it calls ``emit(event)`` with one of these.
 ``prm.runs.RunWriter`` turns each into one JSON line (arrays go to ``.npz`` files), and the
 explorer folds the lines back into state with ``prm.runs.apply_events`` (each line parsed
-back into its event by ``prm.records``), for live and recorded runs alike. Accuracies are lists with ``None`` for tasks not evaluated.
+back into its event by ``prm.records``), for live and recorded runs alike. Accuracies are
+lists with ``None`` for tasks not evaluated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,7 @@ class RunStarted:
 
     type = "run_started"
     config: dict[str, Any]
-    tasks: list[dict[str, Any]]
+    tasks: Sequence[dict[str, Any]]
     sequence: str
     input_dim: int
     oracle_transfer: list[list[float]] | None = None

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from prm.config import ConfigError, RunConfig
-from prm.events import PHASES, ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskEnd
+from prm.config import METHODS, ConfigError, RunConfig
+from prm.events import PHASES, STATUSES, ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskEnd
 
 MAX_TASKS = 1000
 """The longest sequence a run may describe (the accuracy matrix is T x T)."""
@@ -23,6 +23,8 @@ MAX_TREE_DEPTH = 200
 """Levels of X-means' split tree (a real one has at most one level per task); the views draw
 it recursively."""
 TIMING_PHASES = ("dtd", "train", "eval", *PHASES)
+ENDED = tuple(s for s in STATUSES if s != "running")
+"""What a run_end line may say: a run that ended is not running."""
 DTD_SOURCES = ("xmeans", "all-similar", "all-dissimilar", "true")  # prm.methods.dissimilar_set
 SPLIT_REASONS = ("bic-improved", "bic-not-improved", "too-few-points", "zero-variance", "k-max")
 
@@ -102,7 +104,7 @@ def parse_started(record: dict[str, Any]) -> RunStarted:
         oracle = [[_num(v, "oracle_transfer[][]", 0.0, 1.0) for v in _list(row, "oracle_transfer[]", len(tasks))]
                   for row in rows]
         _need(all(len(row) == len(tasks) for row in oracle), "oracle_transfer must be square")
-    return RunStarted(config=config.to_dict(), tasks=parsed, sequence=_str(record.get("sequence"), "sequence"),
+    return RunStarted(config=config.to_dict(), tasks=tuple(parsed), sequence=_str(record.get("sequence"), "sequence"),
                       input_dim=_int(record.get("input_dim"), "input_dim", 1, 10**7), oracle_transfer=oracle)
 
 
@@ -243,7 +245,7 @@ def _arrays(r: dict, T: int, L: int) -> ArraysWritten:
 
 
 def _run_end(r: dict, T: int, L: int) -> RunEnd:
-    return RunEnd(status=_str(r.get("status"), "status", choices=("finished", "stopped", "failed")),
+    return RunEnd(status=_str(r.get("status"), "status", choices=ENDED),
                   seconds=_num(r.get("seconds"), "seconds", 0.0, none=True),
                   error=_str(r.get("error"), "error", none=True, limit=100_000))
 
@@ -254,7 +256,7 @@ _PARSERS = {"epoch": _epoch, "task_end": _task_end, "dtd": _dtd, "arrays": _arra
 # ----------------------------------------------------------------------------- summary.json
 
 
-def parse_summary(value: Any, *, methods: tuple[str, ...]) -> dict[str, Any]:
+def parse_summary(value: Any) -> dict[str, Any]:
     """``summary.json`` as :func:`prm.runs.summarise` writes it, every field checked."""
     s = _dict(value, "summary")
     n_tasks = _int(s.get("n_tasks"), "n_tasks", 0, MAX_TASKS)
@@ -262,8 +264,8 @@ def parse_summary(value: Any, *, methods: tuple[str, ...]) -> dict[str, Any]:
     capacity = s.get("capacity")
     return {
         "name": _str(s.get("name"), "name", none=True),
-        "status": _str(s.get("status"), "status", choices=("running", "finished", "stopped", "failed")),
-        "method": _str(s.get("method"), "method", choices=methods, none=True),
+        "status": _str(s.get("status"), "status", choices=STATUSES),
+        "method": _str(s.get("method"), "method", choices=METHODS, none=True),
         "sequence": _str(s.get("sequence"), "sequence", none=True),
         "seed": None if s.get("seed") is None else _int(s.get("seed"), "seed"),
         "n_tasks": n_tasks, "tasks_done": _int(s.get("tasks_done"), "tasks_done", 0, n_tasks),

@@ -29,7 +29,7 @@ import json
 import os
 import platform
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from prm import metrics, safeio
-from prm.config import METHODS, ConfigError, RunConfig
+from prm.config import ConfigError, RunConfig
 from prm.events import ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd, to_record
 from prm.records import BadRecord, parse_record, parse_started, parse_summary
 
@@ -120,9 +120,9 @@ class RunWriter:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, TaskArrays):
-            name = f"arrays/{event.kind}_{event.task:03d}.npz"
-            _replace_atomic(self.folder / name, lambda tmp: np.savez_compressed(tmp, **event.arrays), ".tmp.npz")
-            record = {"type": event.type, "task": event.task, "kind": event.kind, "file": name}
+            written = ArraysWritten(task=event.task, kind=event.kind, file=ArraysWritten.file_name(event.kind, event.task))
+            _replace_atomic(self.folder / written.file, lambda tmp: np.savez_compressed(tmp, **event.arrays), ".tmp.npz")
+            record = to_record(written)
         else:
             record = to_record(event)
         digits = 5 if isinstance(event, EpochEnd) else None
@@ -175,8 +175,8 @@ class RunState:
         return self.started.sequence if self.started else ""
 
     @property
-    def tasks(self) -> tuple[dict[str, Any], ...]:
-        return tuple(self.started.tasks) if self.started else ()
+    def tasks(self) -> Sequence[dict[str, Any]]:
+        return self.started.tasks if self.started else ()
 
     @property
     def oracle_transfer(self) -> list[list[float]] | None:
@@ -410,10 +410,11 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         raise RunFormatError(f"{folder / 'run.json'}: not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(meta, dict) or type(meta.get("schema")) is not int or "config" not in meta:
         raise RunFormatError(f"{folder / 'run.json'}: missing schema or config")
-    if meta["schema"] > SCHEMA or meta["schema"] < 1:
-        raise RunFormatError(
-            f"{folder}: written with run schema {meta['schema']}, this version reads 1 to {SCHEMA}; "
-            "upgrade prm-explorer to open it" if meta["schema"] > SCHEMA else f"{folder}: schema {meta['schema']} is not valid")
+    if meta["schema"] > SCHEMA:
+        raise RunFormatError(f"{folder}: written with run schema {meta['schema']}, this version reads 1 to {SCHEMA}; "
+                             "upgrade prm-explorer to open it")
+    if meta["schema"] < 1:
+        raise RunFormatError(f"{folder}: schema {meta['schema']} is not valid")
     try:
         config = RunConfig.from_dict(meta["config"])
     except (ConfigError, TypeError, ValueError, RecursionError) as exc:
@@ -514,8 +515,18 @@ def _check_projections(data: dict[str, np.ndarray], n_tasks: int, n_layers: int)
     return kept, problems
 
 
-def _read_json_file(folder: Path, name: str) -> Any:
-    return json.loads(safeio.read_text(folder, name))
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """``summary.json`` checked field by field, None when the run has none. Raises
+    ``ValueError`` saying why when it is there but unreadable or wrong (a claim, not the record:
+    the event log is the record, the summary a cache for the run picker)."""
+    try:
+        text = safeio.read_text(folder, "summary.json")
+    except FileNotFoundError:
+        return None
+    try:
+        return parse_summary(json.loads(text))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def load_run(folder: str | Path) -> Run:
@@ -569,17 +580,17 @@ def load_run(folder: str | Path) -> Run:
         problems += dropped
     projections: dict[str, np.ndarray] = {}
     try:
-        if safeio.exists(folder, "projections.npz"):
-            projections, dropped = _check_projections(safeio.read_npz(folder, "projections.npz", budget=budget),
-                                                      state.n_tasks, len(widths))
-            problems += dropped
-    except (FileNotFoundError, safeio.UnsafeFile) as exc:
+        projections, dropped = _check_projections(safeio.read_npz(folder, "projections.npz", budget=budget),
+                                                  state.n_tasks, len(widths))
+        problems += dropped
+    except FileNotFoundError:
+        pass  # computed on demand
+    except safeio.UnsafeFile as exc:
         problems.append(f"projections.npz: unreadable ({exc}); projections will be computed on demand")
     summary = None
     try:
-        if safeio.exists(folder, "summary.json"):
-            summary = parse_summary(_read_json_file(folder, "summary.json"), methods=METHODS)
-    except (FileNotFoundError, safeio.UnsafeFile, ValueError, RecursionError) as exc:
+        summary = read_summary(folder)
+    except ValueError as exc:  # safeio.UnsafeFile and records.BadRecord are ValueErrors too
         problems.append(f"summary.json: ignored ({str(exc)[:160]})")
     return Run(path=folder, meta=meta, state=state, status=status, arrays=arrays, projections=projections,
                summary=summary, warnings=tuple(problems), status_note=note)
@@ -673,4 +684,5 @@ def list_runs(root: str | Path) -> list[Path]:
 
 
 __all__ = ["SCHEMA", "Run", "RunFormatError", "RunState", "RunWriter", "EventTail", "apply_events",
-           "finalize_run", "list_runs", "load_run", "writer_alive", "parse_lines", "read_meta", "summarise"]
+           "finalize_run", "list_runs", "load_run", "writer_alive", "parse_lines", "read_meta", "read_summary",
+           "summarise"]

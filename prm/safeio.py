@@ -86,14 +86,6 @@ def _open_regular(path: Path, limit: int, name: str) -> tuple[int, int]:
     return fd, info.st_size
 
 
-def exists(folder: Path, relative: str) -> bool:
-    """Whether the run has this file at all (a dangling link counts as absent)."""
-    try:
-        return os.path.lexists(inside(folder, relative))
-    except UnsafeFile:
-        return True  # it exists but may not be read: reading it will say why
-
-
 def read_bytes(folder: Path, relative: str, *, limit: int, truncate: bool = False, start: int = 0) -> bytes:
     """A file's bytes from ``start``. Over ``limit``: an error, or with ``truncate`` the first
     ``limit`` bytes. Raises ``FileNotFoundError`` when it is absent and :class:`UnsafeFile`

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.common import DIVERGING, names, plain, short, style, task_colour
+from explorer.figures.common import DIVERGING, plain_names, short, style, task_colour
 from prm.runs import RunState
 
 
@@ -24,7 +24,7 @@ def heatmap(R: np.ndarray, tasks, *, upto: int | None = None, title: str | None 
     if upto is not None:
         R[upto + 1:, :] = np.nan
     n = R.shape[0]
-    labels = [plain(x) for x in names(tasks, n)]
+    labels = plain_names(tasks, n)
     text = [["" if np.isnan(v) else f"{v:+.2f}" if diverging else f"{v:.2f}" for v in row] for row in R]
     hover = [[f"after learning {labels[j]}<br>tested on {labels[i]}<br>" +
               ("difference" if diverging else "accuracy") + (": n/a" if np.isnan(R[j, i]) else f": {R[j, i]:.3f}")
@@ -53,7 +53,7 @@ def curves(state: RunState) -> go.Figure:
     """Accuracy of each task i over time: R[j, i] for j >= i; a falling line is forgetting,
     a rising one backward transfer."""
     R = state.accuracy_matrix("test")
-    labels = [plain(x) for x in names(state.tasks)]
+    labels = plain_names(state.tasks)
     fig = go.Figure()
     for i in range(state.n_tasks):
         js = [j for j in range(i, state.n_tasks) if not np.isnan(R[j, i])]

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from explorer.figures.common import names, plain, short, style
+from explorer.figures.common import plain_names, short, style
 from prm.methods import calls_right, true_groups
 from prm.events import DTDResult
 from prm.runs import Run, RunState
@@ -114,7 +114,7 @@ def pairwise(points: np.ndarray, metric: str) -> np.ndarray:
 def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]) -> go.Figure:
     n = len(matrix)
     ticks = [f"{short(i)} (c{labels[i]})" for i in range(n)]
-    full = [plain(x) for x in names(tasks, n)]
+    full = plain_names(tasks, n)
     hover = [[f"{full[i]}<br>{full[j]}<br>{metric}: {matrix[i, j]:.3f}" for j in range(n)] for i in range(n)]
     scale = dict(colorscale="RdBu", zmid=0, zmin=-1, zmax=1) if metric == "cosine" else dict(colorscale="Viridis_r")
     fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, text=np.round(matrix, 2), texttemplate="%{text}",
@@ -131,7 +131,7 @@ def oracle_figure(oracle, tasks, *, step: int, labels: list[int]) -> go.Figure:
     n = step + 1
     matrix = np.asarray(oracle, dtype=float)[:n, :n]
     ticks = [f"{short(i)} (c{labels[i]})" for i in range(n)]
-    full = [plain(x) for x in names(tasks, n)]
+    full = plain_names(tasks, n)
     hover = [[f"trained on {full[a]}<br>tested on {full[b]}<br>accuracy {matrix[a, b]:.3f}" for b in range(n)]
              for a in range(n)]
     fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, text=np.round(matrix, 2), texttemplate="%{text}",

@@ -91,6 +91,11 @@ def names(tasks, count: int | None = None) -> list[str]:
     return [task_label(tasks, t) for t in range(n)]
 
 
+def plain_names(tasks, count: int | None = None) -> list[str]:
+    """:func:`names` made literal for plotly's HTML (hover, ticks, legends)."""
+    return [plain(name) for name in names(tasks, count)]
+
+
 def style(fig: go.Figure, *, title: str | None = None, height: int | None = None) -> go.Figure:
     """One look for every chart: compact margins, title left, hover labels readable. The
     title is taken as plain text (it may hold a run's names), never as plotly's HTML."""

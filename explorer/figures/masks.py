@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer.figures.clustering import jaccard
-from explorer.figures.common import empty, names, plain, short, style, task_colour
+from explorer.figures.common import empty, plain_names, short, style, task_colour
 from prm.runs import Run, RunState
 
 THRESHOLD = 0.5
@@ -35,7 +35,7 @@ def mask_heatmap(run: Run, layer: int) -> go.Figure:
     if not tasks:
         return empty("this run has no masks (unmasked method or no task learnt yet)")
     order = unit_order(masks)
-    labels = [plain(x) for x in names(run.state.tasks)]
+    labels = plain_names(run.state.tasks)
     y = [labels[t] for t in tasks]
     fig = go.Figure(go.Heatmap(z=masks[:, order], y=y, colorscale="Greys", zmin=0, zmax=1, showscale=False,
                                customdata=np.tile(order, (len(tasks), 1)),
@@ -108,7 +108,7 @@ def overlap_figure(run: Run, layer: int) -> go.Figure:
     tasks, matrix = overlap_matrix(run, layer)
     if not tasks:
         return empty("no masks recorded")
-    labels = [plain(x) for x in names(run.state.tasks)]
+    labels = plain_names(run.state.tasks)
     ticks = [short(t) for t in tasks]
     hover = [[f"{labels[a]}<br>{labels[b]}<br>Jaccard {matrix[x, y]:.2f}" for y, b in enumerate(tasks)]
              for x, a in enumerate(tasks)]

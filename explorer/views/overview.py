@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import streamlit as st
 
 from explorer.figures import overview as fig
@@ -59,7 +61,5 @@ def render(ctx: Context) -> None:
 
 def families(state) -> str:
     """This run's task families with their task counts, as Markdown: "**classes** (5), ..."."""
-    counts: dict[str, int] = {}
-    for task in state.tasks:
-        counts[task["family"]] = counts.get(task["family"], 0) + 1
+    counts = Counter(task["family"] for task in state.tasks)  # in order of first appearance
     return ", ".join(f"**{md(f)}** ({n} task{'s' if n > 1 else ''})" for f, n in counts.items()) or "none"
