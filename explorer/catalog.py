@@ -124,9 +124,10 @@ def describe(folder: Path) -> RunEntry:
 
 
 def default_key(entries: list[RunEntry]) -> str | None:
-    """The run the app opens on: the bundled PRM run on the mixed sequence when present."""
-    preferred = ["sample_runs/digits-mixed-prm-s0", "sample_runs/digits-writers-prm-s0",
-                 "sample_runs/digits-classes-prm-s0"]
+    """The run the app opens on: the bundled run where PRM's mechanism shows best (PRM+ on the
+    few-shot mixed digits, docs/dtd-study.md), else the bundled PRM runs."""
+    preferred = ["sample_runs/digits-mixed-few-prm+-s4", "sample_runs/digits-mixed-prm-s0",
+                 "sample_runs/digits-writers-prm-s0", "sample_runs/digits-classes-prm-s0"]
     keys = [e.key for e in entries]
     for key in preferred:
         if key in keys:

@@ -1,7 +1,8 @@
-"""Command line: ``python -m prm run|compare|show``.
+"""Command line: ``python -m prm run|compare|table|show``.
 
     python -m prm run --sequence digits-mixed --method prm --seed 0 --out runs/my-run
     python -m prm compare --sequence digits-mixed --methods prm,hat,ncl,stl --seeds 0,1,2
+    python -m prm table runs/compare/* --families   # compare's tables from recorded run folders
     python -m prm show runs/my-run
 
 A user mistake (unknown sequence or method, impossible number, existing output folder,
@@ -25,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from prm.config import MAX_LAYERS, METHOD_HELP, METHODS, PRESETS, ConfigError, RunConfig, preset
+from prm.config import (MAX_LAYERS, METHOD_HELP, METHODS, PRESETS, PRM_CHOICES, VARIANT_LEVERS, ConfigError, PRMConfig,
+                        RunConfig, preset)
 from prm.data import DATA_ENV, SEQUENCES, DataError, make_sequence
 
 
@@ -59,6 +61,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", default=None,
                    help="folder with the paper's data sets (EMNIST, CIFAR-100 binary, LEAF); default $PRM_DATA")
     g.add_argument("--n-tasks", type=int, default=None, help="number of tasks [the sequence's default]")
+    g.add_argument("--shots", type=int, default=None,
+                   help="few-shot (-few) sequences: training images per class of each writer or style task "
+                        "[the sequence's default]")
     g.add_argument("--width", type=int, help=f"units per hidden layer [{d.model.hidden[0]}]")
     g.add_argument("--layers", type=int, help=f"masked hidden layers [{len(d.model.hidden)}]")
     g.add_argument("--epochs", type=int, help=f"max epochs per task [{d.optim.max_epochs}]")
@@ -74,6 +79,23 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-2so", action="store_true", help="PRM: DTD without the 1st optimisation (paper's 'w/o 2SO')")
     g.add_argument("--reg-mask", choices=("accumulated", "relaxed"),
                    help=f"PRM: mask the sparsity regulariser treats as used in LwPRM [{d.prm.reg_mask}]")
+    def lever(name: str) -> str:  # "[default; prm+: its value]" for the help texts
+        variants = "".join(f"; {m}: {v[name]}" for m, v in VARIANT_LEVERS.items() if name in v)
+        return f"[{getattr(PRMConfig(), name)}{variants}]"
+
+    g.add_argument("--features", choices=PRM_CHOICES["features"],
+                   help=f"PRM: what DTD clusters (docs/dtd-study.md) {lever('features')}")
+    g.add_argument("--clustering", choices=PRM_CHOICES["clustering"],
+                   help=f"PRM: DTD's rule {lever('clustering')}")
+    g.add_argument("--threshold", type=float, help=f"PRM: cosine distance of the linkage and cut rules {lever('threshold')}")
+    g.add_argument("--relax", type=float,
+                   help=f"PRM: 0 protects similar tasks' units as HAT, 1 frees them (the paper) {lever('relax')}")
+    g.add_argument("--embedding-init", choices=PRM_CHOICES["embedding_init"],
+                   help=f"PRM: the new task's embedding before DTD {lever('embedding_init')}")
+    g.add_argument("--head-init", choices=PRM_CHOICES["head_init"],
+                   help=f"PRM: the new task's head before LwPRM {lever('head_init')}")
+    g.add_argument("--dtd-layers", choices=PRM_CHOICES["layers"],
+                   help=f"PRM: one DTD call per masked layer, or one for all layers together {lever('layers')}")
     g.add_argument("--ewc-lambda", type=float, help=f"EWC penalty strength [{d.ewc_lambda}]")
     g.add_argument("--no-umap", action="store_true", help="store only PCA projections (skips UMAP's compile at run end)")
     g.add_argument("--device", default="cpu", help="cpu or cuda [%(default)s]")
@@ -84,6 +106,8 @@ _OVERRIDES = {  # CLI option -> (config section, field)
     "patience": ("optim", "patience"), "lamb": ("hat", "lamb"), "smax": ("hat", "smax"),
     "dropout": ("model", "hidden_dropout"), "dtd_epochs": ("prm", "dtd_epochs"),
     "head_epochs": ("prm", "head_epochs"), "reg_mask": ("prm", "reg_mask"),
+    **{name: ("prm", name) for name in ("features", "clustering", "threshold", "relax", "embedding_init", "head_init")},
+    "dtd_layers": ("prm", "layers"),
 }
 
 
@@ -96,7 +120,7 @@ def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) 
         index = args.device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
             _fail(f"--device {args.device}: this machine has CUDA devices 0 to {torch.cuda.device_count() - 1}")
-    base = preset(args.preset).to_dict()
+    base = preset(args.preset, method=method).to_dict()
     for option, (section, name) in _OVERRIDES.items():
         if getattr(args, option) is not None:
             base[section][name] = getattr(args, option)
@@ -114,7 +138,8 @@ def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) 
     if args.ewc_lambda is not None:
         base["ewc_lambda"] = args.ewc_lambda
     data_dir = args.data_dir or os.environ.get(DATA_ENV)
-    return RunConfig.from_dict({**base, "sequence": sequence, "n_tasks": args.n_tasks, "method": method,
+    return RunConfig.from_dict({**base, "sequence": sequence, "n_tasks": args.n_tasks, "shots": args.shots,
+                                "method": method,
                                 "seed": seed, "device": args.device, "data_dir": data_dir})
 
 
@@ -224,7 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/{args.sequence}-{args.method}-s{args.seed}-{stamp}")
     created = _check_out(out, "--out")
-    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir)
+    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
     writer = None  # nothing is created on disk before this point
     try:
         writer = RunWriter(out, config=cfg)
@@ -329,8 +354,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- compare
 
 
-def _compare_one(job: tuple[RunConfig, str | None]) -> tuple[np.ndarray, float]:
-    """Train one run (in a worker process when --jobs > 1); return R and CT."""
+def _compare_one(job: tuple[RunConfig, str | None]) -> tuple[np.ndarray, float, list[str]]:
+    """Train one run (in a worker process when --jobs > 1); return R, CT and each task's family."""
     import torch
 
     from prm.engine import train_sequence
@@ -338,12 +363,16 @@ def _compare_one(job: tuple[RunConfig, str | None]) -> tuple[np.ndarray, float]:
 
     torch.set_num_threads(1)
     cfg, out = job
+    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
     emit = RunWriter(out, config=cfg) if out else None
-    result = train_sequence(cfg, emit=emit)
-    return result.test_acc, result.seconds
+    result = train_sequence(cfg, emit=emit, sequence=seq)
+    return result.test_acc, result.seconds, [t.family for t in seq.tasks]
 
 
-def compare_table(results: dict[tuple[str, str, int], tuple[np.ndarray, float]]) -> list[dict[str, Any]]:
+Results = dict[tuple[str, str, int], tuple[np.ndarray, float, list[str]]]  # (sequence, method, seed) -> R, CT, families
+
+
+def compare_table(results: Results) -> list[dict[str, Any]]:
     """Acc, BWT, FWT (against STL of the same sequence and seed), CT: mean and std over seeds."""
     from prm import metrics
 
@@ -353,7 +382,7 @@ def compare_table(results: dict[tuple[str, str, int], tuple[np.ndarray, float]])
             seeds = sorted(k[2] for k in results if k[:2] == (sequence, method))
             values: dict[str, list[float]] = {"acc": [], "bwt": [], "fwt": [], "ct": []}
             for seed in seeds:
-                R, seconds = results[(sequence, method, seed)]
+                R, seconds, _ = results[(sequence, method, seed)]
                 values["acc"].append(metrics.average_accuracy(R))
                 values["bwt"].append(metrics.backward_transfer(R))
                 values["ct"].append(seconds)
@@ -367,19 +396,65 @@ def compare_table(results: dict[tuple[str, str, int], tuple[np.ndarray, float]])
     return rows
 
 
-def format_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
-    head = ["sequence", "method", "seeds", "Acc", "BWT", "FWT", "CT s"]
+def family_table(results: Results) -> list[dict[str, Any]]:
+    """Per task family (writers, classes, style-A ...): just-learnt accuracy (the diagonal),
+    Acc, BWT and FWT over that family's tasks only, mean and std over seeds. This splits the
+    stability-plasticity picture: forward gains show in FWT, losses of earlier similar tasks
+    in BWT."""
+    from prm import metrics
 
-    def cell(v: tuple[float, float] | None, digits: int = 3) -> str:
-        return "-" if v is None else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
+    rows = []
+    for sequence, method in dict.fromkeys(k[:2] for k in results):
+        seeds = sorted(k[2] for k in results if k[:2] == (sequence, method))
+        families = dict.fromkeys(f for seed in seeds for f in results[(sequence, method, seed)][2])
+        for family in families:
+            values: dict[str, list[float]] = {"diag": [], "acc": [], "bwt": [], "fwt": []}
+            counts = []
+            for seed in seeds:
+                R, _, fams = results[(sequence, method, seed)]
+                tasks = [i for i, f in enumerate(fams) if f == family]
+                if not tasks or tasks[0] >= metrics.completed_rows(R):
+                    continue
+                counts.append(len(tasks))
+                values["diag"].append(metrics.just_learnt(R, tasks))
+                values["acc"].append(metrics.average_accuracy(R, tasks))
+                values["bwt"].append(metrics.backward_transfer(R, tasks))
+                stl = results.get((sequence, "stl", seed))
+                if stl is not None:
+                    values["fwt"].append(metrics.forward_transfer(R, np.diag(stl[0]), tasks))
+            row: dict[str, Any] = {"sequence": sequence, "method": method, "family": family,
+                                   "tasks": f"{min(counts)}-{max(counts)}" if counts and min(counts) != max(counts)
+                                   else str(counts[0] if counts else 0)}
+            for key, vals in values.items():
+                row[key] = (float(np.mean(vals)), float(np.std(vals))) if vals else None
+            rows.append(row)
+    return rows
 
-    body = [[r["sequence"], r["method"], str(r["seeds"]), cell(r["acc"]), cell(r["bwt"]), cell(r["fwt"]),
-             cell(r["ct"], 1)] for r in rows]
+
+def _cell(v: tuple[float, float] | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
+
+
+def _layout(head: list[str], body: list[list[str]], *, markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)) for line in [head, *body])
+
+
+def format_family_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
+    head = ["sequence", "method", "family", "tasks", "just learnt", "Acc", "BWT", "FWT"]
+    body = [[r["sequence"], r["method"], r["family"], r["tasks"], _cell(r["diag"]), _cell(r["acc"]), _cell(r["bwt"]),
+             _cell(r["fwt"])] for r in rows]
+    return _layout(head, body, markdown=markdown)
+
+
+def format_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
+    head = ["sequence", "method", "seeds", "Acc", "BWT", "FWT", "CT s"]
+    body = [[r["sequence"], r["method"], str(r["seeds"]), _cell(r["acc"]), _cell(r["bwt"]), _cell(r["fwt"]),
+             _cell(r["ct"], 1)] for r in rows]
+    return _layout(head, body, markdown=markdown)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -398,7 +473,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     needed = methods if "stl" in methods else [*methods, "stl"]  # STL is FWT's reference
     jobs, keys = [], []
     for sequence in sequences:  # a missing data set fails here, before anything trains
-        make_sequence(sequence, seed=args.seeds[0], n_tasks=args.n_tasks, data_dir=args.data_dir or None)
+        make_sequence(sequence, seed=args.seeds[0], n_tasks=args.n_tasks, data_dir=args.data_dir or None,
+                      shots=args.shots)
         for method in needed:
             for seed in args.seeds:
                 cfg = _config(args, sequence=sequence, method=method, seed=seed)
@@ -426,6 +502,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _fail(f"could not write the runs under {args.out_dir}: {exc}")
     rows = [r for r in compare_table(results) if r["method"] in methods]
     print(format_table(rows, markdown=args.markdown))
+    if args.families:
+        print("\nper task family (FWT against STL of the same seed):")
+        print(format_family_table([r for r in family_table(results) if r["method"] in methods], markdown=args.markdown))
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    """compare's tables from recorded runs: finished runs only, keyed by (sequence, method, seed)."""
+    from prm.runs import RunFormatError, load_run
+
+    results: Results = {}
+    for folder in args.runs:
+        try:
+            run = load_run(Path(folder))
+        except RunFormatError as exc:
+            print(f"prm: skipped {folder}: {exc}", file=sys.stderr)
+            continue
+        if run.status != "finished":
+            print(f"prm: skipped {folder}: status {run.status}", file=sys.stderr)
+            continue
+        cfg = run.config
+        key = (run.state.sequence, cfg.method, cfg.seed)
+        if key in results:
+            _fail(f"{folder}: a second run of {key[0]} {key[1]} seed {key[2]}; give each once")
+        results[key] = (run.state.accuracy_matrix("test"), run.state.end.seconds or 0.0,
+                        [t["family"] for t in run.state.tasks])
+    if not results:
+        _fail("no finished run among the folders given")
+    print(format_table(compare_table(results), markdown=args.markdown))
+    if args.families:
+        print("\nper task family (FWT against STL of the same seed):")
+        print(format_family_table(family_table(results), markdown=args.markdown))
     return 0
 
 
@@ -455,9 +563,17 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--out-dir", default=None, help="also record every run under this folder")
     comp.add_argument("--jobs", type=int, default=1, help="runs in parallel processes [%(default)s]")
     comp.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    comp.add_argument("--families", action="store_true",
+                      help="also print just-learnt accuracy, Acc, BWT and FWT per task family")
     comp.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_training_options(comp)
     comp.set_defaults(func=cmd_compare)
+
+    table = sub.add_parser("table", help="compare's tables from recorded run folders (e.g. compare --out-dir)")
+    table.add_argument("runs", nargs="+", help="run folders")
+    table.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    table.add_argument("--families", action="store_true", help="also print the per-family table")
+    table.set_defaults(func=cmd_table)
 
     show = sub.add_parser("show", help="summary of a recorded run")
     show.add_argument("run", help="run folder")

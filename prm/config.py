@@ -19,11 +19,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("prm", "prm-s", "prm-d", "prm-t", "hat", "ncl", "ewc", "stl")
+from prm.similarity import FEATURES, RULES
+
+METHODS = ("prm", "prm+", "prm-s", "prm-d", "prm-t", "hat", "ncl", "ewc", "stl", "joint")
 """Every method the engine knows; ``prm-*`` are the paper's ablations."""
 
 METHOD_HELP = {
     "prm": "PRM: DTD (X-means on task embeddings) then learning with partially relaxed masks",
+    "prm+": "PRM+ (this project's variant, not the paper's): PRM with the levers docs/dtd-study.md chose "
+            "(see VARIANT_LEVERS)",
     "prm-s": "PRM(S) ablation: every previous task treated as similar (nothing protected in LwPRM)",
     "prm-d": "PRM(D) ablation: every previous task treated as dissimilar (HAT plus the DTD pass)",
     "prm-t": "PRM(T) ablation: the true similarity (same family and label set) replaces the clustering",
@@ -31,6 +35,8 @@ METHOD_HELP = {
     "ncl": "naive continual learning: fine-tune the same unmasked network, no protection",
     "ewc": "EWC on the same unmasked network (Fisher from the task's training data)",
     "stl": "single-task learning: a fresh unmasked network per task (the reference for FWT)",
+    "joint": "joint training (not continual): after each task t, a fresh unmasked network trained on the data "
+             "of tasks 1..t at once, one head per task (the upper bound of transfer)",
 }
 
 
@@ -71,7 +77,14 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    """SGD with HAT's validation-loss patience schedule, used by every training phase."""
+    """SGD with HAT's validation-loss patience schedule, used by every training phase.
+
+    ``min_batches``: the batch shrinks (for every method alike) so that an epoch of the new
+    task has at least this many batches. HAT anneals s over an epoch's batches; a 20-image
+    few-shot task in batches of 16 has two, s jumps from 1/smax to smax, and HAT fell from
+    0.906 to 0.790 on digits-writers-few (2 shots, seeds 100-102; STL 0.923). Every task of
+    the full bundled sequences already has at least 5 batches, so they are unchanged.
+    """
 
     lr: float = 0.1
     lr_min: float = 1e-4
@@ -79,6 +92,7 @@ class OptimConfig:
     patience: int = 5
     max_epochs: int = 200
     batch_size: int = 16
+    min_batches: int = 5
     clip: float = 10000.0
 
 
@@ -108,6 +122,22 @@ class PRMConfig:
     "one cluster" would be a default, not evidence): ``dissimilar`` protects the earlier task
     as HAT would, since forgetting cannot be undone while a missed transfer costs little;
     ``similar`` takes X-means' single cluster at face value.
+
+    The remaining fields are levers studied in ``docs/dtd-study.md``; their defaults are the
+    paper's recipe. ``features``: what DTD clusters: ``raw`` embeddings e (the paper),
+    ``binary`` (e > 0, the mask at smax), ``standardised`` (each unit z-scored over the
+    tasks), ``unit`` (each task's row scaled to length 1: cosine geometry, which vector
+    length does not dominate). ``clustering``: ``xmeans`` (the paper), ``linkage`` (average
+    linkage on cosine distance, clusters cut at ``threshold``) or ``cut`` (an earlier task is
+    similar when its cosine distance to the new task is below ``threshold``). ``relax``: how far
+    similar tasks' units are relaxed, from 0 (protected as in HAT) to 1 (freed, the paper);
+    see :func:`prm.masks.relaxed_mask`. ``embedding_init``: the new task's embedding before
+    DTD and LwPRM: ``normal`` (HAT's N(0, 1)), ``zeros``, or ``mean`` (the mean of the
+    earlier tasks' embeddings, a common start). ``head_init``: the new task's head before
+    LwPRM: ``normal`` (PyTorch's init, the paper) or ``similar`` (a copy of the head of the
+    nearest earlier task DTD called similar, when one has as many classes). ``layers``:
+    ``each`` (the paper: one dissimilar set per masked layer) or ``together`` (one set for
+    every layer, decided on all layers' embeddings side by side).
     """
 
     two_stage: bool = True
@@ -116,6 +146,13 @@ class PRMConfig:
     k_max: int | None = None
     reg_mask: str = "accumulated"
     undecided: str = "dissimilar"
+    features: str = "raw"
+    clustering: str = "xmeans"
+    threshold: float = 0.35
+    relax: float = 1.0
+    embedding_init: str = "normal"
+    head_init: str = "normal"
+    layers: str = "each"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +175,7 @@ class RunConfig:
 
     sequence: str = "digits-mixed"
     n_tasks: int | None = None
+    shots: int | None = None  # training images per class of a few-shot (-few) sequence; None: its default
     data_dir: str | None = None
     method: str = "prm"
     seed: int = 0
@@ -164,6 +202,27 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+PRM_CHOICES: dict[str, tuple[str, ...]] = {
+    "features": FEATURES,
+    "clustering": ("xmeans", *RULES),
+    "embedding_init": ("normal", "zeros", "mean"),
+    "head_init": ("normal", "similar"),
+    "layers": ("each", "together"),
+}
+"""The valid values of PRMConfig's string levers (the first is the paper's recipe)."""
+
+
+VARIANT_LEVERS: dict[str, dict[str, Any]] = {
+    "prm+": {"features": "binary", "clustering": "linkage", "threshold": 0.3, "layers": "together", "relax": 0.3,
+             "head_init": "similar"},
+}
+"""PRMConfig fields a named method variant starts from (before any explicit setting). PRM+ is
+PRM with what the study in docs/dtd-study.md chose on seeds 100-102 (tested on seeds 0-4):
+DTD calls by average linkage on the cosine distance of the binarised embeddings of both
+layers together, cut at 0.3; similar tasks' units relaxed to 0.3 of their gradient; the
+new head started from its nearest similar task's head."""
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {
@@ -178,12 +237,19 @@ data sets (``EMNIST-10T`` ...), far too slow and large for the bundled 8x8 digit
 
 
 def preset(name: str, **overrides: Any) -> RunConfig:
-    """A RunConfig from a named preset, with top-level fields overridden (sequence, seed ...)."""
+    """A RunConfig from a named preset, with top-level fields overridden (sequence, seed ...).
+
+    A method variant (``method="prm+"``) starts from its ``VARIANT_LEVERS``; a ``prm`` mapping
+    among the overrides is applied on top of them. Build variant runs through this function
+    (the CLI does): ``RunConfig(method="prm+")`` alone keeps the paper's PRM settings.
+    """
     if name not in PRESETS:
         raise ConfigError(f"preset: unknown {name!r}; choose one of {', '.join(PRESETS)}")
     base = RunConfig().to_dict()
     for section, values in PRESETS[name].items():
         base[section].update(values)
+    base["prm"].update(VARIANT_LEVERS.get(overrides.get("method"), {}))
+    base["prm"].update(overrides.pop("prm", {}))
     return RunConfig.from_dict({**base, **overrides})
 
 
@@ -220,7 +286,7 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-_OPTIONAL_INTS = ("n_tasks", "k_max")  # int or None
+_OPTIONAL_INTS = ("n_tasks", "k_max", "shots")  # int or None
 
 
 def _is_int(value: Any) -> bool:
@@ -252,6 +318,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.data_dir is None or isinstance(cfg.data_dir, str), f"data_dir: must be a path, got {cfg.data_dir!r}")
     _check(cfg.method in METHODS, f"method: unknown {cfg.method!r}; choose one of {', '.join(METHODS)}")
     _check(cfg.n_tasks is None or cfg.n_tasks >= 1, f"n_tasks: must be a positive integer, got {cfg.n_tasks!r}")
+    _check(cfg.shots is None or cfg.shots >= 1, f"shots: must be a positive integer, got {cfg.shots!r}")
     _check(0 <= cfg.seed <= MAX_SEED, f"seed: must be an integer from 0 to {MAX_SEED}, got {cfg.seed!r}")
     _check(isinstance(cfg.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device) is not None,
            f"device: 'cpu' or 'cuda[:N]', got {cfg.device!r}")
@@ -276,6 +343,7 @@ def validate(cfg: RunConfig) -> None:
     _check(1 <= o.patience <= MAX_EPOCHS, f"optim.patience: must be from 1 to {MAX_EPOCHS}, got {o.patience!r}")
     _check(1 <= o.max_epochs <= MAX_EPOCHS, f"optim.max_epochs: must be from 1 to {MAX_EPOCHS}, got {o.max_epochs!r}")
     _check(1 <= o.batch_size <= MAX_BATCH, f"optim.batch_size: must be from 1 to {MAX_BATCH}, got {o.batch_size!r}")
+    _check(1 <= o.min_batches <= MAX_BATCH, f"optim.min_batches: must be from 1 to {MAX_BATCH}, got {o.min_batches!r}")
     _check(o.clip > 0, f"optim.clip: must be > 0, got {o.clip!r}")
     h = cfg.hat
     _check(h.smax > 1, f"hat.smax: must be > 1, got {h.smax!r}")
@@ -289,6 +357,10 @@ def validate(cfg: RunConfig) -> None:
            f"prm.reg_mask: 'accumulated' or 'relaxed', got {d.reg_mask!r}")
     _check(d.undecided in ("dissimilar", "similar"),
            f"prm.undecided: 'dissimilar' or 'similar', got {d.undecided!r}")
+    for name, choices in PRM_CHOICES.items():
+        _check(getattr(d, name) in choices, f"prm.{name}: one of {', '.join(choices)}, got {getattr(d, name)!r}")
+    _check(0.0 < d.threshold < 2.0, f"prm.threshold: a cosine distance in (0, 2), got {d.threshold!r}")
+    _check(0.0 <= d.relax <= 1.0, f"prm.relax: must be in [0, 1], got {d.relax!r}")
     r = cfg.record
     _check(r.trajectory_every >= 1, f"record.trajectory_every: must be >= 1, got {r.trajectory_every!r}")
     _check(r.trajectory_dtype in ("float16", "float32"),

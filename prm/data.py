@@ -19,6 +19,7 @@ lists only those whose data is present.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from collections.abc import Callable
@@ -28,14 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from prm.datasets import cifar, emnist, leaf
-from prm.datasets.core import DATA_ENV, DataError, Task, TaskSequence, interleave, resolve_data_dir, split_count
+from prm.datasets.core import (DATA_ENV, DataError, Task, TaskSequence, few_shot, interleave, resolve_data_dir,
+                               split_count)
 from prm.datasets.digits import CLASS_PAIRS, _digits, digits_tasks, infer_template, n_forms, recover_forms
 from prm.datasets.fashion import fashion_files, fashion_tasks
 from prm.datasets.mnist5k import MAX_STYLE_UNITS, mnist5k_tasks
 from prm.datasets.oracle import transfer_matrix
 
 __all__ = [
-    "DATA_ENV", "DataError", "Task", "TaskSequence", "SEQUENCES", "DEFAULT_N_TASKS", "make_sequence",
+    "DATA_ENV", "DataError", "Task", "TaskSequence", "SEQUENCES", "DEFAULT_N_TASKS", "DEFAULT_SHOTS", "make_sequence",
     "available_sequences", "task_count_range", "recover_forms", "infer_template", "CLASS_PAIRS", "_digits",
 ]
 
@@ -50,6 +52,7 @@ class Spec:
     build: Build
     available: Callable[[Path | None], bool]
     oracle: bool = False  # attach the measured oracle_transfer matrix
+    shots: int | None = None  # few-shot: default training images per class of every non-class-pair task
 
 
 def _always(_data_dir) -> bool:
@@ -158,7 +161,36 @@ SPECS: dict[str, Spec] = {
         lambda: (2, 20), _mix(_cifar, _CELEBA), _both(cifar.present, lambda d: leaf.present(leaf.CELEBA, d))),
 }
 
+
+def _few(base: str, shots: int, what: str, default_n: int | None = None) -> Spec:
+    """``base`` with ``shots`` training images per class in every task that is not a class pair.
+
+    The paper's similar tasks are small (F-EMNIST: about 20 images per class, F-CelebA: 400
+    images); there one writer alone learns poorly and sharing pays. Class-pair tasks keep
+    their full data: they are the dissimilar tasks whose protection is under test.
+    """
+    spec = SPECS[base]
+    n = spec.default_n if default_n is None else default_n
+    description = spec.description if default_n is None else f"{spec.description.split(' (default')[0]} (default {n})"
+    return dataclasses.replace(spec, description=f"{description}; few-shot: {shots} training images per class in "
+                               f"every {what} task (validation and test as in {base})", shots=shots, default_n=n)
+
+
+# Default shots: the count where joint training of all tasks most beats one network per
+# task (STL), measured without PRM by scripts/few_shot_k.py (numbers in docs/data.md).
+SPECS.update({
+    "digits-writers-few": _few("digits-writers", 2, "writer"),
+    "digits-mixed-few": _few("digits-mixed", 2, "writer"),
+    "mnist5k-styles-few": _few("mnist5k-styles", 5, "style"),
+    # 14 tasks: 5 digit pairs + 7 styles + 2 controls, so that every style family has 2-3
+    # tasks (mnist5k-mixed's default 10 has one task per family: nothing is truly similar).
+    "mnist5k-mixed-few": _few("mnist5k-mixed", 5, "style", default_n=14),
+})
+
 SEQUENCES: dict[str, str] = {name: spec.description for name, spec in SPECS.items()}
+DEFAULT_SHOTS: dict[str, int] = {name: spec.shots for name, spec in SPECS.items() if spec.shots is not None}
+MAX_SHOTS = 1000
+"""Training images per class of a few-shot task; more than any bundled task holds (a class keeps what it has)."""
 DEFAULT_N_TASKS: dict[str, int] = {name: spec.default_n for name, spec in SPECS.items()}
 
 
@@ -191,6 +223,7 @@ def make_sequence(
     data_dir: str | os.PathLike | None = None,
     sizes: tuple[int, int, int] | None = None,
     min_samples: int | None = None,
+    shots: int | None = None,
 ) -> TaskSequence:
     """Build a named task sequence; ``seed`` fixes task choice, order and splits.
 
@@ -198,7 +231,9 @@ def make_sequence(
     ``sizes`` overrides the per-task (train, val, test) sizes of the class-split
     paper sets (EMNIST-10T, CIFAR100-10T); ``min_samples`` overrides how many
     samples a writer or celebrity needs to be chosen (F-EMNIST-10T 200,
-    F-CelebA-10T 30). Both exist mainly so tests can use tiny files.
+    F-CelebA-10T 30). Both exist mainly so tests can use tiny files. ``shots``
+    sets the training images per class of a few-shot (``-few``) sequence's
+    writer or style tasks (None: the sequence's default).
     """
     if name not in SPECS:
         raise DataError(f"unknown sequence {name!r}; choose one of: {', '.join(SPECS)}")
@@ -209,9 +244,16 @@ def make_sequence(
         raise DataError(f"{name} takes n_tasks from {lo} to {hi} (or None for {spec.default_n}); got {n_tasks!r}")
     if min_samples is not None and (isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2):
         raise DataError(f"min_samples must be an integer >= 2; got {min_samples!r}")
+    if shots is not None and (spec.shots is None or isinstance(shots, bool) or not isinstance(shots, (int, np.integer))
+                              or not 1 <= shots <= MAX_SHOTS):
+        raise DataError(f"shots applies to the few-shot sequences ({', '.join(n for n, s in SPECS.items() if s.shots)}) "
+                        f"and must be an integer from 1 to {MAX_SHOTS}; got {shots!r} for {name}")
     n = int(n)
     tasks = tuple(spec.build(n=n, seed=seed, data_dir=resolve_data_dir(data_dir), sizes=_check_sizes(sizes),
                              min_samples=min_samples))
+    if spec.shots is not None:
+        k = spec.shots if shots is None else int(shots)
+        tasks = tuple(t if t.family == "classes" else few_shot(t, k, seed=seed) for t in tasks)
     dims = {int(t.x_train.shape[1]) for t in tasks}
     if len(dims) != 1:
         raise DataError(f"{name}: tasks have different input sizes {sorted(dims)}")

@@ -32,6 +32,7 @@ from prm.data import Task, TaskSequence, make_sequence
 from prm.events import DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd
 from prm.methods import STRATEGIES, Strategy, dissimilar_set, true_groups
 from prm.model import MaskedMLP
+from prm.similarity import cosine_distances, dissimilar_by_rule, features
 from prm.xmeans import dissimilar_to, xmeans
 
 Emit = Callable[[Event], None]
@@ -184,34 +185,50 @@ def _fit(
     protect: Sequence[Tensor] | None = None,
     reg_used: Sequence[Tensor] | None = None,
     penalty: Callable[[], Tensor] | None = None,
+    also: Sequence[tuple[int, dict[str, Tensor]]] = (),
 ) -> tuple[int, list[list[np.ndarray]]]:
     """Train ``task`` for one phase with HAT's patience schedule; return the epochs run and
     the embedding trajectory (after every ``record.trajectory_every``-th epoch, then the
-    restored best-validation embedding)."""
+    restored best-validation embedding).
+
+    ``also`` lists earlier (task, data) pairs trained at the same time (joint training): each
+    batch holds one task's images and trains its head, the batches of all tasks are shuffled
+    together, and early stopping watches the validation loss over all of them."""
     cfg, opt_cfg = ctx.cfg, ctx.cfg.optim
-    step = Step(model=model, task=task, hat=cfg.hat, clip=opt_cfg.clip, head_only=head_only,
-                protect=protect, reg_used=reg_used, penalty=penalty)
+    jobs = [(task, data), *also]
+    steps = [Step(model=model, task=t, hat=cfg.hat, clip=opt_cfg.clip, head_only=head_only,
+                  protect=protect, reg_used=reg_used, penalty=penalty) for t, _ in jobs]
     lr = opt_cfg.lr
     best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
     patience = opt_cfg.patience
-    x, y = data["x_train"], data["y_train"]
-    n, bs = len(x), opt_cfg.batch_size
-    n_batches = max(1, math.ceil(n / bs))
+    # HAT anneals s over the batches of an epoch; with two batches it jumps from 1/smax to
+    # smax and the masks barely learn (OptimConfig.min_batches), so tiny tasks get smaller batches.
+    bs, n_new = opt_cfg.batch_size, len(data["x_train"])
+    if math.ceil(n_new / bs) < opt_cfg.min_batches:
+        bs = max(1, n_new // opt_cfg.min_batches)
+    n = sum(len(d["x_train"]) for _, d in jobs)
     trajectory: list[list[np.ndarray]] = []
     epochs = 0
     for epoch in range(max_epochs):
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=ctx.generator).to(ctx.device)
+        batches = []  # (job index, sample indices)
+        for j, (_, d) in enumerate(jobs):
+            order = torch.randperm(len(d["x_train"]), generator=ctx.generator).to(ctx.device)
+            batches += [(j, order[b:b + bs]) for b in range(0, len(order), bs)]
+        if len(jobs) > 1:
+            batches = [batches[k] for k in torch.randperm(len(batches), generator=ctx.generator).tolist()]
         sum_loss, sum_correct = 0.0, 0
-        for b in range(n_batches):
-            idx = order[b * bs:(b + 1) * bs]
-            loss, logits = step(lr, x[idx], y[idx], M.anneal_s(b, n_batches, cfg.hat.smax))
+        for b, (j, idx) in enumerate(batches):
+            x, y = jobs[j][1]["x_train"][idx], jobs[j][1]["y_train"][idx]
+            loss, logits = steps[j](lr, x, y, M.anneal_s(b, len(batches), cfg.hat.smax))
             sum_loss += float(loss) * len(idx)
-            sum_correct += int((logits.argmax(1) == y[idx]).sum())
+            sum_correct += int((logits.argmax(1) == y).sum())
         epochs = epoch + 1
-        val_loss, val_acc = evaluate(model, task, data["x_val"], data["y_val"], cfg.hat.smax)
-        val_loss += step.objective_extra()
+        scores = np.array([evaluate(model, t, d["x_val"], d["y_val"], cfg.hat.smax) for t, d in jobs])
+        sizes = [len(d["x_val"]) for _, d in jobs]
+        val_loss, val_acc = (float(v) for v in (scores[0] if len(jobs) == 1 else np.average(scores, 0, sizes)))
+        val_loss += steps[0].objective_extra()
         if model.masked and epoch % cfg.record.trajectory_every == 0:
             trajectory.append([e.detach().cpu().numpy().copy() for e in model.task_embeddings(task)])
         ctx.emit(EpochEnd(
@@ -250,8 +267,9 @@ def _stack(trajectory: list[list[np.ndarray]], layer: int, dtype: str) -> np.nda
 def _dtd(
     ctx: _Context, model: MaskedMLP, task: int, data: dict[str, Tensor],
     acc_mask: list[Tensor], groups: list[int],
-) -> tuple[list[list[int]], dict[str, int]]:
-    """Dissimilar-task detection on a copy of the state: returns D_t per layer and epochs."""
+) -> tuple[list[list[int]], dict[str, int], np.ndarray]:
+    """Dissimilar-task detection on a copy of the state: returns D_t per layer, the epochs,
+    and the embedding table DTD ended with (rows 0..task, all layers side by side)."""
     cfg = ctx.cfg
     saved = copy.deepcopy(model.state_dict())
     epochs = {}
@@ -262,29 +280,60 @@ def _dtd(
                                      protect=acc_mask, reg_used=acc_mask)
     started = time.perf_counter()
     layers, dissimilar, arrays = [], [], {}
-    table = model.split(model.embedding.weight[: task + 1].detach().cpu())
-    for index, rows in enumerate(table):
-        points = rows.numpy().astype(np.float64)
-        result = xmeans(points, k_max=cfg.prm.k_max, seed=cfg.seed)
+    rows_all = model.embedding.weight[: task + 1].detach().cpu()
+    table = model.split(rows_all)
+    rule, prm_cfg = cfg.prm.clustering, cfg.prm
+
+    def by_xmeans(points: np.ndarray):
+        result = xmeans(features(points, prm_cfg.features), k_max=prm_cfg.k_max, seed=cfg.seed)
         # No split could even be tried (2 tasks): the single cluster is a default, not a finding.
         undecided = all(a.reason == "too-few-points" for a in result.attempts)
-        by_xmeans = dissimilar_to(result, task)
-        if undecided and cfg.prm.undecided == "dissimilar":
-            by_xmeans = list(range(task))
+        called = dissimilar_to(result, task)
+        if undecided and prm_cfg.undecided == "dissimilar":
+            called = list(range(task))
+        return result, undecided, called
+
+    def by_rule(points: np.ndarray) -> list[int]:
+        if rule == "xmeans":
+            return by_xmeans(points)[2]
+        return dissimilar_by_rule(features(points, prm_cfg.features), task, rule=rule, threshold=prm_cfg.threshold)
+
+    # prm.layers = together: one call for every layer, from all layers' rows side by side.
+    shared = by_rule(rows_all.numpy().astype(np.float64)) if prm_cfg.layers == "together" else None
+    for index, rows in enumerate(table):
+        points = rows.numpy().astype(np.float64)
+        result, undecided, called_by_xmeans = by_xmeans(points)
+        called = shared if shared is not None else called_by_xmeans if rule == "xmeans" else by_rule(points)
         used = dissimilar_set(similarity=ctx.strategy.similarity, task=task,
-                              xmeans_dissimilar=by_xmeans, groups=groups)
+                              xmeans_dissimilar=called, groups=groups)
         record = result.to_dict()
         del record["centers"]  # the means of each cluster's rows of arrays/dtd_<t>.npz: not logged twice
         layers.append({"xmeans": record, "undecided": undecided,
-                       "dissimilar_xmeans": by_xmeans, "dissimilar": used})
+                       "dissimilar_xmeans": called_by_xmeans, "dissimilar": used})
         dissimilar.append(used)
         arrays[f"embeddings_l{index}"] = points.astype(np.float32)
         arrays[f"trajectory_l{index}"] = _stack(trajectory, index, cfg.record.trajectory_dtype)
     model.load_state_dict(saved)
     ctx.emit(TaskArrays(task=task, kind="dtd", arrays=arrays))
-    ctx.emit(DTDResult(task=task, layers=layers, source=ctx.strategy.similarity,
+    source = rule if ctx.strategy.similarity == "xmeans" else ctx.strategy.similarity
+    ctx.emit(DTDResult(task=task, layers=layers, source=source,
                        seconds=time.perf_counter() - started))
-    return dissimilar, epochs
+    return dissimilar, epochs, rows_all.numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def _copy_nearest_head(model: MaskedMLP, task: int, dtd_rows: np.ndarray, dissimilar_last: Sequence[int]) -> None:
+    """``PRMConfig.head_init == "similar"``: start the new task's head from the head of its
+    nearest (cosine, DTD embeddings) earlier similar task with as many classes, so that the
+    shared units the relaxed mask frees are moved in a direction that task's head can read.
+    "Similar" is the last masked layer's call (the layer the heads read); "nearest" is the
+    cosine distance over all layers' DTD embeddings side by side."""
+    size = model.heads[task].out_features
+    similar = [i for i in range(task) if i not in set(dissimilar_last) and model.heads[i].out_features == size]
+    if similar:
+        dist = cosine_distances(dtd_rows)[task]
+        nearest = min(similar, key=lambda i: dist[i])
+        model.heads[task].load_state_dict(model.heads[nearest].state_dict())
 
 
 def _ewc_penalty(model: MaskedMLP, fisher: list[Tensor], anchor: list[Tensor], lam: float) -> Callable[[], Tensor]:
@@ -313,6 +362,16 @@ def _fisher(model: MaskedMLP, task: int, data: dict[str, Tensor], batch_size: in
     return [f / len(x) for f in fisher]
 
 
+@torch.no_grad()
+def _init_embedding(model: MaskedMLP, task: int, how: str) -> None:
+    """Set the new task's embedding row before DTD (``PRMConfig.embedding_init``); ``normal``
+    keeps HAT's N(0, 1) draw from the model's construction."""
+    if how == "zeros":
+        model.embedding.weight[task].zero_()
+    elif how == "mean":
+        model.embedding.weight[task] = model.embedding.weight[:task].mean(0)
+
+
 def _build_model(cfg: RunConfig, seq: TaskSequence, strategy: Strategy, device: torch.device) -> MaskedMLP:
     return MaskedMLP(
         input_dim=seq.input_dim, hidden=cfg.model.hidden, head_sizes=[t.n_classes for t in seq.tasks],
@@ -330,7 +389,8 @@ def train_sequence(
 ) -> RunResult:
     """Learn every task of the configured sequence in order, reporting through ``emit``.
 
-    Ends with a ``RunEnd`` event whatever happens: 'finished', 'stopped' (``should_stop``
+    A ``sequence`` passed in is used as given (the caller built it from this config, shots
+    included). Ends with a ``RunEnd`` event whatever happens: 'finished', 'stopped' (``should_stop``
     returned True, or Ctrl-C, which is re-raised) or 'failed' (the exception is re-raised).
     """
     emit = emit or (lambda event: None)
@@ -346,7 +406,7 @@ def train_sequence(
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
     seq = sequence or make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks,
-                                    data_dir=config.data_dir)
+                                    data_dir=config.data_dir, shots=config.shots)
     T = len(seq.tasks)
     test_acc = np.full((T, T), np.nan)
     val_acc = np.full((T, T), np.nan)
@@ -387,9 +447,12 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
             model = _build_model(cfg, seq, strategy, ctx.device)
         protect, dissimilar, epochs = acc_mask, None, {}
         if strategy.runs_dtd and t > 0:
+            _init_embedding(model, t, cfg.prm.embedding_init)
             clock = time.perf_counter()
-            dissimilar, epochs = _dtd(ctx, model, t, data[t], acc_mask, groups)
-            protect = [M.relaxed_mask([m[l] for m in task_masks], d, len(acc_mask[l]))
+            dissimilar, epochs, dtd_rows = _dtd(ctx, model, t, data[t], acc_mask, groups)
+            if cfg.prm.head_init == "similar":
+                _copy_nearest_head(model, t, dtd_rows, dissimilar[-1])
+            protect = [M.relaxed_mask([m[l] for m in task_masks], d, len(acc_mask[l]), relax=cfg.prm.relax)
                        for l, d in enumerate(dissimilar)]
             seconds["dtd"] = time.perf_counter() - clock
         reg_used = protect if cfg.prm.reg_mask == "relaxed" and dissimilar is not None else acc_mask
@@ -399,7 +462,8 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
         clock = time.perf_counter()
         epochs["train"], trajectory = _fit(ctx, model, t, data[t], phase="train", max_epochs=cfg.optim.max_epochs,
                                            protect=protect if strategy.protect != "none" else None,
-                                           reg_used=reg_used, penalty=penalty)
+                                           reg_used=reg_used, penalty=penalty,
+                                           also=[(i, data[i]) for i in range(t)] if strategy.joint else ())
         seconds["train"] = time.perf_counter() - clock
         arrays: dict[str, np.ndarray] = {}
         if strategy.masked:
@@ -422,7 +486,7 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
             eval_models.append(model)
         clock = time.perf_counter()
         for i in range(t + 1):
-            net = eval_models[i] if strategy.fresh_per_task else model
+            net = eval_models[i] if strategy.fresh_per_task and not strategy.joint else model
             _, test_acc[t, i] = evaluate(net, i, data[i]["x_test"], data[i]["y_test"], smax)
             _, val_acc[t, i] = evaluate(net, i, data[i]["x_val"], data[i]["y_val"], smax)
         seconds["eval"] = time.perf_counter() - clock

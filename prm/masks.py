@@ -33,11 +33,21 @@ def accumulate(previous: Tensor | None, mask: Tensor) -> Tensor:
     return mask.clone() if previous is None else torch.maximum(previous, mask)
 
 
-def relaxed_mask(task_masks: Sequence[Tensor], dissimilar: Sequence[int], width: int) -> Tensor:
-    """PRM's p_<=t-1 = max over i in D_t of a_i; zeros when D_t is empty (nothing protected)."""
+def relaxed_mask(task_masks: Sequence[Tensor], dissimilar: Sequence[int], width: int, *, relax: float = 1.0) -> Tensor:
+    """PRM's p_<=t-1 = max over i in D_t of a_i; zeros when D_t is empty (nothing protected).
+
+    ``relax`` < 1 relaxes the similar tasks' units only partly: p = max(p_D, (1 - relax) a_S)
+    with a_S the accumulated mask of the earlier tasks outside D_t, so a weight that only
+    similar tasks use has its gradient scaled by ``relax`` instead of freed (1, the paper)
+    or frozen (0, HAT).
+    """
     out = torch.zeros(width)
-    for i in dissimilar:
-        out = torch.maximum(out, task_masks[i].to(out))
+    called = set(dissimilar)
+    for i, mask in enumerate(task_masks):
+        if i in called:
+            out = torch.maximum(out, mask.to(out))
+        elif relax < 1.0:
+            out = torch.maximum(out, (1.0 - relax) * mask.to(out))
     return out
 
 

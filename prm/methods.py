@@ -2,8 +2,8 @@
 
 No method has a loop of its own. They differ only in whether the network is masked, which
 mask protects earlier tasks (none, HAT's accumulated a_<=t-1, or PRM's relaxed p_<=t-1),
-where PRM's dissimilar sets come from, whether an EWC penalty is added, and whether each
-task starts from a fresh network.
+where PRM's dissimilar sets come from, whether an EWC penalty is added, whether each
+task starts from a fresh network, and whether it trains on every task's data so far (joint).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class Strategy:
     similarity: str | None = None  # PRM only: "xmeans" | "all-similar" | "all-dissimilar" | "true"
     ewc: bool = False
     fresh_per_task: bool = False
+    joint: bool = False  # train on the data of every task so far at once (with fresh_per_task)
 
     @property
     def runs_dtd(self) -> bool:
@@ -32,6 +33,7 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {
     "prm": Strategy(masked=True, protect="relaxed", similarity="xmeans"),
+    "prm+": Strategy(masked=True, protect="relaxed", similarity="xmeans"),  # config.VARIANT_LEVERS
     "prm-s": Strategy(masked=True, protect="relaxed", similarity="all-similar"),
     "prm-d": Strategy(masked=True, protect="relaxed", similarity="all-dissimilar"),
     "prm-t": Strategy(masked=True, protect="relaxed", similarity="true"),  # see true_groups
@@ -39,6 +41,7 @@ STRATEGIES: dict[str, Strategy] = {
     "ncl": Strategy(masked=False, protect="none"),
     "ewc": Strategy(masked=False, protect="none", ewc=True),
     "stl": Strategy(masked=False, protect="none", fresh_per_task=True),
+    "joint": Strategy(masked=False, protect="none", fresh_per_task=True, joint=True),
 }
 assert tuple(STRATEGIES) == METHODS
 

@@ -27,28 +27,46 @@ def _last(R: np.ndarray) -> tuple[np.ndarray, int]:
     return R, n
 
 
-def average_accuracy(R: np.ndarray) -> float:
-    """Acc = mean_i R[T, i] over the tasks learnt so far."""
+def _pick(n: int, tasks) -> np.ndarray:
+    """The learnt tasks among ``tasks`` (all learnt tasks when None), as indices."""
+    index = np.arange(n) if tasks is None else np.array([i for i in tasks if i < n], dtype=int)
+    if len(index) == 0:
+        raise ValueError("none of the selected tasks has been learnt")
+    return index
+
+
+def average_accuracy(R: np.ndarray, tasks=None) -> float:
+    """Acc = mean_i R[T, i] over the tasks learnt so far (or over the learnt ones of ``tasks``)."""
     R, n = _last(R)
-    return float(np.mean(R[n - 1, :n]))
+    return float(np.mean(R[n - 1, _pick(n, tasks)]))
 
 
-def backward_transfer(R: np.ndarray) -> float:
-    """BWT = mean_i (R[T, i] - R[i, i]); negative means forgetting. 0 after a single task."""
+def just_learnt(R: np.ndarray, tasks=None) -> float:
+    """Mean of the diagonal, R[i, i]: accuracy right after each task is learnt (Acc - BWT)."""
     R, n = _last(R)
-    return float(np.mean(R[n - 1, :n] - np.diag(R)[:n]))
+    return float(np.mean(np.diag(R)[_pick(n, tasks)]))
 
 
-def forward_transfer(R: np.ndarray, stl: np.ndarray) -> float:
+def backward_transfer(R: np.ndarray, tasks=None) -> float:
+    """BWT = mean_i (R[T, i] - R[i, i]); negative means forgetting. 0 after a single task.
+    ``tasks`` restricts the mean to those tasks (for example one task family)."""
+    R, n = _last(R)
+    index = _pick(n, tasks)
+    return float(np.mean(R[n - 1, index] - np.diag(R)[index]))
+
+
+def forward_transfer(R: np.ndarray, stl: np.ndarray, tasks=None) -> float:
     """FWT = mean_i (R[i, i] - STL_i): accuracy just after learning a task, minus single-task.
 
-    ``stl`` holds each task's single-task accuracy (the diagonal of an STL run's matrix).
+    ``stl`` holds each task's single-task accuracy (the diagonal of an STL run's matrix);
+    ``tasks`` restricts the mean as in :func:`backward_transfer`.
     """
     R, n = _last(R)
     stl = np.asarray(stl, dtype=float)
     if len(stl) < n:
         raise ValueError(f"need STL accuracies for {n} tasks, got {len(stl)}")
-    return float(np.mean(np.diag(R)[:n] - stl[:n]))
+    index = _pick(n, tasks)
+    return float(np.mean(np.diag(R)[index] - stl[index]))
 
 
 def forgetting(R: np.ndarray) -> np.ndarray:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from prm.config import METHODS, ConfigError, RunConfig
+from prm.config import METHODS, PRM_CHOICES, ConfigError, RunConfig
 from prm.events import PHASES, STATUSES, ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskEnd
+from prm.methods import STRATEGIES
 
 MAX_TASKS = 1000
 """The longest sequence a run may describe (the accuracy matrix is T x T)."""
@@ -25,7 +26,10 @@ it recursively."""
 TIMING_PHASES = ("dtd", "train", "eval", *PHASES)
 ENDED = tuple(s for s in STATUSES if s != "running")
 """What a run_end line may say: a run that ended is not running."""
-DTD_SOURCES = ("xmeans", "all-similar", "all-dissimilar", "true")  # prm.methods.dissimilar_set
+DTD_SOURCES = tuple(dict.fromkeys([*PRM_CHOICES["clustering"],
+                                   *(s.similarity for s in STRATEGIES.values() if s.similarity is not None)]))
+"""What a DTD record's ``source`` may say: the clustering rule PRM used (``prm.clustering``:
+xmeans, linkage, cut) or the ablation's fixed similarity (``prm.methods.dissimilar_set``)."""
 SPLIT_REASONS = ("bic-improved", "bic-not-improved", "too-few-points", "zero-variance", "k-max")
 
 

@@ -102,7 +102,7 @@ def test_dtd_restores_the_saved_state_and_clusters_every_layer():
     emitted = []
     ctx.emit = emitted.append
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dissimilar, epochs = _dtd(ctx, model, 1, data[1], mask, [0, 1])
+    dissimilar, epochs, _ = _dtd(ctx, model, 1, data[1], mask, [0, 1])
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(dissimilar) == 2 and set(epochs) == {"dtd-head", "dtd"}

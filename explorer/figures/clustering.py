@@ -14,6 +14,7 @@ from explorer.figures.common import plain_names, short, style
 from prm.methods import calls_right, true_groups
 from prm.events import DTDResult
 from prm.runs import Run, RunState
+from prm.similarity import features
 from prm.xmeans import bic
 
 
@@ -185,10 +186,12 @@ def pair_evidence(run: Run, step: int, layer: int, i: int, j: int) -> dict[str, 
 
     Returns their distance against the spread inside clusters, their masks' Jaccard overlap
     per layer, and the whole-model BIC change of separating them (if together) or joining
-    their clusters (if apart): X-means keeps a split only when it raises the BIC.
+    their clusters (if apart): X-means keeps a split only when it raises the BIC. All of it is
+    measured on what X-means clustered: the embeddings as ``prm.features`` turned them.
     """
     record = run.state.dtd[step].layers[layer]["xmeans"]
-    X = np.asarray(run.dtd_embeddings(step, layer), dtype=float)
+    X = features(np.asarray(run.dtd_embeddings(step, layer), dtype=float),
+                 run.state.config.get("prm", {}).get("features", "raw"))
     labels = np.asarray(record["labels"])
     centers = np.array([X[labels == c].mean(axis=0) for c in range(record["k"])])  # KMeans centres = means
     floor = record["var_floor"]

@@ -20,8 +20,8 @@ from explorer.figures.overview import run_metrics
 from prm.runs import RunState
 
 METRICS = {"acc": "Acc", "bwt": "BWT", "fwt": "FWT", "ct": "CT (s)"}
-METHOD_COLOURS = {"prm": "#4C78A8", "prm-s": "#9ecae9", "prm-d": "#72b7b2", "prm-t": "#54a24b", "hat": "#f58518",
-                  "ncl": "#e45756", "ewc": "#b279a2", "stl": "#bab0ac"}
+METHOD_COLOURS = {"prm": "#4C78A8", "prm+": "#1b3a6b", "prm-s": "#9ecae9", "prm-d": "#72b7b2", "prm-t": "#54a24b",
+                  "hat": "#f58518", "ncl": "#e45756", "ewc": "#b279a2", "stl": "#bab0ac", "joint": "#9d755d"}
 
 
 def stl_for(state: RunState, seed: int | None, others: dict[str, tuple[RunState, int | None]]) -> RunState | None:

@@ -14,6 +14,8 @@ lower triangle exists (a task is tested once it has been learnt). Read **down a 
 task over time: a column that fades is forgetting. The **diagonal** is how well each task was learnt in
 the first place — PRM's relaxed masks can raise it for a task similar to earlier ones (forward transfer),
 because units those tasks trained stay trainable. Drag the slider to watch the matrix fill in.
+For **joint** every row comes from a fresh network trained on tasks 1..j at once (for **STL**, column *i*
+from the network of task *i* alone), so a changing column there is not forgetting.
 
 The **difference** heatmap subtracts another run of the same sequence: red cells are where this run is
 worse, blue where it is better (e.g. PRM − HAT: blue below the diagonal on writer tasks is backward transfer).

@@ -8,6 +8,7 @@ import streamlit as st
 from explorer.figures import clustering as fig
 from explorer.figures.common import md, names, short
 from explorer.views.common import Context, chart, how_to_read, table
+from prm.similarity import RULES
 
 HELP = """
 When task *t* arrives, PRM clusters the embeddings of tasks 1..t with **X-means**: start with one cluster,
@@ -27,11 +28,33 @@ step; the adjusted Rand index (ARI) scores the whole clustering against the true
 0 = chance level). With only 2 tasks X-means cannot split at all (a 2-point cluster has no meaningful
 split): PRM then protects the first task as HAT would, and the step is marked *undecided*.
 
+**Other rules** (config `prm.clustering`): besides X-means (the paper), a run may decide with **cut** (an
+earlier task is similar when its cosine distance to the new task is below `prm.threshold`) or **linkage**
+(average-linkage clusters on cosine distance, merged while nearer than `prm.threshold`; similar = in the
+new task's cluster). X-means is still run and recorded next to them: the tree, the table, "calls right" and
+the pair evidence below are X-means' own, while the similar/dissimilar sets above are what the rule decided
+and what protected the weights. `prm.features` says what was clustered (raw embeddings, their signs, each
+unit standardised, or each row scaled to length 1).
+
 For a **pair** of tasks: their distance compared with how spread the clusters are, the overlap of their
 final binarised masks (Jaccard: shared units / units either uses), and how the BIC would change if
 X-means separated them (when together) or merged their clusters (when apart) — negative means X-means'
 choice was the better one by its own criterion.
 """
+
+
+def _rule_text(source: str, prm: dict) -> str:
+    """What decided the dissimilar sets, in words (``source`` of the DTD record)."""
+    threshold, what = prm.get("threshold"), prm.get("features", "raw")
+    at = f"{threshold:g}" if isinstance(threshold, (int, float)) else md(threshold)
+    on = f" (of the '{md(what)}' features, prm.features)" if what != "raw" else ""
+    if source == "cut":
+        return (f"the 'cut' rule: an earlier task is dissimilar when its cosine distance{on} to the new task "
+                f"is at least {at}")
+    if source == "linkage":
+        return (f"the 'linkage' rule: average-linkage clusters on cosine distance{on}, cut at {at}; "
+                "dissimilar = outside the new task's cluster")
+    return f"the '{md(source)}' rule"
 
 
 def render(ctx: Context) -> None:
@@ -61,11 +84,16 @@ def render(ctx: Context) -> None:
     c1.markdown(":green-background[**Similar (relaxed)**]  \n" + (", ".join(shown[i] for i in similar) or "none"))
     c2.markdown(":red-background[**Dissimilar (protected)**]  \n" +
                 (", ".join(shown[i] for i in dissimilar) or "none"))
+    rule = _rule_text(record.source, state.config.get("prm", {}))
     if entry.get("undecided"):
-        st.caption("Undecided: with two tasks X-means has no split it can test, so PRM protects the earlier "
-                   "task as HAT would (config prm.undecided).")
-    if set(entry["dissimilar_xmeans"]) != set(dissimilar):
-        st.caption(f"This run uses the '{md(record.source)}' rule; X-means alone said dissimilar = "
+        if record.source == "xmeans":
+            st.caption("Undecided: with two tasks X-means has no split it can test, so PRM protects the earlier "
+                       "task as HAT would (config prm.undecided).")
+        else:
+            st.caption("Undecided: with two tasks X-means has no split it can test (its recorded call follows "
+                       f"config prm.undecided); this run did not use it but decided by {rule}.")
+    if set(entry["dissimilar_xmeans"]) != set(dissimilar) or record.source in RULES:
+        st.caption(f"This run decided by {rule}; X-means alone said dissimilar = "
                    f"{', '.join(short(i) for i in entry['dissimilar_xmeans']) or 'none'}.")
     left, right = st.columns([3, 2])
     with left:

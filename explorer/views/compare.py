@@ -20,7 +20,9 @@ What to look for: the PRM paper expects PRM to beat HAT in Acc and BWT on *simil
 because it lets similar tasks share and refine units, and to match HAT on *dissimilar* tasks (classes),
 where it protects everything just as HAT does. Small runs such as the bundled samples need not bear
 this out (in some of them HAT is ahead): the tables say what these runs did. NCL (plain fine-tuning)
-shows what forgetting looks like.
+shows what forgetting looks like. **Joint** is not continual learning: after each task it trains a fresh
+network on every task so far at once, so it bounds what sharing between tasks can give; its BWT is the
+gain from training on later tasks' data, not forgetting.
 """
 
 

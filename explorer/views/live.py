@@ -145,7 +145,8 @@ def _one(folder: Path) -> bool:
                 t = max(state.dtd)
                 entry = state.dtd[t].layers[0]
                 labels = names(state.tasks)
-                st.markdown(f"**Latest DTD: {md(labels[t])}** (layer 0)  \nk = {entry['xmeans']['k']}; dissimilar: "
+                st.markdown(f"**Latest DTD: {md(labels[t])}** (layer 0)  \nX-means k = {entry['xmeans']['k']}; "
+                            f"dissimilar ({md(state.dtd[t].source)}): "
                             f"{', '.join(short(i) for i in entry['dissimilar']) or 'none'}")
                 table(clustering.decision_table(state.dtd[t], 0), key=f"live-dtd-{folder.name}",
                       name=f"xmeans-{short(t)}", height=200)

@@ -25,7 +25,8 @@ label set (writers of the same ten digits, tasks of one image style); a task of 
 is dissimilar to every other task.
 
 PRM spends extra time per task on **dissimilar-task detection (DTD)**: a throw-away training pass whose only
-product is the new task's embedding, which X-means then clusters with the earlier tasks' embeddings.
+product is the new task's embedding, which X-means then clusters with the earlier tasks' embeddings
+(or, where the *source* column says *cut* or *linkage*, a cosine-distance rule decides; see Clustering).
 The table below says, per masked layer, which earlier tasks landed in the new task's cluster
 (*similar*: their units stay trainable) — everything else is *dissimilar* and protected, as in HAT.
 """

@@ -7,7 +7,9 @@ pixels come from, so the split and sampling rules are written once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +117,21 @@ def make_task(
         rows=tuple(tuple(int(r) for r in part) for part in rows),
         **tensors,
     )
+
+
+def few_shot(task: Task, shots: int, *, seed: int) -> Task:
+    """``task`` with only ``shots`` training images per class (validation and test unchanged).
+
+    The images kept depend on (seed, task name) alone, so a writer keeps the same images in
+    every sequence it appears in. A class with fewer images keeps them all.
+    """
+    rng = np.random.default_rng([seed, 61, zlib.crc32(task.name.encode())])
+    y = task.y_train.numpy()
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:shots] for c in range(task.n_classes)]))
+    train_rows = tuple(np.asarray(task.rows[0])[keep].tolist()) if task.rows[0] else ()
+    index = torch.from_numpy(keep)
+    return dataclasses.replace(task, x_train=task.x_train[index], y_train=task.y_train[index],
+                               rows=(train_rows, task.rows[1], task.rows[2]))
 
 
 def pick(x: np.ndarray, y: np.ndarray, splits) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
