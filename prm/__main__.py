@@ -326,10 +326,12 @@ def _print_summary(folder: Path) -> None:
         for j in range(run.state.tasks_done):
             lines.append(f"  T{j + 1:<3} {names[j][:18]:<18} " + " ".join(_fmt(v, 2).rjust(4) for v in R[j, : j + 1]))
     if run.state.dtd:
-        lines.append("DTD: X-means clusters k and the earlier tasks protected as dissimilar, per masked layer")
+        lines.append("DTD: X-means clusters k and the earlier tasks protected as dissimilar, per masked layer "
+                     "(the rule or ablation that decided instead of X-means in brackets)")
     for task, record in sorted(run.state.dtd.items()):
+        decided_by = "" if record.source == "xmeans" else f" ({record.source})"
         parts = [f"layer {l}: k={layer['xmeans']['k']} dissimilar=[{', '.join(f'T{i + 1}' for i in layer['dissimilar'])}]"
-                 + (" (undecided)" if layer.get("undecided") else "")
+                 + decided_by + (" (undecided)" if layer.get("undecided") and record.source == "xmeans" else "")
                  for l, layer in enumerate(record.layers)]
         lines.append(f"  T{task + 1:<3} " + "; ".join(parts))
     for warning in filter(None, [run.status_note, *run.warnings]):
