@@ -180,3 +180,15 @@ def test_sequence_strip_and_symbols_cover_every_family():
     families = {t["family"] for t in run.state.tasks}
     assert len({family_symbol(f) for f in families}) == len(families)
     assert len({family_colour(f) for f in families}) == len(families)
+
+
+def test_a_partly_relaxed_unit_counts_as_relaxed():
+    from prm.runs import load_run
+
+    run = load_run("sample_runs/digits-mixed-few-prm+-s4")  # relax 0.3: similar-only units protected at 0.7
+    task = 9  # writer 00: four earlier writers called similar
+    parts = masks.relaxed_units(run, task, 0)
+    partly = (parts["accumulated"] > 0.5) & (parts["protected"] > 0.5) & (parts["protected"] < 0.8)
+    assert partly.any() and parts["relaxed"][partly].all()
+    full = masks.relaxed_units(load_run("sample_runs/digits-mixed-few-hat-s4"), task, 0)
+    assert full["relaxed"].sum() == 0

@@ -12,6 +12,9 @@ from prm.runs import Run, RunState
 
 THRESHOLD = 0.5
 """Masks are recorded at s = smax, so they are almost binary; 0.5 splits used / free."""
+RELAXED_BY = 0.05
+"""A used unit counts as relaxed when its protection is this much below HAT's: a partial
+relaxation (``prm.relax`` 0.3 protects similar tasks' units at 0.7) shows, rounding does not."""
 
 
 def task_masks(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
@@ -47,14 +50,15 @@ def mask_heatmap(run: Run, layer: int) -> go.Figure:
 
 def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | None:
     """HAT's accumulated mask a_<=t-1 and the mask that actually protected task t (PRM's
-    relaxed p_<=t-1; equal to a_<=t-1 for HAT); relaxed = used before but not protected."""
+    relaxed p_<=t-1; equal to a_<=t-1 for HAT); relaxed = used before and protected less than
+    HAT would: freed (``prm.relax`` 1, the paper) or partly, gradients scaled by ``prm.relax``."""
     previous = run.accumulated(task - 1, layer) if task >= 1 else None
     if previous is None:
         return None
     accumulated = np.asarray(previous, dtype=float)
     protected = run.protected(task, layer)
     protected = accumulated if protected is None else np.asarray(protected, dtype=float)
-    relaxed = (accumulated > THRESHOLD) & (protected <= THRESHOLD)
+    relaxed = (accumulated > THRESHOLD) & (protected < accumulated - RELAXED_BY)
     return {"accumulated": accumulated, "protected": protected, "relaxed": relaxed.astype(float)}
 
 

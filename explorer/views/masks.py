@@ -18,11 +18,18 @@ HAT protects every unit any earlier task used: the **accumulated mask** a≤t-1 
 masks). Weights into protected units cannot change, so there is no forgetting — and no backward transfer.
 PRM protects only the units of the tasks DTD judged **dissimilar**: the **partially relaxed mask**
 p≤t-1. The red units are the difference: used before, but trainable again while task *t* is learnt, because
-only similar tasks use them. For HAT (and PRM(D)) there are no red units.
+only similar tasks use them. With `prm.relax` below 1 (PRM+ uses 0.3) they are only partly freed: their
+protection is 1 − relax (a lighter shade in the middle row) and their gradients are scaled by relax. For HAT
+(and PRM(D)) there are no red units.
 
 **Capacity** is the fraction of units some task uses; once it nears 100 % new tasks must share units.
 The **overlap** matrix gives, for each pair of tasks, the share of units they both use (Jaccard).
 """
+
+
+def _partly(run) -> str:
+    relax = run.state.config.get("prm", {}).get("relax", 1.0)
+    return f" (partly: gradients scaled by prm.relax = {relax:g})" if isinstance(relax, float) and relax < 1 else ""
 
 
 def render(ctx: Context) -> None:
@@ -41,7 +48,7 @@ def render(ctx: Context) -> None:
     if parts is not None:
         st.caption(f"While learning {short(task)}: HAT would protect {int((parts['accumulated'] > 0.5).sum())} units, "
                    f"this run protected {int((parts['protected'] > 0.5).sum())}, "
-                   f"relaxed {int(parts['relaxed'].sum())}. Pick the task in the sidebar.")
+                   f"relaxed {int(parts['relaxed'].sum())}{_partly(run)}. Pick the task in the sidebar.")
     left, right = st.columns(2)
     with left:
         capacity = fig.capacity_table(run.state)
