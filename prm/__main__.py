@@ -87,7 +87,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help=f"PRM: what DTD clusters (docs/dtd-study.md) {lever('features')}")
     g.add_argument("--clustering", choices=PRM_CHOICES["clustering"],
                    help=f"PRM: DTD's rule {lever('clustering')}")
-    g.add_argument("--threshold", type=float, help=f"PRM: cosine distance of the linkage and cut rules {lever('threshold')}")
+    g.add_argument("--threshold", type=float,
+                   help=f"PRM: cosine distance of the linkage and cut rules {lever('threshold')}")
     g.add_argument("--relax", type=float,
                    help=f"PRM: 0 protects similar tasks' units as HAT, 1 frees them (the paper) {lever('relax')}")
     g.add_argument("--embedding-init", choices=PRM_CHOICES["embedding_init"],
@@ -374,6 +375,11 @@ def _compare_one(job: tuple[RunConfig, str | None]) -> tuple[np.ndarray, float, 
 Results = dict[tuple[str, str, int], tuple[np.ndarray, float, list[str]]]  # (sequence, method, seed) -> R, CT, families
 
 
+def _mean_std(values: dict[str, list[float]]) -> dict[str, tuple[float, float] | None]:
+    """Each metric's (mean, std) over seeds; None where no seed gave a value."""
+    return {key: (float(np.mean(v)), float(np.std(v))) if v else None for key, v in values.items()}
+
+
 def compare_table(results: Results) -> list[dict[str, Any]]:
     """Acc, BWT, FWT (against STL of the same sequence and seed), CT: mean and std over seeds."""
     from prm import metrics
@@ -391,10 +397,7 @@ def compare_table(results: Results) -> list[dict[str, Any]]:
                 stl = results.get((sequence, "stl", seed))
                 if stl is not None:
                     values["fwt"].append(metrics.forward_transfer(R, np.diag(stl[0])))
-            row: dict[str, Any] = {"sequence": sequence, "method": method, "seeds": len(seeds)}
-            for key, vals in values.items():
-                row[key] = (float(np.mean(vals)), float(np.std(vals))) if vals else None
-            rows.append(row)
+            rows.append({"sequence": sequence, "method": method, "seeds": len(seeds), **_mean_std(values)})
     return rows
 
 
@@ -424,12 +427,9 @@ def family_table(results: Results) -> list[dict[str, Any]]:
                 stl = results.get((sequence, "stl", seed))
                 if stl is not None:
                     values["fwt"].append(metrics.forward_transfer(R, np.diag(stl[0]), tasks))
-            row: dict[str, Any] = {"sequence": sequence, "method": method, "family": family,
-                                   "tasks": f"{min(counts)}-{max(counts)}" if counts and min(counts) != max(counts)
-                                   else str(counts[0] if counts else 0)}
-            for key, vals in values.items():
-                row[key] = (float(np.mean(vals)), float(np.std(vals))) if vals else None
-            rows.append(row)
+            tasks = (f"{min(counts)}-{max(counts)}" if counts and min(counts) != max(counts)
+                     else str(counts[0] if counts else 0))
+            rows.append({"sequence": sequence, "method": method, "family": family, "tasks": tasks, **_mean_std(values)})
     return rows
 
 

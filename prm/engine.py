@@ -33,7 +33,7 @@ from prm.events import DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArray
 from prm.methods import STRATEGIES, Strategy, dissimilar_set, true_groups
 from prm.model import MaskedMLP
 from prm.similarity import cosine_distances, dissimilar_by_rule, features
-from prm.xmeans import dissimilar_to, xmeans
+from prm.xmeans import dtd_call, undecided, xmeans
 
 Emit = Callable[[Event], None]
 
@@ -286,12 +286,7 @@ def _dtd(
 
     def by_xmeans(points: np.ndarray):
         result = xmeans(features(points, prm_cfg.features), k_max=prm_cfg.k_max, seed=cfg.seed)
-        # No split could even be tried (2 tasks): the single cluster is a default, not a finding.
-        undecided = all(a.reason == "too-few-points" for a in result.attempts)
-        called = dissimilar_to(result, task)
-        if undecided and prm_cfg.undecided == "dissimilar":
-            called = list(range(task))
-        return result, undecided, called
+        return result, undecided(result), dtd_call(result, task, when_undecided=prm_cfg.undecided)
 
     def by_rule(points: np.ndarray) -> list[int]:
         if rule == "xmeans":
@@ -302,13 +297,13 @@ def _dtd(
     shared = by_rule(rows_all.numpy().astype(np.float64)) if prm_cfg.layers == "together" else None
     for index, rows in enumerate(table):
         points = rows.numpy().astype(np.float64)
-        result, undecided, called_by_xmeans = by_xmeans(points)
+        result, was_undecided, called_by_xmeans = by_xmeans(points)
         called = shared if shared is not None else called_by_xmeans if rule == "xmeans" else by_rule(points)
         used = dissimilar_set(similarity=ctx.strategy.similarity, task=task,
                               xmeans_dissimilar=called, groups=groups)
         record = result.to_dict()
         del record["centers"]  # the means of each cluster's rows of arrays/dtd_<t>.npz: not logged twice
-        layers.append({"xmeans": record, "undecided": undecided,
+        layers.append({"xmeans": record, "undecided": was_undecided,
                        "dissimilar_xmeans": called_by_xmeans, "dissimilar": used})
         dissimilar.append(used)
         arrays[f"embeddings_l{index}"] = points.astype(np.float32)

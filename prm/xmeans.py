@@ -466,3 +466,18 @@ def dissimilar_to(result: XMeansResult, index: int) -> list[int]:
     """
     own = cluster_of(result, index)
     return [int(i) for i in np.flatnonzero(result.labels != own)]
+
+
+def undecided(result: XMeansResult) -> bool:
+    """True when no split could even be tried (two tasks: a 2-point cluster cannot be split),
+    so X-means' single cluster is a default, not a finding."""
+    return all(a.reason == "too-few-points" for a in result.attempts)
+
+
+def dtd_call(result: XMeansResult, task: int, *, when_undecided: str) -> list[int]:
+    """The earlier tasks X-means calls dissimilar to ``task`` (the last point), following
+    ``PRMConfig.undecided`` when the result is :func:`undecided`: ``dissimilar`` calls every
+    earlier task dissimilar (HAT's choice), ``similar`` keeps X-means' single cluster."""
+    if undecided(result) and when_undecided == "dissimilar":
+        return list(range(task))
+    return dissimilar_to(result, task)

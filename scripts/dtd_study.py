@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prm.methods import calls_right, true_groups  # noqa: E402
 from prm.similarity import average_linkage, cosine_distances, dissimilar_by_rule, features  # noqa: E402
-from prm.xmeans import default_var_floor, dissimilar_to, xmeans  # noqa: E402
+from prm.xmeans import default_var_floor, dtd_call, xmeans  # noqa: E402
+from prm.xmeans import undecided as xmeans_undecided  # noqa: E402
 
 REPRESENTATIONS = ("raw", "binary", "mask", "standardised", "unit", "delta")
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
@@ -192,11 +193,11 @@ def cluster(points: np.ndarray, rule: str, *, seed: int, kind: str = "raw",
         return [i for i in range(t) if i != int(np.argmin(cosine_distances(points)[t, :t]))], None
     if name == "cut-cos":
         return dissimilar_by_rule(points, t, rule="cut", threshold=float(th)), None
-    if name == "xmeans":
+    if name == "xmeans":  # as prm.engine._dtd calls it
         result = xmeans(points, seed=seed)
-        if undecided != "dissimilar" or not all(a.reason == "too-few-points" for a in result.attempts):
-            return dissimilar_to(result, t), np.asarray(result.labels)
-        labels = np.arange(t + 1)  # as prm.engine._dtd: no split could be tested (2 tasks), all dissimilar
+        if undecided != "dissimilar" or not xmeans_undecided(result):
+            return dtd_call(result, t, when_undecided=undecided), np.asarray(result.labels)
+        labels = np.arange(t + 1)  # no split could be tested (2 tasks): every task its own cluster
     elif name == "xmeans-pc":
         labels = xmeans_pc(points, seed=seed)
         if labels is None:
