@@ -26,8 +26,9 @@ METHODS = ("prm", "prm+", "prm-s", "prm-d", "prm-t", "hat", "ncl", "ewc", "stl",
 
 METHOD_HELP = {
     "prm": "PRM: DTD (X-means on task embeddings) then learning with partially relaxed masks",
-    "prm+": "PRM+ (this project's variant, not the paper's): PRM with the levers docs/dtd-study.md chose "
-            "(see VARIANT_LEVERS)",
+    "prm+": "PRM+ (this project's variant, not the paper's): DTD by average linkage on the cosine distance of "
+            "binarised embeddings (both layers, cut 0.3), similar tasks' units relaxed to 0.3 of their gradient, "
+            "the new head copied from the nearest similar task (docs/dtd-study.md)",
     "prm-s": "PRM(S) ablation: every previous task treated as similar (nothing protected in LwPRM)",
     "prm-d": "PRM(D) ablation: every previous task treated as dissimilar (HAT plus the DTD pass)",
     "prm-t": "PRM(T) ablation: the true similarity (same family and label set) replaces the clustering",
