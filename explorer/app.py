@@ -23,22 +23,12 @@ import streamlit as st  # noqa: E402
 from explorer import archive, catalog  # noqa: E402
 from explorer import state as keys  # noqa: E402
 from explorer.figures.common import md, short, task_label  # noqa: E402
-from explorer.views import accuracy, clustering, compare, embeddings, live, masks, overview  # noqa: E402
-from explorer.views.common import Context, entries, load, table  # noqa: E402
+from explorer.views import accuracy, clustering, compare, embeddings, live, masks, overview, story  # noqa: E402
+from explorer.views.common import Context, entries, load, table, url_choice  # noqa: E402
 from prm.runs import RunFormatError  # noqa: E402
 
-RUN_VIEWS = {keys.OVERVIEW: overview.render, keys.ACCURACY: accuracy.render, keys.EMBEDDINGS: embeddings.render,
+RUN_VIEWS = {keys.STORY: story.render, keys.OVERVIEW: overview.render, keys.ACCURACY: accuracy.render, keys.EMBEDDINGS: embeddings.render,
              keys.CLUSTERING: clustering.render, keys.MASKS: masks.render}
-
-
-def _choice(key: str, options: list, default) -> None:
-    """Seed a widget's value: kept if still valid, else from the URL (a shared link or a
-    reload), else the default. Run and task are synced to the URL by hand, not with
-    ``bind``, because a bound selectbox writes its formatted label, not the value."""
-    if st.session_state.get(key) in options:
-        return
-    url = st.query_params.get(key)
-    st.session_state[key] = url if url in options else default
 
 
 def _on_upload(root: Path) -> None:
@@ -80,7 +70,7 @@ def _sidebar() -> tuple[Path, list[catalog.RunEntry], catalog.RunEntry | None]:
     pending = st.session_state.pop(keys.OPEN_RUN, None)  # Open in Train live, or an upload
     if pending in by_key:
         st.session_state[keys.RUN] = pending
-    _choice(keys.RUN, list(by_key), catalog.default_key(found))
+    url_choice(keys.RUN, list(by_key), catalog.default_key(found), what="the run")
     chosen = sb.selectbox("Run", list(by_key), key=keys.RUN, format_func=lambda k: by_key[k].label,
                           help="your runs first, then the bundled samples; newest first")
     st.query_params[keys.RUN] = chosen
@@ -88,18 +78,22 @@ def _sidebar() -> tuple[Path, list[catalog.RunEntry], catalog.RunEntry | None]:
 
 
 def _task_and_layer(run) -> tuple[int, int]:
+    """The sidebar's task and layer: the one task selector every view follows (their own
+    sliders start from it), both kept in the URL."""
     state = run.state
     options = [short(t) for t in range(max(state.n_tasks, 1))]
-    _choice(keys.TASK, options, short(max(state.tasks_done - 1, 0)))
+    url_choice(keys.TASK, options, short(max(state.tasks_done - 1, 0)), what="task")
     label = st.sidebar.selectbox("Task", options, key=keys.TASK,
                                  format_func=lambda s: task_label(state.tasks, int(s[1:]) - 1),
-                                 help="the task the Clustering, Masks and Embeddings views focus on")
+                                 help="the task every view focuses on; the views' own sliders start from it")
     st.query_params[keys.TASK] = label
-    layers = list(range(len(run.meta["config"]["model"]["hidden"])))
-    if st.session_state.get(keys.LAYER) not in layers:
-        st.session_state[keys.LAYER] = 0
+    layers = [str(layer) for layer in range(max(run.n_layers, 1))]
+    url_choice(keys.LAYER, layers, "0", what="masked layer")
     layer = st.sidebar.selectbox("Layer", layers, key=keys.LAYER, format_func=lambda l: f"masked layer {l}",
-                                 help="the masked hidden layer the views show")
+                                 disabled=not run.n_layers,
+                                 help="the masked hidden layer the views show" if run.n_layers else
+                                 "this method has no masked layers")
+    st.query_params[keys.LAYER] = layer
     return int(label[1:]) - 1, int(layer)
 
 

@@ -1,7 +1,8 @@
 """Runs as zip files: download any run, upload one back, never executing or unpickling it.
 
 An upload is accepted only if every member is a file the run format defines (run.json,
-events.jsonl, summary.json, projections.npz, arrays/<task|dtd>_NNN.npz), optionally under
+events.jsonl, summary.json, projections.npz, arrays/<task|dtd>_NNN.npz,
+checkpoints/task_NNN.safetensors, which only ``prm whatif`` reads, through its own checks), optionally under
 one top folder, with no absolute path, no '..', no link, no duplicate or control-character
 name, and within the size limits (checked while unpacking, not only as declared). It is
 extracted under a fresh name in the user's runs folder, marked as uploaded in its run.json
@@ -26,7 +27,8 @@ from prm.runs import UPLOADED, RunFormatError, load_run, read_meta
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_EXTRACTED_BYTES = 200 * 1024 * 1024
 MAX_MEMBERS = 2000
-ALLOWED = re.compile(r"run\.json|events\.jsonl|summary\.json|projections\.npz|arrays/(task|dtd)_\d{3,}\.npz")
+ALLOWED = re.compile(r"run\.json|events\.jsonl|summary\.json|projections\.npz|arrays/(task|dtd)_\d{3,}\.npz"
+                     r"|checkpoints/task_\d{3,}\.safetensors")
 """Every file a run folder may hold; matched whole (``fullmatch``), so no trailing newline slips by."""
 
 
@@ -72,7 +74,8 @@ def _members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
         rel = "/".join(PurePosixPath(info.filename).parts[1:] if strip else PurePosixPath(info.filename).parts)
         if not ALLOWED.fullmatch(rel):
             raise UploadError(f"unexpected file in a run zip: {info.filename!r} (allowed: run.json, events.jsonl, "
-                              "summary.json, projections.npz, arrays/task_NNN.npz, arrays/dtd_NNN.npz)")
+                              "summary.json, projections.npz, arrays/task_NNN.npz, arrays/dtd_NNN.npz, "
+                              "checkpoints/task_NNN.safetensors)")
         if rel in out:
             raise UploadError(f"the zip names {rel} twice")
         out[rel] = info
@@ -114,6 +117,7 @@ def extract_run_zip(data: bytes, *, root: Path, name: str) -> Path:
             root.mkdir(parents=True, exist_ok=True)
             folder = fresh_folder(root, Path(name).stem)
             (folder / "arrays").mkdir(parents=True)
+            (folder / "checkpoints").mkdir()
         except OSError as exc:
             raise UploadError(f"cannot create a run folder in {root}: {exc.strerror or exc}") from None
         try:

@@ -98,9 +98,11 @@ def main() -> int:
     parser.add_argument("--run", default="sample_runs/digits-mixed-few-prm+-s4")
     parser.add_argument("--task", default=None)
     parser.add_argument("--full-page", action="store_true")
+    parser.add_argument("--size", default="1500x1000", help="viewport WIDTHxHEIGHT (1280x720: a projector)")
     args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
     params = {"run": args.run, "view": args.view, **({"task": args.task} if args.task else {})}
-    with serve() as url, browser_page() as page:
+    with serve() as url, browser_page(width=width, height=height) as page:
         open_view(page, url, **params)
         problems = exceptions(page)
         if problems:

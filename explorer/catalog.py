@@ -96,8 +96,11 @@ def fingerprint(folder: Path) -> tuple:
 
 
 def config_key(config: dict) -> str:
-    """A config without its seed, as canonical JSON: the grouping key of 'the same experiment'."""
-    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=list)
+    """A config without its seed and its recording options (what was written to disk, such as
+    checkpoints or the trajectory dtype, changes no result), as canonical JSON: the grouping key
+    of 'the same experiment'."""
+    return json.dumps({k: v for k, v in config.items() if k not in ("seed", "record")}, sort_keys=True,
+                      default=list)
 
 
 def describe(folder: Path) -> RunEntry:

@@ -1,6 +1,8 @@
 """Training new runs from the app: the worker is the engine's own CLI in a child process.
 
 The child writes an ordinary run folder, so a live run is read exactly like a recorded one.
+It is ``python -m prm run`` (:class:`LiveOptions`, the Train-live form) or ``python -m prm
+whatif`` (:class:`WhatIfOptions`, the Clustering view's what-if button).
 It never touches Streamlit; the app only reads the folder. Stop sends SIGINT, which the
 engine turns into a clean 'stopped' run end (exit 130). A
 reload or a second browser tab finds running runs by listing the runs folder.
@@ -46,6 +48,10 @@ class LiveOptions:
     umap: bool = True
     data_dir: str | None = None
 
+    def stem(self) -> str:
+        """The start of the run folder's name (a time stamp follows)."""
+        return f"{self.sequence}-{self.method}-s{self.seed}"
+
     def command(self, out: Path) -> list[str]:
         cmd = [sys.executable, "-m", "prm", "run", "--sequence", self.sequence, "--method", self.method,
                "--seed", str(self.seed), "--out", str(out), "--quiet", "--width", str(self.width),
@@ -60,16 +66,37 @@ class LiveOptions:
         return cmd
 
 
+@dataclass(frozen=True, kw_only=True)
+class WhatIfOptions:
+    """A what-if child of ``parent`` (``prm.whatif``): ``task`` (0-based) re-learnt with
+    ``similar`` (0-based earlier tasks) called similar in every layer, the rest dissimilar."""
+
+    parent: Path
+    task: int
+    similar: tuple[int, ...]
+
+    def stem(self) -> str:
+        similar = "-".join(str(i + 1) for i in self.similar) or "none"
+        return f"{self.parent.name[:80]}-whatif-T{self.task + 1}-sim-{similar}"
+
+    def command(self, out: Path) -> list[str]:
+        return [sys.executable, "-m", "prm", "whatif", str(self.parent), "--task", str(self.task + 1),
+                "--similar", ",".join(str(i + 1) for i in self.similar) or "none", "--out", str(out), "--quiet"]
+
+
+SUBCOMMANDS = ("run", "whatif")
+"""The ``python -m prm`` sub-commands that write a run folder given as ``--out``."""
+
 _children: dict[str, subprocess.Popen] = {}
 """Children started by this server process, by folder; a reaper thread waits on each, so a
 finished child never lingers as a zombie whose pid would still look alive."""
 
 
-def start(options: LiveOptions, *, root: Path) -> Path:
-    """Launch one training run in the background; return its (future) run folder."""
+def start(options: LiveOptions | WhatIfOptions, *, root: Path) -> Path:
+    """Launch one training run (or what-if child) in the background; return its (future) run folder."""
     root.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{options.sequence}-{options.method}-s{options.seed}-{stamp}"
+    base = f"{options.stem()}-{stamp}"
     folder, n = root / base, 1
     while folder.exists() or log_path(folder).exists():
         n += 1
@@ -123,8 +150,9 @@ def running(root: Path) -> list[Path]:
 
 
 def _command_writes(args: list[str], cwd: Path, folder: Path) -> bool:
-    """Is this command line ``python -m prm run ... --out <folder>``?"""
-    if not any(args[i:i + 3] == ["-m", "prm", "run"] for i in range(len(args))):
+    """Is this command line ``python -m prm run|whatif ... --out <folder>``?"""
+    if not any(args[i:i + 2] == ["-m", "prm"] and args[i + 2:i + 3] and args[i + 2] in SUBCOMMANDS
+               for i in range(len(args))):
         return False
     outs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--out"]
     outs += [a.split("=", 1)[1] for a in args if a.startswith("--out=")]
@@ -134,7 +162,7 @@ def _command_writes(args: list[str], cwd: Path, folder: Path) -> bool:
 def proven_writer(folder: Path) -> int | None:
     """The pid of the process writing ``folder``, only if its identity is proven: a pid above
     1 on this host, other than this server, whose kernel start time matches run.json's and
-    whose command line is this project's ``prm run ... --out <that folder>``. run.json is
+    whose command line is this project's ``prm run|whatif ... --out <that folder>``. run.json is
     untrusted (it may be uploaded or edited): a pid alone would let it aim Stop at any
     process, or with pid 0 or -1 at a whole process group."""
     try:

@@ -1,8 +1,9 @@
 """Every session-state and query-parameter key the app uses, in one place.
 
-The run, the view (tab) and the task are bound to the URL (``bind="query-params"``), so a
-view can be shared as a link and survives a reload: ``?run=sample_runs/digits-mixed-prm-s0
-&view=Clustering&task=T7``.
+The run, the view (tab), the task, the layer, the projection and the distance measure are kept
+in the URL, so a view can be shared as a link and survives a reload: ``?run=sample_runs/
+digits-mixed-prm-s0&view=Clustering&task=T7&layer=1&measure=cosine``. A URL value that is not
+valid for the run is reported above the views and replaced by the default.
 """
 
 from __future__ import annotations
@@ -14,23 +15,29 @@ RUN = "run"  # query parameter and widget key: the chosen run (its catalogue key
 OPEN_RUN = "open_run"  # a run another part of the page asked to open; the sidebar applies it on the next full run
 VIEW = "view"  # query parameter and tabs key: the open view's label
 TASK = "task"  # query parameter and widget key: the chosen task, as "T1".."TN"
-LAYER = "layer"
+LAYER = "layer"  # query parameter and widget key: the masked layer, as "0", "1", ...
+MEASURE = "measure"  # query parameter and widget key: the Clustering view's distance measure
+URL_PROBLEMS = "url_problems"  # messages about URL values that were not valid, shown once above the views
 RUNS_DIR = "runs_dir"
 UPLOAD = "upload"
 UPLOADED = "uploaded_ids"  # file ids already unpacked, so a rerun does not unpack again
 UPLOAD_MESSAGE = "upload_message"  # (kind, text) the upload callback leaves for the sidebar
 LIVE_STARTED = "live_started"  # run folders this browser session started
-PROJECTION = "projection"
+PROJECTION = "projection"  # query parameter and widget key: umap, pca or tsne
 PROJECTION_CHOSEN = "projection_chosen"  # the user's projection, kept while trajectories force PCA
 STEP = "step"
 TRAJECTORIES = "trajectories"
 COMPARE_RUNS = "cmp-runs"
 COMPARE_FOR = "cmp-for"  # the run Compare's selection was made for: another run resets it
 COMPARE_UNFINISHED = "cmp-unfinished"  # include unfinished runs in Compare
+LIVE_SEQUENCE, LIVE_METHOD, LIVE_SEED = "live-sequence", "live-method", "live-seed"  # Train-live form
+# widgets: other views (Story's "train the missing runs") fill them in before switching there
 
-OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE = (
-    "Overview", "Accuracy matrix", "Task embeddings", "Clustering", "Masks", "Train live", "Compare")
-VIEWS = (OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE)
+STORY, OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE = (
+    "Story", "Overview", "Accuracy matrix", "Task embeddings", "Clustering", "Masks", "Train live", "Compare")
+VIEWS = (STORY, OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE)
+MEASURES = ("euclidean", "cosine")
+PROJECTIONS = ("umap", "pca", "tsne")
 
 DEFAULT_RUNS_DIR = os.environ.get("PRM_EXPLORER_RUNS", "runs")
 """The user's runs folder (relative to the repository root unless absolute)."""

@@ -1,9 +1,10 @@
-"""Command line: ``python -m prm run|compare|table|show``.
+"""Command line: ``python -m prm run|compare|table|show|whatif``.
 
     python -m prm run --sequence digits-mixed --method prm --seed 0 --out runs/my-run
     python -m prm compare --sequence digits-mixed --methods prm,hat,ncl,stl --seeds 0,1,2
     python -m prm table runs/compare/* --families   # compare's tables from recorded run folders
     python -m prm show runs/my-run
+    python -m prm whatif runs/my-run --task 3 --similar 1 --out runs/my-run-whatif   # docs/whatif.md
 
 A user mistake (unknown sequence or method, impossible number, existing output folder,
 malformed data file) or an environment failure (a full disk) prints one line starting with
@@ -99,6 +100,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help=f"PRM: one DTD call per masked layer, or one for all layers together {lever('layers')}")
     g.add_argument("--ewc-lambda", type=float, help=f"EWC penalty strength [{d.ewc_lambda}]")
     g.add_argument("--no-umap", action="store_true", help="store only PCA projections (skips UMAP's compile at run end)")
+    g.add_argument("--no-checkpoints", action="store_true",
+                   help="keep no task-start checkpoints (what-if needs them; docs/whatif.md gives their size)")
     g.add_argument("--device", default="cpu", help="cpu or cuda [%(default)s]")
 
 
@@ -136,6 +139,8 @@ def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) 
         base["prm"]["two_stage"] = False
     if args.no_umap:
         base["record"]["projections"] = ["pca"]
+    if args.no_checkpoints:
+        base["record"]["checkpoints"] = False
     if args.ewc_lambda is not None:
         base["ewc_lambda"] = args.ewc_lambda
     data_dir = args.data_dir or os.environ.get(DATA_ENV)
@@ -193,7 +198,7 @@ def _discard(created: Path | None, out: Path) -> None:
 
 def _remove_temporary(out: Path) -> None:
     """Delete ``*.tmp*`` files the writer left (it removes its own; this covers any it could not)."""
-    for tmp in [*out.glob("*.tmp*"), *out.glob("arrays/*.tmp*")]:
+    for tmp in [*out.glob("*.tmp*"), *out.glob("arrays/*.tmp*"), *out.glob("checkpoints/*.tmp*")]:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
@@ -265,11 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def emit(event: Any) -> None:
         writer(event)
-        if event.type == "epoch":
-            bar.set_postfix_str(f"task {event.task + 1} {event.phase} epoch {event.epoch + 1} "
-                                f"val_acc {event.val_acc:.3f}", refresh=False)
-        elif event.type == "task_end":
-            bar.update(1)
+        _show_progress(bar, event)
 
     try:
         result = train_sequence(cfg, emit=emit, sequence=seq)
@@ -278,6 +279,80 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_interrupted(out, writer), file=sys.stderr)
         return 130
     except OSError as exc:  # a full disk, a folder removed under us ...
+        if isinstance(exc, BrokenPipeError):
+            raise
+        bar.close()
+        _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, created)}")
+    bar.close()
+    _print_summary(out)
+    return 0 if result.status == "finished" else 1
+
+
+def _show_progress(bar: Any, event: Any) -> None:
+    """The progress bar of ``run`` and ``whatif``: the latest epoch, one step per task."""
+    if event.type == "epoch":
+        bar.set_postfix_str(f"task {event.task + 1} {event.phase} epoch {event.epoch + 1} "
+                            f"val_acc {event.val_acc:.3f}", refresh=False)
+    elif event.type == "task_end":
+        bar.update(1)
+
+
+# ----------------------------------------------------------------------------- whatif
+
+
+def _task_list(text: str) -> list[int]:
+    """``--similar``: 1-based task numbers, comma-separated; "" or "none" for none."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected task numbers such as 1,3 (or none), got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"task numbers start at 1, got {text!r}")
+    return values
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from prm import whatif
+    from prm.engine import train_sequence
+    from prm.runs import RunWriter
+
+    out = Path(args.out)
+    created = _check_out(out, "--out")
+    try:
+        plan = whatif.plan(args.run, task=args.task - 1, similar=[t - 1 for t in args.similar])
+        seq = whatif.sequence(plan)
+    except whatif.WhatIfError as exc:
+        _fail(str(exc))
+    writer = None
+    try:
+        writer = RunWriter(out, config=plan.config, parent=plan.link())
+    except FileExistsError as exc:
+        _fail(str(exc))
+    except BaseException as exc:
+        _discard(created, out)
+        if isinstance(exc, OSError):
+            _fail(f"could not create the run folder {out}: {exc}")
+        raise
+    similar = ", ".join(f"T{i + 1}" for i in plan.link().similar(0)) or "none"
+    print(f"what-if of {args.run} from task {args.task}: similar {similar}, every other earlier task dissimilar",
+          file=sys.stderr)
+    bar = tqdm(total=len(seq.tasks), unit="task", disable=args.quiet, dynamic_ncols=True)
+
+    def emit(event: Any) -> None:
+        writer(event)
+        _show_progress(bar, event)
+
+    try:
+        result = train_sequence(plan.config, emit=whatif.replaying(plan, emit), sequence=seq, resume=plan.resume())
+    except KeyboardInterrupt:
+        bar.close()
+        print(_interrupted(out, writer), file=sys.stderr)
+        return 130
+    except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             raise
         bar.close()
@@ -580,6 +655,16 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="summary of a recorded run")
     show.add_argument("run", help="run folder")
     show.set_defaults(func=cmd_show)
+
+    what = sub.add_parser("whatif", help="re-run a recorded run from one task with DTD's decision replaced")
+    what.add_argument("run", help="the parent run folder (recorded with checkpoints, method prm or an ablation)")
+    what.add_argument("--task", type=int, required=True, help="the task (1-based, 2 or more) whose decision is replaced")
+    what.add_argument("--similar", type=_task_list, required=True,
+                      help="earlier tasks (1-based, comma-separated) to call similar in every masked layer; "
+                           "every other earlier task is dissimilar; \"\" or none: all dissimilar")
+    what.add_argument("--out", required=True, help="the child run folder to create")
+    what.add_argument("--quiet", action="store_true", help="no progress bar")
+    what.set_defaults(func=cmd_whatif)
     return parser
 
 

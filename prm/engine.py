@@ -9,7 +9,8 @@ with the best-validation weights restored at the end. PRM adds DTD (a throw-away
 whose task embeddings X-means clusters) before each task and protects only the dissimilar
 tasks' units while it learns (LwPRM).
 
-The engine never writes files: it reports everything through ``emit`` (``prm.events``).
+The engine never writes files: it reports everything through ``emit`` (``prm.events``),
+checkpoints included (``prm.checkpoint``); ``resume`` starts a run from one of them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prm import masks as M
+from prm.checkpoint import Checkpoint, capture
 from prm.config import HATConfig, RunConfig
 from prm.data import Task, TaskSequence, make_sequence
 from prm.events import DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd
@@ -48,6 +50,20 @@ class RunResult:
     test_acc: np.ndarray  # R[j, i], NaN where not evaluated
     val_acc: np.ndarray
     seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resume:
+    """Start the sequence at ``checkpoint.task`` from the state the checkpoint holds (a what-if
+    run, ``prm.whatif``). ``dissimilar`` replaces DTD's decision for that task: per masked
+    layer, the earlier tasks protected. DTD still runs and is recorded, so the run draws from
+    its generators exactly what the original drew; later tasks decide as usual.
+    ``test_rows``/``val_rows``: the accuracy rows of the tasks before it, for the result."""
+
+    checkpoint: Checkpoint
+    dissimilar: tuple[tuple[int, ...], ...]
+    test_rows: np.ndarray
+    val_rows: np.ndarray
 
 
 @dataclass(kw_only=True)
@@ -266,10 +282,11 @@ def _stack(trajectory: list[list[np.ndarray]], layer: int, dtype: str) -> np.nda
 
 def _dtd(
     ctx: _Context, model: MaskedMLP, task: int, data: dict[str, Tensor],
-    acc_mask: list[Tensor], groups: list[int],
+    acc_mask: list[Tensor], groups: list[int], forced: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[list[int]], dict[str, int], np.ndarray]:
     """Dissimilar-task detection on a copy of the state: returns D_t per layer, the epochs,
-    and the embedding table DTD ended with (rows 0..task, all layers side by side)."""
+    and the embedding table DTD ended with (rows 0..task, all layers side by side).
+    ``forced`` (per layer) replaces the decision and is recorded with source ``whatif``."""
     cfg = ctx.cfg
     saved = copy.deepcopy(model.state_dict())
     epochs = {}
@@ -299,8 +316,8 @@ def _dtd(
         points = rows.numpy().astype(np.float64)
         result, was_undecided, called_by_xmeans = by_xmeans(points)
         called = shared if shared is not None else called_by_xmeans if rule == "xmeans" else by_rule(points)
-        used = dissimilar_set(similarity=ctx.strategy.similarity, task=task,
-                              xmeans_dissimilar=called, groups=groups)
+        used = sorted(forced[index]) if forced is not None else dissimilar_set(
+            similarity=ctx.strategy.similarity, task=task, xmeans_dissimilar=called, groups=groups)
         record = result.to_dict()
         del record["centers"]  # the means of each cluster's rows of arrays/dtd_<t>.npz: not logged twice
         layers.append({"xmeans": record, "undecided": was_undecided,
@@ -310,7 +327,8 @@ def _dtd(
         arrays[f"trajectory_l{index}"] = _stack(trajectory, index, cfg.record.trajectory_dtype)
     model.load_state_dict(saved)
     ctx.emit(TaskArrays(task=task, kind="dtd", arrays=arrays))
-    source = rule if ctx.strategy.similarity == "xmeans" else ctx.strategy.similarity
+    source = "whatif" if forced is not None else rule if ctx.strategy.similarity == "xmeans" \
+        else ctx.strategy.similarity
     ctx.emit(DTDResult(task=task, layers=layers, source=source,
                        seconds=time.perf_counter() - started))
     return dissimilar, epochs, rows_all.numpy().astype(np.float64)
@@ -381,11 +399,13 @@ def train_sequence(
     emit: Emit | None = None,
     should_stop: Callable[[], bool] | None = None,
     sequence: TaskSequence | None = None,
+    resume: Resume | None = None,
 ) -> RunResult:
     """Learn every task of the configured sequence in order, reporting through ``emit``.
 
     A ``sequence`` passed in is used as given (the caller built it from this config, shots
-    included). Ends with a ``RunEnd`` event whatever happens: 'finished', 'stopped' (``should_stop``
+    included). With ``resume``, learning starts at its task from its checkpoint (the events
+    of the tasks before are the caller's to replay). Ends with a ``RunEnd`` event whatever happens: 'finished', 'stopped' (``should_stop``
     returned True, or Ctrl-C, which is re-raised) or 'failed' (the exception is re-raised).
     """
     emit = emit or (lambda event: None)
@@ -410,7 +430,7 @@ def train_sequence(
     emit(RunStarted(config=config.to_dict(), tasks=[t.describe() for t in seq.tasks],
                     sequence=seq.name, input_dim=seq.input_dim, oracle_transfer=oracle))
     try:
-        _learn(ctx, seq, test_acc, val_acc)
+        _learn(ctx, seq, test_acc, val_acc, resume)
     except StopRequested:
         status = "stopped"
     except KeyboardInterrupt:
@@ -425,7 +445,20 @@ def train_sequence(
     return RunResult(status=status, test_acc=test_acc, val_acc=val_acc, seconds=seconds)
 
 
-def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.ndarray) -> None:
+def _restore(ctx: _Context, model: MaskedMLP, resume: Resume, test_acc: np.ndarray, val_acc: np.ndarray) -> None:
+    """Put the model, the generators and the accuracy rows where the checkpoint's task starts."""
+    point = resume.checkpoint
+    model.load_state_dict(point.model)
+    torch.set_rng_state(point.rng_torch)
+    ctx.generator.set_state(point.rng_generator)
+    if point.rng_cuda is not None:
+        torch.cuda.set_rng_state(point.rng_cuda, ctx.device)
+    test_acc[: point.task] = resume.test_rows
+    val_acc[: point.task] = resume.val_rows
+
+
+def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.ndarray,
+           resume: Resume | None = None) -> None:
     cfg, strategy = ctx.cfg, ctx.strategy
     smax = cfg.hat.smax
     groups = true_groups([t.describe() for t in seq.tasks])
@@ -436,15 +469,25 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
     acc_mask: list[Tensor] | None = None
     fisher: list[Tensor] | None = None
     anchor: list[Tensor] | None = None
-    for t in range(len(seq.tasks)):
+    first = 0
+    if resume is not None:
+        _restore(ctx, model, resume, test_acc, val_acc)
+        first = resume.checkpoint.task
+        for masks in resume.checkpoint.task_masks:
+            task_masks.append(list(masks))
+            acc_mask = [M.accumulate(None if acc_mask is None else acc_mask[l], m) for l, m in enumerate(masks)]
+    for t in range(first, len(seq.tasks)):
         seconds: dict[str, float] = {}
+        if strategy.masked and cfg.record.checkpoints and t > 0:
+            ctx.emit(capture(task=t, model=model, task_masks=task_masks, generator=ctx.generator, config=cfg))
         if strategy.fresh_per_task and t > 0:
             model = _build_model(cfg, seq, strategy, ctx.device)
         protect, dissimilar, epochs = acc_mask, None, {}
         if strategy.runs_dtd and t > 0:
             _init_embedding(model, t, cfg.prm.embedding_init)
             clock = time.perf_counter()
-            dissimilar, epochs, dtd_rows = _dtd(ctx, model, t, data[t], acc_mask, groups)
+            forced = resume.dissimilar if resume is not None and t == first else None
+            dissimilar, epochs, dtd_rows = _dtd(ctx, model, t, data[t], acc_mask, groups, forced)
             if cfg.prm.head_init == "similar":
                 _copy_nearest_head(model, t, dtd_rows, dissimilar[-1])
             protect = [M.relaxed_mask([m[l] for m in task_masks], d, len(acc_mask[l]), relax=cfg.prm.relax)

@@ -108,6 +108,23 @@ class ArraysWritten:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TaskCheckpoint:
+    """Everything needed to resume the run exactly where ``task`` starts (before its DTD):
+    model tensors, earlier tasks' masks and RNG states as named tensors, plain strings in
+    ``metadata`` (``prm.checkpoint``). The writer stores it as ``checkpoints/task_<t>.safetensors``
+    (name fixed by task, like array files); it is not an event-log line."""
+
+    type = "checkpoint"
+    task: int
+    tensors: dict[str, Any]
+    metadata: dict[str, str]
+
+    @staticmethod
+    def file_name(task: int) -> str:
+        return f"checkpoints/task_{task:03d}.safetensors"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunEnd:
     type = "run_end"
     status: str
@@ -115,11 +132,11 @@ class RunEnd:
     error: str | None = None
 
 
-Event = RunStarted | EpochEnd | DTDResult | TaskEnd | TaskArrays | ArraysWritten | RunEnd
+Event = RunStarted | EpochEnd | DTDResult | TaskEnd | TaskArrays | ArraysWritten | TaskCheckpoint | RunEnd
 
 STATUSES = ("running", "finished", "stopped", "failed")
 
 
 def to_record(event: Event) -> dict[str, Any]:
-    """The JSON-line form of an event (not for TaskArrays, whose arrays go to a file)."""
+    """The JSON-line form of an event (not for TaskArrays or TaskCheckpoint, which go to files)."""
     return {"type": event.type, **dataclasses.asdict(event)}

@@ -69,10 +69,16 @@ def dissimilar_set(*, similarity: str, task: int, xmeans_dissimilar: list[int], 
     raise ValueError(f"unknown similarity source {similarity!r}")
 
 
+def judged_right(*, groups: list[int], task: int, dissimilar: Sequence[int]) -> dict[int, bool]:
+    """Each earlier task's call, right or wrong: a call is right when the task was called
+    dissimilar exactly when its true group differs from ``task``'s (see :func:`true_groups`).
+    Every view that marks a decision right or wrong asks this one function."""
+    called = set(dissimilar)
+    return {i: (i in called) == (groups[i] != groups[task]) for i in range(task)}
+
+
 def calls_right(*, groups: list[int], task: int, dissimilar: Sequence[int]) -> float:
-    """Fraction of the earlier tasks DTD judged right: dissimilar exactly when their true
-    group differs from ``task``'s (see :func:`true_groups`)."""
+    """Fraction of the earlier tasks DTD judged right (:func:`judged_right`)."""
     if task == 0:
         raise ValueError("the first task has no earlier task to judge")
-    called = set(dissimilar)
-    return sum((i in called) == (groups[i] != groups[task]) for i in range(task)) / task
+    return sum(judged_right(groups=groups, task=task, dissimilar=dissimilar).values()) / task

@@ -27,9 +27,11 @@ TIMING_PHASES = ("dtd", "train", "eval", *PHASES)
 ENDED = tuple(s for s in STATUSES if s != "running")
 """What a run_end line may say: a run that ended is not running."""
 DTD_SOURCES = tuple(dict.fromkeys([*PRM_CHOICES["clustering"],
-                                   *(s.similarity for s in STRATEGIES.values() if s.similarity is not None)]))
+                                   *(s.similarity for s in STRATEGIES.values() if s.similarity is not None),
+                                   "whatif"]))
 """What a DTD record's ``source`` may say: the clustering rule PRM used (``prm.clustering``:
-xmeans, linkage, cut) or the ablation's fixed similarity (``prm.methods.dissimilar_set``)."""
+xmeans, linkage, cut), the ablation's fixed similarity (``prm.methods.dissimilar_set``), or
+``whatif``: a what-if run forced this decision (``prm.whatif``)."""
 SPLIT_REASONS = ("bic-improved", "bic-not-improved", "too-few-points", "zero-variance", "k-max")
 
 

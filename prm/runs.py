@@ -7,6 +7,10 @@ Layout of a run folder (schema version ``SCHEMA``)::
     arrays/task_007.npz per task: final embedding, mask at smax, accumulated and protecting
                         masks, embedding trajectory (one array per masked layer)
     arrays/dtd_007.npz  per DTD step: the embeddings X-means clustered, the DTD trajectory
+    checkpoints/task_007.safetensors
+                        masked methods: the state task 7 starts from (``prm.checkpoint``),
+                        which ``python -m prm whatif`` resumes; run.json's ``parent`` names
+                        the run a what-if run was resumed from
     projections.npz     2-D PCA/UMAP coordinates of the embeddings per layer (at run end)
     summary.json        Acc, BWT, timings, status (at run end)
 
@@ -38,7 +42,8 @@ import numpy as np
 
 from prm import metrics, safeio
 from prm.config import ConfigError, RunConfig
-from prm.events import ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd, to_record
+from prm.events import (ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskCheckpoint, TaskEnd,
+                        to_record)
 from prm.records import BadRecord, parse_record, parse_started, parse_summary
 
 SCHEMA = 1
@@ -95,7 +100,8 @@ class RunWriter:
     never sees half an array and a crash loses at most the line being written.
     """
 
-    def __init__(self, folder: str | Path, *, config: RunConfig, finalize: bool = True) -> None:
+    def __init__(self, folder: str | Path, *, config: RunConfig, finalize: bool = True,
+                 parent: "RunParent | None" = None) -> None:
         self.folder = Path(folder)
         if self.folder.exists() and any(self.folder.iterdir()):
             raise FileExistsError(f"run folder {self.folder} already exists and is not empty")
@@ -115,10 +121,19 @@ class RunWriter:
             "pid_start": _process_start(os.getpid()),
             "host": socket.gethostname(),
         }
+        if parent is not None:
+            meta["parent"] = parent.to_dict()
         _write_json_atomic(self.folder / "run.json", meta)
         self._log = open(self.folder / "events.jsonl", "a", encoding="utf-8")
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, TaskCheckpoint):  # a file, not a log line (prm.checkpoint)
+            from prm.checkpoint import encode
+
+            (self.folder / "checkpoints").mkdir(exist_ok=True)
+            data = encode(event)
+            _replace_atomic(self.folder / event.file_name(event.task), lambda tmp: tmp.write_bytes(data))
+            return
         if isinstance(event, TaskArrays):
             written = ArraysWritten(task=event.task, kind=event.kind, file=ArraysWritten.file_name(event.kind, event.task))
             _replace_atomic(self.folder / written.file, lambda tmp: np.savez_compressed(tmp, **event.arrays), ".tmp.npz")
@@ -339,6 +354,20 @@ class Run:
         return RunConfig.from_dict(self.meta["config"])
 
     @property
+    def parent(self) -> RunParent | None:
+        """The run this what-if run was resumed from (None for an ordinary run, or when the
+        link names a task beyond this run's sequence)."""
+        return RunParent.parse(self.meta.get("parent"), n_tasks=self.state.n_tasks or None,
+                               n_layers=len(self.meta["config"]["model"]["hidden"]))
+
+    def has_checkpoint(self, task: int) -> bool:
+        """Is there a checkpoint file for the start of ``task`` (checked only when read)?"""
+        try:
+            return safeio.inside(self.path, TaskCheckpoint.file_name(task)).is_file()
+        except (safeio.UnsafeFile, OSError):
+            return False
+
+    @property
     def n_layers(self) -> int:
         """Masked layers (0 for the unmasked methods, which have no masks or embeddings)."""
         from prm.methods import STRATEGIES
@@ -390,6 +419,46 @@ class Run:
         return tuple(self.projections[k] for k in keys)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunParent:
+    """The run a what-if run (``prm.whatif``) was resumed from: its folder (resolved when the
+    child was made) and name, the task (0-based) whose DTD decision was replaced, and the
+    dissimilar set forced on each masked layer (every other earlier task was called similar)."""
+
+    run: str
+    name: str
+    task: int
+    dissimilar: tuple[tuple[int, ...], ...]
+
+    def similar(self, layer: int) -> list[int]:
+        """The earlier tasks the child called similar in ``layer``."""
+        return [i for i in range(self.task) if i not in self.dissimilar[layer]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "name": self.name, "task": self.task,
+                "dissimilar": [list(d) for d in self.dissimilar],
+                "similar": [self.similar(l) for l in range(len(self.dissimilar))]}
+
+    @classmethod
+    def parse(cls, value: Any, *, n_tasks: int | None, n_layers: int) -> "RunParent | None":
+        """run.json's ``parent``, checked (None when absent or malformed: the run still loads,
+        it just names no parent). ``n_tasks`` None: the sequence length is not known yet."""
+        if not isinstance(value, dict):
+            return None
+        run, name, task, dissimilar = (value.get(k) for k in ("run", "name", "task", "dissimilar"))
+        high = (n_tasks or 10**6) - 1
+        if not (isinstance(run, str) and 0 < len(run) <= 4096 and isinstance(name, str) and 0 < len(name) <= 200
+                and type(task) is int and 1 <= task <= high and isinstance(dissimilar, list)
+                and len(dissimilar) == n_layers):
+            return None
+        sets = []
+        for d in dissimilar:
+            if not (isinstance(d, list) and all(type(i) is int and 0 <= i < task for i in d) and len(set(d)) == len(d)):
+                return None
+            sets.append(tuple(sorted(d)))
+        return cls(run=run, name=name, task=task, dissimilar=tuple(sets))
+
+
 UPLOADED = "uploaded"
 """run.json key an upload is marked with: its writer ran elsewhere, so it is never running."""
 
@@ -431,7 +500,23 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
                      if isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= 100},
         "pid": opt("pid", int), "pid_start": opt("pid_start", int), "host": opt("host", str, lambda v: len(v) <= 255),
         UPLOADED: opt(UPLOADED, str, lambda v: len(v) <= 64),
+        "parent": _parent_dict(meta.get("parent"), config),
     }
+
+
+def _parent_dict(value: Any, config: RunConfig) -> dict[str, Any] | None:
+    parent = RunParent.parse(value, n_tasks=config.n_tasks, n_layers=len(config.model.hidden))
+    return None if parent is None else parent.to_dict()
+
+
+def read_parent(folder: str | Path) -> RunParent | None:
+    """The parent link of the run in ``folder`` from its run.json alone (None: an ordinary
+    run, or not a readable one), so a run list can find a run's what-if children cheaply."""
+    try:
+        meta = read_meta(folder)
+    except RunFormatError:
+        return None
+    return RunParent.parse(meta["parent"], n_tasks=None, n_layers=len(meta["config"]["model"]["hidden"]))
 
 
 def _process_start(pid: int) -> int | None:
@@ -683,6 +768,6 @@ def list_runs(root: str | Path) -> list[Path]:
     return [p for _, p in sorted(found, key=lambda item: (-item[0], item[1].name))]
 
 
-__all__ = ["SCHEMA", "Run", "RunFormatError", "RunState", "RunWriter", "EventTail", "apply_events",
-           "finalize_run", "list_runs", "load_run", "writer_alive", "parse_lines", "read_meta", "read_summary",
+__all__ = ["SCHEMA", "Run", "RunFormatError", "RunParent", "RunState", "RunWriter", "EventTail", "apply_events",
+           "finalize_run", "list_runs", "load_run", "read_parent", "writer_alive", "parse_lines", "read_meta", "read_summary",
            "summarise"]

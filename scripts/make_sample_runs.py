@@ -12,6 +12,9 @@ HAT, NCL, PRM(S), PRM(D) and STL on ``digits-mixed``, and PRM, HAT and STL on
 ``digits-classes``, ``digits-writers`` and the 28x28 ``mnist5k-mixed`` (which records its
 measured oracle transfer). Default configuration (``prm.config.preset``, so PRM+ gets its
 levers).
+Only the run the app opens on keeps its what-if checkpoints (3.8 MB; ``record.checkpoints``,
+docs/whatif.md), so the Clustering view's "what if" can be trained from it; the others record
+none, to keep the repository small.
 Runs are deterministic for a seed on one machine, so the committed folders can be checked
 against a fresh regeneration (timings aside).
 """
@@ -28,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prm.config import preset  # noqa: E402
+from prm.config import RunConfig, preset  # noqa: E402
 from prm.engine import train_sequence  # noqa: E402
 from prm.runs import RunWriter  # noqa: E402
 
@@ -39,6 +42,8 @@ SAMPLES = {  # sequence -> (seed, methods); a few MB in all
     "digits-writers": (0, ("prm", "hat", "stl")),
     "mnist5k-mixed": (0, ("prm", "hat", "stl")),
 }
+CHECKPOINTED = {("digits-mixed-few", "prm+")}
+"""(sequence, method) of the samples that keep what-if checkpoints: the app's default run."""
 
 
 def main() -> int:
@@ -58,7 +63,9 @@ def main() -> int:
             folder = out / f"{sequence}-{method}-s{seed}"
             if folder.exists():
                 shutil.rmtree(folder)
-            cfg = preset("default", sequence=sequence, method=method, seed=seed)
+            cfg = preset("default", sequence=sequence, method=method, seed=seed,
+                         record={**RunConfig().to_dict()["record"],
+                                 "checkpoints": (sequence, method) in CHECKPOINTED})
             started = time.perf_counter()
             result = train_sequence(cfg, emit=RunWriter(folder, config=cfg))
             acc = result.test_acc[-1].mean()

@@ -99,7 +99,7 @@ def test_clustering_follows_the_task_in_the_url_and_explains_a_pair():
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert "their distance" in labels and any(l.startswith("BIC change") for l in labels)
-    at.segmented_control(key="cl-metric").set_value("cosine").run()
+    at.segmented_control(key=keys.MEASURE).set_value("cosine").run()
     assert not at.exception and "cosine" in charts(at)[1].proto.spec
 
 

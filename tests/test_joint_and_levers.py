@@ -379,7 +379,7 @@ def test_a_rule_run_shows_in_the_explorer(rule_run):
     rule, _, folder = rule_run
     run = load_run(folder)
     summary = overview.similarity_summary(run.state)
-    assert list(summary["source"].dropna()) == [rule] * 3
+    assert list(summary["source"]) == ["", rule, rule, rule]  # the first task has nothing to decide
     ev = clustering.pair_evidence(run, 3, 0, 0, 3)
     assert np.isfinite(ev["bic_change"])
 
@@ -397,15 +397,15 @@ def test_pair_evidence_is_measured_on_the_features_x_means_clustered(tmp_path):
 
 
 def test_a_joint_run_loads_without_warnings_and_has_a_colour(tmp_path):
-    from explorer.figures import compare
+    from explorer.figures import common, compare
 
     cfg = tiny(method="joint")
     train_sequence(cfg, emit=RunWriter(tmp_path / "joint", config=cfg))
     run = load_run(tmp_path / "joint")
     assert run.warnings == () and run.status == "finished" and run.state.config["method"] == "joint"
     assert not run.state.dtd and run.state.tasks_done == 3
-    assert set(compare.METHOD_COLOURS) == set(METHODS)
-    assert len(set(compare.METHOD_COLOURS.values())) == len(METHODS)
+    assert set(common.METHOD_COLOURS) == set(METHODS)
+    assert len(set(common.METHOD_COLOURS.values())) == len(METHODS)
     table = compare.per_method(compare.per_run({"joint": (run.state, 0)}))
     assert list(table["method"]) == ["joint"] and table["Acc"].notna().all()
 

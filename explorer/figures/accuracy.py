@@ -2,44 +2,89 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.common import DIVERGING, plain_names, short, style, task_colour
+from explorer.figures.common import FONT, DIVERGING, fmt, plain_names, short, style, task_colour
 from prm.runs import RunState
+
+MAX_CELL_TEXT = 20
+"""Above this many tasks the cells are too small for their numbers: hover only."""
+STEP = 0.1
+"""The accuracy colour range is widened to multiples of this, so its ends are round numbers."""
 
 
 def matrix_table(state: RunState, split: str = "test") -> pd.DataFrame:
+    """R as shown: three decimals, and a blank cell where task i was not learnt yet after task j."""
     R = state.accuracy_matrix(split)
     labels = [short(t) for t in range(state.n_tasks)]
-    return pd.DataFrame(R, index=[f"after {x}" for x in labels], columns=[f"on {x}" for x in labels])
+    cells = [["" if np.isnan(v) else fmt(v) for v in row] for row in R]
+    return pd.DataFrame(cells, index=[f"after {x}" for x in labels], columns=[f"on {x}" for x in labels])
+
+
+def colour_range(R: np.ndarray) -> tuple[float, float]:
+    """The accuracy colours' range: from the lowest learnt value rounded down to a multiple of
+    ``STEP`` to the highest rounded up, so 0.72 and 1.00 get clearly different colours
+    (a fixed 0-1 range paints every cell of a good run the same dark blue)."""
+    values = np.asarray(R, dtype=float)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return 0.0, 1.0
+    low = max(0.0, math.floor(round(values.min() / STEP, 9)) * STEP)
+    high = min(1.0, math.ceil(round(values.max() / STEP, 9)) * STEP)
+    if high - low < STEP:
+        low, high = (max(0.0, high - STEP), high) if high >= STEP else (low, low + STEP)
+    return round(low, 6), round(high, 6)
+
+
+def change_since_learnt(R: np.ndarray) -> np.ndarray:
+    """R[j, i] − R[i, i]: how much task i's accuracy moved since just after it was learnt
+    (negative = forgetting, positive = backward transfer); blank above the diagonal."""
+    R = np.asarray(R, dtype=float)
+    out = R - np.diag(R)[None, :]
+    out[np.triu_indices(len(R), k=1)] = np.nan
+    return out
 
 
 def heatmap(R: np.ndarray, tasks, *, upto: int | None = None, title: str | None = None,
-            diverging: bool = False, height: int = 420) -> go.Figure:
+            diverging: bool = False, what: str = "accuracy", height: int | None = None) -> go.Figure:
     """Heatmap of R with its values written in; rows after ``upto`` are blanked (the slider
-    over j), so a student sees the matrix fill in one learnt task at a time."""
+    over j), so a student sees the matrix fill in one learnt task at a time.
+
+    Accuracies get a colour range from the data (:func:`colour_range`, stated on the colour
+    bar); a difference (``diverging``) gets a red-blue scale centred on 0 with a symmetric
+    range and signed cell text, so a loss and a gain of the same size look equally strong.
+    ``what`` names the value in the hover and on the colour bar."""
     R = np.array(R, dtype=float)
     if upto is not None:
         R[upto + 1:, :] = np.nan
     n = R.shape[0]
     labels = plain_names(tasks, n)
-    text = [["" if np.isnan(v) else f"{v:+.2f}" if diverging else f"{v:.2f}" for v in row] for row in R]
-    hover = [[f"after learning {labels[j]}<br>tested on {labels[i]}<br>" +
-              ("difference" if diverging else "accuracy") + (": n/a" if np.isnan(R[j, i]) else f": {R[j, i]:.3f}")
-              for i in range(n)] for j in range(n)]
+    text = [["" if np.isnan(v) or n > MAX_CELL_TEXT else fmt(v, 2, signed=diverging) for v in row] for row in R]
+    hover = [[f"after learning {labels[j]}<br>tested on {labels[i]}<br>{what}: " +
+              fmt(R[j, i], 3, signed=diverging) for i in range(n)] for j in range(n)]
     if diverging:
         bound = max(float(np.nanmax(np.abs(R))) if np.isfinite(R).any() else 0.0, 0.05)
-        scale = dict(colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound)
+        bound = math.ceil(round(bound * 100, 6)) / 100  # two decimals, as the cells; float noise ignored
+        scale = dict(colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound,
+                     colorbar=dict(title=dict(text=f"{what}<br>−{bound:.2f} to +{bound:.2f}", side="top")))
     else:
-        scale = dict(colorscale="Blues", zmin=0.0, zmax=1.0)
+        low, high = colour_range(R)
+        scale = dict(colorscale="Blues", zmin=low, zmax=high,
+                     colorbar=dict(title=dict(text=f"{what}<br>colours {low:.2f} to {high:.2f}", side="top")))
     fig = go.Figure(go.Heatmap(z=R, x=[short(i) for i in range(n)], y=[short(j) for j in range(n)], text=text,
-                               texttemplate="%{text}", hovertext=hover, hoverinfo="text", xgap=1, ygap=1, **scale))
+                               texttemplate="%{text}", textfont=dict(size=FONT), hovertext=hover, hoverinfo="text",
+                               xgap=1, ygap=1, **scale))
     fig.update_yaxes(autorange="reversed", title="after learning task j")
     fig.update_xaxes(title="tested on task i", side="top")
-    style(fig, title=title, height=height)
-    fig.update_layout(margin=dict(t=90 if title else 50))  # room for the title above the top axis
+    style(fig, title=title, height=height or min(620, 170 + 34 * n))
+    # room for the title above the top axis and its title: a title is never clipped
+    fig.update_layout(margin=dict(t=110 if title else 60))
+    if title:
+        fig.update_layout(title=dict(y=0.98, yref="container", yanchor="top"))
     return fig
 
 
@@ -66,4 +111,5 @@ def curves(state: RunState) -> go.Figure:
                      categoryarray=[short(j) for j in range(state.n_tasks)])
     low = float(np.nanmin(R)) if np.isfinite(R).any() else 0.0
     fig.update_yaxes(title="test accuracy", range=[max(0.0, low - 0.05), 1.02])
-    return style(fig, title="Accuracy of each task over time", height=380)
+    fig.update_layout(legend_title_text="line colour = task:")
+    return style(fig, title="Accuracy of each task over time", height=min(620, 170 + 34 * state.n_tasks))

@@ -7,98 +7,154 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from pandas.io.formats.style import Styler
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from explorer.figures.common import plain_names, short, style
-from prm.methods import calls_right, true_groups
+from explorer.figures.common import (DIVERGING, RIGHT_COLOUR, SEQUENTIAL, WRONG_COLOUR, cluster_colour, fmt, mark,
+                                     plain_names, short, style, task_label)
 from prm.events import DTDResult
+from prm.methods import judged_right, true_groups
 from prm.runs import Run, RunState
 from prm.similarity import features
 from prm.xmeans import bic
+
+FONT = 12
+"""The smallest text any chart here uses, legible on a 1280x720 projector."""
+ROW_PX = 26
+"""Vertical room per leaf of the X-means tree: more than a line of FONT-sized text, so leaf
+labels never overlap however many clusters there are."""
+CELL_TEXT_UP_TO = 15
+"""Matrices with more tasks than this carry their numbers in the hover only (cells too small)."""
+
+REASONS = {"bic-improved": "BIC rose", "bic-not-improved": "BIC did not rise",
+           "too-few-points": "too few points to split (fewer than 3)", "zero-variance": "all points identical",
+           "k-max": "k reached its maximum"}
+"""X-means' recorded reasons for keeping or refusing a split, in words."""
 
 
 def _members(ids) -> str:
     return ", ".join(short(int(i)) for i in ids)
 
 
+def calls(tasks, *, task: int, dissimilar) -> pd.DataFrame:
+    """Each earlier task's call when ``task`` arrived, the truth beside it and the mark
+    (``prm.methods.judged_right``: the one rule every view judges by)."""
+    groups = true_groups(tasks)
+    right = judged_right(groups=groups, task=task, dissimilar=dissimilar)
+    called = set(dissimilar)
+    return pd.DataFrame([{"": mark(right[i]), "task": task_label(tasks, i),
+                          "called": "dissimilar" if i in called else "similar",
+                          "truly": "similar" if groups[i] == groups[task] else "dissimilar"} for i in range(task)],
+                        columns=["", "task", "called", "truly"])
+
+
+def calls_styled(frame: pd.DataFrame) -> Styler:
+    """The calls with their marks in the right/wrong colours."""
+    colours = {mark(True): RIGHT_COLOUR, mark(False): WRONG_COLOUR}
+    return frame.style.map(lambda v: f"color: {colours[v]}; font-weight: bold" if v in colours else "", subset=[""])
+
+
+def count_line(frame: pd.DataFrame) -> str:
+    """"7 of 9 calls right": the one-line score of a :func:`calls` table."""
+    return f"{(frame[''] == mark(True)).sum()} of {len(frame)} calls right"
+
+
+def _bic_text(value: float | None, *, signed: bool = False) -> str:
+    return "—" if value is None else fmt(value, 1, signed=signed)
+
+
 def decision_table(record: DTDResult, layer: int) -> pd.DataFrame:
-    """Every split X-means tried at this step: parent cluster, its members, the two children,
-    whole-model BIC before and after, and whether the split was kept (BIC must rise)."""
+    """Every split X-means tried at this step, the verdict first: the cluster, the whole-model
+    BIC change of splitting it (ΔBIC; a split is kept only when it is positive), kept or not and
+    why, then the BIC values, the two proposed halves and the cluster's members last (the long
+    lists). Splits refused without a 2-means have no BIC: "—", and the reason says why."""
     rows = []
     for a in record.layers[layer]["xmeans"]["attempts"]:
-        gain = None if a["children_bic"] is None else a["children_bic"] - a["parent_bic"]
+        tried = a["children_bic"] is not None
         rows.append({
-            "round": a["round"], "cluster": a["parent"], "members": _members(a["members"]),
-            "child A": "" if a["children"] is None else _members(a["children"][0]),
-            "child B": "" if a["children"] is None else _members(a["children"][1]),
-            "BIC parent": a["parent_bic"], "BIC children": a["children_bic"], "ΔBIC": gain,
-            "kept": a["kept"], "reason": a["reason"],
+            "cluster": a["parent"], "ΔBIC": _bic_text(a["children_bic"] - a["parent_bic"] if tried else None,
+                                                      signed=True),
+            "kept": "yes" if a["kept"] else "no", "reason": REASONS.get(a["reason"], a["reason"]), "round": a["round"],
+            "BIC parent": _bic_text(a["parent_bic"]), "BIC children": _bic_text(a["children_bic"]),
+            "child A": "—" if a["children"] is None else _members(a["children"][0]),
+            "child B": "—" if a["children"] is None else _members(a["children"][1]),
+            "members": _members(a["members"]),
         })
-    frame = pd.DataFrame(rows, columns=["round", "cluster", "members", "child A", "child B", "BIC parent",
-                                        "BIC children", "ΔBIC", "kept", "reason"])
-    bics = ["BIC parent", "BIC children", "ΔBIC"]  # refused splits have none: empty cells, not "None"
-    frame[bics] = frame[bics].astype(float)
-    return frame
+    return pd.DataFrame(rows, columns=["cluster", "ΔBIC", "kept", "reason", "round", "BIC parent", "BIC children",
+                                       "child A", "child B", "members"])
+
+
+def _leaf_text(name: str, members: list[int]) -> str:
+    """A leaf's label: its name and, for up to three tasks, the tasks; else their count (the
+    hover lists them), so a label stays short enough for its row."""
+    return f"{name} · {_members(members)}" if len(members) <= 3 else f"{name} · {len(members)} tasks"
 
 
 def decision_tree(record: DTDResult, layer: int) -> go.Figure:
-    """The same record as a tree: every cluster X-means tried to split is a node; kept
-    splits branch into solid children, refused ones into grey dashed children (or none,
-    when too few points left nothing to try)."""
+    """The same record as a tree, root on the left: every cluster X-means split branches into
+    its two kept halves; the leaves are the final clusters, labelled cN (as in the distance
+    matrix) with their tasks or their count. Each leaf has a row of its own (the height grows
+    with the number of clusters, the width with the depth), so labels never collide, up to 50
+    tasks and beyond. Refused splits are in the hover of the cluster they were tried on and in
+    the table."""
     xm = record.layers[layer]["xmeans"]
-    nodes: dict[str, dict[str, Any]] = {str(r): {"members": None, "depth": 0, "kind": "cluster"}
-                                        for r in range(xm["k_init"])}
-    edges: list[tuple[str, str]] = []
-    for a in xm["attempts"]:
-        parent = str(a["parent"])
-        node = nodes.setdefault(parent, {"depth": 0, "kind": "cluster"})
-        node.update(members=a["members"], attempt=a)
-        if a["children"] is None:
-            continue
-        ids = [str(c) for c in a["child_ids"]] if a["kept"] else [f"{parent}{s}?" for s in "ab"]
-        for cid, members in zip(ids, a["children"]):
-            nodes[cid] = {"members": members, "depth": node["depth"] + 1, "kind": "cluster" if a["kept"] else "refused"}
-            edges.append((parent, cid))
-    if all(n.get("members") is None for n in nodes.values()):  # nothing tried: one cluster of all
-        nodes["0"]["members"] = list(range(len(xm["labels"])))
-    children = {p: [c for q, c in edges if q == p] for p in nodes}
-    xpos: dict[str, float] = {}
-    leaves = [0]
+    labels = np.asarray(xm["labels"])
+    final = {int(c): n for n, c in enumerate(xm["cluster_ids"])}  # stable id -> label cN
+    last = {a["parent"]: a for a in xm["attempts"]}  # a cluster retried after moves: its last test counts
+    children = {p: [int(c) for c in a["child_ids"]] for p, a in last.items() if a["kept"]}
+    depth: dict[int, int] = {}
+    ypos: dict[int, float] = {}
+    order: list[int] = []
 
-    def place(node: str) -> float:  # leaves left to right, parents over their children
-        if children[node]:
-            xpos[node] = float(np.mean([place(c) for c in children[node]]))
+    def place(node: int, level: int) -> float:  # leaves top to bottom, parents beside their children
+        depth[node] = level
+        if node in children:
+            ypos[node] = float(np.mean([place(c, level + 1) for c in children[node]]))
         else:
-            xpos[node], leaves[0] = leaves[0], leaves[0] + 1
-        return xpos[node]
+            ypos[node] = -float(len(order))
+            order.append(node)
+        return ypos[node]
 
-    for root in [str(r) for r in range(xm["k_init"])]:
-        place(root)
+    for root in range(xm["k_init"]):
+        place(root, 0)
     fig = go.Figure()
-    for p, c in edges:
-        refused = nodes[c]["kind"] == "refused"
-        fig.add_scatter(x=[xpos[p], xpos[c]], y=[-nodes[p]["depth"], -nodes[c]["depth"]], mode="lines",
-                        line=dict(color="#bbb" if refused else "#555", dash="dot" if refused else "solid"),
-                        hoverinfo="skip", showlegend=False)
-    final = {str(c) for c in xm["cluster_ids"]}
-    for cid, node in nodes.items():
-        a, members = node.get("attempt"), node.get("members") or []
-        if node["kind"] == "refused":
-            colour, what = "#eeeeee", "proposed child, refused"
-        else:
-            colour, what = ("#2ca02c", "final cluster") if cid in final else ("#9ecae1", "split")
-        detail = "" if a is None else f"<br>tried split: {a['reason']}" + (
-            "" if a["children_bic"] is None else
-            f"<br>BIC {a['parent_bic']:.1f} to {a['children_bic']:.1f} (change {a['children_bic'] - a['parent_bic']:+.1f})")
-        fig.add_scatter(x=[xpos[cid]], y=[-node["depth"]], mode="markers+text", showlegend=False,
-                        text=[_members(members)], textposition="bottom center",
-                        marker=dict(size=18, color=colour, line=dict(width=1, color="#555")),
-                        hovertext=[f"{what}<br>members: {_members(members)}{detail}"], hoverinfo="text")
-    depth = max((n["depth"] for n in nodes.values()), default=0)
-    fig.update_xaxes(visible=False, range=[-0.8, max(leaves[0] - 0.2, 0.8)])
-    fig.update_yaxes(visible=False, range=[-depth - 0.8, 0.5])
-    return style(fig, title="X-means splits (green = final clusters, grey = refused split)", height=180 + 90 * depth)
+    ex, ey = [], []
+    for parent, kids in children.items():
+        for kid in kids:  # elbow: across from the parent, down to the child's row, across to it
+            mid = depth[parent] + 0.5
+            ex += [depth[parent], mid, mid, depth[kid], None]
+            ey += [ypos[parent], ypos[parent], ypos[kid], ypos[kid], None]
+    fig.add_scatter(x=ex, y=ey, mode="lines", line=dict(color="#555"), hoverinfo="skip", showlegend=False)
+
+    def hover(node: int, members: list[int]) -> str:
+        a = last.get(node)
+        tried = "" if a is None else "<br>split tested: " + REASONS.get(a["reason"], a["reason"]) + (
+            "" if a["children_bic"] is None else f" (ΔBIC {fmt(a['children_bic'] - a['parent_bic'], 1, signed=True)})")
+        return f"members: {_members(members)}{tried}"
+
+    inner = [n for n in depth if n not in final]  # split clusters (and any a later refit emptied)
+    fig.add_scatter(x=[depth[n] for n in inner], y=[ypos[n] for n in inner], mode="markers", showlegend=False,
+                    marker=dict(size=14, color="#bbbbbb", line=dict(width=1, color="#555")), hoverinfo="text",
+                    hovertext=[f"X-means cluster {n}, " + ("split<br>" if n in children else "emptied by the refit<br>")
+                               + hover(n, last[n]["members"] if n in last else []) for n in inner])
+    leaves = [n for n in order if n in final]
+    members = {n: list(np.flatnonzero(labels == final[n])) for n in leaves}
+    fig.add_scatter(x=[depth[n] for n in leaves], y=[ypos[n] for n in leaves], mode="markers+text",
+                    showlegend=False, cliponaxis=False, textposition="middle right", textfont=dict(size=FONT + 1),
+                    text=[" " + _leaf_text(f"c{final[n]}", members[n]) for n in leaves],
+                    marker=dict(size=16, color=[cluster_colour(final[n]) for n in leaves], line=dict(width=1, color="#555")),
+                    hoverinfo="text", hovertext=[f"final cluster c{final[n]}<br>" + hover(n, members[n]) for n in leaves])
+    deepest = max(depth.values(), default=0)
+    fig.update_xaxes(visible=False, range=[-0.3, deepest + 1.8])
+    fig.update_yaxes(visible=False, range=[-len(order) + 0.4, 0.6])
+    return style(fig, title="X-means splits: final clusters cN on the right (hover for tests)",
+                 height=max(220, 60 + ROW_PX * (len(order) + 1)))
+
+
+def cluster_order(labels) -> list[int]:
+    """Tasks grouped by their cluster (cluster 0 first), in task order within a cluster."""
+    return sorted(range(len(labels)), key=lambda i: (int(labels[i]), i))
 
 
 def pairwise(points: np.ndarray, metric: str) -> np.ndarray:
@@ -112,52 +168,100 @@ def pairwise(points: np.ndarray, metric: str) -> np.ndarray:
     return np.sqrt((diff ** 2).sum(-1))
 
 
+def ordered(matrix: np.ndarray, labels) -> tuple[list[int], np.ndarray]:
+    """The matrix with rows and columns in :func:`cluster_order` and the diagonal blank (a
+    task's distance to itself says nothing and would stretch the colour range)."""
+    order = cluster_order(labels)
+    out = np.asarray(matrix, dtype=float)[np.ix_(order, order)].copy()
+    np.fill_diagonal(out, np.nan)
+    return order, out
+
+
 def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]) -> go.Figure:
-    n = len(matrix)
-    ticks = [f"{short(i)} (c{labels[i]})" for i in range(n)]
+    """The distances (or cosine similarities) among the step's tasks, grouped by X-means
+    cluster with the cluster boundaries drawn; bright = close in both measures, the colours
+    spanning only the off-diagonal values."""
+    order, z = ordered(matrix, labels)
+    n = len(order)
     full = plain_names(tasks, n)
-    hover = [[f"{full[i]}<br>{full[j]}<br>{metric}: {matrix[i, j]:.3f}" for j in range(n)] for i in range(n)]
-    scale = dict(colorscale="RdBu", zmid=0, zmin=-1, zmax=1) if metric == "cosine" else dict(colorscale="Viridis_r")
-    fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, text=np.round(matrix, 2), texttemplate="%{text}",
-                               hovertext=hover, hoverinfo="text", xgap=1, ygap=1, **scale))
-    fig.update_yaxes(autorange="reversed")
-    title = "cosine similarity" if metric == "cosine" else "Euclidean distance"
-    return style(fig, title=f"{title.capitalize()} (cN = X-means cluster)", height=420)
+    ticks = [f"{short(i)} c{labels[i]}" for i in order]
+    hover = [["" if a == b else f"{full[a]}<br>{full[b]}<br>{metric}: {fmt(matrix[a, b])}" for b in order]
+             for a in order]
+    digits = 2 if metric == "cosine" else 0  # distances run to tens: whole numbers fit a cell, decimals do not
+    text = [["" if np.isnan(v) else fmt(v, digits) for v in row] for row in z] if n <= CELL_TEXT_UP_TO else None
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=list(range(n)), text=text,
+                               texttemplate="%{text}" if text else None, hovertext=hover, hoverinfo="text",
+                               xgap=1, ygap=1, colorscale=SEQUENTIAL, reversescale=metric != "cosine",
+                               colorbar=dict(title=dict(text="cosine" if metric == "cosine" else "distance"))))
+    sorted_labels = [labels[i] for i in order]
+    for b in (b for b in range(1, n) if sorted_labels[b] != sorted_labels[b - 1]):
+        for line in (dict(x0=b - 0.5, x1=b - 0.5, y0=-0.5, y1=n - 0.5), dict(x0=-0.5, x1=n - 0.5, y0=b - 0.5, y1=b - 0.5)):
+            fig.add_shape(type="line", line=dict(color="black", width=2), **line)
+    axis = dict(tickvals=list(range(n)), ticktext=ticks, tickfont=dict(size=FONT))
+    fig.update_xaxes(**axis, tickangle=-90 if n > 8 else 0)
+    fig.update_yaxes(**axis, autorange="reversed")
+    title = "Cosine similarity" if metric == "cosine" else "Euclidean distance"
+    return style(fig, title=f"{title}, grouped by cluster cN", height=max(420, 160 + 16 * n))
+
+
+def normalised_transfer(oracle, tasks, n: int) -> np.ndarray:
+    """The oracle transfer among the first ``n`` tasks on one scale for 2-way and 10-way
+    tasks: (acc(a->b) - chance_b) / (acc(b->b) - chance_b), chance_b = 1 / classes of b.
+    0 = chance on b, 1 = as good as b's own classifier (the diagonal), negative = worse than
+    chance. Blank where b's own classifier is no better than chance (nothing to compare to)."""
+    raw = np.asarray(oracle, dtype=float)[:n, :n]
+    chance = np.array([1.0 / len(tasks[b]["classes"]) for b in range(n)])
+    own = np.diag(raw) - chance
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(own > 0, (raw - chance) / np.where(own > 0, own, 1), np.nan)
 
 
 def oracle_figure(oracle, tasks, *, step: int, labels: list[int]) -> go.Figure:
-    """The measured transfer among tasks 1..step+1: accuracy on task b (column) of a simple
-    classifier trained on task a (row), recorded with sequences that measure it (mnist5k-*).
-    High off-diagonal entries are what "similar" means in data; X-means sees only embeddings."""
+    """The measured transfer among tasks 1..step+1, recorded with sequences that measure it
+    (mnist5k-*): a simple classifier trained on task a (row), tested on task b (column), as
+    :func:`normalised_transfer` (diverging around chance; raw accuracy, chance and b's own
+    accuracy in the hover). High entries are what "similar" means in data; X-means sees only
+    embeddings."""
     n = step + 1
-    matrix = np.asarray(oracle, dtype=float)[:n, :n]
-    ticks = [f"{short(i)} (c{labels[i]})" for i in range(n)]
+    raw = np.asarray(oracle, dtype=float)[:n, :n]
+    z = normalised_transfer(oracle, tasks, n)
+    ticks = [f"{short(i)} c{labels[i]}" for i in range(n)]
     full = plain_names(tasks, n)
-    hover = [[f"trained on {full[a]}<br>tested on {full[b]}<br>accuracy {matrix[a, b]:.3f}" for b in range(n)]
-             for a in range(n)]
-    fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, text=np.round(matrix, 2), texttemplate="%{text}",
-                               hovertext=hover, hoverinfo="text", xgap=1, ygap=1, colorscale="Greens",
-                               zmin=0, zmax=1))
-    fig.update_yaxes(autorange="reversed", title="trained on")
-    fig.update_xaxes(title="tested on")
-    return style(fig, title="Measured transfer (oracle): accuracy of a classifier trained on the row task",
-                 height=420)
+    hover = [[f"trained on {full[a]}<br>tested on {full[b]}<br>accuracy {fmt(raw[a, b])} (chance "
+              f"{fmt(1 / len(tasks[b]['classes']))}, its own classifier {fmt(raw[b, b])})<br>"
+              f"normalised {fmt(z[a, b], 2, signed=True)}" for b in range(n)] for a in range(n)]
+    text = [["" if np.isnan(v) else fmt(v, 2) for v in row] for row in z] if n <= CELL_TEXT_UP_TO else None
+    fig = go.Figure(go.Heatmap(z=z, x=ticks, y=ticks, text=text, texttemplate="%{text}" if text else None,
+                               hovertext=hover, hoverinfo="text", xgap=1, ygap=1, colorscale=DIVERGING, zmid=0,
+                               zmin=-1, zmax=1, colorbar=dict(title=dict(text="0 chance, 1 own"))))
+    fig.update_yaxes(autorange="reversed", title="trained on", tickfont=dict(size=FONT))
+    fig.update_xaxes(title="tested on", tickfont=dict(size=FONT))
+    return style(fig, title="Measured transfer (oracle): 0 = chance on the column task, 1 = as good as its own",
+                 height=max(420, 160 + 16 * n))
 
 
 def agreement(state: RunState) -> pd.DataFrame:
     """How well each DTD step matches the truth (``prm.methods.true_groups``: same family and
     same label set): the adjusted Rand index between X-means clusters and the true groups
-    (1 = exactly the groups, about 0 = chance) and the fraction of earlier tasks X-means
-    called right (similar or dissimilar)."""
+    (1 = exactly the groups, about 0 = chance, negative = worse than chance) and how many
+    earlier tasks X-means called right (similar or dissimilar)."""
     groups = true_groups(state.tasks)
     rows = []
     for t, record in sorted(state.dtd.items()):
         for layer, entry in enumerate(record.layers):
             labels = entry["xmeans"]["labels"]
+            right = sum(judged_right(groups=groups, task=t, dissimilar=entry["dissimilar_xmeans"]).values())
             rows.append({"step": short(t), "layer": f"l{layer}", "k": entry["xmeans"]["k"],
-                         "ARI": adjusted_rand_score(groups[: len(labels)], labels),
-                         "calls right": calls_right(groups=groups, task=t, dissimilar=entry["dissimilar_xmeans"])})
-    return pd.DataFrame(rows, columns=["step", "layer", "k", "ARI", "calls right"])
+                         "ARI": adjusted_rand_score(groups[: len(labels)], labels), "right": right, "earlier": t,
+                         "calls right": right / t})
+    return pd.DataFrame(rows, columns=["step", "layer", "k", "ARI", "right", "earlier", "calls right"])
+
+
+def agreement_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`agreement` as shown: calls as "7 of 9", the ARI signed (it can fall below 0)."""
+    return pd.DataFrame({"step": table["step"], "layer": table["layer"], "k": table["k"],
+                         "calls right": [f"{r} of {e}" for r, e in zip(table["right"], table["earlier"])],
+                         "ARI": [fmt(v, 2, signed=True) for v in table["ARI"]]})
 
 
 def agreement_figure(table: pd.DataFrame) -> go.Figure:
@@ -166,12 +270,12 @@ def agreement_figure(table: pd.DataFrame) -> go.Figure:
         for column, dash in (("calls right", "solid"), ("ARI", "dot")):
             fig.add_scatter(x=part["step"], y=part[column], mode="lines+markers", name=f"{layer} {column}",
                             line={"dash": dash}, customdata=part["k"],
-                            hovertemplate="after %{x}<br>" + column + " %{y:.2f}<br>k = %{customdata}<extra>"
+                            hovertemplate="after %{x}<br>" + column + " %{y:+.2f}<br>k = %{customdata}<extra>"
                             + layer + "</extra>")
-    fig.update_yaxes(title="agreement", range=[-0.55, 1.05])
+    fig.update_yaxes(title="agreement", range=[-0.55, 1.05], tickformat="+.1f")
     fig.update_xaxes(title="DTD step (new task)")
-    return style(fig, title="X-means against the truth: earlier tasks called right (solid), ARI (dotted)",
-                 height=300)
+    fig.update_layout(legend=dict(orientation="h", y=-0.3))
+    return style(fig, title="X-means against the truth: calls right (solid), ARI (dotted)", height=340)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> float:

@@ -22,6 +22,29 @@ CLUSTER_COLOURS = qualitative.Set2 + qualitative.Pastel1
 DIVERGING = "RdBu"
 SEQUENTIAL = "Viridis"
 
+# One meaning per palette: families (above), clusters (pastel Set2), tasks (D3), methods and
+# phases each have their own, and right/wrong calls two fixed colours, so a colour never means
+# two things on one page. Methods: HAT-like protection in blues, PRM and its variants in reds
+# and oranges, the unprotected and reference baselines in greys and greens.
+METHOD_COLOURS = {"prm": "#D62728", "prm+": "#FF7F0E", "prm-s": "#E377C2", "prm-d": "#8C564B",
+                  "prm-t": "#9467BD", "hat": "#1F77B4", "ncl": "#7F7F7F", "ewc": "#17BECF",
+                  "stl": "#2CA02C", "joint": "#BCBD22"}
+PHASE_COLOURS = {"dtd-head": "#C6DBEF", "dtd": "#6BAED6", "xmeans": "#08519C", "train": "#FDAE6B",
+                 "eval": "#BDBDBD"}
+RIGHT_COLOUR, WRONG_COLOUR = "#1A9850", "#D73027"
+RIGHT_MARK, WRONG_MARK = "✓", "✗"
+
+FONT = 13
+"""Base font size of every chart (``style`` sets it; cell texts use it too): legible on a
+1280x720 projector."""
+
+TRUTH_RULE = ("Two tasks are truly similar when they share a family *and* a label set (two writers of the "
+              "same ten digits, two tasks of one image style); a digit-pair task is dissimilar to every other "
+              "task. A call is right (✓) when DTD called an earlier task similar exactly when it truly is, "
+              "wrong (✗) otherwise.")
+"""The truth every right/wrong mark is judged against (``prm.methods.judged_right``), stated
+once for every view's help text."""
+
 PHASE_LABELS = {
     "dtd-head": "DTD 1st opt. (head only)",
     "dtd": "DTD 2nd opt. (whole model)",
@@ -57,6 +80,18 @@ def family_colour(family: str) -> str:
 
 def family_symbol(family: str) -> str:
     return FAMILY_SYMBOLS.get(family) or _SPARE_SYMBOLS[zlib.crc32(family.encode()) % len(_SPARE_SYMBOLS)]
+
+
+def method_colour(method: Any) -> str:
+    """A method's colour: fixed for the engine's methods, a stable pick for any other name
+    (a damaged run's method may be missing: it gets a colour too)."""
+    name = str(method)
+    return METHOD_COLOURS.get(name) or qualitative.Dark24[zlib.crc32(name.encode()) % len(qualitative.Dark24)]
+
+
+def mark(right: bool | None) -> str:
+    """✓ for a right call, ✗ for a wrong one, nothing where there is no truth to judge by."""
+    return "" if right is None else RIGHT_MARK if right else WRONG_MARK
 
 
 def task_colour(task: int) -> str:
@@ -103,6 +138,7 @@ def style(fig: go.Figure, *, title: str | None = None, height: int | None = None
         title=dict(text=plain(title), x=0, xanchor="left") if title else None,
         margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         hoverlabel=dict(namelength=-1),
+        font=dict(size=FONT),
         template="plotly_white",
     )
     if height:
@@ -120,7 +156,12 @@ def empty(message: str, *, height: int = 200) -> go.Figure:
     return style(fig, height=height)
 
 
-def fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def fmt(value: float | None, digits: int = 3, *, signed: bool = False) -> str:
+    """A number as shown: "n/a" for a missing one, never "-0.000" (a value that rounds to zero
+    is shown as 0), and with an explicit + when ``signed`` (changes, BWT, FWT)."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return "n/a"
-    return f"{value:.{digits}f}"
+    value = float(value)
+    if round(value, digits) == 0:
+        value = 0.0
+    return f"{value:+.{digits}f}" if signed and value else f"{value:.{digits}f}"

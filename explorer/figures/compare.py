@@ -8,6 +8,7 @@ count once), so a stopped 2-of-10 run or a 3-task run never blurs a finished 10-
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -15,13 +16,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.catalog import config_key
-from explorer.figures.common import plain, short, style
+from explorer.figures.common import FONT, SEQUENTIAL, fmt, method_colour, plain, short, style
 from explorer.figures.overview import run_metrics
 from prm.runs import RunState
 
 METRICS = {"acc": "Acc", "bwt": "BWT", "fwt": "FWT", "ct": "CT (s)"}
-METHOD_COLOURS = {"prm": "#4C78A8", "prm+": "#1b3a6b", "prm-s": "#9ecae9", "prm-d": "#72b7b2", "prm-t": "#54a24b",
-                  "hat": "#f58518", "ncl": "#e45756", "ewc": "#b279a2", "stl": "#bab0ac", "joint": "#9d755d"}
+SIGNED = ("BWT", "FWT")
+"""Metrics that are changes: shown with their sign."""
+TITLE_CHARS = 44
+"""Longest line of a matrix title: fits half of a 1280-pixel page at FONT (about 7.5 px a character)."""
+CELL_TEXT_UP_TO = 12
+"""Matrices with more tasks carry their numbers in the hover only (cells too small for "0.95 ± 0.02")."""
 
 
 def stl_for(state: RunState, seed: int | None, others: dict[str, tuple[RunState, int | None]]) -> RunState | None:
@@ -72,32 +77,137 @@ def per_method(table: pd.DataFrame) -> pd.DataFrame:
                                                                    for sd in ("", " sd"))])
 
 
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`per_run` or :func:`per_method` table as shown: each metric as one text cell,
+    "0.912 ± 0.013" where there is a spread over seeds, BWT and FWT signed, "n/a" for a
+    missing value (FWT without an STL run), never "None" or "-0.000"."""
+    out = table.drop(columns=[c for c in table.columns if c.endswith(" sd")])
+    for label in METRICS.values():
+        digits = 1 if label == "CT (s)" else 3
+        signed = label in SIGNED
+        sds = table[f"{label} sd"] if f"{label} sd" in table else [None] * len(table)
+        out[label] = [fmt(_number(v), digits, signed=signed) + ("" if _number(sd) is None else
+                                                                f" ± {fmt(_number(sd), digits)}")
+                      for v, sd in zip(table[label], sds)]
+    if "seed" in out:
+        out["seed"] = ["n/a" if _number(v) is None else str(int(v)) for v in out["seed"]]
+    return out
+
+
+def _number(value) -> float | None:
+    value = pd.to_numeric(value, errors="coerce")
+    return None if pd.isna(value) else float(value)
+
+
+def zoomed_range(mean, sd) -> list[float]:
+    """A y range for accuracies that shows their differences: from a little below the lowest
+    mean - sd to a little above the highest mean + sd (at most 1), not 0-1, on which 0.90
+    and 0.93 look alike."""
+    mean = pd.to_numeric(pd.Series(mean), errors="coerce")
+    sd = pd.to_numeric(pd.Series(sd), errors="coerce").fillna(0)
+    lows, highs = (mean - sd).dropna(), (mean + sd).dropna()
+    if lows.empty:
+        return [0.0, 1.0]
+    pad = max(0.02, 0.15 * float(highs.max() - lows.min()))
+    return [max(0.0, float(lows.min()) - pad), min(1.0, float(highs.max())) + pad / 2]
+
+
 def bars(summary: pd.DataFrame) -> go.Figure:
-    """One panel per metric, a bar per group of like runs with ±1 sd error bars over seeds."""
+    """One panel per metric, a bar per group of like runs in its method's colour with ±1 sd
+    error bars over seeds; Acc on a zoomed axis (:func:`zoomed_range`)."""
     labels = list(METRICS.values())
-    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels)
-    names = [f"{plain(s)}<br>{plain(m)} · {t} · {c}" for s, m, t, c in
-             zip(summary["sequence"], summary["method"], summary["tasks"], summary["config"])]
+    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels, horizontal_spacing=0.06)
+    names = [f"{plain(m)} · {t}" + (f" · {c}" if summary["config"].nunique() > 1 else "")
+             + (f"<br>{plain(s)}" if summary["sequence"].nunique() > 1 else "")
+             for s, m, t, c in zip(summary["sequence"], summary["method"], summary["tasks"], summary["config"])]
     for col, label in enumerate(labels, start=1):
         values = pd.to_numeric(summary[label], errors="coerce")
         sd = pd.to_numeric(summary[f"{label} sd"], errors="coerce").fillna(0)
         fig.add_bar(x=names, y=values, error_y=dict(type="data", array=sd, visible=True), showlegend=False,
-                    marker_color=[METHOD_COLOURS.get(m, "#888") for m in summary["method"]], customdata=summary["seeds"], row=1, col=col,
+                    marker_color=[method_colour(m) for m in summary["method"]], customdata=summary["seeds"],
+                    row=1, col=col,
                     hovertemplate="%{x}<br>" + label + " %{y:.3f} (seeds: %{customdata})<extra></extra>")
-    return style(fig, height=360)
+    fig.update_yaxes(range=zoomed_range(summary["Acc"], summary["Acc sd"]), row=1, col=1)
+    fig.update_annotations(font_size=FONT)
+    fig.update_xaxes(tickfont=dict(size=12))
+    return style(fig, height=400)
 
 
-def matrices(states: dict[str, RunState]) -> go.Figure:
-    """The accuracy matrices next to each other on one colour scale."""
-    n = max(len(states), 1)
-    fig = make_subplots(rows=1, cols=n, subplot_titles=[plain(name) for name in states] or [""],
-                        horizontal_spacing=0.04)
-    for col, (name, state) in enumerate(states.items(), start=1):
-        R = state.accuracy_matrix("test")
-        ticks = [short(t) for t in range(state.n_tasks)]
-        fig.add_heatmap(z=R, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Blues", showscale=col == n,
-                        text=np.where(np.isnan(R), "", np.round(R, 2).astype(str)), texttemplate="%{text}",
-                        hovertemplate=plain(name) + "<br>after %{y}, on %{x}: %{z:.3f}<extra></extra>", row=1, col=col)
-        fig.update_yaxes(autorange="reversed", row=1, col=col)
-    fig.update_annotations(font_size=11)
-    return style(fig, height=360)
+def group_matrices(table: pd.DataFrame, states: dict[str, RunState]) -> list[dict]:
+    """Per group of like runs (:data:`GROUP`, as in :func:`per_method`), its mean accuracy
+    matrix over distinct seeds and their standard deviation (copies of one seed averaged
+    first, as for the metrics); a group of one seed is its own matrix, with no sd. ``table``
+    is :func:`per_run` of ``states``."""
+    out = []
+    for group, part in table.groupby(GROUP, sort=False, dropna=False):
+        by_seed: dict = {}
+        for name, seed in zip(part["run"], part["seed"].fillna(-1)):
+            by_seed.setdefault(seed, []).append(states[name].accuracy_matrix("test"))
+        with warnings.catch_warnings():  # cells above the diagonal are blank in every seed: stay blank
+            warnings.simplefilter("ignore", RuntimeWarning)
+            seeds = np.array([np.nanmean(ms, axis=0) if len(ms) > 1 else ms[0] for ms in by_seed.values()])
+            many = len(seeds) > 1
+            mean = np.nanmean(seeds, axis=0) if many else seeds[0]
+            sd = np.nanstd(seeds, axis=0) if many else None
+        sequence, method, tasks, config = group
+        title = (f"{method} · {sequence} · {tasks} · mean of {len(seeds)} seeds" if many
+                 else str(part["run"].iloc[0]))
+        out.append({"title": title, "mean": mean, "sd": sd, "seeds": len(seeds), "group": dict(zip(GROUP, group))})
+    return out
+
+
+def wrap(text: str, width: int = TITLE_CHARS) -> list[str]:
+    """Title lines of at most ``width`` characters, broken at spaces (a longer word is cut)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        while len(word) > width:
+            lines, word = [*lines, word[:width]], word[width:]
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _cell(mean: float, sd: float | None) -> str:
+    if np.isnan(mean):
+        return ""
+    return fmt(mean, 2) + ("" if sd is None or np.isnan(sd) else f"<br>± {fmt(sd, 2)}")
+
+
+def matrices(groups: list[dict]) -> go.Figure:
+    """The mean accuracy matrices of :func:`group_matrices`, two to a row (one when a matrix
+    has more than :data:`CELL_TEXT_UP_TO` tasks), each cell "0.95 ± 0.02" where there is a
+    spread over seeds, on one colour scale spanning the data (so 0.72 and 1.00 look different,
+    where 0-1 would make both dark)."""
+    groups = groups or [{"title": "", "mean": np.full((1, 1), np.nan), "sd": None}]
+    size = max(len(g["mean"]) for g in groups)
+    cols = 1 if size > CELL_TEXT_UP_TO or len(groups) == 1 else 2
+    rows = -(-len(groups) // cols)
+    titles = ["<br>".join(plain(line) for line in wrap(g["title"])) for g in groups]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.12,
+                        vertical_spacing=min(0.3, 0.5 / rows) if rows > 1 else 0.0)
+    values = np.concatenate([g["mean"][~np.isnan(g["mean"])] for g in groups])
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    lo, hi = (lo, hi) if hi - lo >= 0.02 else (max(0.0, hi - 0.02), hi + 0.0001)
+    for n, g in enumerate(groups):
+        row, col = n // cols + 1, n % cols + 1
+        mean, sd = g["mean"], g["sd"]
+        ticks = [short(t) for t in range(len(mean))]
+        text = [[_cell(mean[a, b], None if sd is None else sd[a, b]) for b in range(len(mean))]
+                for a in range(len(mean))] if len(mean) <= CELL_TEXT_UP_TO else None
+        hover_sd = np.full(mean.shape, np.nan) if sd is None else sd
+        fig.add_heatmap(z=mean, x=ticks, y=ticks, zmin=lo, zmax=hi, colorscale=SEQUENTIAL, showscale=n == 0,
+                        colorbar=dict(title=dict(text="accuracy")), text=text,
+                        texttemplate="%{text}" if text else None, textfont=dict(size=FONT - 1),
+                        customdata=hover_sd, xgap=1, ygap=1,
+                        hovertemplate=plain(g["title"]) + "<br>after %{y}, on %{x}: %{z:.3f}"
+                        + ("" if sd is None else " ± %{customdata:.3f}") + "<extra></extra>", row=row, col=col)
+        fig.update_yaxes(autorange="reversed", title="after learning", row=row, col=col)
+        fig.update_xaxes(title="tested on", row=row, col=col)
+    fig.update_annotations(font_size=FONT)
+    lines = max(len(t.split("<br>")) for t in titles)
+    per_row = max(380, 120 + 34 * min(size, 20)) + 20 * lines
+    fig = style(fig, height=per_row * rows)
+    fig.update_layout(margin=dict(t=30 + 20 * lines))
+    return fig

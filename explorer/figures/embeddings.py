@@ -14,12 +14,24 @@ import pandas as pd
 import plotly.graph_objects as go
 from sklearn.decomposition import PCA
 
-from explorer.figures.common import cluster_colour, family_symbol, plain, short, style, task_colour, task_label
+from explorer.figures.common import (RIGHT_COLOUR, WRONG_COLOUR, cluster_colour, family_symbol, mark, plain, short,
+                                     style, task_colour, task_label)
+from prm.methods import judged_right, true_groups
 from prm.projection import project
 from prm.runs import Run, embedding_points
 
 END = "end"
 """The step value for 'the final embeddings after the whole sequence'."""
+FEW_POINTS = 12
+"""Below this many points PCA is the default projection: UMAP's neighbourhood graph on a
+handful of points tears one tight cluster into scattered pieces."""
+NEW_TASK_COLOUR = "black"
+"""The ring of the task that just arrived (its own call is what the step decides)."""
+
+
+def default_projection(n_points: int) -> str:
+    """PCA for fewer than ``FEW_POINTS`` points, UMAP otherwise."""
+    return "pca" if n_points < FEW_POINTS else "umap"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,8 +84,12 @@ def _rows(run: Run, layer: int, step: str) -> tuple[list[tuple[int, bool]], np.n
 
 
 def step_frame(run: Run, layer: int, projection: Projection, step: str) -> pd.DataFrame:
-    """One row per point shown at ``step``: coordinates, task, family, cluster, nearest tasks."""
+    """One row per point shown at ``step``: coordinates, task, family, X-means cluster (blank
+    at the end of the run, where none ran), the call on each earlier task marked ✓/✗ against
+    the truth (``prm.methods.judged_right``; blank for the new task and at the end), nearest tasks."""
     shown, points, labels, dissimilar = _rows(run, layer, step)
+    right = {} if step == END else judged_right(groups=true_groups(run.state.tasks), task=int(step[1:]) - 1,
+                                                dissimilar=dissimilar)
     lookup = {(int(t), bool(d)): i for i, (t, d) in enumerate(zip(projection.tasks, projection.is_dtd))}
     tasks = run.state.tasks
     rows = []
@@ -86,9 +102,10 @@ def step_frame(run: Run, layer: int, projection: Projection, step: str) -> pd.Da
         rows.append({
             "task": short(t), "name": task_label(tasks, t), "family": tasks[t]["family"] if t < len(tasks) else "?",
             "kind": "new task (DTD embedding)" if is_dtd else "final embedding",
-            "cluster": None if labels is None else int(labels[n]),
+            "cluster": "" if labels is None else str(int(labels[n])),
             "relation": "new task" if new else ("" if step == END else
                                                 "dissimilar (protected)" if t in dissimilar else "similar (relaxed)"),
+            "call": "" if new else mark(right.get(t)),
             "x": float(xy[0]), "y": float(xy[1]), "nearest": nearest or "-", "task_index": t, "is_dtd": is_dtd,
         })
     return pd.DataFrame(rows)
@@ -124,9 +141,21 @@ def _step_of(frame: pd.DataFrame) -> str:
     return END if new.empty else short(int(new["task_index"].iloc[0]))
 
 
+def _outline(row) -> tuple[str, int]:
+    """A point's outline: black ring for the new task, green / red for a right / wrong call on
+    an earlier task, thin white where nothing was decided (the end of the run)."""
+    if row.is_dtd and row.relation == "new task":
+        return NEW_TASK_COLOUR, 3
+    if row.call:
+        return (RIGHT_COLOUR if row.call == mark(True) else WRONG_COLOUR), 3
+    return "white", 1
+
+
 def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray]] | None = None) -> go.Figure:
-    """Scatter of one step: colour = X-means cluster (task colour at the end, where no
-    clustering ran), symbol = true family, ringed marker = the new task X-means placed."""
+    """Scatter of one step, one meaning per visual channel, each named in the legend:
+    colour = X-means cluster (task colour at the end, where no clustering ran), symbol = true
+    family, outline = the call on each earlier task (green right, red wrong) with the new task
+    ringed in black."""
     fig = go.Figure()
     for task, path in paths or []:
         fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", showlegend=False,
@@ -134,28 +163,39 @@ def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray
                         hovertemplate=f"{short(task)} epoch snapshot %{{pointNumber}}<extra></extra>")
     if frame.empty:
         return style(fig, title=title, height=480)
-    clustered = frame["cluster"].notna().any()
+    clustered = frame["cluster"].ne("").any()
+    colour_legend = "colour = X-means cluster" if clustered else "colour = task"
     groups = frame.groupby("cluster" if clustered else "task_index", sort=True)
-    for key, part in groups:
+    for key, part in sorted(groups, key=lambda kv: int(kv[0])):
         colour = cluster_colour(int(key)) if clustered else task_colour(int(key))
-        name = f"cluster {int(key)}" if clustered else plain(part["name"].iloc[0])
+        name = f"cluster {key}" if clustered else plain(part["name"].iloc[0])
         hover = [f"<b>{plain(r.name)}</b><br>family: {plain(r.family)}<br>{r.kind}<br>" +
-                 (f"X-means cluster: {int(r.cluster)}<br>" if clustered else "") +
-                 (f"{r.relation}<br>" if r.relation else "") + f"nearest: {r.nearest}"
+                 (f"X-means cluster: {r.cluster}<br>" if clustered else "") +
+                 (f"{r.relation}" + (f" ({'right' if r.call == mark(True) else 'wrong'} call {r.call})"
+                                     if r.call else "") + "<br>" if r.relation else "") + f"nearest: {r.nearest}"
                  for r in part.itertuples()]
+        outlines = [_outline(r) for r in part.itertuples()]
         fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=name,  # legend: colour only
+                        legendgrouptitle_text=colour_legend if key == min(groups.groups, key=int) else None,
                         marker=dict(symbol="square", color=colour, size=12))
         fig.add_scatter(
             x=part["x"], y=part["y"], mode="markers+text", name=name, legendgroup=name, showlegend=False,
             text=part["task"], textposition="top center",
-            marker=dict(size=[20 if d else 14 for d in part["is_dtd"]], color=colour,
+            marker=dict(size=[20 if d else 15 for d in part["is_dtd"]], color=colour,
                         symbol=[family_symbol(f) for f in part["family"]],
-                        line=dict(color=["black" if d else "white" for d in part["is_dtd"]],
-                                  width=[3 if d else 1 for d in part["is_dtd"]])),
+                        line=dict(color=[c for c, _ in outlines], width=[w for _, w in outlines])),
             hovertext=hover, hoverinfo="text")
-    for fam in sorted(frame["family"].unique()):  # legend entries for the symbols
-        fig.add_scatter(x=[None], y=[None], mode="markers", name=f"family: {plain(fam)}", legendgroup="families",
+    for n, fam in enumerate(sorted(frame["family"].unique())):  # legend entries for the symbols
+        fig.add_scatter(x=[None], y=[None], mode="markers", name=plain(fam), legendgroup="families",
+                        legendgrouptitle_text="symbol = family" if n == 0 else None,
                         marker=dict(symbol=family_symbol(fam), color="#888", size=11))
+    if frame["relation"].eq("new task").any():  # legend entries for the outlines
+        for n, (name, colour) in enumerate([("new task", NEW_TASK_COLOUR), (f"call right {mark(True)}", RIGHT_COLOUR),
+                                            (f"call wrong {mark(False)}", WRONG_COLOUR)]):
+            fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup="outlines",
+                            legendgrouptitle_text="outline = DTD's call" if n == 0 else None,
+                            marker=dict(symbol="circle-open", color=colour, size=13, line=dict(width=3)))
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
     fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor=None)
-    return style(fig, title=title, height=480)
+    fig.update_layout(legend=dict(groupclick="toggleitem", tracegroupgap=12))
+    return style(fig, title=title, height=520)

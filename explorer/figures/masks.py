@@ -7,8 +7,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer.figures.clustering import jaccard
-from explorer.figures.common import empty, plain_names, short, style, task_colour
+from explorer.figures.accuracy import MAX_CELL_TEXT
+from explorer.figures.common import FONT, empty, fmt, plain_names, short, style, task_colour
 from prm.runs import Run, RunState
+
+RELAXED_COLOUR = "#C51B7D"
+"""Magenta for relaxed units: not a method's, a family's or the right/wrong red."""
+LAYER_LINES = ("solid", "dash", "dot", "dashdot")
+"""Capacity lines tell layers apart by dash, in black: colours here belong to tasks only."""
 
 THRESHOLD = 0.5
 """Masks are recorded at s = smax, so they are almost binary; 0.5 splits used / free."""
@@ -44,8 +50,9 @@ def mask_heatmap(run: Run, layer: int) -> go.Figure:
                                customdata=np.tile(order, (len(tasks), 1)),
                                hovertemplate="%{y}<br>unit %{customdata}<br>mask %{z:.2f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title=f"units of layer {layer} (ordered by the first task that used them)", showticklabels=False)
-    return style(fig, title=f"Mask of every task, layer {layer}", height=120 + 28 * len(tasks))
+    fig.update_xaxes(title=f"units of layer {layer} (ordered by the first task that used them; dark = used)",
+                     showticklabels=False)
+    return style(fig, title=f"Mask of every task, layer {layer}", height=min(560, 120 + 28 * len(tasks)))
 
 
 def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | None:
@@ -67,17 +74,19 @@ def relaxed_figure(run: Run, task: int, layer: int) -> go.Figure:
     if parts is None:
         return empty("pick a task after the first one that has been learnt")
     order = np.lexsort((-parts["protected"], -parts["accumulated"]))
-    rows = ["HAT: a_<=t-1 (all earlier tasks)", "protected while learning " + short(task), "relaxed units"]
+    rows = ["HAT: every unit an earlier task used", "protected while learning " + short(task), "relaxed units"]
     z = np.stack([parts["accumulated"][order], parts["protected"][order], parts["relaxed"][order] * 2])
     n_rel = int(parts["relaxed"].sum())
     n_used = int((parts["accumulated"] > THRESHOLD).sum())
     fig = go.Figure(go.Heatmap(
-        z=z, y=rows, colorscale=[[0, "#f7f7f7"], [0.5, "#636363"], [1, "#d62728"]], zmin=0, zmax=2, showscale=False,
+        z=z, y=rows, colorscale=[[0, "#f7f7f7"], [0.5, "#636363"], [1, RELAXED_COLOUR]], zmin=0, zmax=2, showscale=False,
         customdata=np.tile(order, (3, 1)), hovertemplate="%{y}<br>unit %{customdata}<br>value %{z:.2f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(showticklabels=False, title=f"units of layer {layer}: {n_rel} of {n_used} used units relaxed "
-                     f"(red: trainable again for {short(task)})")
-    return style(fig, title=f"Accumulated vs partially relaxed mask for {short(task)}, layer {layer}", height=230)
+                     f"(magenta: trainable again for {short(task)})")
+    fig.update_yaxes(automargin=True)
+    return style(fig, title=f"What HAT would protect vs what this run protected for {short(task)}, layer {layer}",
+                 height=250)
 
 
 def capacity_table(state: RunState) -> pd.DataFrame:
@@ -89,13 +98,15 @@ def capacity_table(state: RunState) -> pd.DataFrame:
 
 
 def capacity_figure(table: pd.DataFrame) -> go.Figure:
+    """Share of units in use after each task, one black line per layer (told apart by dash)."""
     fig = go.Figure()
-    for layer, part in table.groupby("layer"):
-        fig.add_scatter(x=part["after"], y=part["capacity used"], mode="lines+markers", name=layer,
-                        hovertemplate="after %{x}: %{y:.1%} of units used<extra>" + layer + "</extra>")
-    fig.update_yaxes(title="fraction of units used (a_<=t > 0.5)", range=[0, 1.02], tickformat=".0%")
+    for n, (layer, part) in enumerate(table.groupby("layer")):
+        fig.add_scatter(x=part["after"], y=part["capacity used"], mode="lines+markers", name=f"layer {layer[1:]}",
+                        line=dict(color="#333", dash=LAYER_LINES[n % len(LAYER_LINES)]),
+                        hovertemplate="after %{x}: %{y:.1%} of units in use<extra>" + layer + "</extra>")
+    fig.update_yaxes(title="share of units in use", range=[0, 1.02], tickformat=".0%")
     fig.update_xaxes(title="after learning task")
-    return style(fig, title="Capacity in use", height=300)
+    return style(fig, title="Capacity in use", height=320)
 
 
 def overlap_matrix(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
@@ -108,18 +119,29 @@ def overlap_matrix(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
     return tasks, out
 
 
+def overlap_table(run: Run, layer: int) -> pd.DataFrame:
+    """:func:`overlap_matrix` as shown: a row per task, its Jaccard overlap with every task."""
+    tasks, matrix = overlap_matrix(run, layer)
+    labels = [short(t) for t in tasks]
+    return pd.DataFrame(matrix.round(3), columns=labels).assign(task=labels)[["task", *labels]]
+
+
 def overlap_figure(run: Run, layer: int) -> go.Figure:
     tasks, matrix = overlap_matrix(run, layer)
     if not tasks:
         return empty("no masks recorded")
     labels = plain_names(run.state.tasks)
     ticks = [short(t) for t in tasks]
+    n = len(tasks)
     hover = [[f"{labels[a]}<br>{labels[b]}<br>Jaccard {matrix[x, y]:.2f}" for y, b in enumerate(tasks)]
              for x, a in enumerate(tasks)]
+    text = [[fmt(v, 2) if n <= MAX_CELL_TEXT else "" for v in row] for row in matrix]
     fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Purples",
-                               text=np.round(matrix, 2), texttemplate="%{text}", hovertext=hover, hoverinfo="text"))
+                               colorbar=dict(title=dict(text="shared units<br>(Jaccard)", side="top")),
+                               text=text, texttemplate="%{text}", textfont=dict(size=FONT), hovertext=hover,
+                               hoverinfo="text"))
     fig.update_yaxes(autorange="reversed")
-    for n, t in enumerate(tasks):  # tick colours match the task colours of the other views
-        fig.add_shape(type="rect", x0=n - 0.5, x1=n + 0.5, y0=-0.9, y1=-0.6, fillcolor=task_colour(t),
+    for k, t in enumerate(tasks):  # tick colours match the task colours of the other views
+        fig.add_shape(type="rect", x0=k - 0.5, x1=k + 0.5, y0=-0.9, y1=-0.6, fillcolor=task_colour(t),
                       line_width=0, xref="x", yref="y")
-    return style(fig, title=f"Mask overlap (Jaccard), layer {layer}", height=420)
+    return style(fig, title=f"Mask overlap (Jaccard), layer {layer}", height=min(560, 170 + 34 * n))

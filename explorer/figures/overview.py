@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.common import PHASE_LABELS, family_colour, names, plain, short, style, task_label
+from explorer.figures.common import (PHASE_COLOURS, PHASE_LABELS, family_colour, mark, names, plain, short, style,
+                                     task_label)
 from prm import metrics
+from prm.methods import judged_right, true_groups
 from prm.runs import RunState
 
 
@@ -53,9 +55,10 @@ def sequence_strip(state: RunState) -> go.Figure:
                     insidetextanchor="middle", hovertext=hover, hoverinfo="text")
     fig.update_xaxes(categoryorder="array", categoryarray=[short(t) for t in range(state.n_tasks)])
     fig.update_yaxes(visible=False)
-    fig.update_layout(bargap=0.05)
-    style(fig, height=170)
-    fig.update_layout(margin=dict(t=30), legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    fig.update_layout(bargap=0.05, showlegend=True)  # the legend even for a single family
+    style(fig, height=180)
+    fig.update_layout(margin=dict(t=40), legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right",
+                                                     title_text="tile colour = family:"))
     return fig
 
 
@@ -78,45 +81,70 @@ def phase_seconds(state: RunState) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "name", "phase", "seconds"])
 
 
+def phase_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`phase_seconds` as shown: one row per task, one column per phase in the order the
+    phases run; a phase a task did not go through (HAT has no DTD) is 0 s, not a blank."""
+    columns = ["task", *PHASE_LABELS.values()]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    wide = table.pivot_table(index="task", columns="phase", values="seconds", sort=False, aggfunc="sum")
+    wide = wide.reindex(columns=list(PHASE_LABELS.values())).fillna(0.0).rename_axis(columns=None)
+    return wide.reset_index()[columns]
+
+
 def phase_figure(table: pd.DataFrame) -> go.Figure:
+    """Stacked seconds per task, one colour per phase (``PHASE_COLOURS``, a palette of its own)."""
     fig = go.Figure()
-    colours = {"DTD 1st opt. (head only)": "#9ecae1", "DTD 2nd opt. (whole model)": "#3182bd",
-               "X-means": "#08519c", "training (LwPRM for PRM)": "#fd8d3c", "evaluation": "#bdbdbd"}
-    for phase in PHASE_LABELS.values():
-        part = table[table["phase"] == phase]
+    for phase, label in PHASE_LABELS.items():
+        part = table[table["phase"] == label]
         if part.empty or part["seconds"].sum() == 0:
             continue
-        fig.add_bar(x=part["task"], y=part["seconds"], name=phase, marker_color=colours[phase],
-                    customdata=[plain(x) for x in part["name"]], hovertemplate="%{x} %{customdata}<br>" + phase +
+        fig.add_bar(x=part["task"], y=part["seconds"], name=label, marker_color=PHASE_COLOURS[phase],
+                    customdata=[plain(x) for x in part["name"]], hovertemplate="%{x} %{customdata}<br>" + label +
                     ": %{y:.2f} s<extra></extra>")
-    fig.update_layout(barmode="stack", yaxis_title="seconds", legend=dict(orientation="h", y=-0.2))
-    return style(fig, title="Time per task, by phase", height=320)
+    fig.update_layout(barmode="stack", yaxis_title="seconds", showlegend=True,
+                      legend=dict(orientation="h", y=-0.2, title_text="phase:"))
+    return style(fig, title="Time per task, by phase", height=360)
 
 
 def similarity_summary(state: RunState) -> pd.DataFrame:
-    """One line per task: which earlier tasks DTD judged similar (same X-means cluster) per
-    layer, and the dissimilar set actually used (differs from X-means in the ablations)."""
+    """One line per task: per masked layer, which earlier tasks were treated as similar and
+    which as dissimilar, each call marked ✓/✗ against the truth (``prm.methods.judged_right``),
+    and how many calls were right. The set judged is the one actually used to protect units
+    (it differs from X-means' in the ablations, which the line then notes)."""
     labels = names(state.tasks)
+    groups = true_groups(state.tasks)
     rows = []
     for t in range(state.n_tasks):
         record = state.dtd.get(t)
-        row: dict[str, Any] = {"task": labels[t], "family": state.tasks[t]["family"]}
+        row: dict[str, Any] = {"task": labels[t], "family": state.tasks[t]["family"], "decision": "",
+                               "calls right": "", "source": ""}
         if t == 0:
             row["decision"] = "first task: nothing to compare with"
         elif record is None:
             row["decision"] = "no DTD recorded" if t < state.tasks_done else "not reached"
         else:
-            parts = []
+            parts, scores = [], []
             for layer, entry in enumerate(record.layers):
                 dissimilar = set(entry["dissimilar"])
-                similar = [short(i) for i in range(t) if i not in dissimilar]
+                right = judged_right(groups=groups, task=t, dissimilar=sorted(dissimilar))
+                similar = [i for i in range(t) if i not in dissimilar]
                 by_x = set(entry["dissimilar_xmeans"])
-                note = "" if by_x == dissimilar else f" (X-means said dissimilar {_list(sorted(by_x))})"
-                parts.append(f"l{layer}: similar {_list(similar) or '∅'}{note}")
-            row["decision"] = "; ".join(parts)
-            row["source"] = record.source
+                note = "" if by_x == dissimilar else f" (X-means said dissimilar {_list(sorted(by_x)) or '∅'})"
+                parts.append(f"l{layer}: similar {_marked(similar, right)}; "
+                             f"dissimilar {_marked(sorted(dissimilar), right)}{note}")
+                scores.append(f"{sum(right.values())}/{t}")
+            row["decision"] = " | ".join(parts)
+            row["calls right"] = scores[0] if len(scores) == 1 else ", ".join(
+                f"l{layer} {score}" for layer, score in enumerate(scores))
+            row["source"] = record.source or ""
         rows.append(row)
-    return pd.DataFrame(rows, columns=["task", "family", "decision", "source"])
+    return pd.DataFrame(rows, columns=["task", "family", "decision", "calls right", "source"])
+
+
+def _marked(tasks: list[int], right: dict[int, bool]) -> str:
+    """"T2 ✓, T5 ✗": each task with the mark of its call, or ∅ for none."""
+    return ", ".join(f"{short(i)} {mark(right[i])}" for i in tasks) or "∅"
 
 
 def _list(items) -> str:

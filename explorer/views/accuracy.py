@@ -1,25 +1,47 @@
-"""Accuracy matrix: R[j, i] with a slider over j, a difference between runs, curves."""
+"""Accuracy matrix: R[j, i] with a slider over j, its change since learnt, a difference
+between runs, curves."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from explorer import catalog
 from explorer.figures import accuracy as fig
 from explorer.figures.common import short
-from explorer.views.common import Context, chart, how_to_read, load, table
+from explorer.views.common import Context, chart, how_to_read, load, start_from_task, table
+
+ACCURACY, CHANGE = "accuracy", "change since learnt"
+SHOWS = (ACCURACY, CHANGE)
 
 HELP = """
 Row *j*, column *i* is the test accuracy on task *i* right after the network learnt task *j*. Only the
-lower triangle exists (a task is tested once it has been learnt). Read **down a column** to follow one
-task over time: a column that fades is forgetting. The **diagonal** is how well each task was learnt in
-the first place — PRM's relaxed masks can raise it for a task similar to earlier ones (forward transfer),
-because units those tasks trained stay trainable. Drag the slider to watch the matrix fill in.
+lower triangle exists (a task is tested once it has been learnt); the table leaves the rest blank. Read
+**down a column** to follow one task over time: a column that fades is forgetting. The **diagonal** is how
+well each task was learnt in the first place — PRM's relaxed masks can raise it for a task similar to
+earlier ones (forward transfer), because units those tasks trained stay trainable. Drag the slider to watch
+the matrix fill in; it starts at the task chosen in the sidebar.
+
+The colours span this run's own range (the colour bar says which, e.g. 0.70 to 1.00), so 0.72 and 1.00
+look clearly different. **Change since learnt** shows R[j, i] − R[i, i] instead: how far each task moved
+from its accuracy right after it was learnt, red for a loss (forgetting), blue for a gain (backward
+transfer), white for none, on a range symmetric around 0.
 For **joint** every row comes from a fresh network trained on tasks 1..j at once (for **STL**, column *i*
 from the network of task *i* alone), so a changing column there is not forgetting.
 
-The **difference** heatmap subtracts another run of the same sequence: red cells are where this run is
-worse, blue where it is better (e.g. PRM − HAT: blue below the diagonal on writer tasks is backward transfer).
+The **difference** heatmap subtracts another run of the same sequence (by default the HAT run of the same
+seed), cell by cell, with signed numbers: red cells are where this run is worse, blue where it is better,
+the same size of change equally strong either way (e.g. PRM − HAT: blue below the diagonal on writer tasks
+is backward transfer HAT cannot have).
 """
+
+
+def default_other(others: list[catalog.RunEntry], *, seed) -> int:
+    """Index of the run to subtract by default: HAT of the same seed, else any HAT, else the first."""
+    for wanted in (lambda e: e.method == "hat" and e.seed == seed, lambda e: e.method == "hat"):
+        found = next((n for n, e in enumerate(others) if wanted(e)), None)
+        if found is not None:
+            return found
+    return 0
 
 
 def render(ctx: Context) -> None:
@@ -28,13 +50,23 @@ def render(ctx: Context) -> None:
         st.info("No task has been learnt yet: the matrix fills in as tasks finish.")
         return
     upto = state.tasks_done - 1
+    left, right = st.columns([3, 2])
     if state.tasks_done > 1:
-        upto = st.slider("after learning task j", 1, state.tasks_done, state.tasks_done, key="acc-upto",
-                         format="T%d") - 1
+        options = range(1, state.tasks_done + 1)
+        start_from_task("acc-upto", min(ctx.task, state.tasks_done - 1) + 1, task=ctx.task, options=options)
+        upto = left.slider("after learning task j", 1, state.tasks_done, key="acc-upto", format="T%d",
+                           help="starts at the task chosen in the sidebar") - 1
+    show = right.segmented_control("show", SHOWS, key="acc-show", default=ACCURACY, required=True,
+                                   help="accuracy itself, or how far each task moved since it was learnt")
+    R = state.accuracy_matrix("test")
     left, right = st.columns(2)
     with left:
-        chart(fig.heatmap(state.accuracy_matrix("test"), state.tasks, upto=upto,
-                          title=f"R[j, i] after {short(upto)}"), key="acc-matrix", name="accuracy-matrix")
+        if show == CHANGE:
+            figure = fig.heatmap(fig.change_since_learnt(R), state.tasks, upto=upto, diverging=True,
+                                 what="change since learnt", title=f"R[j, i] − R[i, i] after {short(upto)}")
+        else:
+            figure = fig.heatmap(R, state.tasks, upto=upto, title=f"R[j, i] after {short(upto)}")
+        chart(figure, key="acc-matrix", name="accuracy-matrix")
     with right:
         chart(fig.curves(state), key="acc-curves", name="accuracy-curves")
     table(fig.matrix_table(state).reset_index(names="row"), key="acc-matrix", name="accuracy-matrix")
@@ -45,12 +77,14 @@ def render(ctx: Context) -> None:
         st.info("No other run of this sequence with the same number of tasks is listed.")
     else:
         keys = [e.key for e in others]
-        default = next((i for i, e in enumerate(others) if e.method == "hat"), 0)
-        other_key = st.selectbox("compare with", keys, index=default, key="acc-other",
-                                 format_func=lambda k: next(e.label for e in others if e.key == k))
+        if st.session_state.get("acc-other") not in keys:
+            st.session_state["acc-other"] = keys[default_other(others, seed=ctx.run.meta.get("seed"))]
+        other_key = st.selectbox("compare with", keys, key="acc-other",
+                                 format_func=lambda k: next(e.label for e in others if e.key == k),
+                                 help="by default the HAT run of the same sequence and seed")
         other = load(next(e.path for e in others if e.key == other_key)).state
         diff = fig.difference(state, other)
-        chart(fig.heatmap(diff, state.tasks, diverging=True,
+        chart(fig.heatmap(diff, state.tasks, diverging=True, what="difference",
                           title=f"{state.config.get('method')} − {other.config.get('method')}"),
               key="acc-diff", name="accuracy-difference")
     how_to_read(HELP)

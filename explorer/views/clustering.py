@@ -5,27 +5,33 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explorer import state as keys
 from explorer.figures import clustering as fig
-from explorer.figures.common import md, names, short
-from explorer.views.common import Context, chart, how_to_read, table
+from explorer.figures.common import TRUTH_RULE, fmt, md, names, short
+from explorer.views import whatif
+from explorer.views.common import Context, chart, how_to_read, table, url_choice
 from prm.similarity import RULES
 
-HELP = """
+HELP = ("""
 When task *t* arrives, PRM clusters the embeddings of tasks 1..t with **X-means**: start with one cluster,
 try to split each cluster in two (a local 2-means) and **keep a split only if the Bayesian information
 criterion (BIC) of the whole model rises** (ΔBIC > 0). BIC rewards fitting the points tightly and charges
 for every extra centre (a centre costs one number per unit, so splits must buy a lot of tightness).
-The table lists every split tried; the tree draws the kept ones.
+The table lists every split tried, its verdict first (ΔBIC, kept); the tree draws the kept ones, root on
+the left, the final clusters cN as leaves (hover a node for its members and its test).
+
+The **distance matrix** groups the tasks by cluster (black lines between clusters) and leaves the diagonal
+blank, so its colours span only the distances between different tasks; bright = close (small distance or
+high cosine similarity). The measure is kept in the link.
 
 Tasks outside the new task's cluster form the **dissimilar set**: their masks protect weights while
 task *t* is learnt, as in HAT. Tasks inside it are **similar**: the units only they use are *relaxed*
 (trainable again), which is how PRM transfers knowledge cheaply.
 
-**Agreement with the truth**: two tasks are truly similar when they share a family *and* a label set
-(two writers of the same ten digits; two tasks of one image style); each digit-pair task is dissimilar
-to every other task. "Calls right" is the fraction of earlier tasks X-means judged correctly at that
-step; the adjusted Rand index (ARI) scores the whole clustering against the true groups (1 = exactly,
-0 = chance level). With only 2 tasks X-means cannot split at all (a 2-point cluster has no meaningful
+**Right or wrong**: the ✓ and ✗ beside each earlier task, the count above them and "calls right" below
+judge DTD's calls by one rule: """ + TRUTH_RULE + """ The adjusted Rand index (ARI) scores the whole
+clustering against the true groups (+1 = exactly, 0 = chance level, below 0 = worse than chance).
+With only 2 tasks X-means cannot split at all (a 2-point cluster has no meaningful
 split): PRM then protects the first task as HAT would, and the step is marked *undecided*.
 
 **Other rules** (config `prm.clustering`): besides X-means (the paper), a run may decide with **cut** (an
@@ -40,7 +46,12 @@ For a **pair** of tasks: their distance compared with how spread the clusters ar
 final binarised masks (Jaccard: shared units / units either uses), and how the BIC would change if
 X-means separated them (when together) or merged their clusters (when apart) — negative means X-means'
 choice was the better one by its own criterion.
-"""
+
+**Measured transfer** (sequences that record it): a simple classifier trained on the row task, tested on
+the column task, on one scale for 2-way and 10-way tasks: 0 = chance on the column task (1 / its number of
+classes), 1 = as good as the column task's own classifier (the diagonal), red = worse than chance. The raw
+accuracies are in the hover.
+""")
 
 
 def _rule_text(source: str, prm: dict) -> str:
@@ -55,6 +66,19 @@ def _rule_text(source: str, prm: dict) -> str:
         return (f"the 'linkage' rule: average-linkage clusters on cosine distance{on}, cut at {at}; "
                 "dissimilar = outside the new task's cluster")
     return f"the '{md(source)}' rule"
+
+
+PAIR_FOR = "cl-pair-for"  # the step the pair pickers were last set for: a new sidebar task resets them
+
+
+def _calls(column, title: str, frame) -> None:
+    """One list of calls (similar or dissimilar) with their right/wrong marks."""
+    column.markdown(title)
+    if frame.empty:
+        column.caption("none")
+    else:
+        column.dataframe(fig.calls_styled(frame), hide_index=True, height=min(38 + 35 * len(frame), 320),
+                         column_config={"": st.column_config.TextColumn(width=40, help="✓ right, ✗ wrong")})
 
 
 def render(ctx: Context) -> None:
@@ -76,14 +100,14 @@ def render(ctx: Context) -> None:
     labels = entry["xmeans"]["labels"]
     label_names = names(state.tasks)  # plain text, for the pickers
     shown = [md(n) for n in label_names]  # Markdown-safe, for the text
-    dissimilar = entry["dissimilar"]
-    similar = [i for i in range(step) if i not in dissimilar]
     st.markdown(f"#### {shown[step]} arrives · layer {layer} · X-means found k = {entry['xmeans']['k']} "
                 f"cluster(s) among {step + 1} tasks")
+    calls = fig.calls(state.tasks, task=step, dissimilar=entry["dissimilar"])
+    st.markdown(f"**{fig.count_line(calls)}** (✓ right, ✗ wrong against the truth; the rule is under "
+                "\"How to read this\")")
     c1, c2 = st.columns(2)
-    c1.markdown(":green-background[**Similar (relaxed)**]  \n" + (", ".join(shown[i] for i in similar) or "none"))
-    c2.markdown(":red-background[**Dissimilar (protected)**]  \n" +
-                (", ".join(shown[i] for i in dissimilar) or "none"))
+    _calls(c1, ":green-background[**Similar (relaxed)**]", calls[calls["called"] == "similar"])
+    _calls(c2, ":red-background[**Dissimilar (protected)**]", calls[calls["called"] == "dissimilar"])
     rule = _rule_text(record.source, state.config.get("prm", {}))
     if entry.get("undecided"):
         if record.source == "xmeans":
@@ -92,40 +116,57 @@ def render(ctx: Context) -> None:
         else:
             st.caption("Undecided: with two tasks X-means has no split it can test (its recorded call follows "
                        f"config prm.undecided); this run did not use it but decided by {rule}.")
-    if set(entry["dissimilar_xmeans"]) != set(dissimilar) or record.source in RULES:
+    if set(entry["dissimilar_xmeans"]) != set(entry["dissimilar"]) or record.source in RULES:
         st.caption(f"This run decided by {rule}; X-means alone said dissimilar = "
                    f"{', '.join(short(i) for i in entry['dissimilar_xmeans']) or 'none'}.")
     left, right = st.columns([3, 2])
     with left:
         chart(fig.decision_tree(record, layer), key="cl-tree", name=f"xmeans-tree-{short(step)}-l{layer}")
         table(fig.decision_table(record, layer), key="cl-table", name=f"xmeans-{short(step)}-l{layer}",
-              column_config={c: st.column_config.NumberColumn(format="%.1f")
-                             for c in ("BIC parent", "BIC children", "ΔBIC")})
-        st.caption(f"BIC variant {md(entry['xmeans']['variant'])} (see docs/xmeans.md); splits need ≥ 3 points.")
+              column_config={"cluster": st.column_config.NumberColumn(
+                  width=60, help="X-means' own id of the cluster tried (as in the tree's hover); cN in the "
+                                 "charts numbers the final clusters"),
+                             "ΔBIC": st.column_config.TextColumn(width=70,
+                                                                 help="whole-model BIC change; kept only when > 0"),
+                             "kept": st.column_config.TextColumn(width=50),
+                             "reason": st.column_config.TextColumn(width="medium"),
+                             "round": st.column_config.NumberColumn(width=50),
+                             "members": st.column_config.TextColumn(width="large")})
+        st.caption(f"BIC variant {md(entry['xmeans']['variant'])} (see docs/xmeans.md); splits need ≥ 3 points; "
+                   "— = no BIC (the split was refused before a 2-means, see the reason).")
     with right:
-        metric = st.segmented_control("measure", ["euclidean", "cosine"], default="euclidean", key="cl-metric",
-                                      required=True)
+        url_choice(keys.MEASURE, list(keys.MEASURES), "euclidean", what="distance measure")
+        metric = st.segmented_control("measure", list(keys.MEASURES), key=keys.MEASURE, required=True)
+        st.query_params[keys.MEASURE] = metric
         points = run.dtd_embeddings(step, layer)
         chart(fig.pairwise_figure(fig.pairwise(points, metric), state.tasks, metric=metric, labels=labels),
               key="cl-pairwise", name=f"pairwise-{metric}-{short(step)}-l{layer}")
-    st.markdown("#### Agreement with the truth (same family and label set)")
+        st.caption("Tasks grouped by X-means cluster (black lines between clusters); the diagonal is blank so "
+                   "the colours span only the values between different tasks.")
+    st.markdown("#### Agreement with the truth")
     ari = fig.agreement(state)
     a1, a2 = st.columns([3, 2])
     with a1:
         chart(fig.agreement_figure(ari), key="cl-ari", name="ari-per-step")
     with a2:
-        table(ari, key="cl-ari", name="ari-per-step", height=260)
+        table(fig.agreement_shown(ari), key="cl-ari", name="ari-per-step", height=300)
     if state.oracle_transfer is not None:
         st.markdown("#### Measured transfer: the truth in data")
         chart(fig.oracle_figure(state.oracle_transfer, state.tasks, step=step, labels=labels), key="cl-oracle",
               name=f"oracle-{short(step)}")
-        st.caption("A simple classifier trained on the row task, tested on the column task (the diagonal is its "
-                   "own accuracy). Tasks X-means put together (same cN) should transfer well to each other.")
+        st.caption("A simple classifier trained on the row task, tested on the column task, scaled so that 0 = "
+                   "chance on the column task (1 / its classes) and 1 = the column task's own classifier (the "
+                   "diagonal); blue = transfers, red = worse than chance; raw accuracies in the hover. Tasks "
+                   "X-means put together (same cN) should transfer well to each other.")
     st.markdown("#### Why is this pair together (or apart)?")
     p1, p2 = st.columns(2)
     options = list(range(step + 1))
-    i = p1.selectbox("task A", options, index=max(step - 1, 0), format_func=lambda t: label_names[t], key="cl-a")
-    j = p2.selectbox("task B", options, index=step, format_func=lambda t: label_names[t], key="cl-b")
+    session = st.session_state
+    if session.get(PAIR_FOR) != step or session.get("cl-a") not in options or session.get("cl-b") not in options:
+        session["cl-a"], session["cl-b"] = max(step - 1, 0), step  # the sidebar task and the one before it
+    session[PAIR_FOR] = step
+    i = p1.selectbox("task A", options, format_func=lambda t: label_names[t], key="cl-a")
+    j = p2.selectbox("task B", options, format_func=lambda t: label_names[t], key="cl-b")
     if i == j:
         st.info("Pick two different tasks.")
     else:
@@ -133,13 +174,14 @@ def render(ctx: Context) -> None:
         verdict = "in the **same** cluster" if ev["together"] else "in **different** clusters"
         st.markdown(f"{short(i)} and {short(j)} are {verdict} at this step.")
         e1, e2, e3, e4 = st.columns(4)
-        e1.metric("their distance", f"{ev['distance']:.2f}")
-        e2.metric("mean distance inside clusters", "n/a" if ev["within_mean"] is None else f"{ev['within_mean']:.2f}")
-        e3.metric("mean distance across clusters", "n/a" if ev["between_mean"] is None else f"{ev['between_mean']:.2f}")
-        e4.metric("cosine similarity", f"{ev['cosine']:.2f}")
+        e1.metric("their distance", fmt(ev["distance"], 2))
+        e2.metric("mean distance inside clusters", fmt(ev["within_mean"], 2))
+        e3.metric("mean distance across clusters", fmt(ev["between_mean"], 2))
+        e4.metric("cosine similarity", fmt(ev["cosine"], 2, signed=True))
         j1, j2 = st.columns(2)
-        j1.metric(f"BIC change if {ev['change']}", f"{ev['bic_change']:+.1f}",
+        j1.metric(f"BIC change if {ev['change']}", fmt(ev["bic_change"], 1, signed=True),
                   help="X-means keeps a split only when the whole-model BIC rises (positive change)")
         j2.markdown("**Mask overlap (Jaccard of final masks)**  \n" + "  \n".join(
-            f"layer {k[1:]}: " + ("n/a" if v is None else f"{v:.2f}") for k, v in ev["jaccard"].items()))
+            f"layer {k[1:]}: " + fmt(v, 2) for k, v in ev["jaccard"].items()))
+    whatif.render(ctx, step=step, layer=layer)
     how_to_read(HELP)

@@ -10,7 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import catalog
+from explorer import state as keys
 from explorer.figures import embeddings as emb
+from explorer.figures.common import md, short
 from prm.runs import Run, list_runs, load_run
 
 
@@ -66,6 +68,50 @@ def table(df: pd.DataFrame, *, key: str, name: str, **kwargs) -> None:
     st.dataframe(df, hide_index=True, key=f"df-{key}", **kwargs)
     st.download_button("Download CSV", df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
                        key=f"csv-{key}", on_click="ignore", icon=":material/download:")
+
+
+def url_choice(key: str, options: list[str], default: str, *, what: str) -> None:
+    """Seed the widget keyed ``key`` (whose query parameter has the same name): its value is
+    kept if still valid, else taken from the URL (a shared link or a reload), else ``default``.
+    A URL value that is not one of ``options`` is reported in a warning (``what`` names the
+    setting) rather than silently dropped. The caller draws the widget with ``key=key`` and then
+    writes its value back with ``st.query_params[key] = value``. Used instead of ``bind`` for
+    widgets whose shown label differs from their value, since a bound widget writes its label."""
+    if st.session_state.get(key) in options:
+        return
+    url = st.query_params.get(key)
+    if url is not None and url not in options:
+        shown = ", ".join(options) if len(options) <= 8 else f"{options[0]} … {options[-1]}"
+        st.warning(f"The link asks for {what} '{md(url)}', which this run does not have ({md(shown)}); "
+                   f"showing {md(default)} instead.", icon=":material/link_off:")
+    st.session_state[key] = url if url in options else default
+
+
+def start_from_task(key: str, value, *, task: int, options) -> None:
+    """Seed a view's own task slider keyed ``key`` with ``value`` (where the sidebar task puts
+    it) on its first draw and whenever the sidebar task changed since, so the sidebar task
+    drives every view while the slider stays free to move. A value no longer among
+    ``options`` (another run) is reset too. Call before drawing the widget, without a default."""
+    seeded = f"{key}:for-task"
+    if st.session_state.get(seeded) != task or st.session_state.get(key) not in options:
+        st.session_state[key] = value
+        st.session_state[seeded] = task
+
+
+def goto(view: str, task: int | None = None, layer: int | None = None) -> None:
+    """Switch to ``view`` at ``task`` and ``layer`` (a button callback: it runs before the
+    sidebar and the tabs are drawn, so the whole page, the URL included, follows)."""
+    st.session_state[keys.VIEW] = view
+    if task is not None:
+        st.session_state[keys.TASK] = short(task)
+    if layer is not None:
+        st.session_state[keys.LAYER] = str(layer)
+
+
+def link(label: str, *, view: str, task: int | None = None, layer: int | None = None, key: str) -> None:
+    """A button that opens the detailed view behind a summary, at the same task and layer."""
+    st.button(label, key=key, on_click=goto, args=(view, task, layer), icon=":material/arrow_forward:",
+              type="tertiary")
 
 
 def how_to_read(text: str) -> None:

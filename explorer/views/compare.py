@@ -8,11 +8,16 @@ from explorer import state as keys
 from explorer.figures import compare as fig
 from explorer.views.common import chart, how_to_read, load, table
 
+MAX_DEFAULT = 12
+"""At most this many runs are picked for a new current run: the open run and its like runs."""
+
 HELP = """
 One row per run, then one per group of **like runs**: the same sequence, method, tasks learnt out of
 how many, and configuration (the `config` id: every setting but the seed). A group's mean and
 standard deviation are over its distinct seeds (copies of one seed count once; the error bars are
-±1 sd), so runs that differ in anything but the seed are never averaged together. Unfinished runs
+±1 sd), so runs that differ in anything but the seed are never averaged together. Each group gets one
+accuracy matrix: the mean over its seeds, every cell "mean ± sd", or a single run's own matrix. The matrices
+share one colour scale spanning the values shown, and the Acc axis is zoomed, so small differences show. Unfinished runs
 (stopped, failed, still running) are offered only when you tick "include unfinished runs".
 **FWT** needs the STL run (one network per task) of the same sequence and seed; pick it too, or it reads n/a.
 
@@ -40,7 +45,7 @@ def render(*, entries, current_key: str | None) -> None:
             and e.n_tasks == current.n_tasks]
     state = st.session_state
     if keys.COMPARE_RUNS not in state or state.get(keys.COMPARE_FOR) != current.key:  # a new current run
-        state[keys.COMPARE_RUNS] = [current.key, *like][:6]
+        state[keys.COMPARE_RUNS] = [current.key, *like][:MAX_DEFAULT]
     else:  # keep the user's picks that are still offered
         state[keys.COMPARE_RUNS] = [k for k in state[keys.COMPARE_RUNS] if k in by_key]
     state[keys.COMPARE_FOR] = current.key
@@ -55,10 +60,14 @@ def render(*, entries, current_key: str | None) -> None:
         states[e.name if e.name not in states else e.key] = (load(e.path).state, e.seed)
     per_run = fig.per_run(states)
     st.markdown("**Per run**")
-    table(per_run, key="cmp-runs", name="compare-runs")
+    table(fig.shown(per_run), key="cmp-runs", name="compare-runs")
     summary = fig.per_method(per_run)
-    st.markdown("**Per method** (groups of like runs: mean, sd over distinct seeds)")
-    table(summary, key="cmp-methods", name="compare-methods")
+    st.markdown("**Per method** (groups of like runs: mean ± sd over distinct seeds)")
+    table(fig.shown(summary), key="cmp-methods", name="compare-methods")
     chart(fig.bars(summary), key="cmp-bars", name="compare-metrics")
-    chart(fig.matrices({name: s for name, (s, _) in states.items()}), key="cmp-matrices", name="compare-matrices")
+    st.caption("Acc is drawn on a zoomed axis (from just below the lowest mean − sd), so its bars start below "
+               "the axis; the error bars are ±1 sd over seeds.")
+    st.markdown("**Accuracy matrices** (a group of several seeds: their mean, each cell mean ± sd)")
+    chart(fig.matrices(fig.group_matrices(per_run, {name: s for name, (s, _) in states.items()})),
+          key="cmp-matrices", name="compare-matrices")
     how_to_read(HELP)

@@ -6,8 +6,9 @@ import streamlit as st
 
 from explorer import state as keys
 from explorer.figures import embeddings as emb
-from explorer.figures.common import family_symbol, md, short
-from explorer.views.common import Context, chart, how_to_read, projection, table
+from explorer.figures.common import TRUTH_RULE, family_symbol, md, short
+from explorer.views.common import Context, chart, how_to_read, projection, start_from_task, table, url_choice
+from prm.runs import embedding_points
 
 HELP = """
 Each task *t* owns one real number per unit of a masked layer: its **embedding** e_t. HAT turns it into
@@ -16,22 +17,28 @@ before learning a new task it trains a throw-away copy of the network on it (DTD
 embedding and clusters it with the earlier ones using **X-means** (k-means that keeps splitting while
 the BIC improves, so no k is given).
 
-Each point is one embedding squeezed to 2-D (UMAP by default; PCA keeps distances most faithfully, t-SNE
-and UMAP keep neighbourhoods). 2-D distances are only a sketch: the Clustering tab shows the real
-distances X-means used. Trajectories show where each embedding travelled during training (one dot every
-few epochs); they are drawn in PCA coordinates, so the projection switches to PCA while they are on.
+Each point is one embedding squeezed to 2-D. PCA keeps distances most faithfully, t-SNE and UMAP keep
+neighbourhoods. The default is PCA when the run has fewer than {few} points to project (UMAP on a
+handful of points scatters one cluster into pieces) and UMAP otherwise; the choice is kept in the link.
+2-D distances are only a sketch: the Clustering tab shows the real distances X-means used. Trajectories
+show where each embedding travelled during training (one dot every few epochs); they are drawn in PCA
+coordinates, so the projection switches to PCA while they are on.
 
-**In this run**: {colour} **Symbol** = the true family: {symbols}.
+**In this run**: {colour} **Symbol** = the true family: {symbols}. The slider "after task" starts at the
+task chosen in the sidebar.
 """
 
 CLUSTER_COLOURS = """**Colour** = the X-means cluster when the task chosen with "after task" arrived, and the
-**ringed** point is that new task: tasks in its cluster were *similar* (their units became trainable
-again), all others *dissimilar* (protected). At "end of run", where no clustering ran, colour = task."""
+point **ringed in black** is that new task: tasks in its cluster were *similar* (their units became
+trainable again), all others *dissimilar* (protected). The **outline** of every earlier task says whether
+that call was right (green) or wrong (red): {truth} At "end of run", where no clustering ran, colour =
+task and there are no outlines."""
 
 TASK_COLOURS = """**Colour** = task: this run has no X-means clustering to show (only PRM and its ablations
 cluster tasks, and only when their DTD embeddings were recorded)."""
 
-PROJECTION_HELP = "UMAP and t-SNE keep neighbourhoods, PCA keeps distances most faithfully"
+PROJECTION_HELP = (f"UMAP and t-SNE keep neighbourhoods, PCA keeps distances most faithfully; PCA is the default "
+                   f"below {emb.FEW_POINTS} points, where UMAP scatters one cluster")
 TRAJECTORY_LOCK = "Trajectories are drawn in PCA coordinates: turn them off to choose another projection"
 
 
@@ -39,22 +46,26 @@ def help_text(run) -> str:
     """What the chart encodes for this run: cluster or task colours, and its own families."""
     families = dict.fromkeys(task["family"] for task in run.state.tasks)
     symbols = ", ".join(f"{md(f)} = {family_symbol(f).replace('-', ' ')}" for f in families) or "none"
-    return HELP.format(colour=CLUSTER_COLOURS if run.dtd_steps() else TASK_COLOURS, symbols=symbols)
+    colour = CLUSTER_COLOURS.format(truth=TRUTH_RULE) if run.dtd_steps() else TASK_COLOURS
+    return HELP.format(colour=colour, symbols=symbols, few=emb.FEW_POINTS)
 
 
-def _projection_control(column, trajectories: bool) -> str:
-    """The projection picker. Trajectories force PCA: the control then shows PCA, disabled,
-    and the user's own choice comes back when they are turned off."""
+def _projection_control(column, trajectories: bool, default: str) -> str:
+    """The projection picker, seeded from the URL (an invalid value is reported) or
+    ``default``, and kept in the URL. Trajectories force PCA: the control then shows PCA,
+    disabled, and the user's own choice comes back (and stays in the URL) when they are off."""
     state = st.session_state
-    state.setdefault(keys.PROJECTION, "umap")
+    url_choice(keys.PROJECTION, list(keys.PROJECTIONS), default, what="projection")
     if trajectories:
         state.setdefault(keys.PROJECTION_CHOSEN, state[keys.PROJECTION])
         state[keys.PROJECTION] = "pca"
     elif keys.PROJECTION_CHOSEN in state:
         state[keys.PROJECTION] = state.pop(keys.PROJECTION_CHOSEN)
-    return column.segmented_control("projection", ["umap", "pca", "tsne"], key=keys.PROJECTION,
-                                    format_func=str.upper, required=True, disabled=trajectories,
-                                    help=TRAJECTORY_LOCK if trajectories else PROJECTION_HELP)
+    value = column.segmented_control("projection", list(keys.PROJECTIONS), key=keys.PROJECTION,
+                                     format_func=str.upper, required=True, disabled=trajectories,
+                                     help=TRAJECTORY_LOCK if trajectories else PROJECTION_HELP)
+    st.query_params[keys.PROJECTION] = state.get(keys.PROJECTION_CHOSEN, value)
+    return value
 
 
 def render(ctx: Context) -> None:
@@ -66,11 +77,11 @@ def render(ctx: Context) -> None:
     c1, c2, c3 = st.columns([2, 3, 2])
     show_paths = c3.toggle("per-epoch trajectories", key=keys.TRAJECTORIES,
                            help="drawn in PCA coordinates fitted on the points and their trajectories")
-    method = _projection_control(c1, show_paths)
-    default_step = short(ctx.task) if short(ctx.task) in steps else steps[-1]
-    if st.session_state.get(keys.STEP) not in steps:
-        st.session_state[keys.STEP] = default_step
-    step = c2.select_slider("after task", steps, key=keys.STEP,
+    n_points = len(embedding_points(run, ctx.layer)[1])
+    method = _projection_control(c1, show_paths, emb.default_projection(n_points))
+    start_from_task(keys.STEP, short(ctx.task) if short(ctx.task) in steps else steps[-1], task=ctx.task,
+                    options=steps)
+    step = c2.select_slider("after task", steps, key=keys.STEP, help="starts at the task chosen in the sidebar",
                             format_func=lambda s: "end of run (final embeddings)" if s == emb.END else f"{s} arrives")
     cols = st.columns(max(ctx.n_layers, 1))
     shown = None

@@ -3,7 +3,8 @@
 The page never trains anything itself: ``explorer.live`` starts ``python -m prm run`` in a
 child process that writes a normal run folder, and a fragment re-reads that folder every
 couple of seconds. Runs found running in the runs folder are shown too, so a reload or a
-second browser tab re-attaches to them.
+second browser tab re-attaches to them, and the newest finished ones stay listed with an Open
+button (the session's own list of started runs is empty after a reload).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import streamlit as st
 from explorer import catalog, live
 from explorer import state as keys
 from explorer.figures import accuracy, clustering, embeddings
-from explorer.figures.common import md, names, short
-from explorer.views.common import chart, how_to_read, load, projection, table
-from prm.config import METHOD_HELP, METHODS
+from explorer.figures.common import fmt, md, names, short
+from explorer.views.common import chart, entries, how_to_read, load, projection, table
+from prm.config import MAX_SEED, METHOD_HELP, METHODS
 from prm.data import DATA_ENV, DEFAULT_N_TASKS, available_sequences, task_count_range
 from prm.runs import RunFormatError
 
@@ -29,42 +30,111 @@ two seconds: the progress bar (task, phase, epoch), the accuracy matrix as rows 
 the first masked layer (PCA, since UMAP would compile for seconds) and the latest DTD decision. **Stop**
 ends the run cleanly (like Ctrl-C): what was learnt so far stays a loadable 'stopped' run. Stop is offered
 only for runs this server started or can prove it may signal; a run started from a terminal is stopped there
-(Ctrl-C). **Open** shows a finished run in the other tabs. Several runs
-may train at once, each on one CPU core. Small settings (2–3 tasks, width 64, 20 epochs) finish in seconds.
+(Ctrl-C). **Open** shows a finished run in the other tabs; the newest finished runs of your runs folder stay
+listed under the live ones, also after a reload or in a second tab. Several runs may train at once, each on
+one CPU core.
+
+**Quick demo settings** fills the form with settings that learn nearly as well as the engine's defaults
+with about 60% of their training epochs. Smaller is not quicker to a useful result: at width 64 HAT's
+sparsity regulariser, which prices the *fraction* of units a task takes, leaves a 10-way writer task a
+handful of units, and 20 epochs stop a writer task halfway (it needs about 40 at the starting learning
+rate, which the schedule keeps for the first few dozen epochs). Measured by
+`OMP_NUM_THREADS=1 python scripts/live_settings.py` (HAT and PRM, seeds 0-1):
+
+| setting | mixed: HAT | PRM | mixed-few: HAT | PRM | lowest task | CT s |
+|---|---|---|---|---|---|---|
+| defaults: width 256, ≤ 200 epochs, 40 DTD | 0.968 | 0.954 | 0.949 | 0.948 | 0.77-0.85 | 24-60 |
+| **quick demo**: 60 epochs, 20 DTD | 0.966 (-0.003) | 0.935 (-0.019) | 0.941 (-0.008) | 0.919 (-0.030) | 0.62-0.77 | 12-21 |
+| 40 epochs, 20 DTD | 0.942 (-0.026) | 0.909 (-0.045) | 0.909 (-0.040) | 0.887 (-0.062) | 0.42-0.58 | 7-13 |
+| width 64, 20 epochs, 20 DTD | 0.696 (-0.273) | 0.666 (-0.287) | 0.651 (-0.298) | 0.618 (-0.330) | 0.10 | 3-7 |
+
+mixed: digits-mixed, mixed-few: digits-mixed-few. Acc: the mean over the two seeds (in brackets: against
+the defaults); lowest task: the worst final task accuracy of any run; CT: training seconds per run,
+measured while other jobs shared the machine's two cores, so compare them only with each other (alone, a
+default run takes 8-13 s).
 """
+
+QUICK_HELP = ("width 256, 60 epochs per task, 20 DTD epochs, no UMAP; the rest as the engine's defaults. "
+              "Measured by scripts/live_settings.py on digits-mixed and digits-mixed-few (seeds 0-1): Acc within "
+              "0.003-0.008 of the defaults for HAT and 0.019-0.030 for PRM, with about 60% of their training epochs")
+"""The quick-demo button's tooltip: its setting and what it measured (scripts/live_settings.py)."""
+
+QUICK_DEMO = {"width": 256, "epochs": 60, "dtd_epochs": 20}
+"""The "Quick demo settings" (LiveOptions fields; UMAP is left off too): measured against the
+engine's defaults by ``scripts/live_settings.py``, whose numbers HELP quotes."""
+
+_TRAINING_FIELDS = {"live-n-tasks": "n_tasks", "live-width": "width", "live-epochs": "epochs", "live-lr": "lr",
+                    "live-batch": "batch_size", "live-lamb": "lamb", "live-dtd": "dtd_epochs", "live-umap": "umap"}
+"""The form's training widgets (by key) and the LiveOptions field each one sets."""
+
+
+def _training_values(options: live.LiveOptions) -> dict[str, object]:
+    """The training widgets' values for ``options`` (0 tasks: the sequence's default)."""
+    return {key: getattr(options, field) or 0 if field == "n_tasks" else getattr(options, field)
+            for key, field in _TRAINING_FIELDS.items()}
+
+
+def _fill(values: dict[str, object]) -> None:
+    """Put ``values`` into the form (a button callback, so it runs before the form is drawn)."""
+    st.session_state.update(values)
+
+
+def _seed_form(available: list[str]) -> None:
+    """Start every form widget from the session (another view may have prefilled the sequence,
+    method and seed), else from the engine's defaults; widgets are then drawn without value=,
+    which Streamlit would report as a conflict with a preset session value."""
+    d = live.LiveOptions()
+    if st.session_state.get(keys.LIVE_SEQUENCE) not in available:
+        st.session_state[keys.LIVE_SEQUENCE] = d.sequence if d.sequence in available else available[0]
+    if st.session_state.get(keys.LIVE_METHOD) not in METHODS:
+        st.session_state[keys.LIVE_METHOD] = d.method
+    seed = st.session_state.get(keys.LIVE_SEED)
+    if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+        st.session_state[keys.LIVE_SEED] = d.seed
+    for key, value in _training_values(d).items():
+        st.session_state.setdefault(key, value)
 
 
 def _form(root: Path) -> None:
-    d = live.LiveOptions()
     data_dir = st.text_input("data folder (for the paper's data sets)", os.environ.get(DATA_ENV, ""),
                              key="live-data-dir", help="EMNIST, CIFAR-100 (binary) and LEAF files you already have; "
                              "see 'Using the paper's data sets' in docs/data.md. The bundled sequences need none.")
     available = available_sequences(data_dir or None)
+    _seed_form(list(available))
+    c = st.columns([1, 1, 3])
+    c[0].button("Quick demo settings", key="live-quick", icon=":material/bolt:", on_click=_fill,
+                args=(_training_values(live.LiveOptions(**QUICK_DEMO, umap=False)),), help=QUICK_HELP)
+    c[1].button("Engine defaults", key="live-defaults", icon=":material/restart_alt:", on_click=_fill,
+                args=(_training_values(live.LiveOptions()),),
+                help="the engine's own settings (prm/config.py): the most accurate, and slower")
     with st.form("live-form"):
         c = st.columns(4)
-        sequence = c[0].selectbox("sequence", list(available), index=list(available).index(d.sequence),
-                                  help="; ".join(f"{k}: {v}" for k, v in available.items()), key="live-sequence")
-        method = c[1].selectbox("method", list(METHODS), index=list(METHODS).index(d.method),
-                                help="  \n".join(f"**{k}**: {v}" for k, v in METHOD_HELP.items()), key="live-method")
-        seed = c[2].number_input("seed", 0, 10_000, d.seed, key="live-seed")
-        n_tasks = c[3].number_input("tasks (0 = the sequence's default)", 0, 75, 0, key="live-n-tasks",
+        sequence = c[0].selectbox("sequence", list(available),
+                                  help="; ".join(f"{k}: {v}" for k, v in available.items()), key=keys.LIVE_SEQUENCE)
+        method = c[1].selectbox("method", list(METHODS),
+                                help="  \n".join(f"**{k}**: {v}" for k, v in METHOD_HELP.items()), key=keys.LIVE_METHOD)
+        seed = c[2].number_input("seed", 0, MAX_SEED, key=keys.LIVE_SEED)
+        n_tasks = c[3].number_input("tasks (0 = the sequence's default)", 0, 75, key="live-n-tasks",
                                     help="allowed: " + ", ".join(
                                         f"{k} {task_count_range(k)[0]}-{task_count_range(k)[1]} "
                                         f"(default {DEFAULT_N_TASKS[k]})" for k in available))
         c = st.columns(4)
-        width = c[0].number_input("layer width", 8, 2000, d.width, step=32, key="live-width",
-                                  help="units per masked hidden layer (2 layers)")
-        epochs = c[1].number_input("max epochs per task", 1, 500, d.epochs, key="live-epochs",
-                                   help="training stops earlier when the learning rate decays below 1e-4")
-        lr = c[2].number_input("learning rate", 1e-4, 1.0, d.lr, format="%.4f", key="live-lr",
+        width = c[0].number_input("layer width", 8, 2000, step=32, key="live-width",
+                                  help="units per masked hidden layer (2 layers). At 64, HAT's sparsity regulariser "
+                                  "(which prices the fraction of units a task takes) leaves a writer task a handful "
+                                  "of units")
+        epochs = c[1].number_input("max epochs per task", 1, 500, key="live-epochs",
+                                   help="training stops earlier when the learning rate decays below 1e-4. At the "
+                                   "starting rate a 10-way writer task needs about 40 epochs; 20 stop it halfway")
+        lr = c[2].number_input("learning rate", 1e-4, 1.0, format="%.4f", key="live-lr",
                                help="initial SGD step, divided by 3 after 5 epochs without validation gain")
-        batch = c[3].number_input("batch size", 1, 512, d.batch_size, key="live-batch")
+        batch = c[3].number_input("batch size", 1, 512, key="live-batch")
         c = st.columns(4)
-        lamb = c[0].number_input("mask sparsity λ (lamb)", 0.0, 10.0, d.lamb, key="live-lamb",
+        lamb = c[0].number_input("mask sparsity λ (lamb)", 0.0, 10.0, key="live-lamb",
                                  help="how hard new tasks are pushed to use few new units")
-        dtd_epochs = c[1].number_input("DTD epochs", 1, 500, d.dtd_epochs, key="live-dtd",
+        dtd_epochs = c[1].number_input("DTD epochs", 1, 500, key="live-dtd",
                                        help="PRM only: max epochs of DTD's whole-model pass")
-        umap = c[2].checkbox("store UMAP at the end", value=d.umap, key="live-umap",
+        umap = c[2].checkbox("store UMAP at the end", key="live-umap",
                              help="adds a few seconds at the end of the run (numba compile)")
         submitted = st.form_submit_button("Start", type="primary", icon=":material/play_arrow:")
     if submitted:
@@ -87,6 +157,15 @@ def _form(root: Path) -> None:
             return
         st.session_state.setdefault(keys.LIVE_STARTED, []).append(str(folder))
         st.toast(f"Started {md(folder.name)}")
+
+
+def _open_button(where, folder: Path) -> None:
+    """An Open button that shows ``folder`` in the other tabs."""
+    if where.button("Open", key=f"open-{folder.name}", icon=":material/open_in_new:",
+                    help="show this run in the other tabs"):
+        # the button lives in a fragment: only a full rerun redraws the sidebar, header and URL
+        st.session_state[keys.OPEN_RUN] = catalog.key_of(folder)
+        st.rerun(scope="app")
 
 
 def _one(folder: Path) -> bool:
@@ -117,11 +196,8 @@ def _one(folder: Path) -> bool:
         elif running:
             st.caption("This run is written by a process this server did not start and cannot vouch for (e.g. "
                        "from a terminal): stop it where it runs (Ctrl-C there).")
-        elif button.button("Open", key=f"open-{folder.name}", icon=":material/open_in_new:",
-                           help="show this run in the other tabs"):
-            # the button lives in a fragment: only a full rerun redraws the sidebar, header and URL
-            st.session_state[keys.OPEN_RUN] = catalog.key_of(folder)
-            st.rerun(scope="app")
+        else:
+            _open_button(button, folder)
         if run.status == "failed" and run.status_note:
             st.warning(f"Failed: {md(run.status_note)}.")
         if not state.tasks_done and not state.epochs:
@@ -157,13 +233,36 @@ def _one(folder: Path) -> bool:
     return running
 
 
+RECENT = 5
+"""Finished (or stopped, failed) runs of the runs folder listed under the live ones."""
+
+
+def _recent(root: Path, shown: list[Path]) -> None:
+    """The newest runs of the runs folder that are not shown above, one line each, so that a
+    run trained here stays listed after a reload or in a second tab (the session's own list
+    starts empty there). Rows come from the sidebar's catalogue, cached on each folder's
+    fingerprint: a finished run is read once (its summary.json), then costs a few file stats
+    per tick."""
+    skip = {catalog.key_of(p) for p in shown}
+    rows = [e for e in entries([root]) if e.key not in skip and e.status not in ("running", "unreadable")]
+    if not rows:
+        return
+    st.markdown(f"**Recent runs in your runs folder** (newest {min(len(rows), RECENT)} of {len(rows)})")
+    for entry in rows[:RECENT]:
+        name, status, acc, button = st.columns([4, 1, 1, 1], vertical_alignment="center")
+        name.markdown(md(entry.name))
+        status.markdown(md(entry.status))
+        acc.markdown(f"Acc {fmt(entry.acc)}")
+        _open_button(button, entry.path)
+
+
 def _panel(root: Path) -> None:
     started = [Path(p) for p in st.session_state.get(keys.LIVE_STARTED, [])]
     folders = list(dict.fromkeys([*live.running(root), *reversed(started)]))
     if not folders:
         st.info("No run is training. Start one above; runs already training in the runs folder show up here.")
-        return
     active = {str(f) for f in folders if _one(f)}
+    _recent(root, folders)
     before = st.session_state.get("live-active", set())
     st.session_state["live-active"] = active
     if before - active:  # a run just ended: refresh the whole page so the picker lists it

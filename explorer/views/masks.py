@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from explorer.figures import masks as fig
 from explorer.figures.common import md, short
-from explorer.views.common import Context, chart, how_to_read, table
+from explorer.views.common import Context, chart, how_to_read, start_from_task, table
 
 HELP = """
 A **mask** says which units of a layer a task uses (recorded at s = smax, so practically 0 or 1). In the
 top heatmap every row is a task and every column a unit, units sorted by the first task that used them:
 each task's *new* units form a block, and dark cells left of it are units it *reuses*.
 
-HAT protects every unit any earlier task used: the **accumulated mask** a≤t-1 (the max of all earlier
-masks). Weights into protected units cannot change, so there is no forgetting — and no backward transfer.
-PRM protects only the units of the tasks DTD judged **dissimilar**: the **partially relaxed mask**
-p≤t-1. The red units are the difference: used before, but trainable again while task *t* is learnt, because
-only similar tasks use them. With `prm.relax` below 1 (PRM+ uses 0.3) they are only partly freed: their
-protection is 1 − relax (a lighter shade in the middle row) and their gradients are scaled by relax. For HAT
-(and PRM(D)) there are no red units.
+HAT protects every unit any earlier task used (the top row of the middle chart, *HAT: every unit an earlier
+task used*). Weights into protected units cannot change, so there is no forgetting — and no backward
+transfer. PRM protects only the units of the tasks DTD judged **dissimilar** (the second row, *protected
+while learning* the chosen task). The **magenta** units are the difference: used before, but trainable
+again while that task is learnt, because only similar tasks use them. With `prm.relax` below 1 (PRM+ uses
+0.3) they are only partly freed: their protection is 1 − relax (a lighter shade in the middle row) and
+their gradients are scaled by relax. For HAT (and PRM(D)) there are no magenta units. The slider picks the
+task being learnt; it starts at the task chosen in the sidebar.
 
-**Capacity** is the fraction of units some task uses; once it nears 100 % new tasks must share units.
-The **overlap** matrix gives, for each pair of tasks, the share of units they both use (Jaccard).
+**Capacity** is the share of units some task uses (one black line per layer, told apart by dash); once it
+nears 100 % new tasks must share units. The **overlap** matrix gives, for each pair of tasks, the share of
+units they both use (Jaccard).
 """
+
+STEP = "mask-task"
 
 
 def _partly(run) -> str:
@@ -42,22 +45,25 @@ def render(ctx: Context) -> None:
         st.info("This run's mask arrays are missing (see the warning above): only the capacity it recorded "
                 "can be shown.")
     chart(fig.mask_heatmap(run, layer), key="mask-heat", name=f"masks-l{layer}")
-    task = ctx.task if ctx.task >= 1 else min(1, run.state.tasks_done - 1)
+    choices = [short(t) for t in range(1, run.state.tasks_done)]  # every learnt task with an earlier one
+    task = 1 if choices else 0  # the first task has nothing to compare with: the chart says so
+    if len(choices) > 1:
+        start_from_task(STEP, short(min(max(ctx.task, 1), run.state.tasks_done - 1)), task=ctx.task, options=choices)
+        task = int(st.select_slider("while learning task", choices, key=STEP,
+                                    help="the task whose protection is shown; starts at the sidebar task")[1:]) - 1
     chart(fig.relaxed_figure(run, task, layer), key="mask-relaxed", name=f"relaxed-{short(task)}-l{layer}")
     parts = fig.relaxed_units(run, task, layer)
     if parts is not None:
         st.caption(f"While learning {short(task)}: HAT would protect {int((parts['accumulated'] > 0.5).sum())} units, "
                    f"this run protected {int((parts['protected'] > 0.5).sum())}, "
-                   f"relaxed {int(parts['relaxed'].sum())}{_partly(run)}. Pick the task in the sidebar.")
+                   f"relaxed {int(parts['relaxed'].sum())}{_partly(run)}.")
     left, right = st.columns(2)
     with left:
         capacity = fig.capacity_table(run.state)
         chart(fig.capacity_figure(capacity), key="mask-capacity", name="capacity")
-        table(capacity, key="mask-capacity", name="capacity", height=200)
+        table(capacity, key="mask-capacity", name="capacity", height=200,
+              column_config={"capacity used": st.column_config.NumberColumn(format="%.3f")})
     with right:
         chart(fig.overlap_figure(run, layer), key="mask-overlap", name=f"mask-overlap-l{layer}")
-        tasks, matrix = fig.overlap_matrix(run, layer)
-        labels = [short(t) for t in tasks]
-        table(pd.DataFrame(matrix, columns=labels).assign(task=labels)[["task", *labels]], key="mask-overlap",
-              name=f"mask-overlap-l{layer}", height=200)
+        table(fig.overlap_table(run, layer), key="mask-overlap", name=f"mask-overlap-l{layer}", height=200)
     how_to_read(HELP)

@@ -7,7 +7,7 @@ from collections import Counter
 import streamlit as st
 
 from explorer.figures import overview as fig
-from explorer.figures.common import fmt, md
+from explorer.figures.common import PHASE_LABELS, TRUTH_RULE, fmt, md
 from explorer.views.common import Context, chart, how_to_read, table
 from prm.config import METHOD_HELP
 
@@ -20,15 +20,18 @@ each task's accuracy right after learning it with a network trained on that task
 the same sequence and seed). **CT** is the wall time of the whole sequence.
 
 The strip shows the order of the tasks, one tile per task coloured by its family (the legend names the
-colours); this run's families: {families}. Two tasks are truly similar when they share a family *and* a
-label set (writers of the same ten digits, tasks of one image style); a task of digit pairs (*classes*)
-is dissimilar to every other task.
+colours); this run's families: {families}. Faded tiles are tasks not learnt yet. The time chart has a
+colour per phase (named in its legend); the table gives the same seconds, 0 where a task skipped a phase
+(only PRM and its ablations run DTD).
 
 PRM spends extra time per task on **dissimilar-task detection (DTD)**: a throw-away training pass whose only
 product is the new task's embedding, which X-means then clusters with the earlier tasks' embeddings
 (or, where the *source* column says *cut* or *linkage*, a cosine-distance rule decides; see Clustering).
-The table below says, per masked layer, which earlier tasks landed in the new task's cluster
-(*similar*: their units stay trainable) — everything else is *dissimilar* and protected, as in HAT.
+The table below says, per masked layer (l0, l1, ...), which earlier tasks were treated as *similar* (their
+units stay trainable) and which as *dissimilar* (protected, as in HAT), and marks each call: {truth}
+**calls right** counts the right calls per layer (e.g. 7/9: seven of the nine earlier tasks judged right).
+Where a variant overrides X-means (PRM(T), PRM(S), PRM(D)), the calls judged are the ones it used, and the
+line notes what X-means said.
 """
 
 
@@ -41,8 +44,8 @@ def render(ctx: Context) -> None:
     m = fig.run_metrics(state, stl=stl)
     cols = st.columns(4)
     cols[0].metric("Acc", fmt(m["acc"]), help="mean final test accuracy over the tasks learnt")
-    cols[1].metric("BWT", fmt(m["bwt"]), help="mean change of each task's accuracy since it was learnt")
-    cols[2].metric("FWT", fmt(m["fwt"]) if stl is not None else "n/a (no STL run)",
+    cols[1].metric("BWT", fmt(m["bwt"], signed=True), help="mean change of each task's accuracy since it was learnt")
+    cols[2].metric("FWT", fmt(m["fwt"], signed=True) if stl is not None else "n/a (no STL run)",
                    help="mean of R[i,i] − STL_i, against the STL run of the same sequence and seed")
     cols[3].metric("CT", "n/a" if m["ct"] is None else f"{m['ct']:.1f} s", help="wall time of the sequence")
     chart(fig.sequence_strip(state), key="overview-strip", name="sequence")
@@ -52,12 +55,13 @@ def render(ctx: Context) -> None:
         chart(fig.phase_figure(phases), key="overview-phases", name="time-per-phase")
     with right:
         st.markdown("**Time per task and phase**")
-        table(phases.pivot_table(index="task", columns="phase", values="seconds", sort=False).reset_index()
-              if not phases.empty else phases, key="overview-phases", name="time-per-phase", height=280)
+        table(fig.phase_table(phases), key="overview-phases", name="time-per-phase", height=320,
+              column_config={phase: st.column_config.NumberColumn(format="%.2f") for phase in PHASE_LABELS.values()})
     if ctx.masked and state.dtd:
-        st.markdown("**Which earlier tasks DTD judged similar** (per masked layer)")
+        st.markdown("**Which earlier tasks DTD judged similar** (per masked layer; ✓ right, ✗ wrong, see "
+                    "*How to read this*)")
         table(fig.similarity_summary(state), key="overview-dtd", name="dtd-decisions")
-    how_to_read(HELP.format(families=families(state)))
+    how_to_read(HELP.format(families=families(state), truth=TRUTH_RULE))
 
 
 def families(state) -> str:

@@ -1,0 +1,206 @@
+"""Story: the run told in five numbered steps, next to its siblings (same sequence, seed and
+task count with HAT, PRM, PRM+, PRM(T), NCL, STL, joint). Each step is one chart, two sentences
+computed from the data and a button to the tab with the details; where a sibling is missing
+the step says so and the page offers to train it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer import state as keys
+from explorer.catalog import RunEntry
+from explorer.figures import story as fig
+from explorer.figures.common import TRUTH_RULE, md
+from explorer.views.common import Context, chart, goto, how_to_read, link, load, table
+from prm.data import available_sequences
+from prm.runs import Run, RunFormatError
+
+STEPS = ("1. The sequence and its families", "2. What HAT protects, and what that costs similar tasks",
+         "3. What DTD decided, each call right or wrong", "4. The relaxed units of one task",
+         "5. The consequence in accuracy")
+
+HELP = f"""
+The story reads the open run together with its **siblings**: the listed runs of the same sequence, seed and
+number of tasks trained with the other methods. HAT protects every unit an earlier task used; PRM asks
+dissimilar-task detection (DTD) which earlier tasks are similar and leaves their units trainable (*relaxed*).
+Step 2 counts what HAT's accumulated mask holds when each task arrives (the share of units any earlier task
+used) and compares each task's accuracy just after it was learnt with STL (a network trained on that task alone)
+and joint (all data so far at once). Step 3 judges DTD's calls: the set the run used (X-means, or the configured linkage
+or cut rule), and in the ablations PRM(S), PRM(D) and PRM(T), whose protected sets come from a fixed rule, what
+X-means said. {TRUTH_RULE} Step 4 counts a unit as relaxed when an
+earlier task used it (accumulated mask above 0.5) and the run protected it at least 0.05 less than HAT would, as
+the Masks view does. Step 5: **BWT** is the mean of final minus just-learnt accuracy (negative: forgetting), **FWT**
+the mean of just-learnt accuracy minus STL's, both per family; the seed spread is the standard deviation over the
+finished runs of the same sequence, method, task count and configuration. Details: docs/story.md.
+"""
+
+
+def _prefill(entry: RunEntry, method: str) -> None:
+    """Fill the Train-live form with the missing sibling, then open that tab (a callback)."""
+    st.session_state[keys.LIVE_SEQUENCE] = entry.sequence
+    st.session_state[keys.LIVE_METHOD] = method
+    st.session_state[keys.LIVE_SEED] = int(entry.seed or 0)
+    goto(keys.LIVE)
+
+
+def _offer_training(entry: RunEntry, absent: list[str]) -> None:
+    st.warning(fig.missing_sentence(entry, absent), icon=":material/group_off:")
+    if entry.sequence not in available_sequences():
+        st.caption(f"The data of {md(entry.sequence)} is not present here, so they cannot be trained in Train live.")
+        return
+    cols = st.columns(min(len(absent), 7))
+    for col, method in zip(cols, absent):
+        col.button(f"Train {fig.label(method)}", key=f"story-train-{method}", on_click=_prefill,
+                   args=(entry, method), icon=":material/model_training:",
+                   help=f"fills the Train-live form with {entry.sequence}, {method}, seed {entry.seed} and opens it")
+
+
+def _load(ctx: Context, found: dict[str, RunEntry], methods: list[str]) -> dict[str, Run]:
+    """The runs of ``methods`` that load (the open run for its own method)."""
+    out = {}
+    for method in methods:
+        if found[method].key == ctx.entry.key:
+            out[method] = ctx.run
+            continue
+        try:
+            out[method] = load(found[method].path)
+        except RunFormatError:
+            continue
+    return out
+
+
+def _sentences(pair: tuple[str, str]) -> None:
+    st.markdown(" ".join(s for s in pair if s))
+
+
+def render(ctx: Context) -> None:
+    method = ctx.run.meta["config"]["method"]
+    found = fig.siblings(ctx.entry, ctx.entries)
+    runs = _load(ctx, found, fig.told_with(method, found))
+    absent = fig.missing(ctx.entry, found)
+    others = [fig.label(m) for m in found if m not in runs]
+    st.caption(f"**{md(fig.label(method))}** on {md(ctx.entry.sequence)}, seed {ctx.entry.seed}, told with "
+               f"{md(', '.join(fig.label(m) for m in runs if m != method)) or 'no sibling'}"
+               + (f"; also listed, compared in the Compare tab: {md(', '.join(others))}" if others else "") + ".")
+    if absent:
+        _offer_training(ctx.entry, absent)
+    dtd = fig.dtd_sibling(method, runs)
+    _sequence(ctx)
+    _hat(ctx, runs)
+    _calls(ctx, runs, dtd)
+    _relaxed(ctx, runs, dtd)
+    _accuracy(ctx, runs, found, dtd)
+    how_to_read(HELP)
+
+
+def _sequence(ctx: Context) -> None:
+    st.subheader(STEPS[0])
+    chart(fig.sequence_figure(ctx.run.state), key="story-sequence", name="story-sequence")
+    _sentences(fig.sequence_sentences(ctx.run.state))
+    link("Overview", view=keys.OVERVIEW, task=ctx.task, layer=ctx.layer, key="story-go-1")
+
+
+def _hat(ctx: Context, runs: dict[str, Run]) -> None:
+    st.subheader(STEPS[1])
+    hat = runs.get("hat")
+    if hat is None:
+        st.info(f"No HAT run of {md(ctx.entry.sequence)} seed {ctx.entry.seed} is listed, so what HAT protects "
+                "cannot be shown.")
+        return
+    if ctx.layer >= hat.n_layers:
+        st.info(f"The HAT run has {hat.n_layers} masked layer(s); pick a layer below that in the sidebar.")
+        return
+    stl, joint = runs.get("stl"), runs.get("joint")
+    data = fig.protection_table(hat.state, layer=ctx.layer, stl=stl.state if stl else None,
+                                joint=joint.state if joint else None)
+    chart(fig.protection_figure(data, layer=ctx.layer), key="story-hat", name="story-hat-protection")
+    _sentences(fig.protection_sentences(data, layer=ctx.layer, state=hat.state))
+    link("Masks", view=keys.MASKS, task=ctx.task, layer=ctx.layer, key="story-go-2")
+
+
+def _calls(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
+    st.subheader(STEPS[2])
+    method = ctx.run.meta["config"]["method"]
+    if dtd is None:
+        st.info(f"{md(fig.label(method))} runs no DTD, and no PRM-family run of {md(ctx.entry.sequence)} seed "
+                f"{ctx.entry.seed} is listed whose decisions could stand in.")
+        return
+    run = runs[dtd]
+    if dtd != method:
+        st.caption(f"{md(fig.label(method))} runs no DTD; these are the decisions of its {md(fig.label(dtd))} sibling.")
+    if ctx.layer >= run.n_layers:
+        st.info(f"The {md(fig.label(dtd))} run has {run.n_layers} masked layer(s); pick one of them in the sidebar.")
+        return
+    data = fig.calls_table(run.state, layer=ctx.layer)
+    chart(fig.calls_figure(data, n_tasks=run.state.n_tasks, layer=ctx.layer, method=dtd), key="story-calls",
+          name="story-dtd-calls")
+    _sentences(fig.calls_sentences(data, layer=ctx.layer))
+    link("Clustering", view=keys.CLUSTERING, task=ctx.task, layer=ctx.layer, key="story-go-3")
+
+
+def _relaxed(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
+    st.subheader(STEPS[3])
+    if dtd is None:
+        st.info("Units are relaxed only by PRM and its variants; no such run of this sequence and seed is listed.")
+        return
+    run = runs[dtd]
+    if ctx.layer >= run.n_layers:
+        st.info(f"The {md(fig.label(dtd))} run has no masked layer {ctx.layer}.")
+        return
+    task, why = fig.relaxed_choice(fig.relaxed_counts(run, layer=ctx.layer), ctx.task)
+    if task is None:
+        st.info(f"In the {md(fig.label(dtd))} run, {why} on layer {ctx.layer}: every task was protected as under HAT.")
+        return
+    chart(fig.relaxed_figure(run, task=task, layer=ctx.layer), key="story-relaxed", name="story-relaxed-units")
+    _sentences(fig.relaxed_sentences(run, task=task, layer=ctx.layer, why=why))
+    link("Masks", view=keys.MASKS, task=task, layer=ctx.layer, key="story-go-4")
+
+
+def _stability_groups(ctx: Context, runs: dict[str, Run], found: dict[str, RunEntry]) -> dict[str, list]:
+    """Per sibling method, (state, the STL state of the same seed) over its like runs of every
+    seed; the open seed's runs are the siblings already loaded."""
+    groups = {}
+    for method, run in runs.items():
+        pairs = [(run.state, runs["stl"].state if "stl" in runs else None)]
+        for entry in fig.like_runs(found[method], ctx.entries)[1:]:
+            reference = fig.stl_of(entry, ctx.entries)
+            try:
+                pairs.append((load(entry.path).state, load(reference.path).state if reference is not None else None))
+            except RunFormatError:
+                continue
+        groups[method] = pairs
+    return groups
+
+
+def _accuracy(ctx: Context, runs: dict[str, Run], found: dict[str, RunEntry], dtd: str | None) -> None:
+    st.subheader(STEPS[4])
+    method = ctx.run.meta["config"]["method"]
+    subject = dtd if method == "hat" else method
+    hat = runs.get("hat")
+    compared = hat is not None and subject in runs
+    if not compared:
+        st.info("The difference matrix needs a HAT run and another method of the same sequence and seed; "
+                + ("no HAT run is listed." if hat is None else "no PRM-family run is listed beside this HAT run."))
+    else:
+        if subject != method:
+            st.caption(f"This is the HAT run; the difference is taken with its {md(fig.label(subject))} sibling.")
+        chart(fig.difference_figure(runs[subject].state, hat.state, a_name=fig.label(subject), b_name="HAT"),
+              key="story-diff", name="story-difference")
+    stl = runs.get("stl")
+    points = fig.stability_points(_stability_groups(ctx, runs, found))
+    left, right = st.columns([2, 3])
+    with left:
+        st.markdown("**BWT and FWT per family** (FWT against the STL sibling"
+                    + ("" if stl is not None else ": none listed, so n/a") + ")")
+        table(fig.family_transfer({m: r.state for m, r in runs.items() if m != "stl"},
+                                  stl.state if stl is not None else None),
+              key="story-families", name="story-transfer-per-family")
+    with right:
+        chart(fig.stability_figure(points), key="story-stability", name="story-stability-plasticity")
+    _sentences((fig.difference_sentence(runs[subject].state, hat.state, a_name=fig.label(subject), b_name="HAT")
+                if compared else "", fig.stability_sentence(points)))
+    c1, c2 = st.columns(2)
+    with c1:
+        link("Accuracy matrix", view=keys.ACCURACY, task=ctx.task, layer=ctx.layer, key="story-go-5")
+    with c2:
+        link("Compare", view=keys.COMPARE, task=ctx.task, layer=ctx.layer, key="story-go-6")

@@ -1,0 +1,204 @@
+"""Task-start checkpoints: what ``python -m prm whatif`` resumes a run from, never a pickle.
+
+At the start of every task t >= 1 of a masked method (before t's DTD and embedding init)
+the engine emits a :class:`prm.events.TaskCheckpoint`; the run writer stores it as
+``checkpoints/task_<t>.safetensors`` (safetensors: a JSON header, then raw little-endian
+tensor bytes; nothing in it can run code). It holds exactly what the engine carries from
+one task to the next:
+
+- ``model.<name>``: the network's ``state_dict`` (hidden layers, the task-embedding table
+  of every task, every head), float32;
+- ``mask.<i>.<l>``: task i's mask at s = smax of masked layer l, for every earlier task i
+  (the accumulated mask is their elementwise max, recomputed exactly on resume);
+- ``rng.torch``, ``rng.generator`` (and ``rng.cuda`` on a CUDA device): the states of torch's
+  global generator (dropout, init) and of the engine's own (batch order), uint8;
+- string metadata: format, version, task, and the SHA-256 of the run's config.
+
+Reading one is hardened like every other run file (:mod:`prm.safeio`): a regular file inside
+the run folder, its size bounded by what the run's config implies, its header parsed and
+checked (exactly the expected names, dtypes and shapes for this run and task, offsets that
+tile the file) before safetensors touches it; anything else is a :class:`RunFormatError`
+that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from prm import safeio
+from prm.config import RunConfig
+from prm.events import TaskCheckpoint
+from prm.runs import RunFormatError
+
+FORMAT = "prm-checkpoint"
+VERSION = "1"
+MAX_HEADER_BYTES = safeio.MiB
+"""The JSON header: about 100 bytes per tensor; a 1000-task, 8-layer checkpoint needs < 1 MB."""
+_DTYPES = {torch.float32: "F32", torch.uint8: "U8"}
+
+
+def config_hash(config: RunConfig) -> str:
+    """SHA-256 of the config as ``run.json`` holds it: a checkpoint belongs to one recipe."""
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def capture(*, task: int, model: torch.nn.Module, task_masks: Sequence[Sequence[Tensor]],
+            generator: torch.Generator, config: RunConfig) -> TaskCheckpoint:
+    """The engine's state at the start of ``task``, as copies (training goes on meanwhile)."""
+    tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    for i, masks in enumerate(task_masks):
+        tensors.update({f"mask.{i}.{l}": m.detach().cpu().clone().contiguous() for l, m in enumerate(masks)})
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.generator"] = generator.get_state()
+    if config.device.startswith("cuda"):
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(torch.device(config.device))
+    metadata = {"format": FORMAT, "version": VERSION, "task": str(task), "config_sha256": config_hash(config)}
+    return TaskCheckpoint(task=task, tensors=tensors, metadata=metadata)
+
+
+def encode(event: TaskCheckpoint) -> bytes:
+    """The file's bytes (the writer renames them into place)."""
+    from safetensors.torch import save
+
+    return save(event.tensors, metadata=event.metadata)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """A checked checkpoint: the engine resumes ``task`` from it (``prm.engine.Resume``)."""
+
+    task: int
+    model: dict[str, Tensor]
+    task_masks: tuple[tuple[Tensor, ...], ...]
+    rng_torch: Tensor
+    rng_generator: Tensor
+    rng_cuda: Tensor | None = None
+
+
+def expected(*, config: RunConfig, input_dim: int, head_sizes: Sequence[int], task: int) -> dict[str, tuple[str, tuple]]:
+    """Every tensor a checkpoint of ``task`` must hold for this run: name -> (dtype, shape).
+    RNG states are 1-D uint8 of the length this torch uses (CUDA: checked on use)."""
+    widths = list(config.model.hidden)
+    shapes: dict[str, tuple[str, tuple]] = {}
+    for l, (a, b) in enumerate(zip([input_dim, *widths], widths)):
+        shapes[f"model.layers.{l}.weight"] = ("F32", (b, a))
+        shapes[f"model.layers.{l}.bias"] = ("F32", (b,))
+    shapes["model.embedding.weight"] = ("F32", (len(head_sizes), sum(widths)))
+    for j, n in enumerate(head_sizes):
+        shapes[f"model.heads.{j}.weight"] = ("F32", (n, widths[-1]))
+        shapes[f"model.heads.{j}.bias"] = ("F32", (n,))
+    shapes.update({f"mask.{i}.{l}": ("F32", (w,)) for i in range(task) for l, w in enumerate(widths)})
+    shapes["rng.torch"] = ("U8", tuple(torch.get_rng_state().shape))
+    shapes["rng.generator"] = ("U8", tuple(torch.Generator().get_state().shape))
+    return shapes
+
+
+def read(folder: str | Path, task: int, *, config: RunConfig, input_dim: int, head_sizes: Sequence[int]) -> Checkpoint:
+    """Load and check ``checkpoints/task_<task>.safetensors`` of the run in ``folder``.
+
+    Raises ``FileNotFoundError`` when it is absent and ``RunFormatError`` (saying why) when it
+    is not exactly a checkpoint of this run and task."""
+    folder = Path(folder)
+    name = TaskCheckpoint.file_name(task)
+    shapes = expected(config=config, input_dim=input_dim, head_sizes=head_sizes, task=task)
+    cuda = config.device.startswith("cuda")
+    payload = sum(math.prod(shape) * (4 if dtype == "F32" else 1) for dtype, shape in shapes.values())
+    limit = 8 + MAX_HEADER_BYTES + payload + (safeio.MiB if cuda else 0)
+    try:
+        data = safeio.read_bytes(folder, name, limit=limit)
+    except safeio.UnsafeFile as exc:
+        raise RunFormatError(f"{folder}: {exc}") from None
+    header, metadata = _header(data, f"{folder / name}")
+    where = f"{folder / name}"
+    if cuda and "rng.cuda" in header:
+        entry = header["rng.cuda"]
+        shapes["rng.cuda"] = ("U8", tuple(entry.get("shape", ())) if isinstance(entry, dict) else ())
+    missing, extra = sorted(set(shapes) - set(header)), sorted(set(header) - set(shapes))
+    if missing or extra:
+        raise RunFormatError(f"{where}: not a checkpoint of this run's task {task + 1}"
+                             + (f"; missing {', '.join(missing[:5])}" if missing else "")
+                             + (f"; unexpected {', '.join(e[:40] for e in extra[:5])}" if extra else ""))
+    _check_layout(header, shapes, len(data) - 8 - _header_length(data), where)
+    want = {"format": FORMAT, "version": VERSION, "task": str(task), "config_sha256": config_hash(config)}
+    wrong = [k for k, v in want.items() if metadata.get(k) != v]
+    if wrong:
+        raise RunFormatError(f"{where}: its metadata does not match this run and task ({', '.join(wrong)} differ"
+                             + ("; the run's config changed since it was written" if wrong == ["config_sha256"] else "")
+                             + ")")
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise RunFormatError(f"{where}: damaged ({str(exc)[:200]})") from None
+    for key, value in tensors.items():
+        if value.dtype == torch.float32 and not torch.isfinite(value).all():
+            raise RunFormatError(f"{where}: {key} holds non-finite values")
+        if key.startswith("mask.") and not ((value >= 0) & (value <= 1)).all():
+            raise RunFormatError(f"{where}: {key} has mask values outside [0, 1]")
+    for key in ("rng.torch", "rng.generator"):
+        try:
+            torch.Generator().set_state(tensors[key])
+        except RuntimeError as exc:
+            raise RunFormatError(f"{where}: {key} is not a valid generator state ({str(exc)[:120]})") from None
+    widths = config.model.hidden
+    return Checkpoint(
+        task=task, model={k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
+        task_masks=tuple(tuple(tensors[f"mask.{i}.{l}"] for l in range(len(widths))) for i in range(task)),
+        rng_torch=tensors["rng.torch"], rng_generator=tensors["rng.generator"], rng_cuda=tensors.get("rng.cuda"))
+
+
+def _header_length(data: bytes) -> int:
+    return int.from_bytes(data[:8], "little")
+
+
+def _header(data: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header's tensor entries and its string metadata, before any tensor is built."""
+    if len(data) < 8:
+        raise RunFormatError(f"{where}: truncated ({len(data)} bytes)")
+    n = _header_length(data)
+    if n > MAX_HEADER_BYTES or 8 + n > len(data):
+        raise RunFormatError(f"{where}: truncated or not a safetensors file (header of {n} bytes)")
+    try:
+        header = json.loads(data[8:8 + n])
+    except (ValueError, RecursionError):
+        raise RunFormatError(f"{where}: not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise RunFormatError(f"{where}: not a safetensors file")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise RunFormatError(f"{where}: its metadata is not strings")
+    return header, metadata
+
+
+def _check_layout(header: dict[str, Any], shapes: dict[str, tuple[str, tuple]], body: int, where: str) -> None:
+    """Each tensor's dtype and shape as this run implies, and offsets that tile the body."""
+    spans = []
+    for key, (dtype, shape) in shapes.items():
+        entry = header[key]
+        ok = isinstance(entry, dict) and entry.get("dtype") == dtype and isinstance(entry.get("shape"), list) \
+            and tuple(entry["shape"]) == shape and isinstance(entry.get("data_offsets"), list) \
+            and len(entry["data_offsets"]) == 2 and all(type(o) is int for o in entry["data_offsets"])
+        if not ok:
+            raise RunFormatError(f"{where}: {key} is not a {dtype} tensor of shape {shape}")
+        start, end = entry["data_offsets"]
+        if not 0 <= start <= end or end - start != math.prod(shape) * (4 if dtype == "F32" else 1):
+            raise RunFormatError(f"{where}: {key} has offsets that do not match its shape")
+        spans.append((start, end))
+    position = 0
+    for start, end in sorted(spans):
+        if start != position:
+            raise RunFormatError(f"{where}: tensors overlap or leave gaps")
+        position = end
+    if position != body:
+        raise RunFormatError(f"{where}: truncated or padded ({body} bytes of tensors, {position} expected)")
