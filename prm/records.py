@@ -40,21 +40,25 @@ class BadRecord(ValueError):
 
 
 def _need(ok: bool, message: str) -> None:
+    """Raise when a check fails. The checkers below test first and build their message only
+    on failure: a log holds thousands of epoch records, and formatting a message for every
+    field of each was most of the time a run took to load."""
     if not ok:
         raise BadRecord(message)
 
 
 def _int(value: Any, what: str, low: int = 0, high: int = 2**31) -> int:
-    _need(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-          f"{what} must be an integer in [{low}, {high}], got {_show(value)}")
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise BadRecord(f"{what} must be an integer in [{low}, {high}], got {_show(value)}")
     return value
 
 
 def _num(value: Any, what: str, low: float = -math.inf, high: float = math.inf, *, none: bool = False) -> float | None:
     if value is None and none:
         return None
-    _need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and low <= value <= high, f"{what} must be a finite number in [{low}, {high}], got {_show(value)}")
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and low <= value <= high):
+        raise BadRecord(f"{what} must be a finite number in [{low}, {high}], got {_show(value)}")
     return float(value)
 
 
@@ -62,20 +66,21 @@ def _str(value: Any, what: str, *, choices: tuple[str, ...] | None = None, none:
          limit: int = MAX_NAME) -> str | None:
     if value is None and none:
         return None
-    _need(isinstance(value, str) and len(value) <= limit and (choices is None or value in choices),
-          f"{what} must be " + (f"one of {', '.join(choices)}" if choices else f"a string of at most {limit} characters")
-          + f", got {_show(value)}")
+    if not (isinstance(value, str) and len(value) <= limit and (choices is None or value in choices)):
+        raise BadRecord(f"{what} must be " + (f"one of {', '.join(choices)}" if choices else
+                                              f"a string of at most {limit} characters") + f", got {_show(value)}")
     return value
 
 
 def _list(value: Any, what: str, limit: int) -> list:
-    _need(isinstance(value, list) and len(value) <= limit,
-          f"{what} must be a list of at most {limit} items, got {_show(value)}")
+    if not (isinstance(value, list) and len(value) <= limit):
+        raise BadRecord(f"{what} must be a list of at most {limit} items, got {_show(value)}")
     return value
 
 
 def _dict(value: Any, what: str) -> dict:
-    _need(isinstance(value, dict), f"{what} must be an object, got {_show(value)}")
+    if not isinstance(value, dict):
+        raise BadRecord(f"{what} must be an object, got {_show(value)}")
     return value
 
 

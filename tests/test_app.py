@@ -198,3 +198,27 @@ def test_live_stop_leaves_a_loadable_stopped_run(tmp_path):
     # a second session (another browser tab) opens it as a stopped run
     other = open_app(keys.OVERVIEW, run=str(folder), runs_dir=tmp_path)
     assert "status **stopped**" in texts(other)
+
+
+def test_the_url_keeps_task_and_layer_and_reports_what_it_cannot_use():
+    """Task and layer travel in the URL; a value the run does not have is named in a warning
+    and replaced by the default, never silently dropped."""
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params.update({keys.VIEW: keys.MASKS, keys.RUN: SAMPLE, keys.TASK: "T4", keys.LAYER: "1"})
+    at.run()
+    assert not at.exception and not at.warning
+    assert at.sidebar.selectbox(key=keys.TASK).value == "T4" and at.sidebar.selectbox(key=keys.LAYER).value == "1"
+    assert at.query_params[keys.LAYER] == "1" and at.query_params[keys.TASK] == "T4"
+    at.sidebar.selectbox(key=keys.LAYER).set_value("0").run()
+    assert at.query_params[keys.LAYER] == "0"
+
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params.update({keys.VIEW: keys.OVERVIEW, keys.RUN: "sample_runs/no-such-run", keys.TASK: "T99",
+                            keys.LAYER: "7"})
+    at.run()
+    assert not at.exception
+    warned = " ".join(w.value.replace("\\", "") for w in at.warning)
+    for what, value in (("the run", "sample_runs/no-such-run"), ("task", "T99"), ("masked layer", "7")):
+        assert f"The link asks for {what} '{value}'" in warned, warned
+    assert at.sidebar.selectbox(key=keys.LAYER).value == "0"
+    assert at.query_params[keys.LAYER] == "0"

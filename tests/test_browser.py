@@ -17,6 +17,7 @@ import pytest
 from explorer.browser import CHROMIUM, browser_page, exceptions, open_view, serve
 
 SAMPLE = "sample_runs/digits-mixed-prm-s0"
+DEFAULT = "sample_runs/digits-mixed-few-prm+-s4"  # the run the app opens on: its Story is the README's picture
 
 _REQUIRED = os.environ.get("PRM_REQUIRE_BROWSER") == "1"
 pytestmark = [] if _REQUIRED else [
@@ -74,4 +75,25 @@ def test_open_in_train_live_switches_header_and_url(served):
                                arg=f"run={folder}")
         page.locator("h3", has_text=folder.name).wait_for()
         assert header.inner_text().strip() == folder.name
+        assert exceptions(page) == []
+
+
+def test_story_on_a_projector_and_its_links(served, tmp_path):
+    """The first view at 1280x720: all five steps drawn, no exception; a step's button opens
+    its detailed tab at the same task and layer, and the URL follows."""
+    from explorer.views.story import STEPS
+
+    url, _ = served
+    with browser_page(width=1280, height=720) as page:
+        open_view(page, url, run=DEFAULT, task="T7", layer="1")
+        assert exceptions(page) == []
+        for step in STEPS:
+            page.get_by_role("heading", name=step).wait_for(state="attached")
+        page.wait_for_function("n => document.querySelectorAll('.js-plotly-plot').length >= n", arg=5)
+        shot = tmp_path / "story.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
+        page.locator('[class*="st-key-story-go-3"]').get_by_role("button").click()
+        page.get_by_text("T7 writer 11 arrives · layer 1").wait_for()
+        assert "view=Clustering" in page.url and "task=T7" in page.url and "layer=1" in page.url
         assert exceptions(page) == []

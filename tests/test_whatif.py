@@ -13,6 +13,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from explorer import state as keys
 from explorer.figures.common import fmt
 from prm import checkpoint, whatif
 from prm.__main__ import main
@@ -269,3 +270,31 @@ def test_explorer_shows_child_minus_parent(runs):
     names = set(at.dataframe[0].value["what-if run"])
     assert {"same", "other"} <= names
     assert any(b.label == "Train this what-if" for b in at.button)
+
+
+def _open(folder: Path, root: Path, view: str) -> AppTest:
+    """The whole app, as a user opens the child from the run picker (runs folder = ``root``)."""
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "explorer" / "app.py"), default_timeout=90)
+    at.session_state[keys.RUNS_DIR] = str(root)
+    at.query_params[keys.RUN] = str(folder.resolve())
+    at.query_params[keys.VIEW] = view
+    at.query_params[keys.TASK] = "T3"
+    return at.run()
+
+
+@pytest.mark.parametrize("view", [keys.STORY, keys.CLUSTERING])
+def test_a_whatif_child_opens_in_the_app(runs, view):
+    """A what-if child is an ordinary run: the Story view tells it like any other, and its
+    Clustering view shows the forced decision and child minus parent."""
+    at = _open(runs["other"], runs["root"], view)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.markdown[0].value.startswith("### other")  # the child is open, not a fallback run
+    if view == keys.STORY:
+        from explorer.views.story import STEPS
+
+        assert [h.value for h in at.subheader] == list(STEPS)
+        return
+    text = "\n".join(str(x.value) for kind in ("markdown", "caption", "info") for x in getattr(at, kind))
+    assert "This run is a what-if of **parent**" in text
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("other: child − parent test accuracy") for t in titles), titles
