@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from prm.runs import UPLOADED, RunFormatError, load_run, read_meta, read_summary, summarise, writer_alive
+from prm.runs import UPLOADED, RunFormatError, RunParent, load_run, read_meta, read_summary, summarise, writer_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_runs"
@@ -32,6 +32,8 @@ class RunEntry:
     status: str  # finished | running | stopped | failed | unreadable
     started: str | None
     config: str | None = None  # the config without its seed, as canonical JSON: runs that differ only in seed share it
+    setup: str | None = None  # the config without seed and method settings: runs that can stand side by side
+    parent: RunParent | None = None  # a what-if run's parent link (prm whatif), None for an ordinary run
     problem: str | None = None
 
     @property
@@ -103,6 +105,24 @@ def config_key(config: dict) -> str:
                       default=list)
 
 
+METHOD_SETTINGS = ("seed", "record", "method", "prm", "ewc_lambda", "device", "data_dir")
+"""What may differ between runs told side by side (HAT next to PRM+): the method and its own
+settings, the seed, where the data and the computation were, what was written to disk."""
+
+
+def setup_key(config: dict) -> str:
+    """A config without :data:`METHOD_SETTINGS`, as canonical JSON: runs of different methods
+    on the same set-up (sequence, tasks, network, optimiser, HAT's settings) share it."""
+    return json.dumps({k: v for k, v in config.items() if k not in METHOD_SETTINGS}, sort_keys=True, default=list)
+
+
+def whatif_tag(parent: RunParent) -> str:
+    """How a what-if run differs from its parent's experiment, e.g. 'what-if T6: similar T4'
+    (layer 0's set; the CLI forces one set on every layer)."""
+    similar = ", ".join(f"T{i + 1}" for i in parent.similar(0)) or "none"
+    return f"what-if T{parent.task + 1}: similar {similar}"
+
+
 def describe(folder: Path) -> RunEntry:
     """The picker's row for one folder. Never raises: a folder that is not a readable run is a
     row with status 'unreadable' and the reason."""
@@ -121,9 +141,12 @@ def describe(folder: Path) -> RunEntry:
         return RunEntry(**base, sequence=None, method=None, seed=None, n_tasks=None, tasks_done=0, acc=None,
                         status="unreadable", started=None, problem=str(exc))
     cfg = meta["config"]
+    parent = RunParent.parse(meta.get("parent"), n_tasks=None, n_layers=len(cfg["model"]["hidden"]))
+    config = config_key(cfg) + (f" · {whatif_tag(parent)}" if parent else "")  # a what-if is its own experiment
     return RunEntry(**base, sequence=summary["sequence"] or cfg["sequence"], method=cfg["method"], seed=meta["seed"],
                     n_tasks=summary["n_tasks"], tasks_done=summary["tasks_done"], acc=summary["acc"],
-                    status=summary["status"], started=meta["started_at"], config=config_key(cfg))
+                    status=summary["status"], started=meta["started_at"], config=config, setup=setup_key(cfg),
+                    parent=parent)
 
 
 def default_key(entries: list[RunEntry]) -> str | None:

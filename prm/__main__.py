@@ -21,6 +21,7 @@ import datetime as _dt
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -244,10 +245,7 @@ def _settle_failed_write(out: Path, writer: Any, created: Path | None) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from prm.engine import train_sequence
-    from prm.runs import RunWriter
 
     _check_sequence(args.sequence)
     _check_method(args.method)
@@ -256,9 +254,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{args.sequence}-{args.method}-s{args.seed}-{stamp}")
     created = _check_out(out, "--out")
     seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
-    writer = None  # nothing is created on disk before this point
+    writer = _open_writer(out, created, config=cfg)  # nothing is created on disk before this point
+    return _record(out, writer, created, tasks=len(seq.tasks), quiet=args.quiet,
+                   train=lambda emit: train_sequence(cfg, emit=emit, sequence=seq))
+
+
+def _open_writer(out: Path, created: Path | None, **kwargs: Any) -> Any:
+    """The run folder's writer (``RunWriter(out, **kwargs)``), or one ``prm: error:`` line."""
+    from prm.runs import RunWriter
+
     try:
-        writer = RunWriter(out, config=cfg)
+        return RunWriter(out, **kwargs)
     except FileExistsError as exc:  # appeared since _check_out: not ours to clean
         _fail(str(exc))
     except BaseException as exc:  # a full disk or Ctrl-C half-way: leave nothing behind
@@ -266,14 +272,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         if isinstance(exc, OSError):
             _fail(f"could not create the run folder {out}: {exc}")
         raise
-    bar = tqdm(total=len(seq.tasks), unit="task", disable=args.quiet, dynamic_ncols=True)
+
+
+def _record(out: Path, writer: Any, created: Path | None, *, tasks: int, quiet: bool,
+            train: Callable[[Callable[[Any], None]], Any]) -> int:
+    """Train through ``train(emit)`` into ``writer`` with a progress bar, and end as ``run``
+    and ``whatif`` both do: exit 130 on Ctrl-C with what was left, one error line on a write
+    failure (the folder left loadable or removed), the summary, then 0 for a finished run."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=tasks, unit="task", disable=quiet, dynamic_ncols=True)
 
     def emit(event: Any) -> None:
         writer(event)
         _show_progress(bar, event)
 
     try:
-        result = train_sequence(cfg, emit=emit, sequence=seq)
+        result = train(emit)
     except KeyboardInterrupt:
         bar.close()
         print(_interrupted(out, writer), file=sys.stderr)
@@ -314,11 +329,8 @@ def _task_list(text: str) -> list[int]:
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from prm import whatif
     from prm.engine import train_sequence
-    from prm.runs import RunWriter
 
     out = Path(args.out)
     created = _check_out(out, "--out")
@@ -327,39 +339,13 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         seq = whatif.sequence(plan)
     except whatif.WhatIfError as exc:
         _fail(str(exc))
-    writer = None
-    try:
-        writer = RunWriter(out, config=plan.config, parent=plan.link())
-    except FileExistsError as exc:
-        _fail(str(exc))
-    except BaseException as exc:
-        _discard(created, out)
-        if isinstance(exc, OSError):
-            _fail(f"could not create the run folder {out}: {exc}")
-        raise
+    writer = _open_writer(out, created, config=plan.config, parent=plan.link())
     similar = ", ".join(f"T{i + 1}" for i in plan.link().similar(0)) or "none"
     print(f"what-if of {args.run} from task {args.task}: similar {similar}, every other earlier task dissimilar",
           file=sys.stderr)
-    bar = tqdm(total=len(seq.tasks), unit="task", disable=args.quiet, dynamic_ncols=True)
-
-    def emit(event: Any) -> None:
-        writer(event)
-        _show_progress(bar, event)
-
-    try:
-        result = train_sequence(plan.config, emit=whatif.replaying(plan, emit), sequence=seq, resume=plan.resume())
-    except KeyboardInterrupt:
-        bar.close()
-        print(_interrupted(out, writer), file=sys.stderr)
-        return 130
-    except OSError as exc:
-        if isinstance(exc, BrokenPipeError):
-            raise
-        bar.close()
-        _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, created)}")
-    bar.close()
-    _print_summary(out)
-    return 0 if result.status == "finished" else 1
+    return _record(out, writer, created, tasks=len(seq.tasks), quiet=args.quiet,
+                   train=lambda emit: train_sequence(plan.config, emit=whatif.replaying(plan, emit), sequence=seq,
+                                                     resume=plan.resume()))
 
 
 def _interrupted(out: Path, writer: Any) -> str:

@@ -119,8 +119,8 @@ def read(folder: str | Path, task: int, *, config: RunConfig, input_dim: int, he
         raise RunFormatError(f"{folder}: {exc}") from None
     header, metadata = _header(data, f"{folder / name}")
     where = f"{folder / name}"
-    if cuda and "rng.cuda" in header:
-        entry = header["rng.cuda"]
+    if cuda:  # required: without the CUDA generator's state a resumed GPU run would not be exact
+        entry = header.get("rng.cuda")
         shapes["rng.cuda"] = ("U8", tuple(entry.get("shape", ())) if isinstance(entry, dict) else ())
     missing, extra = sorted(set(shapes) - set(header)), sorted(set(header) - set(shapes))
     if missing or extra:

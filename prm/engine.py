@@ -405,8 +405,9 @@ def train_sequence(
 
     A ``sequence`` passed in is used as given (the caller built it from this config, shots
     included). With ``resume``, learning starts at its task from its checkpoint (the events
-    of the tasks before are the caller's to replay). Ends with a ``RunEnd`` event whatever happens: 'finished', 'stopped' (``should_stop``
-    returned True, or Ctrl-C, which is re-raised) or 'failed' (the exception is re-raised).
+    of the tasks before are the caller's to replay). Ends with a ``RunEnd`` event whatever
+    happens: 'finished', 'stopped' (``should_stop`` returned True, or Ctrl-C, which is
+    re-raised) or 'failed' (the exception is re-raised).
     """
     emit = emit or (lambda event: None)
     ctx = _Context(

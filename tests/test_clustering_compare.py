@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer import catalog
 from explorer import state as keys
-from explorer.figures import clustering, compare
+from explorer.figures import clustering, common, compare
 from explorer.figures.common import RIGHT_COLOUR, WRONG_COLOUR
 from prm.events import DTDResult
 from prm.xmeans import xmeans
@@ -173,7 +173,7 @@ def test_acc_bars_use_a_zoomed_axis_and_method_colours():
     assert compare.zoomed_range(summary["Acc"], summary["Acc sd"]) == pytest.approx([0.86, 0.97])
     fig = compare.bars(summary)
     assert list(fig.layout.yaxis.range) == pytest.approx([0.86, 0.97])
-    assert list(fig.data[0].marker.color) == ["#D62728", "#1F77B4"]
+    assert list(fig.data[0].marker.color) == [common.METHOD_COLOURS["prm"], common.METHOD_COLOURS["hat"]]
     assert list(fig.data[0].error_y.array) == pytest.approx([0.02, 0.01])
 
 

@@ -406,6 +406,9 @@ def test_a_joint_run_loads_without_warnings_and_has_a_colour(tmp_path):
     assert not run.state.dtd and run.state.tasks_done == 3
     assert set(common.METHOD_COLOURS) == set(METHODS)
     assert len(set(common.METHOD_COLOURS.values())) == len(METHODS)
+    # one meaning per colour: no method shares a colour with a task or a right/wrong mark
+    taken = {c.upper() for c in [*common.TASK_COLOURS, common.RIGHT_COLOUR, common.WRONG_COLOUR]}
+    assert not taken & {c.upper() for c in common.METHOD_COLOURS.values()}
     table = compare.per_method(compare.per_run({"joint": (run.state, 0)}))
     assert list(table["method"]) == ["joint"] and table["Acc"].notna().all()
 

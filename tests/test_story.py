@@ -15,7 +15,7 @@ from explorer import state as keys
 from explorer.catalog import RunEntry
 from explorer.figures import story
 from explorer.views.story import STEPS
-from prm.runs import load_run
+from prm.runs import RunParent, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "explorer" / "app.py")
@@ -30,10 +30,11 @@ def sample(method: str, name: str = DEFAULT):
 
 
 def entry(method: str, *, seed: int = 4, status: str = "finished", sequence: str = "seq", n_tasks: int = 3,
-          config: str = "c", where: str = "x") -> RunEntry:
+          config: str = "c", where: str = "x", setup: str = "s", parent: RunParent | None = None) -> RunEntry:
     return RunEntry(key=f"{where}/{sequence}-{method}-s{seed}", path=Path(f"/{where}/{sequence}-{method}-s{seed}"),
                     name=f"{sequence}-{method}-s{seed}", sequence=sequence, method=method, seed=seed, n_tasks=n_tasks,
-                    tasks_done=n_tasks, acc=0.9, status=status, started=None, config=f"{method}-{config}")
+                    tasks_done=n_tasks, acc=0.9, status=status, started=None, config=f"{method}-{config}",
+                    setup=setup, parent=parent)
 
 
 # ----------------------------------------------------------------------------- siblings
@@ -51,6 +52,21 @@ def test_siblings_keep_sequence_seed_and_task_count_and_prefer_finished_runs():
     assert story.dtd_sibling("hat", found) == "prm" and story.dtd_sibling("hat", {"prm-t": None}) == "prm-t"
     assert story.dtd_sibling("ncl", {"hat": None}) is None
     assert story.told_with("hat", found) == ["hat", "prm"]
+
+
+def test_siblings_skip_whatif_runs_and_prefer_the_same_setup():
+    """A what-if run forced its decision: never the story's PRM+. A sibling trained on another
+    network (a small live run listed first) gives way to one of the open run's set-up."""
+    me = entry("hat")
+    forced = RunParent(run="/x/seq-prm+-s4", name="seq-prm+-s4", task=1, dissimilar=((0,),))
+    listed = [me, entry("prm+", where="mine", parent=forced), entry("prm+"), entry("stl", where="mine", setup="w64"),
+              entry("stl")]
+    found = story.siblings(me, listed)
+    assert found["prm+"].key == "x/seq-prm+-s4" and found["prm+"].parent is None
+    assert found["stl"].key == "x/seq-stl-s4"
+    assert story.stl_of(me, listed).key == "x/seq-stl-s4"
+    alone = story.siblings(me, [me, entry("stl", where="mine", setup="w64")])
+    assert alone["stl"].key == "mine/seq-stl-s4"  # another set-up still serves when it is the only one
 
 
 def test_like_runs_take_one_finished_run_per_distinct_seed_of_the_same_configuration():

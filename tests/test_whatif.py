@@ -298,3 +298,26 @@ def test_a_whatif_child_opens_in_the_app(runs, view):
     assert "This run is a what-if of **parent**" in text
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any(t.startswith("other: child − parent test accuracy") for t in titles), titles
+
+
+def test_a_whatif_run_is_its_own_experiment(runs):
+    """Compare never averages a what-if with its parent's seed, nor picks it by default, and
+    the Story never takes it for a sibling: its decision was forced."""
+    from explorer import catalog
+    from explorer.figures import compare, story
+
+    parent, child = catalog.describe(runs["parent"]), catalog.describe(runs["other"])
+    assert parent.parent is None and child.parent is not None and child.parent.task == 2
+    assert child.config != parent.config and child.setup == parent.setup
+    assert catalog.whatif_tag(child.parent) == "what-if T3: similar " + (
+        ", ".join(f"T{i + 1}" for i in child.parent.similar(0)) or "none")
+    states = {"parent": (load_run(runs["parent"]).state, 0), "other": (load_run(runs["other"]).state, 0)}
+    table = compare.per_run(states, variants={"other": catalog.whatif_tag(child.parent)})
+    groups = compare.per_method(table)
+    assert len(groups) == 2 and list(groups["seeds"]) == [1, 1]
+    assert story.siblings(parent, [parent, child]) == {"prm": parent}
+    at = _open(runs["parent"], runs["root"], keys.COMPARE)
+    assert not at.exception, [e.value for e in at.exception]
+    picked = at.multiselect(key=keys.COMPARE_RUNS).value
+    assert picked[0] == str(runs["parent"].resolve())
+    assert not [k for k in picked if catalog.describe(catalog.resolve(k)).parent is not None], picked

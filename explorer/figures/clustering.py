@@ -270,9 +270,10 @@ def agreement_figure(table: pd.DataFrame) -> go.Figure:
         for column, dash in (("calls right", "solid"), ("ARI", "dot")):
             fig.add_scatter(x=part["step"], y=part[column], mode="lines+markers", name=f"{layer} {column}",
                             line={"dash": dash}, customdata=part["k"],
-                            hovertemplate="after %{x}<br>" + column + " %{y:+.2f}<br>k = %{customdata}<extra>"
-                            + layer + "</extra>")
-    fig.update_yaxes(title="agreement", range=[-0.55, 1.05], tickformat="+.1f")
+                            hovertemplate="after %{x}<br>" + column + (" %{y:+.2f}" if column == "ARI" else " %{y:.0%}")
+                            + "<br>k = %{customdata}<extra>" + layer + "</extra>")
+    # a share (calls right) and a score that can dip below 0 (ARI) on one axis: plain ticks
+    fig.update_yaxes(title="agreement", range=[-0.55, 1.05], tickformat=".1f")
     fig.update_xaxes(title="DTD step (new task)")
     fig.update_layout(legend=dict(orientation="h", y=-0.3))
     return style(fig, title="X-means against the truth: calls right (solid), ARI (dotted)", height=340)

@@ -23,12 +23,13 @@ DIVERGING = "RdBu"
 SEQUENTIAL = "Viridis"
 
 # One meaning per palette: families (above), clusters (pastel Set2), tasks (D3), methods and
-# phases each have their own, and right/wrong calls two fixed colours, so a colour never means
-# two things on one page. Methods: HAT-like protection in blues, PRM and its variants in reds
-# and oranges, the unprotected and reference baselines in greys and greens.
-METHOD_COLOURS = {"prm": "#D62728", "prm+": "#FF7F0E", "prm-s": "#E377C2", "prm-d": "#8C564B",
-                  "prm-t": "#9467BD", "hat": "#1F77B4", "ncl": "#7F7F7F", "ewc": "#17BECF",
-                  "stl": "#2CA02C", "joint": "#BCBD22"}
+# phases each have their own, and right/wrong calls two fixed colours. The method palette
+# shares no colour with the task palette and keeps clear of the right/wrong green and red:
+# HAT in blue, PRM and its variants in purples, oranges and browns, the baselines in teal,
+# ochre, grey and black.
+METHOD_COLOURS = {"prm": "#7B3294", "prm+": "#E66101", "prm-s": "#DE77AE", "prm-d": "#8C510A",
+                  "prm-t": "#B2ABD2", "hat": "#2166AC", "ncl": "#262626", "ewc": "#A6761D",
+                  "stl": "#35978F", "joint": "#999999"}
 PHASE_COLOURS = {"dtd-head": "#C6DBEF", "dtd": "#6BAED6", "xmeans": "#08519C", "train": "#FDAE6B",
                  "eval": "#BDBDBD"}
 RIGHT_COLOUR, WRONG_COLOUR = "#1A9850", "#D73027"

@@ -8,6 +8,7 @@ count once), so a stopped 2-of-10 run or a 3-task run never blurs a finished 10-
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 import warnings
 
 import numpy as np
@@ -47,16 +48,20 @@ GROUP = ["sequence", "method", "tasks", "config"]
 """What makes runs alike enough to average: everything but the seed."""
 
 
-def per_run(runs: dict[str, tuple[RunState, int | None]]) -> pd.DataFrame:
+def per_run(runs: dict[str, tuple[RunState, int | None]], *, variants: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per run: sequence, method, seed, tasks learnt of all, how it ended, its
-    configuration id and the four metrics (FWT None without STL)."""
+    configuration id and the four metrics (FWT None without STL). ``variants`` names what
+    sets a run apart that its config does not say (a what-if run: the decision it forced), so
+    it is never averaged with its parent's experiment."""
     rows = []
     for name, (state, seed) in runs.items():
         values = run_metrics(state, stl=stl_for(state, seed, runs))
+        variant = (variants or {}).get(name)
         rows.append({"run": name, "sequence": state.sequence, "method": state.config.get("method"), "seed": seed,
                      "tasks": f"{values['tasks_done']}/{state.n_tasks}",
                      "ended": state.end.status if state.end is not None else "not ended",
-                     "config": config_id(state.config), **{label: values[key] for key, label in METRICS.items()}})
+                     "config": config_id(state.config) + (f" · {variant}" if variant else ""),
+                     **{label: values[key] for key, label in METRICS.items()}})
     return pd.DataFrame(rows, columns=["run", "sequence", "method", "seed", "tasks", "ended", "config",
                                        *METRICS.values()])
 

@@ -55,15 +55,21 @@ def _projector(fig: go.Figure, *, title: str, height: int) -> go.Figure:
 
 def siblings(entry: RunEntry, entries: Sequence[RunEntry]) -> dict[str, RunEntry]:
     """Method -> the listed run of the same sequence, seed and task count (the open run for
-    its own method). A finished run is preferred over an unfinished one; among equals the
-    first listed (the user's runs come before the samples)."""
+    its own method), never a what-if run (its decision was forced). Preferred: the same
+    set-up as the open run (network, optimiser, HAT's settings: ``RunEntry.setup``), then a
+    finished run; among equals the first listed (the user's runs come before the samples)."""
     out: dict[str, RunEntry] = {}
+
+    def rank(e: RunEntry) -> tuple[bool, bool]:
+        return e.setup == entry.setup, e.status == "finished"
+
     for e in entries:
-        if (e.status == "unreadable" or e.sequence != entry.sequence or e.seed != entry.seed
-                or e.n_tasks != entry.n_tasks or e.method not in SIBLING_METHODS + DTD_PREFERENCE):
+        if (e.status == "unreadable" or e.parent is not None or e.sequence != entry.sequence
+                or e.seed != entry.seed or e.n_tasks != entry.n_tasks
+                or e.method not in SIBLING_METHODS + DTD_PREFERENCE):
             continue
         held = out.get(e.method)
-        if held is None or (held.status != "finished" and e.status == "finished"):
+        if held is None or rank(e) > rank(held):
             out[e.method] = e
     out[entry.method] = entry
     order = [entry.method, *SIBLING_METHODS, *DTD_PREFERENCE]
@@ -118,9 +124,11 @@ def like_runs(entry: RunEntry, entries: Sequence[RunEntry]) -> list[RunEntry]:
 
 
 def stl_of(entry: RunEntry, entries: Sequence[RunEntry]) -> RunEntry | None:
-    """The finished STL run of ``entry``'s sequence, seed and task count (FWT's reference)."""
-    return next((e for e in entries if e.method == "stl" and e.status == "finished" and e.sequence == entry.sequence
-                 and e.seed == entry.seed and e.n_tasks == entry.n_tasks), None)
+    """The finished STL run of ``entry``'s sequence, seed and task count (FWT's reference),
+    one of the same set-up first."""
+    found = [e for e in entries if e.method == "stl" and e.status == "finished" and e.sequence == entry.sequence
+             and e.seed == entry.seed and e.n_tasks == entry.n_tasks]
+    return next((e for e in found if e.setup == entry.setup), found[0] if found else None)
 
 
 # ----------------------------------------------------------------------------- step 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explorer import catalog
 from explorer import state as keys
 from explorer.figures import compare as fig
 from explorer.views.common import chart, how_to_read, load, table
@@ -42,7 +43,7 @@ def render(*, entries, current_key: str | None) -> None:
     offered = [e for e in readable if e.key == current.key or unfinished or e.status == "finished"]
     by_key = {e.key: e for e in offered}
     like = [e.key for e in offered if e.key != current.key and e.sequence == current.sequence
-            and e.n_tasks == current.n_tasks]
+            and e.n_tasks == current.n_tasks and e.parent is None]  # what-if runs only when picked
     state = st.session_state
     if keys.COMPARE_RUNS not in state or state.get(keys.COMPARE_FOR) != current.key:  # a new current run
         state[keys.COMPARE_RUNS] = [current.key, *like][:MAX_DEFAULT]
@@ -55,10 +56,13 @@ def render(*, entries, current_key: str | None) -> None:
         st.info("Pick one or more runs.")
         return
     picked = [by_key[k] for k in chosen]
-    states = {}
+    states, variants = {}, {}
     for e in picked:  # titles by run name; the full key only where two names collide
-        states[e.name if e.name not in states else e.key] = (load(e.path).state, e.seed)
-    per_run = fig.per_run(states)
+        name = e.name if e.name not in states else e.key
+        states[name] = (load(e.path).state, e.seed)
+        if e.parent is not None:
+            variants[name] = catalog.whatif_tag(e.parent)
+    per_run = fig.per_run(states, variants=variants)
     st.markdown("**Per run**")
     table(fig.shown(per_run), key="cmp-runs", name="compare-runs")
     summary = fig.per_method(per_run)

@@ -52,7 +52,7 @@ def _offer_training(entry: RunEntry, absent: list[str]) -> None:
     for col, method in zip(cols, absent):
         col.button(f"Train {fig.label(method)}", key=f"story-train-{method}", on_click=_prefill,
                    args=(entry, method), icon=":material/model_training:",
-                   help=f"fills the Train-live form with {entry.sequence}, {method}, seed {entry.seed} and opens it")
+                   help=f"fills the Train-live form with {md(entry.sequence)}, {method}, seed {entry.seed} and opens it")
 
 
 def _load(ctx: Context, found: dict[str, RunEntry], methods: list[str]) -> dict[str, Run]:

@@ -18,7 +18,7 @@ from explorer.figures import whatif as fig
 from explorer.figures.common import md, names, short
 from explorer.views.common import Context, chart, load, table
 from prm.methods import STRATEGIES
-from prm.runs import RunParent, read_parent
+from prm.runs import RunParent
 
 EXPLAIN = ("A what-if re-learns this run from the chosen task with DTD's decision replaced: the tasks you pick are "
            "called similar (their units stay trainable), every other earlier task dissimilar (protected), in every "
@@ -36,14 +36,9 @@ def _same(a: str | Path, b: Path) -> bool:
 
 def _children(ctx: Context) -> list[fig.Pair]:
     """What-if runs among the listed runs whose parent is the open run."""
-    pairs = []
-    for entry in ctx.entries:
-        if entry.status == "unreadable" or _same(entry.path, ctx.run.path):
-            continue
-        link = read_parent(entry.path)
-        if link is not None and _same(link.run, ctx.run.path):
-            pairs.append(fig.Pair(name=entry.name, link=link, child=load(entry.path).state, parent=ctx.run.state))
-    return pairs
+    return [fig.Pair(name=e.name, link=e.parent, child=load(e.path).state, parent=ctx.run.state)
+            for e in ctx.entries if e.parent is not None and e.status != "unreadable"
+            and not _same(e.path, ctx.run.path) and _same(e.parent.run, ctx.run.path)]
 
 
 def _own_parent(ctx: Context, link: RunParent) -> fig.Pair | None:
@@ -72,6 +67,10 @@ def _train(ctx: Context, step: int, layer: int) -> None:
                             default=[i for i in options if i not in dissimilar], format_func=lambda t: label_names[t],
                             key=f"wi-similar-{step}-{layer}",
                             help=f"Pre-filled with DTD's decision for {short(step)} in layer {layer}.")
+    per_layer = {tuple(entry["dissimilar"]) for entry in record.layers}
+    if len(per_layer) > 1:
+        st.caption(f"DTD's layers disagreed at {short(step)}; a what-if forces one set on every layer, so even the "
+                   f"pre-filled choice (layer {layer}'s) differs from this run's decision and will not reproduce it.")
     if st.button("Train this what-if", key=f"wi-train-{step}", icon=":material/play_arrow:"):
         root = keys.runs_root(st.session_state.get(keys.RUNS_DIR, keys.DEFAULT_RUNS_DIR), catalog.ROOT)
         problem = catalog.runs_folder_problem(root)
@@ -109,7 +108,8 @@ def render(ctx: Context, *, step: int, layer: int) -> None:
         _train(ctx, step, layer)
     else:
         st.info(f"What-if is not available for this run: it has no checkpoint for the start of {short(step)}. "
-                "Runs keep one per task unless recorded with --no-checkpoints (the bundled samples predate them); "
+                "Runs keep one per task unless recorded with --no-checkpoints (of the bundled samples only the "
+                "default run, digits-mixed-few-prm+-s4, keeps them, to keep the repository small); "
                 "record a run with checkpoints (python -m prm run, or the Train live tab) to ask what-if questions.")
     children = _children(ctx)
     if children:
