@@ -209,7 +209,7 @@ def test_accuracy_view_change_since_learnt_and_hat_of_the_same_seed():
     assert '"zmid":0' in charts(at)[-1].proto.spec.replace(" ", "")
     at.segmented_control(key="acc-show").set_value("change since learnt").run()
     assert not at.exception
-    assert json.loads(charts(at)[0].proto.spec)["layout"]["title"]["text"].startswith("R[j, i] − R[i, i] after")
+    assert json.loads(charts(at)[0].proto.spec)["layout"]["title"]["text"].startswith("Change since learnt, R[j, i] − R[i, i], after")
     entries = [SimpleNamespace(method="prm-s", seed=0), SimpleNamespace(method="hat", seed=1),
                SimpleNamespace(method="hat", seed=0)]
     assert default_other(entries, seed=0) == 2 and default_other(entries, seed=5) == 1

@@ -59,13 +59,14 @@ def render(ctx: Context) -> None:
     show = right.segmented_control("show", SHOWS, key="acc-show", default=ACCURACY, required=True,
                                    help="accuracy itself, or how far each task moved since it was learnt")
     R = state.accuracy_matrix("test")
-    left, right = st.columns(2)
+    left, right = st.columns([3, 2])  # the matrix gets the room its cell numbers need at 1280 pixels
     with left:
         if show == CHANGE:
             figure = fig.heatmap(fig.change_since_learnt(R), state.tasks, upto=upto, diverging=True,
-                                 what="change since learnt", title=f"R[j, i] − R[i, i] after {short(upto)}")
+                                 what="change since learnt",
+                                 title=f"Change since learnt, R[j, i] − R[i, i], after {short(upto)}")
         else:
-            figure = fig.heatmap(R, state.tasks, upto=upto, title=f"R[j, i] after {short(upto)}")
+            figure = fig.heatmap(R, state.tasks, upto=upto, title=f"Test accuracy R[j, i] after {short(upto)}")
         chart(figure, key="acc-matrix", name="accuracy-matrix")
     with right:
         chart(fig.curves(state), key="acc-curves", name="accuracy-curves")
