@@ -54,13 +54,32 @@ def config_hash(config: RunConfig) -> str:
 def capture(*, task: int, model: torch.nn.Module, task_masks: Sequence[Sequence[Tensor]],
             generator: torch.Generator, config: RunConfig) -> TaskCheckpoint:
     """The engine's state at the start of ``task``, as copies (training goes on meanwhile)."""
-    tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    def copy(t: Tensor) -> Tensor:
+        return t.detach().cpu().clone().contiguous()
+
+    cuda = torch.cuda.get_rng_state(torch.device(config.device)) if config.device.startswith("cuda") else None
+    return _event(task=task, model={k: copy(v) for k, v in model.state_dict().items()},
+                  task_masks=[[copy(m) for m in masks] for masks in task_masks], rng_torch=torch.get_rng_state(),
+                  rng_generator=generator.get_state(), rng_cuda=cuda, config=config)
+
+
+def event(point: "Checkpoint", *, config: RunConfig) -> TaskCheckpoint:
+    """A checkpoint read back, as the event that wrote it: a what-if child replays its
+    parent's checkpoints through its own writer."""
+    return _event(task=point.task, model=point.model, task_masks=point.task_masks, rng_torch=point.rng_torch,
+                  rng_generator=point.rng_generator, rng_cuda=point.rng_cuda, config=config)
+
+
+def _event(*, task: int, model: dict[str, Tensor], task_masks: Sequence[Sequence[Tensor]], rng_torch: Tensor,
+           rng_generator: Tensor, rng_cuda: Tensor | None, config: RunConfig) -> TaskCheckpoint:
+    """The one place the tensor names and the metadata of a checkpoint file are spelt out."""
+    tensors = {f"model.{k}": v for k, v in model.items()}
     for i, masks in enumerate(task_masks):
-        tensors.update({f"mask.{i}.{l}": m.detach().cpu().clone().contiguous() for l, m in enumerate(masks)})
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.generator"] = generator.get_state()
-    if config.device.startswith("cuda"):
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(torch.device(config.device))
+        tensors.update({f"mask.{i}.{l}": m for l, m in enumerate(masks)})
+    tensors["rng.torch"] = rng_torch
+    tensors["rng.generator"] = rng_generator
+    if rng_cuda is not None:
+        tensors["rng.cuda"] = rng_cuda
     metadata = {"format": FORMAT, "version": VERSION, "task": str(task), "config_sha256": config_hash(config)}
     return TaskCheckpoint(task=task, tensors=tensors, metadata=metadata)
 

@@ -16,7 +16,7 @@ exactly on the same machine (tests/test_whatif.py; limits in docs/whatif.md).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,26 +114,21 @@ def _read(parent: Run, task: int) -> checkpoint.Checkpoint:
         raise WhatIfError(f"the checkpoint is unusable: {exc}") from None
 
 
-def replayed(plan: Plan) -> list[Event]:
+def replayed(plan: Plan) -> Iterator[Event]:
     """The parent's events of the tasks before the what-if, in the engine's order:
-    checkpoint, DTD epochs, DTD arrays and decision, training epochs, task arrays, task end."""
-    parent, events = plan.parent, []
+    checkpoint, DTD epochs, DTD arrays and decision, training epochs, task arrays, task end.
+    Lazily: one checkpoint is read (and held) at a time, whatever the run's length."""
+    parent = plan.parent
     for t in range(plan.task):
         epochs = [e for e in parent.state.epochs if e.task == t]
         if t > 0:
-            point = _read(parent, t)
-            tensors = {f"model.{k}": v for k, v in point.model.items()}
-            tensors.update({f"mask.{i}.{l}": m for i, masks in enumerate(point.task_masks) for l, m in enumerate(masks)})
-            tensors.update({"rng.torch": point.rng_torch, "rng.generator": point.rng_generator,
-                            **({"rng.cuda": point.rng_cuda} if point.rng_cuda is not None else {})})
-            events.append(checkpoint.TaskCheckpoint(task=t, tensors=tensors, metadata={
-                "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "task": str(t),
-                "config_sha256": checkpoint.config_hash(plan.config)}))
-            events += [e for e in epochs if e.phase != "train"]
-            events += [TaskArrays(task=t, kind="dtd", arrays=parent.arrays[("dtd", t)]), parent.state.dtd[t]]
-        events += [e for e in epochs if e.phase == "train"]
-        events += [TaskArrays(task=t, kind="task", arrays=parent.arrays[("task", t)]), parent.state.task_ends[t]]
-    return events
+            yield checkpoint.event(_read(parent, t), config=plan.config)
+            yield from (e for e in epochs if e.phase != "train")
+            yield TaskArrays(task=t, kind="dtd", arrays=parent.arrays[("dtd", t)])
+            yield parent.state.dtd[t]
+        yield from (e for e in epochs if e.phase == "train")
+        yield TaskArrays(task=t, kind="task", arrays=parent.arrays[("task", t)])
+        yield parent.state.task_ends[t]
 
 
 def replaying(plan: Plan, emit: Emit) -> Emit:
@@ -141,14 +136,14 @@ def replaying(plan: Plan, emit: Emit) -> Emit:
 
     They go out with the engine's first event after run_started, inside its try block, so a
     Ctrl-C while they are written still ends the child with a 'stopped' record."""
-    pending: list[Event] | None = None
+    pending: Iterator[Event] | None = None
 
     def wrapped(event: Event) -> None:
         nonlocal pending
         if isinstance(event, RunStarted):
             pending = replayed(plan)
-        elif pending:
-            todo, pending = pending, []
+        elif pending is not None:
+            todo, pending = pending, None
             for old in todo:
                 emit(old)
         emit(event)
