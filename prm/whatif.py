@@ -97,6 +97,8 @@ def plan(folder: str | Path, *, task: int, dissimilar: Sequence[Sequence[int]] |
         raise WhatIfError(f"{folder}: recorded without checkpoints (--no-checkpoints); record the run again "
                           "with checkpoints (the default) to ask what-if questions of it")
     point = _read(parent, task)
+    for earlier in range(1, task):  # the child replays these: refuse now, not half-way through writing it
+        _read(parent, earlier)
     return Plan(parent=parent, task=task, dissimilar=tuple(tuple(sorted(set(d))) for d in dissimilar),
                 checkpoint=point)
 

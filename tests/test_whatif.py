@@ -190,6 +190,11 @@ def test_cli_refusals(runs, tmp_path, capsys):
         capsys)
     assert "the checkpoint is unusable" in one_error(
         ["whatif", str(runs["root"] / "truncated"), "--task", "3", "--similar", "1", "--out", out], capsys)
+    earlier = tmp_path / "earlier-damaged"  # a checkpoint the child would replay: refused before anything is written
+    shutil.copytree(runs["parent"], earlier)
+    (earlier / "checkpoints" / "task_001.safetensors").write_bytes(b"garbage")
+    assert "the checkpoint is unusable" in one_error(
+        ["whatif", str(earlier), "--task", "3", "--similar", "1", "--out", out], capsys)
     assert not Path(out).exists()
 
 
