@@ -509,16 +509,6 @@ def _parent_dict(value: Any, config: RunConfig) -> dict[str, Any] | None:
     return None if parent is None else parent.to_dict()
 
 
-def read_parent(folder: str | Path) -> RunParent | None:
-    """The parent link of the run in ``folder`` from its run.json alone (None: an ordinary
-    run, or not a readable one), so a run list can find a run's what-if children cheaply."""
-    try:
-        meta = read_meta(folder)
-    except RunFormatError:
-        return None
-    return RunParent.parse(meta["parent"], n_tasks=None, n_layers=len(meta["config"]["model"]["hidden"]))
-
-
 def _process_start(pid: int) -> int | None:
     """The kernel's start time of a process (Linux /proc), to tell a reused pid apart."""
     try:
@@ -769,5 +759,5 @@ def list_runs(root: str | Path) -> list[Path]:
 
 
 __all__ = ["SCHEMA", "Run", "RunFormatError", "RunParent", "RunState", "RunWriter", "EventTail", "apply_events",
-           "finalize_run", "list_runs", "load_run", "read_parent", "writer_alive", "parse_lines", "read_meta", "read_summary",
+           "finalize_run", "list_runs", "load_run", "writer_alive", "parse_lines", "read_meta", "read_summary",
            "summarise"]

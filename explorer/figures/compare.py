@@ -8,8 +8,9 @@ count once), so a stopped 2-of-10 run or a 3-task run never blurs a finished 10-
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import textwrap
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.catalog import config_key
+from explorer.figures.accuracy import colour_range
 from explorer.figures.common import FONT, SEQUENTIAL, fmt, method_colour, plain, short, style
 from explorer.figures.overview import run_metrics
 from prm.runs import RunState
@@ -163,15 +165,7 @@ def group_matrices(table: pd.DataFrame, states: dict[str, RunState]) -> list[dic
 
 def wrap(text: str, width: int = TITLE_CHARS) -> list[str]:
     """Title lines of at most ``width`` characters, broken at spaces (a longer word is cut)."""
-    lines: list[str] = []
-    for word in text.split(" "):
-        while len(word) > width:
-            lines, word = [*lines, word[:width]], word[width:]
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines
+    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
 
 
 def _cell(mean: float, sd: float | None) -> str:
@@ -183,8 +177,8 @@ def _cell(mean: float, sd: float | None) -> str:
 def matrices(groups: list[dict]) -> go.Figure:
     """The mean accuracy matrices of :func:`group_matrices`, two to a row (one when a matrix
     has more than :data:`CELL_TEXT_UP_TO` tasks), each cell "0.95 ± 0.02" where there is a
-    spread over seeds, on one colour scale spanning the data (so 0.72 and 1.00 look different,
-    where 0-1 would make both dark)."""
+    spread over seeds, on one colour scale spanning the data (``accuracy.colour_range``, as in
+    the Accuracy view: 0.72 and 1.00 look different, where 0-1 would make both dark)."""
     groups = groups or [{"title": "", "mean": np.full((1, 1), np.nan), "sd": None}]
     size = max(len(g["mean"]) for g in groups)
     cols = 1 if size > CELL_TEXT_UP_TO or len(groups) == 1 else 2
@@ -192,9 +186,7 @@ def matrices(groups: list[dict]) -> go.Figure:
     titles = ["<br>".join(plain(line) for line in wrap(g["title"])) for g in groups]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.12,
                         vertical_spacing=min(0.3, 0.5 / rows) if rows > 1 else 0.0)
-    values = np.concatenate([g["mean"][~np.isnan(g["mean"])] for g in groups])
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-    lo, hi = (lo, hi) if hi - lo >= 0.02 else (max(0.0, hi - 0.02), hi + 0.0001)
+    lo, hi = colour_range(np.concatenate([g["mean"].ravel() for g in groups]))
     for n, g in enumerate(groups):
         row, col = n // cols + 1, n % cols + 1
         mean, sd = g["mean"], g["sd"]

@@ -17,8 +17,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.catalog import RunEntry
-from explorer.figures.common import (DIVERGING, RIGHT_COLOUR, WRONG_COLOUR, empty, family_colour, fmt, mark, md,
-                                     method_colour, plain, short, style)
+from explorer.figures.accuracy import difference
+from explorer.figures.common import (DIVERGING, FONT, RIGHT_COLOUR, WRONG_COLOUR, empty, family_colour, fmt, mark,
+                                     md, method_colour, plain, short, style)
 from explorer.figures.masks import THRESHOLD, relaxed_units
 from explorer.figures.overview import run_metrics
 from prm import metrics
@@ -32,9 +33,7 @@ DTD_PREFERENCE = ("prm+", "prm", "prm-t", "prm-s", "prm-d")
 variant first, the ablations (whose sets come from a fixed rule) last."""
 LABELS = {"prm": "PRM", "prm+": "PRM+", "prm-s": "PRM(S)", "prm-d": "PRM(D)", "prm-t": "PRM(T)", "hat": "HAT",
           "ncl": "NCL", "ewc": "EWC", "stl": "STL", "joint": "joint"}
-FONT = 13
-"""Chart text size: readable on a 1280x720 projector."""
-ABLATION_SOURCES = ("all-similar", "all-dissimilar", "true")
+ABLATION_SOURCES = tuple(s.similarity for s in STRATEGIES.values() if s.similarity not in (None, "xmeans"))
 """DTD sources whose protected set is a fixed rule, not DTD's call (PRM(S), PRM(D), PRM(T))."""
 SIMILAR_COLOUR, DISSIMILAR_COLOUR = "#FDD49E", "#C6DBEF"
 """Cell colours of the DTD grid: called similar (warm, units shared) or dissimilar (cool, protected)."""
@@ -45,9 +44,9 @@ def label(method: str | None) -> str:
 
 
 def _projector(fig: go.Figure, *, title: str, height: int) -> go.Figure:
-    """The common look with a larger font and room for a title on one line."""
+    """The common look with a larger title and room for it on one line."""
     style(fig, title=title, height=height)
-    fig.update_layout(font_size=FONT, title_font_size=FONT + 3, margin_t=60)
+    fig.update_layout(title_font_size=FONT + 3, margin_t=60)
     return fig
 
 
@@ -394,8 +393,8 @@ def relaxed_sentences(run: Run, *, task: int, layer: int, why: str) -> tuple[str
 
 def difference_figure(a: RunState, b: RunState, *, a_name: str, b_name: str) -> go.Figure:
     """R_a − R_b, diverging around 0 on a symmetric range, every known cell written out."""
-    n = min(a.n_tasks, b.n_tasks)
-    D = a.accuracy_matrix("test")[:n, :n] - b.accuracy_matrix("test")[:n, :n]
+    D = difference(a, b)
+    n = len(D)
     if np.isnan(D).all():
         return empty("the two runs share no learnt task")
     bound = max(float(np.nanmax(np.abs(D))), 0.05)
@@ -482,8 +481,7 @@ def stability_figure(points: pd.DataFrame) -> go.Figure:
 
 def difference_sentence(a: RunState, b: RunState, *, a_name: str, b_name: str) -> str:
     """The last shared row of R_a − R_b: its mean, its lowest and its highest cell."""
-    n = min(a.n_tasks, b.n_tasks)
-    D = a.accuracy_matrix("test")[:n, :n] - b.accuracy_matrix("test")[:n, :n]
+    D = difference(a, b)
     done = min(metrics.completed_rows(a.accuracy_matrix("test")), metrics.completed_rows(b.accuracy_matrix("test")))
     if not done:
         return "The two runs share no learnt task."
