@@ -643,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
 
     what = sub.add_parser("whatif", help="re-run a recorded run from one task with DTD's decision replaced")
-    what.add_argument("run", help="the parent run folder (recorded with checkpoints, method prm or an ablation)")
+    what.add_argument("run", help="the parent run folder (recorded with checkpoints, method prm, prm+ or an ablation)")
     what.add_argument("--task", type=int, required=True, help="the task (1-based, 2 or more) whose decision is replaced")
     what.add_argument("--similar", type=_task_list, required=True,
                       help="earlier tasks (1-based, comma-separated) to call similar in every masked layer; "

@@ -14,7 +14,9 @@ MAX_DEFAULT = 12
 
 HELP = """
 One row per run, then one per group of **like runs**: the same sequence, method, tasks learnt out of
-how many, and configuration (the `config` id: every setting but the seed). A group's mean and
+how many, and configuration (the `config` id: every setting but the seed and what was written to disk;
+a what-if run is a group of its own, its id naming the decision it forced, and it is picked only by
+hand). A group's mean and
 standard deviation are over its distinct seeds (copies of one seed count once; the error bars are
 ±1 sd), so runs that differ in anything but the seed are never averaged together. Each group gets one
 accuracy matrix: the mean over its seeds, every cell "mean ± sd", or a single run's own matrix. The matrices
