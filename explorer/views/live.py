@@ -101,7 +101,7 @@ def _form(root: Path) -> None:
                              "see 'Using the paper's data sets' in docs/data.md. The bundled sequences need none.")
     available = available_sequences(data_dir or None)
     _seed_form(list(available))
-    c = st.columns([1, 1, 3])
+    c = st.columns([2, 2, 3])  # room for the buttons' labels at 1280 pixels
     c[0].button("Quick demo settings", key="live-quick", icon=":material/bolt:", on_click=_fill,
                 args=(_training_values(live.LiveOptions(**QUICK_DEMO, umap=False)),), help=QUICK_HELP)
     c[1].button("Engine defaults", key="live-defaults", icon=":material/restart_alt:", on_click=_fill,
