@@ -1,27 +1,34 @@
-"""Engine benchmark: every speed figure the README quotes comes from one run of this script.
+"""Engine benchmark: every speed figure the README and docs/speed.md quote comes from one run.
 
-    python bench/engine.py            # about 10 minutes on 2 cores
-    python bench/engine.py --quick    # fewer repeats and seeds (a smoke check, ~1 minute)
+    python bench/engine.py            # about 15 minutes on 2 cores
+    python bench/engine.py --quick    # the same lines on a subset (under 2 minutes)
 
-Prints, in one process, so ratios compare like with like:
-  1. time per training step of the HAT-masked MLP (protecting an earlier task) against the
-     same MLP without masks, per width (goal: ratio <= 1.3 at the default width);
-  2. achieved GFLOP/s of that step against plain torch.mm on the same shapes;
-  3. PRM's total time over HAT's on digits-mixed, default settings (goal <= 1.5; the
-     paper reports 0.7-0.8), and the default PRM run's wall time (goal < 60 s);
-  4. a 50-task sequence: time per task (flat: the last 10 tasks against the first 10, goal
-     <= 1.2), X-means time per DTD, run-folder size (goal < 50 MB) and peak memory;
-  5. X-means time for 50 points in 2000 dimensions;
-  6. HAT accuracy on digits-mixed per width, the evidence behind the default width.
+"Today's" figures come from the engine as it was before the compiled step (git revision
+``--baseline``, default b8348ae), unpacked from this repository's history into a temporary
+folder and timed in the same run, so ratios compare like with like on one machine. Without
+git history those lines say so and are skipped.
+
+Prints, in one process (and its children):
+  1. the training step at each width: masked (HAT, an earlier task protected) and unmasked,
+     eager and compiled, and ``masked/plain step ratio: X`` in each mode (goal <= 1.2);
+  2. compiled masked step / today's eager masked step (goal <= 0.35);
+  3. the per-run step of 8 runs stacked in one compiled step / today's eager step (goal <= 0.25);
+  4. PRM / HAT total time on digits-mixed, with DTD's fixed budget and with the settling DTD
+     (goal <= 1.0), and DTD's calls right in each (the settling DTD's not below the fixed one's);
+  5. wall time / CT of a default CLI run (goal <= 1.2), twice: the first may compile UMAP;
+  6. a 3-seed ``compare`` of prm, hat, stl on digits-mixed, today's against now (goal >= 2x);
+  7. (full only) a 50-task sequence: time per step, X-means per DTD, folder size, memory.
 Timings are medians of repeats; the machine is noisy, so read ratios, not absolute times.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,16 +39,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from prm.config import ModelConfig, RecordConfig, RunConfig  # noqa: E402
-from prm.engine import Step, train_sequence  # noqa: E402
+from prm import masks as M  # noqa: E402
+from prm import step as S  # noqa: E402
+from prm.config import PRMConfig, RecordConfig, RunConfig  # noqa: E402
+from prm.engine import train_sequence  # noqa: E402
 from prm.events import DTDResult, RunStarted, TaskEnd  # noqa: E402
+from prm.methods import calls_right, true_groups  # noqa: E402
 from prm.runs import RunWriter  # noqa: E402
-from prm.model import MaskedMLP  # noqa: E402
 from prm.xmeans import xmeans  # noqa: E402
 
 BATCH, INPUT, CLASSES = RunConfig().optim.batch_size, 64, 10
+SETTLE = PRMConfig(settle=1, settle_every=5)
+"""The settling DTD the README recommends: ask every 5 epochs, stop at the first unchanged answer."""
 
 
 def _median_time(fn, repeats: int, inner: int) -> float:
@@ -54,75 +66,187 @@ def _median_time(fn, repeats: int, inner: int) -> float:
     return statistics.median(times)
 
 
-def step_timing(width: int, repeats: int) -> tuple[float, float, float]:
-    """Seconds per step: masked (HAT, protecting task 0's mask) and unmasked; and torch.mm."""
-    torch.manual_seed(0)
-    x, y = torch.rand(BATCH, INPUT), torch.randint(0, CLASSES, (BATCH,))
-    times = {}
-    for masked in (True, False):
-        model = MaskedMLP(input_dim=INPUT, hidden=(width, width), head_sizes=[CLASSES, CLASSES],
-                          input_dropout=0.2, hidden_dropout=0.5, masked=masked)
-        protect = [m.detach() for m in model.masks(0, 400.0)] if masked else None
-        step = Step(model=model, task=1, hat=RunConfig().hat, clip=10000.0, protect=protect, reg_used=protect)
-        model.train()
-        times[masked] = _median_time(lambda: step(0.01, x, y, 200.0), repeats, 50)
-    # the same matrix products as forward + backward: per layer y = x W^T, dW = g^T x, dx = g W
-    shapes = [(BATCH, INPUT, width), (BATCH, width, width), (BATCH, width, CLASSES)]
-    mats = [(torch.rand(b, i), torch.rand(o, i), torch.rand(b, o)) for b, i, o in shapes]
+def step_inputs(width: int, runs: int, *, masked: bool) -> dict:
+    """A HAT step's inputs at ``width`` for ``runs`` stacked runs: task 1 with task 0 protected."""
+    gen = torch.Generator().manual_seed(0)
 
-    def products() -> None:
-        for a, w, g in mats:
-            torch.mm(a, w.t())
-            torch.mm(g.t(), a)
-            torch.mm(g, w)
+    def r(*shape):
+        return (torch.rand(runs, *shape, generator=gen) - 0.5) * 0.2
 
-    mm = _median_time(products, repeats, 50)
-    return times[True], times[False], mm
-
-
-def step_flops(width: int) -> float:
-    shapes = [(INPUT, width), (width, width), (width, CLASSES)]
-    return sum(3 * 2 * BATCH * i * o for i, o in shapes)
+    sizes = [INPUT, width, width]
+    protect = [torch.sigmoid(400 * torch.randn(w, generator=gen)) for w in (width, width)]
+    keeps = [(k.expand(runs, *k.shape).clone(), b.expand(runs, *b.shape).clone()) for k, b in M.layer_keeps(protect)]
+    weights, norm = M.regulariser_weights(protect, (width, width))
+    one = torch.ones(runs)
+    return {
+        "layers": [(r(o, i), r(o)) for i, o in zip(sizes[:-1], sizes[1:])], "head": (r(CLASSES, width), r(CLASSES)),
+        "embedding": torch.randn(runs, 2 * width, generator=gen) if masked else None,
+        "x": torch.rand(runs, BATCH, INPUT, generator=gen), "y": torch.randint(0, CLASSES, (runs, BATCH), generator=gen),
+        "weight": torch.full((runs, BATCH), 1.0 / BATCH), "noise": torch.rand(runs, BATCH, INPUT + 2 * width),
+        "rates": torch.cat([torch.full((INPUT,), 0.2), torch.full((2 * width,), 0.5)]).expand(runs, -1).clone(),
+        "s": one * 200.0, "lr": one * 0.01, "keeps": keeps if masked else None,
+        "reg_weights": weights.expand(runs, -1).clone() if masked else None, "reg_norm": norm.expand(runs) if masked
+        else None,
+        "hyper": S.Hyper(smax=one * 400.0, lamb=one * 0.75, thres_cosh=one * 50.0, thres_emb=one * 6.0, clip=one * 1e4),
+    }
 
 
-def timed_run(cfg: RunConfig) -> tuple[float, float]:
-    """Total seconds and final Acc of one run."""
-    result = train_sequence(cfg)
-    return result.seconds, float(np.mean(result.test_acc[-1]))
+def step_seconds(width: int, repeats: int, *, masked: bool, compiled: bool, runs: int = 1) -> float:
+    """Seconds per call of the step (all ``runs`` together), as the engine calls it."""
+    inputs = step_inputs(width, runs, masked=masked)
+    fn = S.compiled() if compiled else S.sgd_step
+
+    def call() -> None:
+        with torch.no_grad():
+            fn(**inputs)
+
+    call()  # compile (or warm up) outside the timing
+    return _median_time(call, repeats, max(5, 50 // runs))
+
+
+def baseline_tree(rev: str, into: Path) -> Path | None:
+    """The project as it was at ``rev``, unpacked from git history; None when unavailable."""
+    target = into / f"baseline-{rev}"
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        target.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"  (baseline {rev} unavailable: {exc}; today's lines skipped)")
+        return None
+    return target
+
+
+def baseline_step(tree: Path, width: int, repeats: int) -> tuple[float, float]:
+    """Today's eager (masked, plain) seconds per step, timed by that revision's own bench."""
+    code = ("import sys, json, torch; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/bench']; torch.set_num_threads(1); "
+            "torch.set_flush_denormal(True); import engine; "
+            "print(json.dumps(engine.step_timing(int(sys.argv[2]), int(sys.argv[3]))[:2]))")
+    out = subprocess.run([sys.executable, "-c", code, str(tree), str(width), str(repeats)], check=True,
+                         capture_output=True, text=True, cwd=tree).stdout
+    return tuple(json.loads(out.strip().splitlines()[-1]))
+
+
+def timed_run(cfg: RunConfig, **kwargs) -> tuple[float, float, list[float]]:
+    """Total seconds, final Acc and DTD's calls right per task of one run (default compile mode)."""
+    events: list = []
+    result = train_sequence(cfg, emit=events.append, **kwargs)
+    started = next(e for e in events if isinstance(e, RunStarted))
+    groups = true_groups(started.tasks)
+    right = [calls_right(groups=groups, task=e.task, dissimilar=e.layers[-1]["dissimilar_xmeans"])
+             for e in events if isinstance(e, DTDResult)]
+    return result.seconds, float(np.mean(result.test_acc[-1])), right
+
+
+def cli_run(tree: Path, out: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds, CT) of ``python -m prm run`` in ``tree`` (a fresh process, as a user runs it)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "prm", "run", "--out", str(out), "--quiet", *extra], check=True, cwd=tree,
+                   capture_output=True)
+    wall = time.perf_counter() - start
+    end = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()][-1]
+    return wall, end["seconds"]
+
+
+def compare_seconds(tree: Path, seeds: list[int]) -> float:
+    """Wall seconds of ``python -m prm compare`` in ``tree`` (tables only: no folders, no UMAP)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "prm", "compare", "--sequence", "digits-mixed", "--methods", "prm,hat,stl",
+                    "--seeds", ",".join(map(str, seeds)), "--quiet"], check=True, cwd=tree, capture_output=True)
+    return time.perf_counter() - start
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline", default="b8348ae", help="git revision of 'today' [%(default)s]")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)  # as train_sequence does
     repeats = 3 if args.quick else 7
     seeds = [0] if args.quick else [0, 1, 2]
     default_width = RunConfig().model.hidden[0]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH}, default width {default_width}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH}, default width "
+          f"{default_width}, compiler {'found' if S.compiler_available() else 'missing'}")
+    tmp = Path(tempfile.mkdtemp(prefix="prm-bench-"))
+    tree = baseline_tree(args.baseline, tmp)
 
-    print("\n1-2. training step: HAT-masked MLP vs the same MLP unmasked; GFLOP/s vs torch.mm")
-    print(f"{'width':>6} {'masked ms':>10} {'plain ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'mm GFLOP/s':>11} {'of mm':>6}")
-    for width in (64, 128, 256, 512, 1024, 2000):
-        masked, plain, mm = step_timing(width, repeats)
-        flops = step_flops(width)
-        print(f"{width:>6} {masked * 1e3:>10.3f} {plain * 1e3:>9.3f} {masked / plain:>6.2f} "
-              f"{flops / masked / 1e9:>8.2f} {flops / mm / 1e9:>11.2f} {mm / masked:>6.1%}", flush=True)
+    print("\n1. training step (ms): masked vs unmasked, eager vs compiled (first compile: see below)")
+    start = time.perf_counter()
+    step_seconds(default_width, 1, masked=True, compiled=True)
+    print(f"  first compile in this process: {time.perf_counter() - start:.1f} s "
+          f"(cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR')})")
+    widths = (default_width,) if args.quick else (64, 256, 1024)
+    print(f"  {'width':>6} {'eager masked':>13} {'eager plain':>12} {'compiled masked':>16} {'compiled plain':>15}")
+    found = {}
+    for width in widths:
+        found[width] = {(m, c): step_seconds(width, repeats, masked=m, compiled=c)
+                        for m in (True, False) for c in (False, True)}
+        t = found[width]
+        print(f"  {width:>6} {t[True, False] * 1e3:>13.3f} {t[False, False] * 1e3:>12.3f} "
+              f"{t[True, True] * 1e3:>16.3f} {t[False, True] * 1e3:>15.3f}", flush=True)
+    t = found[default_width]
+    print(f"masked/plain step ratio: {t[True, True] / t[False, True]:.2f} (compiled, width {default_width}; "
+          f"goal <= 1.2)")
+    print(f"masked/plain step ratio: {t[True, False] / t[False, False]:.2f} (eager, width {default_width})")
 
-    print("\n3. PRM vs HAT on digits-mixed (default config), per seed")
-    ratios, prm_times = [], []
+    today = baseline_step(tree, default_width, repeats) if tree else None
+    print("\n2. compiled masked step against today's eager masked step")
+    if today:
+        print(f"  today's eager: masked {today[0] * 1e3:.3f} ms, plain {today[1] * 1e3:.3f} ms "
+              f"(ratio {today[0] / today[1]:.2f}); eager now {t[True, False] * 1e3:.3f} ms")
+        print(f"compiled/today's eager masked step: {t[True, True] / today[0]:.2f} (goal <= 0.35)")
+
+    print("\n3. runs stacked in one compiled step (per run)")
+    for runs in (1, 8) if args.quick else (1, 4, 8, 16):
+        per_run = step_seconds(default_width, repeats, masked=True, compiled=True, runs=runs) / runs
+        line = f"  {runs:>2} runs: {per_run * 1e3:.3f} ms per run"
+        if runs == 8 and today:
+            line += f"\nstacked-8 per-run step/today's eager masked step: {per_run / today[0]:.2f} (goal <= 0.25)"
+        print(line, flush=True)
+
+    print("\n4. PRM / HAT on digits-mixed: DTD's fixed budget against the settling DTD "
+          f"(settle {SETTLE.settle}, every {SETTLE.settle_every} epochs)")
+    rows = []
     for seed in seeds:
-        hat_s, hat_acc = timed_run(RunConfig(method="hat", seed=seed))
-        prm_s, prm_acc = timed_run(RunConfig(method="prm", seed=seed))
-        ratios.append(prm_s / hat_s)
-        prm_times.append(prm_s)
-        print(f"  seed {seed}: HAT {hat_s:5.1f} s (Acc {hat_acc:.3f})   PRM {prm_s:5.1f} s (Acc {prm_acc:.3f})   "
-              f"PRM/HAT {prm_s / hat_s:.2f}", flush=True)
-    print(f"  PRM/HAT total time: mean {np.mean(ratios):.2f} (goal <= 1.5); default PRM run: "
-          f"slowest {max(prm_times):.1f} s (goal < 60 s)")
+        hat = timed_run(RunConfig(method="hat", seed=seed))
+        fixed = timed_run(RunConfig(method="prm", seed=seed))
+        settle = timed_run(RunConfig(method="prm", seed=seed, prm=SETTLE))
+        rows.append((hat[0], fixed[0], settle[0], np.mean(fixed[2]), np.mean(settle[2])))
+        print(f"  seed {seed}: HAT {hat[0]:5.1f} s (Acc {hat[1]:.3f}); PRM fixed {fixed[0]:5.1f} s (Acc {fixed[1]:.3f}, "
+              f"calls right {np.mean(fixed[2]):.3f}); PRM settling {settle[0]:5.1f} s (Acc {settle[1]:.3f}, "
+              f"calls right {np.mean(settle[2]):.3f})", flush=True)
+    hat_s, fixed_s, settle_s, fixed_right, settle_right = (np.array(c) for c in zip(*rows))
+    print(f"PRM/HAT total time, fixed DTD: {np.mean(fixed_s / hat_s):.2f}")
+    print(f"PRM/HAT total time, settling DTD: {np.mean(settle_s / hat_s):.2f} (goal <= 1.0); calls right "
+          f"{np.mean(settle_right):.3f} against the fixed budget's {np.mean(fixed_right):.3f}")
 
-    print("\n4. a 50-task sequence: mnist5k-long-50, PRM, recorded to a run folder")
+    print("\n5. wall time of a default CLI run (python -m prm run, digits-mixed, prm) against its CT")
+    for attempt in (1, 2):
+        wall, ct = cli_run(ROOT, tmp / f"cli-{attempt}", ["--sequence", "digits-mixed", "--method", "prm"])
+        print(f"  run {attempt}: wall {wall:.1f} s, CT {ct:.1f} s")
+    print(f"wall/CT of a default CLI run: {wall / ct:.2f} (goal <= 1.2; run 2, caches warm)")
+
+    print("\n6. compare of prm, hat, stl on digits-mixed, seeds " + ",".join(map(str, seeds)))
+    now = compare_seconds(ROOT, seeds)
+    print(f"  now {now:.1f} s", flush=True)
+    if tree:
+        before = compare_seconds(tree, seeds)
+        print(f"  today's {before:.1f} s")
+        print(f"compare speed-up against today's: {before / now:.2f}x (goal >= 2)")
+
+    if not args.quick:
+        long_sequence()
+        print("\n8. X-means on 50 points in 2000 dimensions (two blobs; median of repeats)")
+        rng = np.random.default_rng(0)
+        points = np.concatenate([rng.normal(3, 1, (25, 2000)), rng.normal(-3, 1, (25, 2000))])
+        seconds = _median_time(lambda: xmeans(points, seed=0), repeats, 1)
+        print(f"  {seconds * 1e3:.1f} ms, k = {xmeans(points, seed=0).k}")
+    return 0
+
+
+def long_sequence() -> None:
+    print("\n7. a 50-task sequence: mnist5k-long-50, PRM, recorded to a run folder")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = RunConfig(sequence="mnist5k-long-50", method="prm", seed=0, record=RecordConfig(projections=("pca",)))
         events: list = []
@@ -137,33 +261,17 @@ def main() -> int:
     ends = [e for e in events if isinstance(e, TaskEnd)]
     tasks = next(e for e in events if isinstance(e, RunStarted)).tasks
     per_task = np.array([sum(e.seconds.values()) for e in ends])
-    # Tasks differ in size (digit pairs: 600 images; style tasks: ~120) and in the epochs early
-    # stopping gives them, so flatness is judged per SGD step: all of a task's time (DTD,
-    # clustering, training, evaluation of every earlier task) over the batches it trained.
+    # Tasks differ in size and in the epochs early stopping gives them, so flatness is judged
+    # per SGD step: all of a task's time over the batches it trained.
     steps = np.array([sum(e.epochs.values()) * -(-t["sizes"]["train"] // cfg.optim.batch_size)
                       for e, t in zip(ends, tasks)])
     per_step = per_task / steps * 1e3
     xm = [e.seconds for e in events if isinstance(e, DTDResult)]
     print(f"  total {result.seconds:.0f} s, Acc {np.mean(result.test_acc[-1]):.3f}")
-    print("  seconds per task: " + " ".join(f"{v:.1f}" for v in per_task))
-    print("  ms per SGD step:  " + " ".join(f"{v:.2f}" for v in per_step))
-    print(f"  last 10 tasks / first 10: {per_step[-10:].mean() / per_step[:10].mean():.2f} per step (goal <= 1.2), "
-          f"{per_task[-10:].mean() / per_task[:10].mean():.2f} per task")
+    print(f"  last 10 tasks / first 10: {per_step[-10:].mean() / per_step[:10].mean():.2f} per step (goal <= 1.2)")
     print(f"  X-means per DTD (both layers): first {xm[0] * 1e3:.0f} ms, at 50 tasks {xm[-1] * 1e3:.0f} ms")
     print(f"  run folder {size / 2**20:.1f} MB (goal < 50 MB); peak memory of this process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MB")
-
-    print("\n5. X-means on 50 points in 2000 dimensions (two blobs; median of repeats)")
-    rng = np.random.default_rng(0)
-    points = np.concatenate([rng.normal(3, 1, (25, 2000)), rng.normal(-3, 1, (25, 2000))])
-    seconds = _median_time(lambda: xmeans(points, seed=0), repeats, 1)
-    print(f"  {seconds * 1e3:.1f} ms, k = {xmeans(points, seed=0).k}")
-
-    print("\n6. HAT on digits-mixed by width (seed 0): Acc and total time")
-    for width in (64, 128, 256, 512):
-        s, acc = timed_run(RunConfig(method="hat", model=ModelConfig(hidden=(width, width))))
-        print(f"  width {width:>4}: Acc {acc:.3f}  CT {s:5.1f} s", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

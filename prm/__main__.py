@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from prm.config import (MAX_LAYERS, METHOD_HELP, METHODS, PRESETS, PRM_CHOICES, VARIANT_LEVERS, ConfigError, PRMConfig,
+from prm.config import (COMPILE_MODES, MAX_LAYERS, METHOD_HELP, METHODS, PRESETS, PRM_CHOICES, VARIANT_LEVERS, ConfigError, PRMConfig,
                         RunConfig, preset)
 from prm.data import DATA_ENV, SEQUENCES, DataError, make_sequence
 
@@ -78,6 +78,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, help=f"hidden dropout [{d.model.hidden_dropout}]")
     g.add_argument("--dtd-epochs", type=int, help=f"PRM: max epochs of DTD's 2nd optimisation [{d.prm.dtd_epochs}]")
     g.add_argument("--head-epochs", type=int, help=f"PRM: epochs of DTD's 1st optimisation [{d.prm.head_epochs}]")
+    g.add_argument("--settle", type=int,
+                   help=f"PRM: end DTD's 2nd optimisation once its answer has not changed for this many checks; "
+                        f"0 keeps the paper's fixed budget [{d.prm.settle}]")
+    g.add_argument("--settle-every", type=int, help=f"PRM: epochs between those checks [{d.prm.settle_every}]")
     g.add_argument("--no-2so", action="store_true", help="PRM: DTD without the 1st optimisation (paper's 'w/o 2SO')")
     g.add_argument("--reg-mask", choices=("accumulated", "relaxed"),
                    help=f"PRM: mask the sparsity regulariser treats as used in LwPRM [{d.prm.reg_mask}]")
@@ -104,6 +108,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-checkpoints", action="store_true",
                    help="keep no task-start checkpoints (what-if needs them; docs/whatif.md gives their size)")
     g.add_argument("--device", default="cpu", help="cpu or cuda [%(default)s]")
+    g.add_argument("--compile", default="auto", choices=COMPILE_MODES,
+                   help="SGD steps compiled by torch.compile (results agree with eager to float rounding; "
+                        "auto: where measured to pay, docs/speed.md) [%(default)s]")
 
 
 _OVERRIDES = {  # CLI option -> (config section, field)
@@ -111,6 +118,7 @@ _OVERRIDES = {  # CLI option -> (config section, field)
     "patience": ("optim", "patience"), "lamb": ("hat", "lamb"), "smax": ("hat", "smax"),
     "dropout": ("model", "hidden_dropout"), "dtd_epochs": ("prm", "dtd_epochs"),
     "head_epochs": ("prm", "head_epochs"), "reg_mask": ("prm", "reg_mask"),
+    "settle": ("prm", "settle"), "settle_every": ("prm", "settle_every"),
     **{name: ("prm", name) for name in ("features", "clustering", "threshold", "relax", "embedding_init", "head_init")},
     "dtd_layers": ("prm", "layers"),
 }
@@ -256,15 +264,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
     writer = _open_writer(out, created, config=cfg)  # nothing is created on disk before this point
     return _record(out, writer, created, tasks=len(seq.tasks), quiet=args.quiet,
-                   train=lambda emit: train_sequence(cfg, emit=emit, sequence=seq))
+                   train=lambda emit: train_sequence(cfg, emit=emit, sequence=seq, compile=args.compile))
 
 
 def _open_writer(out: Path, created: Path | None, **kwargs: Any) -> Any:
-    """The run folder's writer (``RunWriter(out, **kwargs)``), or one ``prm: error:`` line."""
+    """The run folder's writer (``RunWriter(out, **kwargs)``), or one ``prm: error:`` line.
+    It does not finalize: :func:`_record` writes the summary and the projections after it."""
     from prm.runs import RunWriter
 
     try:
-        return RunWriter(out, **kwargs)
+        return RunWriter(out, finalize=False, **kwargs)
     except FileExistsError as exc:  # appeared since _check_out: not ours to clean
         _fail(str(exc))
     except BaseException as exc:  # a full disk or Ctrl-C half-way: leave nothing behind
@@ -276,10 +285,17 @@ def _open_writer(out: Path, created: Path | None, **kwargs: Any) -> Any:
 
 def _record(out: Path, writer: Any, created: Path | None, *, tasks: int, quiet: bool,
             train: Callable[[Callable[[Any], None]], Any]) -> int:
-    """Train through ``train(emit)`` into ``writer`` with a progress bar, and end as ``run``
-    and ``whatif`` both do: exit 130 on Ctrl-C with what was left, one error line on a write
-    failure (the folder left loadable or removed), the summary, then 0 for a finished run."""
+    """Train through ``train(emit)`` into ``writer`` (made with ``finalize=False``) with a
+    progress bar, and end as ``run`` and ``whatif`` both do: exit 130 on Ctrl-C with what was
+    left, one error line on a write failure (the folder left loadable or removed), else the
+    summary, then the projections, then 0 for a finished run.
+
+    The run is complete (``run_end`` line, summary.json, the summary printed) before UMAP
+    starts: its first fit in a process may compile for seconds, under its own progress line.
+    """
     from tqdm import tqdm
+
+    from prm.runs import write_summary
 
     bar = tqdm(total=tasks, unit="task", disable=quiet, dynamic_ncols=True)
 
@@ -288,19 +304,81 @@ def _record(out: Path, writer: Any, created: Path | None, *, tasks: int, quiet: 
         _show_progress(bar, event)
 
     try:
-        result = train(emit)
+        try:
+            result = train(emit)
+        finally:
+            bar.close()
+            if writer.ended:  # its status is settled, whatever it is: the summary follows it
+                write_summary(out)
     except KeyboardInterrupt:
-        bar.close()
         print(_interrupted(out, writer), file=sys.stderr)
         return 130
     except OSError as exc:  # a full disk, a folder removed under us ...
         if isinstance(exc, BrokenPipeError):
             raise
-        bar.close()
         _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, created)}")
-    bar.close()
     _print_summary(out)
+    if not _write_projections(out, writer, created, quiet=quiet):
+        return 130
     return 0 if result.status == "finished" else 1
+
+
+def _write_projections(out: Path, writer: Any, created: Path | None, *, quiet: bool) -> bool:
+    """The run's projections, after its summary, with their own progress line on stderr and
+    the seconds they took; False after Ctrl-C (said in one line, the run kept as it is).
+
+    The run is already complete, so nothing here changes its status: a full disk is one error
+    line as anywhere else (exit 2, the run kept), and a projection that fails is a warning,
+    since the explorer computes missing projections when it opens the run.
+    """
+    import time
+
+    from tqdm import tqdm
+
+    from prm.runs import write_projections
+
+    bars = []  # made at the first step, when the number of projections is known
+    dropped = []  # Ctrl-C that landed in one of llvmlite's ctypes callbacks while numba compiled
+    previous_hook = sys.unraisablehook
+
+    def note_dropped(unraisable: Any) -> None:  # where ctypes reports an exception it drops
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            dropped.append(unraisable.exc_value)
+        else:
+            previous_hook(unraisable)
+
+    def progress(done: int, total: int, step: str) -> None:
+        if dropped:  # raised again between fits, so it still stops the run before the file is written
+            raise KeyboardInterrupt
+        if not bars:
+            bars.append(tqdm(total=total, desc="projections", unit="fit", disable=quiet, dynamic_ncols=True,
+                             leave=False))
+        bars[0].update(done - bars[0].n)
+        bars[0].set_postfix_str(step)
+
+    started = time.perf_counter()
+    sys.unraisablehook = note_dropped
+    try:
+        try:
+            count = write_projections(out, progress=progress)
+        finally:
+            sys.unraisablehook = previous_hook
+            for bar in bars:
+                bar.close()
+    except KeyboardInterrupt:
+        print(_interrupted(out, writer), file=sys.stderr)
+        return False
+    except OSError as exc:
+        _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, created)}")
+    except Exception as exc:  # UMAP or numba failing: the run stands, the explorer tries again
+        _remove_temporary(out)
+        print(f"prm: warning: projections failed ({type(exc).__name__}: {str(exc)[:200]}); the run finished "
+              f"and is saved in {out}; the explorer computes projections when it opens the run", file=sys.stderr)
+        return True
+    if count and not quiet:
+        print(f"projections: {count} in {time.perf_counter() - started:.1f} s, in {out / 'projections.npz'}",
+              file=sys.stderr)
+    return True
 
 
 def _show_progress(bar: Any, event: Any) -> None:
@@ -345,21 +423,25 @@ def cmd_whatif(args: argparse.Namespace) -> int:
           file=sys.stderr)
     return _record(out, writer, created, tasks=len(seq.tasks), quiet=args.quiet,
                    train=lambda emit: train_sequence(plan.config, emit=whatif.replaying(plan, emit), sequence=seq,
-                                                     resume=plan.resume()))
+                                                     resume=plan.resume(), compile=plan.compile))
 
 
 def _interrupted(out: Path, writer: Any) -> str:
-    """What Ctrl-C left, in words that agree with the status recorded in the folder.
+    """What Ctrl-C left, in words that agree with what the folder holds.
 
-    Once training finished, the writer still writes the summary and then computes the
-    projections; an interrupt there leaves a finished run, not a stopped one.
+    Once training finished, ``_record`` writes the summary, prints it and then computes the
+    projections; an interrupt there leaves a finished run, not a stopped one, without
+    projections.npz (and, in the moment the summary is written, without summary.json).
     """
     _remove_temporary(out)
     if _recorded_status(out, writer) != "finished":
         return f"stopped: the run so far is saved in {out}"
-    summary = " (summary written)" if (out / "summary.json").is_file() else ""
-    return (f"interrupted while computing projections: the run finished{summary} and is saved in {out}; "
-            "the explorer computes projections when it opens the run")
+    if not (out / "summary.json").is_file():
+        return (f"interrupted while writing the summary: the run finished and is saved in {out} without "
+                "summary.json or projections.npz; the explorer reads it from its event log and computes "
+                "projections when it opens the run")
+    return (f"interrupted while computing projections: the run finished (summary written) and is saved in {out} "
+            "without projections.npz; the explorer computes projections when it opens the run")
 
 
 # ----------------------------------------------------------------------------- show
@@ -418,7 +500,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- compare
 
 
-def _compare_one(job: tuple[RunConfig, str | None]) -> tuple[np.ndarray, float, list[str]]:
+def _compare_one(job: tuple[RunConfig, str | None, str]) -> tuple[np.ndarray, float, list[str]]:
     """Train one run (in a worker process when --jobs > 1); return R, CT and each task's family."""
     import torch
 
@@ -426,10 +508,10 @@ def _compare_one(job: tuple[RunConfig, str | None]) -> tuple[np.ndarray, float, 
     from prm.runs import RunWriter
 
     torch.set_num_threads(1)
-    cfg, out = job
+    cfg, out, compile = job
     seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
     emit = RunWriter(out, config=cfg) if out else None
-    result = train_sequence(cfg, emit=emit, sequence=seq)
+    result = train_sequence(cfg, emit=emit, sequence=seq, compile=compile)
     return result.test_acc, result.seconds, [t.family for t in seq.tasks]
 
 
@@ -544,7 +626,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 out = str(Path(args.out_dir) / f"{sequence}-{method}-s{seed}") if args.out_dir else None
                 if out and Path(out).exists():
                     _fail(f"{out} already exists; choose another --out-dir")
-                jobs.append((cfg, out))
+                jobs.append((cfg, out, args.compile))
                 keys.append((sequence, method, seed))
     results = {}
     try:

@@ -46,9 +46,19 @@ MAX_HEADER_BYTES = safeio.MiB
 _DTYPES = {torch.float32: "F32", torch.uint8: "U8"}
 
 
+_ADDED_LATER = {"prm": {"settle": 0, "settle_every": 5}}
+"""Config fields added after checkpoints existed, with their defaults: left out of the hash at
+that value, so the checkpoints of runs recorded before them stay valid."""
+
+
 def config_hash(config: RunConfig) -> str:
     """SHA-256 of the config as ``run.json`` holds it: a checkpoint belongs to one recipe."""
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+    data = config.to_dict()
+    for section, fields in _ADDED_LATER.items():
+        for name, default in fields.items():
+            if data[section].get(name) == default:
+                del data[section][name]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def capture(*, task: int, model: torch.nn.Module, task_masks: Sequence[Sequence[Tensor]],

@@ -122,7 +122,11 @@ class PRMConfig:
     X-means had nothing it could test (two tasks: a 2-point cluster cannot be split, so
     "one cluster" would be a default, not evidence): ``dissimilar`` protects the earlier task
     as HAT would, since forgetting cannot be undone while a missed transfer costs little;
-    ``similar`` takes X-means' single cluster at face value.
+    ``similar`` takes X-means' single cluster at face value. ``settle`` > 0 ends DTD's 2nd
+    optimisation early once its answer has settled: every ``settle_every`` epochs DTD's rule
+    is asked for the dissimilar sets on the embeddings as they are, and training stops once
+    the answer has not changed for ``settle`` checks in a row (0, the default: the paper's
+    fixed budget). The decision itself is then taken as usual, on the best-validation state.
 
     The remaining fields are levers studied in ``docs/dtd-study.md``; their defaults are the
     paper's recipe. ``features``: what DTD clusters: ``raw`` embeddings e (the paper),
@@ -144,6 +148,8 @@ class PRMConfig:
     two_stage: bool = True
     head_epochs: int = 10
     dtd_epochs: int = 40
+    settle: int = 0
+    settle_every: int = 5
     k_max: int | None = None
     reg_mask: str = "accumulated"
     undecided: str = "dissimilar"
@@ -211,6 +217,11 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+COMPILE_MODES = ("auto", "on", "off")
+"""How SGD steps run (``prm.step``): ``auto`` compiled where that was measured to pay
+(``prm.step.compile_pays``), ``on`` always compiled, ``off`` eager (the same function, op by op)."""
 
 
 PRM_CHOICES: dict[str, tuple[str, ...]] = {
@@ -363,6 +374,8 @@ def validate(cfg: RunConfig) -> None:
     d = cfg.prm
     _check(0 <= d.head_epochs <= MAX_EPOCHS, f"prm.head_epochs: must be from 0 to {MAX_EPOCHS}, got {d.head_epochs!r}")
     _check(1 <= d.dtd_epochs <= MAX_EPOCHS, f"prm.dtd_epochs: must be from 1 to {MAX_EPOCHS}, got {d.dtd_epochs!r}")
+    _check(0 <= d.settle <= MAX_EPOCHS, f"prm.settle: must be from 0 to {MAX_EPOCHS}, got {d.settle!r}")
+    _check(1 <= d.settle_every <= MAX_EPOCHS, f"prm.settle_every: must be from 1 to {MAX_EPOCHS}, got {d.settle_every!r}")
     _check(d.k_max is None or d.k_max >= 1, f"prm.k_max: must be >= 1 or null, got {d.k_max!r}")
     _check(d.reg_mask in ("accumulated", "relaxed"),
            f"prm.reg_mask: 'accumulated' or 'relaxed', got {d.reg_mask!r}")

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from prm import masks as M
+from prm import step as S
 from prm.checkpoint import Checkpoint, capture
 from prm.config import HATConfig, RunConfig
 from prm.data import Task, TaskSequence, make_sequence
@@ -74,6 +75,7 @@ class _Context:
     generator: torch.Generator
     emit: Emit
     should_stop: Callable[[], bool]
+    stepper: Callable[..., tuple[Tensor, Tensor]] = S.sgd_step
 
 
 def _to(task: Task, device: torch.device) -> dict[str, Tensor]:
@@ -94,98 +96,78 @@ def evaluate(model: MaskedMLP, task: int, x: Tensor, y: Tensor, s: float, chunk:
     return loss / len(x), correct / len(x)
 
 
-def _trainable(model: MaskedMLP, task: int, *, head_only: bool) -> list[nn.Parameter]:
-    head = list(model.heads[task].parameters())
-    if head_only:
-        return head
-    embeddings = [model.embedding.weight] if model.masked else []
-    return [*model.layers.parameters(), *embeddings, *head]
-
-
-def clip_grad_norm_(params: Sequence[nn.Parameter], max_norm: float) -> None:
-    """``torch.nn.utils.clip_grad_norm_`` semantics (scale by max_norm / (norm + 1e-6) when
-    the total norm exceeds max_norm), without its unconditional multiply by 1.0 otherwise:
-    with HAT's clip of 10000 that multiply is a wasted pass over every gradient per step."""
-    grads = [p.grad for p in params if p.grad is not None]
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    if total > max_norm:
-        torch._foreach_mul_(grads, max_norm / (float(total) + 1e-6))
-
-
 @dataclass(kw_only=True)
 class Step:
-    """One SGD step of HAT's rules on ``task``, prepared once per phase.
+    """One SGD step of HAT's rules on ``task`` (``prm.step.sgd_step``), prepared once per phase.
 
     ``protect`` is the mask whose units' weights are frozen (1 - min(out, in) scaling; the
     multipliers are constant for the whole phase, so they are computed here, once);
     ``reg_used`` is what the sparsity regulariser counts as already taken (None: first task).
+    The step works on views of the model's parameters (run dimension 1), so it trains the
+    model in place. Dropout masks are drawn from ``generator``, the run's own.
     """
 
     model: MaskedMLP
     task: int
     hat: HATConfig
     clip: float
+    generator: torch.Generator
+    stepper: Callable[..., tuple[Tensor, Tensor]] = S.sgd_step
     head_only: bool = False
     protect: Sequence[Tensor] | None = None
     reg_used: Sequence[Tensor] | None = None
-    penalty: Callable[[], Tensor] | None = None
+    ewc: "EWC | None" = None
 
     def __post_init__(self) -> None:
-        self.params = _trainable(self.model, self.task, head_only=self.head_only)
-        self.all_params = list(self.model.parameters())
-        self.train_embeddings = self.model.masked and not self.head_only
-        device = self.model.layers[0].weight.device  # masks of earlier tasks are kept on the CPU
-        self.reg_weights, self.reg_norm = (w.to(device) for w in M.regulariser_weights(self.reg_used,
-                                                                                      self.model.widths))
+        model, device = self.model, self.model.layers[0].weight.device
+        one = lambda t: t.detach().unsqueeze(0)  # noqa: E731 - a run-dimension view
+        self.layers = [(one(layer.weight), one(layer.bias)) for layer in model.layers]
+        self.head = (one(model.heads[self.task].weight), one(model.heads[self.task].bias))
+        self.train_embeddings = model.masked and not self.head_only
+        self.embedding = one(model.embedding.weight[self.task]) if self.train_embeddings else None
         self.keeps = None
-        if self.protect is not None and not self.head_only:
-            self.keeps = [k.to(device) for pair in M.layer_keeps(self.protect) for k in pair]
-            self.layer_params = list(self.model.layers.parameters())  # weight, bias per layer, in order
+        if self.train_embeddings:  # masks of earlier tasks are kept on the CPU
+            # the first task protects nothing: multipliers of one, so that it runs the same compiled graph
+            protect = self.protect or [torch.zeros(w) for w in model.widths]
+            self.keeps = [(one(w.to(device)), one(b.to(device))) for w, b in M.layer_keeps(protect)]
+        weights, norm = M.regulariser_weights(self.reg_used, model.widths)
+        self.reg = (one(weights.to(device)), norm.to(device).reshape(1)) if self.train_embeddings and \
+            self.hat.lamb > 0 else (None, None)
+        hat = self.hat
+        self.hyper = S.Hyper(**{k: torch.tensor([float(v)], device=device) for k, v in (
+            ("smax", hat.smax), ("lamb", hat.lamb), ("thres_cosh", hat.thres_cosh), ("thres_emb", hat.thres_emb),
+            ("clip", self.clip))})
+        self.penalty = None if self.ewc is None else self.ewc.step_terms(device)
+        self.device = device
+        widths = [model.layers[0].in_features, *model.widths]  # dropout's drop probability per unit
+        self.rates = torch.cat([torch.full((w,), p) for w, p in zip(widths, [model.input_dropout.p] + [
+            model.hidden_dropout.p] * len(model.widths))]).unsqueeze(0).to(device)
 
-    def __call__(self, lr: float, x: Tensor, y: Tensor, s: float) -> tuple[Tensor, Tensor]:
-        """Forward, backward, HAT's gradient surgery, clip, SGD step, clamp. Returns (loss, logits).
-
-        Plain SGD (no momentum, no weight decay, as in HAT) is one fused p -= lr * grad over
-        all parameters: ``torch.optim.SGD``'s bookkeeping alone cost ~70 us a step here."""
-        model, task, hat = self.model, self.task, self.hat
-        if self.head_only:  # the frozen feature extractor needs no graph
-            with torch.no_grad():
-                h, mask = model.features(x, task, s)
-            logits = model.heads[task](h)
-        else:
-            logits, mask = model(x, task, s)
-        loss = F.cross_entropy(logits, y)
-        total = loss
-        if self.train_embeddings and hat.lamb > 0:  # M.sparsity_regulariser, weights precomputed
-            total = total + hat.lamb * (mask * self.reg_weights).sum() / self.reg_norm
-        if self.penalty is not None:
-            total = total + self.penalty()
-        for p in self.all_params:
-            p.grad = None
-        total.backward()
-        if self.keeps is not None:
-            torch._foreach_mul_([p.grad for p in self.layer_params], self.keeps)
-        if self.train_embeddings:
-            row = model.embedding.weight[task].detach()
-            model.embedding.weight.grad[task] *= M.embedding_compensation(row, s, hat.smax, hat.thres_cosh)
-        clip_grad_norm_(self.params, self.clip)
+    def __call__(self, lr: float, x: Tensor, y: Tensor, s: float, n: int | None = None) -> tuple[Tensor, Tensor]:
+        """One step on a batch whose first ``n`` rows are real (the rest is padding, which
+        keeps every batch of a phase one shape). Returns (loss, logits of the real rows)."""
+        n = len(x) if n is None else n
+        weight = torch.zeros(1, len(x), device=self.device)
+        weight[0, :n] = 1.0 / n
+        noise = torch.rand(1, len(x), self.rates.shape[1], generator=self.generator).to(self.device)
         with torch.no_grad():
-            torch._foreach_add_(self.params, [p.grad for p in self.params], alpha=-lr)
-        if self.train_embeddings:
-            with torch.no_grad():
-                model.embedding.weight[task].clamp_(-hat.thres_emb, hat.thres_emb)
-        return loss.detach(), logits.detach()
+            loss, logits = self.stepper(
+                layers=self.layers, head=self.head, embedding=self.embedding, x=x.unsqueeze(0), y=y.unsqueeze(0),
+                weight=weight, noise=noise, rates=self.rates, s=torch.tensor([float(s)], device=self.device),
+                lr=torch.tensor([float(lr)], device=self.device), keeps=self.keeps, reg_weights=self.reg[0],
+                reg_norm=self.reg[1], hyper=self.hyper, train_features=not self.head_only, penalty=self.penalty)
+        return loss[0], logits[0, :n]
 
     @torch.no_grad()
     def objective_extra(self) -> float:
         """The non-data terms of the objective at evaluation sharpness (s = smax): HAT's
         reference adds them to the validation loss that early stopping watches, so we do too."""
         extra = 0.0
-        if self.train_embeddings and self.hat.lamb > 0:
+        if self.reg[0] is not None:
             mask = M.task_mask(self.model.embedding.weight[self.task], self.hat.smax)
-            extra += self.hat.lamb * float((mask * self.reg_weights).sum() / self.reg_norm)
-        if self.penalty is not None:
-            extra += float(self.penalty())
+            extra += self.hat.lamb * float((mask * self.reg[0][0]).sum() / self.reg[1][0])
+        if self.ewc is not None:
+            extra += self.ewc.value(self.model)
         return extra
 
 
@@ -200,8 +182,9 @@ def _fit(
     head_only: bool = False,
     protect: Sequence[Tensor] | None = None,
     reg_used: Sequence[Tensor] | None = None,
-    penalty: Callable[[], Tensor] | None = None,
+    ewc: EWC | None = None,
     also: Sequence[tuple[int, dict[str, Tensor]]] = (),
+    settled: Callable[[int], bool] | None = None,
 ) -> tuple[int, list[list[np.ndarray]]]:
     """Train ``task`` for one phase with HAT's patience schedule; return the epochs run and
     the embedding trajectory (after every ``record.trajectory_every``-th epoch, then the
@@ -209,11 +192,13 @@ def _fit(
 
     ``also`` lists earlier (task, data) pairs trained at the same time (joint training): each
     batch holds one task's images and trains its head, the batches of all tasks are shuffled
-    together, and early stopping watches the validation loss over all of them."""
+    together, and early stopping watches the validation loss over all of them.
+    ``settled(epoch)``, asked after every epoch, ends the phase early when it says so (DTD's
+    ``prm.settle``)."""
     cfg, opt_cfg = ctx.cfg, ctx.cfg.optim
     jobs = [(task, data), *also]
-    steps = [Step(model=model, task=t, hat=cfg.hat, clip=opt_cfg.clip, head_only=head_only,
-                  protect=protect, reg_used=reg_used, penalty=penalty) for t, _ in jobs]
+    steps = [Step(model=model, task=t, hat=cfg.hat, clip=opt_cfg.clip, generator=ctx.generator, stepper=ctx.stepper,
+                  head_only=head_only, protect=protect, reg_used=reg_used, ewc=ewc) for t, _ in jobs]
     lr = opt_cfg.lr
     best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
     patience = opt_cfg.patience
@@ -236,10 +221,13 @@ def _fit(
             batches = [batches[k] for k in torch.randperm(len(batches), generator=ctx.generator).tolist()]
         sum_loss, sum_correct = 0.0, 0
         for b, (j, idx) in enumerate(batches):
+            real = len(idx)
+            if real < bs:  # the last batch, padded with zero-weight rows to the phase's one shape
+                idx = torch.cat([idx, idx.new_zeros(bs - real)])
             x, y = jobs[j][1]["x_train"][idx], jobs[j][1]["y_train"][idx]
-            loss, logits = steps[j](lr, x, y, M.anneal_s(b, len(batches), cfg.hat.smax))
-            sum_loss += float(loss) * len(idx)
-            sum_correct += int((logits.argmax(1) == y).sum())
+            loss, logits = steps[j](lr, x, y, M.anneal_s(b, len(batches), cfg.hat.smax), real)
+            sum_loss += float(loss) * real
+            sum_correct += int((logits.argmax(1) == y[:real]).sum())
         epochs = epoch + 1
         scores = np.array([evaluate(model, t, d["x_val"], d["y_val"], cfg.hat.smax) for t, d in jobs])
         sizes = [len(d["x_val"]) for _, d in jobs]
@@ -263,6 +251,8 @@ def _fit(
                 patience = opt_cfg.patience
         if ctx.should_stop():
             raise StopRequested
+        if settled is not None and settled(epoch):
+            break
     model.load_state_dict(best_state)
     if model.masked:  # end the trajectory where the task ends: the restored best embedding
         trajectory.append([e.detach().cpu().numpy().copy() for e in model.task_embeddings(task)])
@@ -293,12 +283,6 @@ def _dtd(
     if cfg.prm.two_stage and cfg.prm.head_epochs > 0:
         epochs["dtd-head"], _ = _fit(ctx, model, task, data, phase="dtd-head",
                                      max_epochs=cfg.prm.head_epochs, head_only=True)
-    epochs["dtd"], trajectory = _fit(ctx, model, task, data, phase="dtd", max_epochs=cfg.prm.dtd_epochs,
-                                     protect=acc_mask, reg_used=acc_mask)
-    started = time.perf_counter()
-    layers, dissimilar, arrays = [], [], {}
-    rows_all = model.embedding.weight[: task + 1].detach().cpu()
-    table = model.split(rows_all)
     rule, prm_cfg = cfg.prm.clustering, cfg.prm
 
     def by_xmeans(points: np.ndarray):
@@ -310,12 +294,37 @@ def _dtd(
             return by_xmeans(points)[2]
         return dissimilar_by_rule(features(points, prm_cfg.features), task, rule=rule, threshold=prm_cfg.threshold)
 
-    # prm.layers = together: one call for every layer, from all layers' rows side by side.
-    shared = by_rule(rows_all.numpy().astype(np.float64)) if prm_cfg.layers == "together" else None
-    for index, rows in enumerate(table):
-        points = rows.numpy().astype(np.float64)
-        result, was_undecided, called_by_xmeans = by_xmeans(points)
-        called = shared if shared is not None else called_by_xmeans if rule == "xmeans" else by_rule(points)
+    def decide(rows_all: Tensor) -> list[tuple]:
+        """Per layer: X-means' result, whether it was undecided, its call, and the rule's call."""
+        # prm.layers = together: one call for every layer, from all layers' rows side by side.
+        shared = by_rule(rows_all.numpy().astype(np.float64)) if prm_cfg.layers == "together" else None
+        out = []
+        for rows in model.split(rows_all):
+            result, was_undecided, called_by_xmeans = by_xmeans(rows.numpy().astype(np.float64))
+            called = shared if shared is not None else called_by_xmeans if rule == "xmeans" else \
+                by_rule(rows.numpy().astype(np.float64))
+            out.append((result, was_undecided, called_by_xmeans, called))
+        return out
+
+    answers: list[list[list[int]]] = []
+
+    def settled(epoch: int) -> bool:
+        """prm.settle: every settle_every epochs, the calls on the embeddings as they are; True
+        once they have not changed for ``settle`` checks in a row."""
+        if (epoch + 1) % prm_cfg.settle_every:
+            return False
+        answers.append([layer[3] for layer in decide(model.embedding.weight[: task + 1].detach().cpu())])
+        recent = answers[-prm_cfg.settle - 1:]
+        return len(recent) == prm_cfg.settle + 1 and all(a == recent[-1] for a in recent)
+
+    epochs["dtd"], trajectory = _fit(ctx, model, task, data, phase="dtd", max_epochs=cfg.prm.dtd_epochs,
+                                     protect=acc_mask, reg_used=acc_mask,
+                                     settled=settled if prm_cfg.settle > 0 else None)
+    started = time.perf_counter()
+    layers, dissimilar, arrays = [], [], {}
+    rows_all = model.embedding.weight[: task + 1].detach().cpu()
+    for index, (result, was_undecided, called_by_xmeans, called) in enumerate(decide(rows_all)):
+        points = model.split(rows_all)[index].numpy().astype(np.float64)
         used = sorted(forced[index]) if forced is not None else dissimilar_set(
             similarity=ctx.strategy.similarity, task=task, xmeans_dissimilar=called, groups=groups)
         record = result.to_dict()
@@ -327,7 +336,7 @@ def _dtd(
         arrays[f"trajectory_l{index}"] = _stack(trajectory, index, cfg.record.trajectory_dtype)
     model.load_state_dict(saved)
     ctx.emit(TaskArrays(task=task, kind="dtd", arrays=arrays))
-    source = "whatif" if forced is not None else rule if ctx.strategy.similarity == "xmeans" \
+    source = "whatif" if forced is not None else prm_cfg.clustering if ctx.strategy.similarity == "xmeans" \
         else ctx.strategy.similarity
     ctx.emit(DTDResult(task=task, layers=layers, source=source,
                        seconds=time.perf_counter() - started))
@@ -349,13 +358,26 @@ def _copy_nearest_head(model: MaskedMLP, task: int, dtd_rows: np.ndarray, dissim
         model.heads[task].load_state_dict(model.heads[nearest].state_dict())
 
 
-def _ewc_penalty(model: MaskedMLP, fisher: list[Tensor], anchor: list[Tensor], lam: float) -> Callable[[], Tensor]:
-    params = model.shared_parameters()
+@dataclass(frozen=True, kw_only=True)
+class EWC:
+    """EWC's quadratic penalty lam/2 * sum F (p - anchor)^2 on the hidden layers' weights and
+    biases (``fisher`` and ``anchor`` in ``model.shared_parameters()`` order)."""
 
-    def penalty() -> Tensor:
-        return lam / 2 * sum((f * (p - a) ** 2).sum() for f, p, a in zip(fisher, params, anchor))
+    fisher: list[Tensor]
+    anchor: list[Tensor]
+    lam: float
 
-    return penalty
+    def step_terms(self, device: torch.device) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]], Tensor]:
+        """(fisher, anchor, lam) as ``prm.step.sgd_step`` takes them: per layer, run dimension 1."""
+        def pairs(ts: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+            ts = [t.to(device).unsqueeze(0) for t in ts]
+            return list(zip(ts[0::2], ts[1::2]))
+
+        return pairs(self.fisher), pairs(self.anchor), torch.tensor([self.lam], device=device)
+
+    def value(self, model: MaskedMLP) -> float:
+        return float(self.lam / 2 * sum((f * (p - a) ** 2).sum()
+                                        for f, p, a in zip(self.fisher, model.shared_parameters(), self.anchor)))
 
 
 def _fisher(model: MaskedMLP, task: int, data: dict[str, Tensor], batch_size: int, smax: float) -> list[Tensor]:
@@ -400,6 +422,7 @@ def train_sequence(
     should_stop: Callable[[], bool] | None = None,
     sequence: TaskSequence | None = None,
     resume: Resume | None = None,
+    compile: str = "auto",
 ) -> RunResult:
     """Learn every task of the configured sequence in order, reporting through ``emit``.
 
@@ -408,6 +431,9 @@ def train_sequence(
     of the tasks before are the caller's to replay). Ends with a ``RunEnd`` event whatever
     happens: 'finished', 'stopped' (``should_stop`` returned True, or Ctrl-C, which is
     re-raised) or 'failed' (the exception is re-raised).
+
+    ``compile`` (``prm.step.COMPILE_MODES``) picks the compiled SGD step or the eager one;
+    they agree to float rounding, not bit for bit, so a run records which it used.
     """
     emit = emit or (lambda event: None)
     ctx = _Context(
@@ -423,13 +449,15 @@ def train_sequence(
     torch.manual_seed(config.seed)
     seq = sequence or make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks,
                                     data_dir=config.data_dir, shots=config.shots)
+    compiled = S.use_compiled(compile, config=config, sequence=seq)
+    ctx.stepper = S.compiled() if compiled else S.sgd_step
     T = len(seq.tasks)
     test_acc = np.full((T, T), np.nan)
     val_acc = np.full((T, T), np.nan)
     status, error = "finished", None
     oracle = seq.describe().get("oracle_transfer")
     emit(RunStarted(config=config.to_dict(), tasks=[t.describe() for t in seq.tasks],
-                    sequence=seq.name, input_dim=seq.input_dim, oracle_transfer=oracle))
+                    sequence=seq.name, input_dim=seq.input_dim, oracle_transfer=oracle, compiled=compiled))
     try:
         _learn(ctx, seq, test_acc, val_acc, resume)
     except StopRequested:
@@ -495,13 +523,11 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
                        for l, d in enumerate(dissimilar)]
             seconds["dtd"] = time.perf_counter() - clock
         reg_used = protect if cfg.prm.reg_mask == "relaxed" and dissimilar is not None else acc_mask
-        penalty = None
-        if strategy.ewc and fisher is not None:
-            penalty = _ewc_penalty(model, fisher, anchor, cfg.ewc_lambda)
+        ewc = EWC(fisher=fisher, anchor=anchor, lam=cfg.ewc_lambda) if strategy.ewc and fisher is not None else None
         clock = time.perf_counter()
         epochs["train"], trajectory = _fit(ctx, model, t, data[t], phase="train", max_epochs=cfg.optim.max_epochs,
                                            protect=protect if strategy.protect != "none" else None,
-                                           reg_used=reg_used, penalty=penalty,
+                                           reg_used=reg_used, ewc=ewc,
                                            also=[(i, data[i]) for i in range(t)] if strategy.joint else ())
         seconds["train"] = time.perf_counter() - clock
         arrays: dict[str, np.ndarray] = {}

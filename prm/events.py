@@ -24,7 +24,9 @@ PHASES = ("dtd-head", "dtd", "train")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunStarted:
     """The sequence as the engine will learn it. ``oracle_transfer[a][b]``: accuracy on task b
-    of a simple classifier trained on task a, for sequences that measure it (mnist5k-*)."""
+    of a simple classifier trained on task a, for sequences that measure it (mnist5k-*).
+    ``compiled``: whether SGD steps ran compiled (``prm.step``); None in runs recorded before
+    the engine could compile."""
 
     type = "run_started"
     config: dict[str, Any]
@@ -32,6 +34,7 @@ class RunStarted:
     sequence: str
     input_dim: int
     oracle_transfer: list[list[float]] | None = None
+    compiled: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,7 +1,8 @@
 """2-D projections of task embeddings (PCA, UMAP, t-SNE) for plots.
 
 Runs store these precomputed at their end, so opening a run never waits for UMAP's numba
-compile. All points of one layer (every task's final embedding plus the DTD embedding of
+compile; that compile is kept on disk (:mod:`prm.caches`), so only a machine's first process
+pays it. All points of one layer (every task's final embedding plus the DTD embedding of
 each new task) are projected together, so one picture holds every step of the sequence.
 """
 
@@ -42,6 +43,9 @@ def project(points: np.ndarray, *, method: str, seed: int = 0) -> tuple[np.ndarr
         import torch
         import umap  # imported lazily: numba compilation costs seconds on first use
 
+        from prm.caches import cache_umap_compiles
+
+        cache_umap_compiles()  # so that only the first process on this machine compiles
         reducer = umap.UMAP(n_neighbors=min(15, n - 1), n_components=2, random_state=seed,
                             init="random" if n < 10 else "spectral", n_jobs=1)
         # numba's first parallel launch resets torch's intra-op thread count to the core count:

@@ -115,8 +115,11 @@ def parse_started(record: dict[str, Any]) -> RunStarted:
         oracle = [[_num(v, "oracle_transfer[][]", 0.0, 1.0) for v in _list(row, "oracle_transfer[]", len(tasks))]
                   for row in rows]
         _need(all(len(row) == len(tasks) for row in oracle), "oracle_transfer must be square")
+    compiled = record.get("compiled")
+    _need(compiled is None or isinstance(compiled, bool), "compiled must be true, false or absent")
     return RunStarted(config=config.to_dict(), tasks=tuple(parsed), sequence=_str(record.get("sequence"), "sequence"),
-                      input_dim=_int(record.get("input_dim"), "input_dim", 1, 10**7), oracle_transfer=oracle)
+                      input_dim=_int(record.get("input_dim"), "input_dim", 1, 10**7), oracle_transfer=oracle,
+                      compiled=compiled)
 
 
 def _task(value: Any, what: str) -> dict[str, Any]:

@@ -97,7 +97,10 @@ class RunWriter:
     """Appends a run's events to its folder; the engine's ``emit`` in every recorded run.
 
     Arrays are written to a temporary file and renamed, and each line is flushed, so a reader
-    never sees half an array and a crash loses at most the line being written.
+    never sees half an array and a crash loses at most the line being written. With
+    ``finalize`` (the app, scripts) the ``run_end`` event also writes the summary and the
+    projections (:func:`finalize_run`); the CLI passes False and writes them itself after the
+    run, so that its progress bar does not sit at 100% through UMAP's compile.
     """
 
     def __init__(self, folder: str | Path, *, config: RunConfig, finalize: bool = True,
@@ -710,31 +713,63 @@ def summarise(run: Run) -> dict[str, Any]:
     return summary
 
 
-def finalize_run(folder: str | Path, *, seed: int | None = None) -> dict[str, Any]:
-    """Write ``summary.json``, then ``projections.npz``, for a run that has ended.
+def write_summary(folder: str | Path) -> dict[str, Any]:
+    """Write ``summary.json`` for a run that has ended, and return it.
 
-    The summary comes first: the run's status is settled by its ``run_end`` line, and an
-    interrupt or a failure while UMAP compiles must not leave a finished run without one.
-    Missing projections are computed by the explorer when it opens the run.
+    It comes first, before any projection: the run's status is settled by its ``run_end``
+    line, and the picker lists a run from its summary without reading its event log.
     """
+    return _write_summary(load_run(folder))
+
+
+def write_projections(folder: str | Path, *, progress: Callable[[int, int, str], None] | None = None) -> int:
+    """Write ``projections.npz`` (every configured method, every masked layer) for a run that
+    has ended; return how many projections it holds (0: no embeddings, no file).
+
+    ``progress(done, total, step)`` is called before each projection ("umap layer 2/3"), so a
+    caller can show what a first UMAP fit spends its seconds on, and once more before the file
+    is written. An interrupt (raised there too) or a failure leaves no file: the explorer
+    computes missing projections when it opens the run.
+    """
+    return _write_projections(load_run(folder), progress=progress)
+
+
+def finalize_run(folder: str | Path) -> dict[str, Any]:
+    """:func:`write_summary`, then :func:`write_projections` (``RunWriter(finalize=True)``:
+    the app and scripts, which show no progress of their own); returns the summary."""
+    run = load_run(folder)
+    summary = _write_summary(run)
+    _write_projections(run)
+    return summary
+
+
+def _write_summary(run: Run) -> dict[str, Any]:
+    summary = summarise(run)
+    _write_json_atomic(run.path / "summary.json", _jsonable(summary))
+    return summary
+
+
+def _write_projections(run: Run, *, progress: Callable[[int, int, str], None] | None = None) -> int:
     from prm.projection import project
 
-    run = load_run(folder)
-    summary = summarise(run)
-    _write_json_atomic(Path(folder) / "summary.json", _jsonable(summary))
-    seed = run.meta["seed"] if seed is None else seed
+    methods = run.meta["config"]["record"]["projections"]
+    layers = [(layer, embedding_points(run, layer)) for layer in range(run.n_layers)]
+    layers = [(layer, found) for layer, found in layers if len(found[0])]
+    total, done = len(layers) * len(methods), 0
     out: dict[str, np.ndarray] = {}
-    for layer in range(run.n_layers):
-        points, tasks, is_dtd = embedding_points(run, layer)
-        if len(points) == 0:
-            continue
+    for layer, (points, tasks, is_dtd) in layers:
         out[f"task_l{layer}"], out[f"dtd_l{layer}"] = tasks, is_dtd
-        for method in run.meta["config"]["record"]["projections"]:
-            coords, used = project(points, method=method, seed=seed)
+        for method in methods:
+            if progress is not None:
+                progress(done, total, f"{method} layer {layer + 1}/{run.n_layers}")
+            coords, _ = project(points, method=method, seed=run.meta["seed"])
             out[f"{method}_l{layer}"] = coords.astype(np.float32)
+            done += 1
+    if progress is not None and total:
+        progress(total, total, "writing projections.npz")
     if out:
-        _replace_atomic(Path(folder) / "projections.npz", lambda tmp: np.savez_compressed(tmp, **out), ".tmp.npz")
-    return summary
+        _replace_atomic(run.path / "projections.npz", lambda tmp: np.savez_compressed(tmp, **out), ".tmp.npz")
+    return total
 
 
 def list_runs(root: str | Path) -> list[Path]:
@@ -760,4 +795,4 @@ def list_runs(root: str | Path) -> list[Path]:
 
 __all__ = ["SCHEMA", "Run", "RunFormatError", "RunParent", "RunState", "RunWriter", "EventTail", "apply_events",
            "finalize_run", "list_runs", "load_run", "writer_alive", "parse_lines", "read_meta", "read_summary",
-           "summarise"]
+           "summarise", "write_projections", "write_summary"]

@@ -52,6 +52,13 @@ class Plan:
         return RunParent(run=str(self.parent.path.resolve()), name=self.parent.name, task=self.task,
                          dissimilar=self.dissimilar)
 
+    @property
+    def compile(self) -> str:
+        """The parent's step mode, so that the child takes the parent's path to the float: a
+        child given the parent's own decision then reproduces it exactly. Runs recorded before
+        the engine could compile stepped eagerly."""
+        return "on" if self.parent.state.started.compiled else "off"
+
     def resume(self) -> Resume:
         return Resume(checkpoint=self.checkpoint, dissimilar=self.dissimilar,
                       test_rows=self.parent.state.accuracy_matrix("test")[: self.task],

@@ -49,9 +49,9 @@ def spy_steps(monkeypatch, log: list) -> None:
     """Record (task, x) of every SGD step; _fit builds its Steps from prm.engine.Step."""
     original = Step.__call__
 
-    def spy(self, lr, x, y, s):
-        log.append((self.task, x.detach().clone()))
-        return original(self, lr, x, y, s)
+    def spy(self, lr, x, y, s, n=None):  # the real rows: the last batch is padded to the phase's shape
+        log.append((self.task, x[:n].detach().clone()))
+        return original(self, lr, x, y, s, n)
 
     monkeypatch.setattr(Step, "__call__", spy)
 
@@ -143,7 +143,8 @@ def test_fit_with_also_visits_every_tasks_training_images_once_per_epoch(monkeyp
 
 def test_fit_without_also_draws_the_batches_of_the_single_task_loop(monkeypatch):
     # The refactor must not change a single-task phase: one randperm per epoch from the run's
-    # generator, consecutive slices of batch_size, in that order.
+    # generator, consecutive slices of batch_size, in that order; each step then draws its
+    # dropout noise from the same generator.
     cfg = tiny(method="hat")
     seq = make_sequence("digits-classes", seed=0, n_tasks=2)
     data = _to(seq.tasks[0], torch.device("cpu"))
@@ -153,9 +154,12 @@ def test_fit_without_also_draws_the_batches_of_the_single_task_loop(monkeypatch)
     epochs, _ = _fit(context(cfg), model_for(seq, masked=True), 0, data, phase="train", max_epochs=3, also=())
     generator, bs, x = torch.Generator().manual_seed(0), cfg.optim.batch_size, data["x_train"]
     expected = []
+    units = seq.input_dim + sum(cfg.model.hidden)
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator)
         expected += [x[order[b:b + bs]] for b in range(0, len(x), bs)]
+        for _ in range(0, len(x), bs):
+            torch.rand(1, bs, units, generator=generator)
     assert len(log) == len(expected) and all(t == 0 for t, _ in log)
     assert all(torch.equal(got, want) for (_, got), want in zip(log, expected))
 

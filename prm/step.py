@@ -1,0 +1,223 @@
+"""One SGD step of HAT's rules, forward and backward written out by hand, for R runs at once.
+
+Why by hand: the network is a fixed MLP (``prm.model``), and at the default width a step is
+a few hundred microseconds, of which autograd's bookkeeping was a third. Spelt out, the step
+is a short chain of batched matrix products and elementwise maths that ``torch.compile``
+fuses into a handful of kernels (``Stepper``), and ``tests/test_step.py`` checks every
+gradient against autograd on the same loss.
+
+Every tensor has a leading run dimension R: R = 1 for one run, R > 1 for runs of equal
+shape trained together (several seeds, or configurations that differ only in numbers), which
+then share each matrix product. Runs never mix: run r's gradient depends on run r's slice
+only. Hyper-parameters and the slope s are per-run tensors, not Python numbers, so that a
+new value never recompiles.
+
+The step updates the parameters in place (they are views of the networks' parameters) and
+returns each run's data loss and logits. The rules are HAT's (PRM-NOTES):
+  forward    h_l = relu(W_l h_{l-1} + b_l) * dropout_l * a_l,  a_l = sigmoid(s e_l)
+  objective  CE(head(h_L), y) + lamb * sum(a * w) / n     (w, n: ``masks.regulariser_weights``)
+  gradients  weights and biases scaled by the keep multipliers (``masks.layer_keeps``),
+             the embedding's by HAT's cosh compensation (``masks.embedding_compensation``)
+  update     clip the gradient norm at ``clip``, p -= lr * g, clamp e to +-thres_emb.
+Dropout arrives as precomputed scaled masks, so that runs draw them from their own
+generators and eager and compiled steps see the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from prm.config import COMPILE_MODES
+
+Pair = tuple[Tensor, Tensor]  # (weight R x out x in, bias R x out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hyper:
+    """HAT's constants, one value per run (shape R)."""
+
+    smax: Tensor
+    lamb: Tensor
+    thres_cosh: Tensor
+    thres_emb: Tensor
+    clip: Tensor
+
+
+def _col(v: Tensor, dims: int) -> Tensor:
+    """A per-run value shaped to broadcast against a tensor of ``dims`` dimensions."""
+    return v.view(-1, *([1] * (dims - 1)))
+
+
+def sgd_step(
+    *,
+    layers: Sequence[Pair],
+    head: Pair,
+    embedding: Tensor | None,
+    x: Tensor,
+    y: Tensor,
+    weight: Tensor,
+    noise: Tensor,
+    rates: Tensor,
+    s: Tensor,
+    lr: Tensor,
+    keeps: Sequence[Pair] | None,
+    reg_weights: Tensor | None,
+    reg_norm: Tensor | None,
+    hyper: Hyper,
+    train_features: bool = True,
+    penalty: tuple[Sequence[Pair], Sequence[Pair], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Train one batch per run in place; return (data loss per run, logits R x B x C).
+
+    ``embedding`` is the task's row of embeddings (R x sum of widths), None for unmasked
+    networks. ``weight`` (R x B) is each example's share of the loss: 1/n for the n real
+    examples of a batch, 0 for padding, so that every batch of a phase has one shape.
+    ``noise`` (R x B x (inputs + units)): uniform draws that make the dropout masks of the
+    input and of every hidden layer, unit u dropped when its draw is below ``rates`` (R x
+    (inputs + units), the drop probability of u's layer), kept ones scaled by 1 / (1 - rate).
+    ``keeps``: per layer, the gradient multipliers of weight and bias; None frees all.
+    ``train_features`` False trains the head alone (DTD's first stage). ``penalty``: EWC's
+    (fisher, anchor, lambda) for the hidden layers.
+    """
+    masked = embedding is not None
+    widths = [w.shape[1] for w, _ in layers]
+    mask = torch.sigmoid(_col(s, 2) * embedding) if masked else None
+    gates = list(torch.split(mask, widths, dim=1)) if masked else [None] * len(layers)
+    rates = rates.unsqueeze(1)
+    drops = list(torch.split((noise >= rates) / (1.0 - rates), [x.shape[-1], *widths], dim=-1))
+    # forward, keeping what the backward pass needs
+    h = x * drops[0]
+    inputs, pre, post, gate_full = [], [], [], []
+    for (w, b), drop, gate in zip(layers, drops[1:], gates):
+        inputs.append(h)
+        z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        a = torch.relu(z)
+        g = drop if gate is None else drop * gate.unsqueeze(1)
+        pre.append(z)
+        post.append(a)
+        gate_full.append(g)
+        h = a * g
+    hw, hb = head
+    logits = torch.baddbmm(hb.unsqueeze(1), h, hw.transpose(1, 2))
+    logp = torch.log_softmax(logits, dim=-1)
+    loss = -(logp.gather(-1, y.unsqueeze(-1)).squeeze(-1) * weight).sum(1)
+    # backward of the cross-entropy
+    d = torch.exp(logp)
+    d = (d - torch.nn.functional.one_hot(y, d.shape[-1]).to(d)) * weight.unsqueeze(-1)
+    grads: list[Tensor] = [torch.bmm(d.transpose(1, 2), h), d.sum(1)]
+    params: list[Tensor] = [hw, hb]
+    if train_features:
+        d = torch.bmm(d, hw)
+        mask_grads: list[Tensor] = []
+        layer_grads: list[Tensor] = []
+        for index in range(len(layers) - 1, -1, -1):
+            w, b = layers[index]
+            if masked:  # d/da of h = relu(z) * drop * a
+                mask_grads.append((d * post[index] * drops[index + 1]).sum(1))
+            dz = d * gate_full[index] * (pre[index] > 0)
+            gw, gb = torch.bmm(dz.transpose(1, 2), inputs[index]), dz.sum(1)
+            if penalty is not None:
+                fisher, anchor, lam = penalty
+                (fw, fb), (aw, ab) = fisher[index], anchor[index]
+                gw = gw + _col(lam, 3) * fw * (w - aw)
+                gb = gb + _col(lam, 2) * fb * (b - ab)
+            if keeps is not None:
+                kw, kb = keeps[index]
+                gw, gb = gw * kw, gb * kb
+            layer_grads = [gw, gb, *layer_grads]
+            if index > 0:
+                d = torch.bmm(dz, w)
+        grads = [*layer_grads, *grads]
+        params = [p for pair in layers for p in pair] + params
+        if masked:
+            dmask = torch.cat(mask_grads[::-1], dim=1)
+            if reg_weights is not None:
+                dmask = dmask + _col(hyper.lamb, 2) * reg_weights / _col(reg_norm, 2)
+            se = _col(s, 2) * embedding
+            compensation = (_col(hyper.smax, 2) / _col(s, 2) * (torch.cosh(torch.clamp(
+                se, -_col(hyper.thres_cosh, 2), _col(hyper.thres_cosh, 2))) + 1.0) / (torch.cosh(embedding) + 1.0))
+            grads.append(dmask * mask * (1.0 - mask) * _col(s, 2) * compensation)
+            params.append(embedding)
+    # clip the whole gradient's norm per run (torch.nn.utils.clip_grad_norm_'s rule), then SGD
+    norm = torch.sqrt(sum((g * g).flatten(1).sum(1) for g in grads))
+    scale = torch.where(norm > hyper.clip, hyper.clip / (norm + 1e-6), torch.ones_like(norm)) * lr
+    for p, g in zip(params, grads):
+        p.sub_(_col(scale, g.dim()) * g)
+    if masked and train_features:
+        limit = _col(hyper.thres_emb, 2)
+        embedding.copy_(torch.minimum(torch.maximum(embedding, -limit), limit))
+    return loss, logits
+
+
+def compiler_available() -> bool:
+    """Inductor's CPU code needs a C++ compiler; CUDA needs Triton. Without them: eager."""
+    import shutil
+
+    if torch.cuda.is_available():
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+    return shutil.which(os.environ.get("CXX", "g++")) is not None or shutil.which("c++") is not None
+
+
+_compiled = None
+
+
+def compiled():
+    """``sgd_step`` under ``torch.compile`` (one per process; graphs are cached per shape).
+
+    Inductor's generated code is kept in ``prm.caches.cache_dir("inductor")`` unless
+    TORCHINDUCTOR_CACHE_DIR says otherwise, so a new process loads it instead of compiling:
+    about 20 s for the first graph on a cold cache, under 3 s on a warm one (bench/engine.py)."""
+    global _compiled
+    if _compiled is None:
+        if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+            from prm.caches import cache_dir
+
+            try:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir("inductor"))
+            except OSError:  # an unwritable cache: inductor's default in the temp folder
+                pass
+        _compiled = torch.compile(sgd_step, fullgraph=True, dynamic=False)
+    return _compiled
+
+
+def use_compiled(mode: str, *, config, sequence) -> bool:
+    """Whether a run steps compiled: ``on``/``off`` as said, ``auto`` by :func:`compile_pays`."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile: unknown mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+    if mode == "off" or not compiler_available():
+        return False
+    return mode == "on" or compile_pays(config=config, sequence=sequence)
+
+
+EPOCHS_PER_TASK = 100
+"""Training epochs a task takes on average under HAT's patience schedule (HAT on digits-mixed:
+9537 steps over 96 batches an epoch of all ten tasks), for estimating a run's steps."""
+
+COMPILE_PAYS_STEPS = {"cpu": 30_000}
+"""Steps above which compiling pays, per device type (bench/engine.py, docs/speed.md). On the
+2-core CPU it was measured on, a compiled step saves about 0.33 ms at width 256 and a new
+process pays 3 s (warm cache) to 13 s (cold) before its first compiled step: a digits run
+(about 10 000 steps) ran 0.8-1.2 s slower compiled, so only runs several times longer gain.
+CUDA is absent: no GPU was available to measure it, so it steps eagerly."""
+
+
+def compile_pays(*, config, sequence) -> bool:
+    """``auto``: compile when the run's estimated steps exceed its device's measured break-even.
+
+    A rule of the config and the sequence alone, never of timings taken at run time, so that
+    the same config and seed always take the same path (compiled and eager agree only to
+    float rounding)."""
+    limit = COMPILE_PAYS_STEPS.get(torch.device(config.device).type)
+    if limit is None:
+        return False
+    batch = config.optim.batch_size
+    steps = sum(-(-len(task.x_train) // batch) for task in sequence.tasks) * EPOCHS_PER_TASK
+    return steps > limit
