@@ -17,7 +17,8 @@ Prints, in one process (and its children):
      (goal <= 1.0), and DTD's calls right in each (the settling DTD's not below the fixed one's);
   5. wall time / CT of a default CLI run (goal <= 1.2), twice: the first may compile UMAP;
   6. a 3-seed ``compare`` of prm, hat, stl on digits-mixed, today's against now (goal >= 2x);
-  7. (full only) a 50-task sequence: time per step, X-means per DTD, folder size, memory.
+  7. (full only) HAT on mnist5k-mixed eager and compiled: the evidence behind ``--compile auto``;
+  8. (full only) a 50-task sequence: time per step, X-means per DTD, folder size, memory.
 Timings are medians of repeats; the machine is noisy, so read ratios, not absolute times.
 """
 
@@ -52,8 +53,8 @@ from prm.runs import RunWriter  # noqa: E402
 from prm.xmeans import xmeans  # noqa: E402
 
 BATCH, INPUT, CLASSES = RunConfig().optim.batch_size, 64, 10
-SETTLE = PRMConfig(settle=1, settle_every=5)
-"""The settling DTD the README recommends: ask every 5 epochs, stop at the first unchanged answer."""
+SETTLE = PRMConfig(settle=2, settle_every=5)
+"""The settling DTD measured: ask every 5 epochs, stop once the answer held for two checks."""
 
 
 def _median_time(fn, repeats: int, inner: int) -> float:
@@ -148,12 +149,17 @@ def cli_run(tree: Path, out: Path, extra: list[str]) -> tuple[float, float]:
     return wall, end["seconds"]
 
 
-def compare_seconds(tree: Path, seeds: list[int]) -> float:
+def compare_seconds(tree: Path, seeds: list[int], n_tasks: int | None) -> float:
     """Wall seconds of ``python -m prm compare`` in ``tree`` (tables only: no folders, no UMAP)."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "prm", "compare", "--sequence", "digits-mixed", "--methods", "prm,hat,stl",
-                    "--seeds", ",".join(map(str, seeds)), "--quiet"], check=True, cwd=tree, capture_output=True)
+                    "--seeds", ",".join(map(str, seeds)), "--quiet", *_tasks_option(n_tasks)], check=True, cwd=tree,
+                   capture_output=True)
     return time.perf_counter() - start
+
+
+def _tasks_option(n_tasks: int | None) -> list[str]:
+    return [] if n_tasks is None else ["--n-tasks", str(n_tasks)]
 
 
 def main() -> int:
@@ -165,6 +171,8 @@ def main() -> int:
     torch.set_flush_denormal(True)  # as train_sequence does
     repeats = 3 if args.quick else 7
     seeds = [0] if args.quick else [0, 1, 2]
+    n_tasks = 4 if args.quick else None  # --quick: the first 4 tasks of digits-mixed
+    tasks_note = "" if n_tasks is None else f", first {n_tasks} tasks"
     default_width = RunConfig().model.hidden[0]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH}, default width "
           f"{default_width}, compiler {'found' if S.compiler_available() else 'missing'}")
@@ -205,13 +213,13 @@ def main() -> int:
             line += f"\nstacked-8 per-run step/today's eager masked step: {per_run / today[0]:.2f} (goal <= 0.25)"
         print(line, flush=True)
 
-    print("\n4. PRM / HAT on digits-mixed: DTD's fixed budget against the settling DTD "
+    print(f"\n4. PRM / HAT on digits-mixed{tasks_note}: DTD's fixed budget against the settling DTD "
           f"(settle {SETTLE.settle}, every {SETTLE.settle_every} epochs)")
     rows = []
     for seed in seeds:
-        hat = timed_run(RunConfig(method="hat", seed=seed))
-        fixed = timed_run(RunConfig(method="prm", seed=seed))
-        settle = timed_run(RunConfig(method="prm", seed=seed, prm=SETTLE))
+        hat = timed_run(RunConfig(method="hat", seed=seed, n_tasks=n_tasks))
+        fixed = timed_run(RunConfig(method="prm", seed=seed, n_tasks=n_tasks))
+        settle = timed_run(RunConfig(method="prm", seed=seed, n_tasks=n_tasks, prm=SETTLE))
         rows.append((hat[0], fixed[0], settle[0], np.mean(fixed[2]), np.mean(settle[2])))
         print(f"  seed {seed}: HAT {hat[0]:5.1f} s (Acc {hat[1]:.3f}); PRM fixed {fixed[0]:5.1f} s (Acc {fixed[1]:.3f}, "
               f"calls right {np.mean(fixed[2]):.3f}); PRM settling {settle[0]:5.1f} s (Acc {settle[1]:.3f}, "
@@ -221,23 +229,28 @@ def main() -> int:
     print(f"PRM/HAT total time, settling DTD: {np.mean(settle_s / hat_s):.2f} (goal <= 1.0); calls right "
           f"{np.mean(settle_right):.3f} against the fixed budget's {np.mean(fixed_right):.3f}")
 
-    print("\n5. wall time of a default CLI run (python -m prm run, digits-mixed, prm) against its CT")
+    print(f"\n5. wall time of a default CLI run (python -m prm run, digits-mixed{tasks_note}, prm) against its CT")
     for attempt in (1, 2):
-        wall, ct = cli_run(ROOT, tmp / f"cli-{attempt}", ["--sequence", "digits-mixed", "--method", "prm"])
+        wall, ct = cli_run(ROOT, tmp / f"cli-{attempt}", ["--sequence", "digits-mixed", "--method", "prm",
+                                                          *_tasks_option(n_tasks)])
         print(f"  run {attempt}: wall {wall:.1f} s, CT {ct:.1f} s")
     print(f"wall/CT of a default CLI run: {wall / ct:.2f} (goal <= 1.2; run 2, caches warm)")
 
-    print("\n6. compare of prm, hat, stl on digits-mixed, seeds " + ",".join(map(str, seeds)))
-    now = compare_seconds(ROOT, seeds)
+    print(f"\n6. compare of prm, hat, stl on digits-mixed{tasks_note}, seeds " + ",".join(map(str, seeds)))
+    now = compare_seconds(ROOT, seeds, n_tasks)
     print(f"  now {now:.1f} s", flush=True)
     if tree:
-        before = compare_seconds(tree, seeds)
+        before = compare_seconds(tree, seeds, n_tasks)
         print(f"  today's {before:.1f} s")
         print(f"compare speed-up against today's: {before / now:.2f}x (goal >= 2)")
 
     if not args.quick:
+        print("\n7. the auto rule's evidence: HAT on mnist5k-mixed (seed 0), eager against compiled")
+        for mode in ("off", "on"):
+            seconds, acc, _ = timed_run(RunConfig(sequence="mnist5k-mixed", method="hat"), compile=mode)
+            print(f"  compile {mode:>3}: CT {seconds:5.1f} s, Acc {acc:.3f}", flush=True)
         long_sequence()
-        print("\n8. X-means on 50 points in 2000 dimensions (two blobs; median of repeats)")
+        print("\n9. X-means on 50 points in 2000 dimensions (two blobs; median of repeats)")
         rng = np.random.default_rng(0)
         points = np.concatenate([rng.normal(3, 1, (25, 2000)), rng.normal(-3, 1, (25, 2000))])
         seconds = _median_time(lambda: xmeans(points, seed=0), repeats, 1)
@@ -246,7 +259,7 @@ def main() -> int:
 
 
 def long_sequence() -> None:
-    print("\n7. a 50-task sequence: mnist5k-long-50, PRM, recorded to a run folder")
+    print("\n8. a 50-task sequence: mnist5k-long-50, PRM, recorded to a run folder")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = RunConfig(sequence="mnist5k-long-50", method="prm", seed=0, record=RecordConfig(projections=("pca",)))
         events: list = []

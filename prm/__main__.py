@@ -500,19 +500,21 @@ def cmd_show(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- compare
 
 
-def _compare_one(job: tuple[RunConfig, str | None, str]) -> tuple[np.ndarray, float, list[str]]:
-    """Train one run (in a worker process when --jobs > 1); return R, CT and each task's family."""
+def _compare_stack(batch: tuple[list[RunConfig], list[str | None], str]) -> list[tuple[np.ndarray, float, list[str]]]:
+    """Train one stack of runs together (in a worker process when --jobs > 1); return each
+    run's R, CT (the stack's wall time: its runs share every step) and task families."""
     import torch
 
-    from prm.engine import train_sequence
+    from prm.engine import Job, train_together
     from prm.runs import RunWriter
 
     torch.set_num_threads(1)
-    cfg, out, compile = job
-    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
-    emit = RunWriter(out, config=cfg) if out else None
-    result = train_sequence(cfg, emit=emit, sequence=seq, compile=compile)
-    return result.test_acc, result.seconds, [t.family for t in seq.tasks]
+    configs, outs, compile = batch
+    seqs = [make_sequence(c.sequence, seed=c.seed, n_tasks=c.n_tasks, data_dir=c.data_dir, shots=c.shots)
+            for c in configs]
+    jobs = [Job(config=c, sequence=q, emit=RunWriter(o, config=c) if o else None) for c, q, o in zip(configs, seqs, outs)]
+    results = train_together(jobs, compile=compile)
+    return [(r.test_acc, r.seconds, [t.family for t in q.tasks]) for r, q in zip(results, seqs)]
 
 
 Results = dict[tuple[str, str, int], tuple[np.ndarray, float, list[str]]]  # (sequence, method, seed) -> R, CT, families
@@ -613,34 +615,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _check_method(m)
     if args.jobs < 1:
         _fail(f"--jobs must be >= 1, got {args.jobs}")
+    if args.stack < 1:
+        _fail(f"--stack must be >= 1, got {args.stack}")
     if args.out_dir:
         _check_out(Path(args.out_dir), "--out-dir", may_hold_files=True)
     needed = methods if "stl" in methods else [*methods, "stl"]  # STL is FWT's reference
-    jobs, keys = [], []
+    batches, keys = [], []  # one batch: up to --stack seeds of one sequence and method, trained together
     for sequence in sequences:  # a missing data set fails here, before anything trains
         make_sequence(sequence, seed=args.seeds[0], n_tasks=args.n_tasks, data_dir=args.data_dir or None,
                       shots=args.shots)
         for method in needed:
-            for seed in args.seeds:
-                cfg = _config(args, sequence=sequence, method=method, seed=seed)
-                out = str(Path(args.out_dir) / f"{sequence}-{method}-s{seed}") if args.out_dir else None
-                if out and Path(out).exists():
-                    _fail(f"{out} already exists; choose another --out-dir")
-                jobs.append((cfg, out, args.compile))
-                keys.append((sequence, method, seed))
+            for start in range(0, len(args.seeds), args.stack):
+                configs, outs = [], []
+                for seed in args.seeds[start:start + args.stack]:
+                    configs.append(_config(args, sequence=sequence, method=method, seed=seed))
+                    out = str(Path(args.out_dir) / f"{sequence}-{method}-s{seed}") if args.out_dir else None
+                    if out and Path(out).exists():
+                        _fail(f"{out} already exists; choose another --out-dir")
+                    outs.append(out)
+                    keys.append((sequence, method, seed))
+                batches.append((configs, outs, args.compile))
     results = {}
+    pending = iter(keys)
     try:
-        with tqdm(total=len(jobs), unit="run", disable=args.quiet) as bar:
+        with tqdm(total=len(keys), unit="run", disable=args.quiet) as bar:
             if args.jobs == 1:
-                outputs = (_compare_one(job) for job in jobs)
-                for key, output in zip(keys, outputs):
-                    results[key] = output
-                    bar.update(1)
+                done = (_compare_stack(batch) for batch in batches)
+                for outputs in done:
+                    for output in outputs:
+                        results[next(pending)] = output
+                    bar.update(len(outputs))
             else:
                 with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-                    for key, output in zip(keys, pool.map(_compare_one, jobs)):
-                        results[key] = output
-                        bar.update(1)
+                    for outputs in pool.map(_compare_stack, batches):
+                        for output in outputs:
+                            results[next(pending)] = output
+                        bar.update(len(outputs))
     except OSError as exc:  # the failing run's folder records it as failed
         if isinstance(exc, BrokenPipeError):
             raise
@@ -707,6 +717,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated [0,1,2]")
     comp.add_argument("--out-dir", default=None, help="also record every run under this folder")
     comp.add_argument("--jobs", type=int, default=1, help="runs in parallel processes [%(default)s]")
+    comp.add_argument("--stack", type=int, default=8,
+                      help="seeds of one method trained together, their networks stacked so that one step trains "
+                           "all (results equal to separate runs to float rounding; CT is then the stack's); "
+                           "1 trains each alone [%(default)s]")
     comp.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     comp.add_argument("--families", action="store_true",
                       help="also print just-learnt accuracy, Acc, BWT and FWT per task family")

@@ -62,14 +62,15 @@ def config_hash(config: RunConfig) -> str:
 
 
 def capture(*, task: int, model: torch.nn.Module, task_masks: Sequence[Sequence[Tensor]],
-            generator: torch.Generator, config: RunConfig) -> TaskCheckpoint:
-    """The engine's state at the start of ``task``, as copies (training goes on meanwhile)."""
+            generator: torch.Generator, config: RunConfig, rng_torch: Tensor) -> TaskCheckpoint:
+    """The engine's state at the start of ``task``, as copies (training goes on meanwhile).
+    ``rng_torch``: the run's stream of torch's global generator (``prm.engine._run_rng``)."""
     def copy(t: Tensor) -> Tensor:
         return t.detach().cpu().clone().contiguous()
 
     cuda = torch.cuda.get_rng_state(torch.device(config.device)) if config.device.startswith("cuda") else None
     return _event(task=task, model={k: copy(v) for k, v in model.state_dict().items()},
-                  task_masks=[[copy(m) for m in masks] for masks in task_masks], rng_torch=torch.get_rng_state(),
+                  task_masks=[[copy(m) for m in masks] for masks in task_masks], rng_torch=rng_torch.clone(),
                   rng_generator=generator.get_state(), rng_cuda=cuda, config=config)
 
 

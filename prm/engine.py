@@ -15,12 +15,13 @@ checkpoints included (``prm.checkpoint``); ``resume`` starts a run from one of t
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,8 @@ from prm.events import DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArray
 from prm.methods import STRATEGIES, Strategy, dissimilar_set, true_groups
 from prm.model import MaskedMLP
 from prm.similarity import cosine_distances, dissimilar_by_rule, features
+from prm.stack import Phase, Request, Stack
+from prm.stack import phase as make_phase
 from prm.xmeans import dtd_call, undecided, xmeans
 
 Emit = Callable[[Event], None]
@@ -69,13 +72,28 @@ class Resume:
 
 @dataclass(kw_only=True)
 class _Context:
+    """One run's own state beside its network: its config, its generators, where it reports.
+    ``torch_state`` is the run's stream of torch's global generator (network initialisation,
+    EWC's Fisher pass), kept apart so that runs trained together draw what each draws alone."""
+
     cfg: RunConfig
     strategy: Strategy
     device: torch.device
     generator: torch.Generator
     emit: Emit
     should_stop: Callable[[], bool]
-    stepper: Callable[..., tuple[Tensor, Tensor]] = S.sgd_step
+    torch_state: Tensor | None = None
+    stack: Stack | None = None
+    slot: int = 0
+
+
+@contextlib.contextmanager
+def _run_rng(ctx: _Context) -> Iterator[None]:
+    """torch's global generator set to the run's own stream for the block, then saved back."""
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(ctx.torch_state)
+        yield
+        ctx.torch_state = torch.get_rng_state()
 
 
 def _to(task: Task, device: torch.device) -> dict[str, Tensor]:
@@ -96,79 +114,29 @@ def evaluate(model: MaskedMLP, task: int, x: Tensor, y: Tensor, s: float, chunk:
     return loss / len(x), correct / len(x)
 
 
-@dataclass(kw_only=True)
-class Step:
-    """One SGD step of HAT's rules on ``task`` (``prm.step.sgd_step``), prepared once per phase.
+Steps = Generator[Request, tuple[Tensor, Tensor], Any]
+"""A run's training as a generator: it yields each batch as a ``Request`` and is sent back the
+step's (loss, logits); ``_drive`` trains the batches of all runs of a stack together."""
 
-    ``protect`` is the mask whose units' weights are frozen (1 - min(out, in) scaling; the
-    multipliers are constant for the whole phase, so they are computed here, once);
-    ``reg_used`` is what the sparsity regulariser counts as already taken (None: first task).
-    The step works on views of the model's parameters (run dimension 1), so it trains the
-    model in place. Dropout masks are drawn from ``generator``, the run's own.
-    """
+PHASES = ("dtd-head", "dtd", "train")
 
-    model: MaskedMLP
-    task: int
-    hat: HATConfig
-    clip: float
-    generator: torch.Generator
-    stepper: Callable[..., tuple[Tensor, Tensor]] = S.sgd_step
-    head_only: bool = False
-    protect: Sequence[Tensor] | None = None
-    reg_used: Sequence[Tensor] | None = None
-    ewc: "EWC | None" = None
 
-    def __post_init__(self) -> None:
-        model, device = self.model, self.model.layers[0].weight.device
-        one = lambda t: t.detach().unsqueeze(0)  # noqa: E731 - a run-dimension view
-        self.layers = [(one(layer.weight), one(layer.bias)) for layer in model.layers]
-        self.head = (one(model.heads[self.task].weight), one(model.heads[self.task].bias))
-        self.train_embeddings = model.masked and not self.head_only
-        self.embedding = one(model.embedding.weight[self.task]) if self.train_embeddings else None
-        self.keeps = None
-        if self.train_embeddings:  # masks of earlier tasks are kept on the CPU
-            # the first task protects nothing: multipliers of one, so that it runs the same compiled graph
-            protect = self.protect or [torch.zeros(w) for w in model.widths]
-            self.keeps = [(one(w.to(device)), one(b.to(device))) for w, b in M.layer_keeps(protect)]
-        weights, norm = M.regulariser_weights(self.reg_used, model.widths)
-        self.reg = (one(weights.to(device)), norm.to(device).reshape(1)) if self.train_embeddings and \
-            self.hat.lamb > 0 else (None, None)
-        hat = self.hat
-        self.hyper = S.Hyper(**{k: torch.tensor([float(v)], device=device) for k, v in (
-            ("smax", hat.smax), ("lamb", hat.lamb), ("thres_cosh", hat.thres_cosh), ("thres_emb", hat.thres_emb),
-            ("clip", self.clip))})
-        self.penalty = None if self.ewc is None else self.ewc.step_terms(device)
-        self.device = device
-        widths = [model.layers[0].in_features, *model.widths]  # dropout's drop probability per unit
-        self.rates = torch.cat([torch.full((w,), p) for w, p in zip(widths, [model.input_dropout.p] + [
-            model.hidden_dropout.p] * len(model.widths))]).unsqueeze(0).to(device)
+def _objective_extra(model: MaskedMLP, phase: Phase, hat: HATConfig, ewc: "EWC | None") -> float:
+    """The non-data terms of the objective at evaluation sharpness (s = smax): HAT's reference
+    adds them to the validation loss that early stopping watches, so we do too."""
+    extra = 0.0
+    with torch.no_grad():
+        if phase.reg is not None and hat.lamb > 0:
+            mask = M.task_mask(model.embedding.weight[phase.task], hat.smax)
+            extra += hat.lamb * float((mask * phase.reg[0].to(mask)).sum() / phase.reg[1])
+    if ewc is not None:
+        extra += ewc.value(model)
+    return extra
 
-    def __call__(self, lr: float, x: Tensor, y: Tensor, s: float, n: int | None = None) -> tuple[Tensor, Tensor]:
-        """One step on a batch whose first ``n`` rows are real (the rest is padding, which
-        keeps every batch of a phase one shape). Returns (loss, logits of the real rows)."""
-        n = len(x) if n is None else n
-        weight = torch.zeros(1, len(x), device=self.device)
-        weight[0, :n] = 1.0 / n
-        noise = torch.rand(1, len(x), self.rates.shape[1], generator=self.generator).to(self.device)
-        with torch.no_grad():
-            loss, logits = self.stepper(
-                layers=self.layers, head=self.head, embedding=self.embedding, x=x.unsqueeze(0), y=y.unsqueeze(0),
-                weight=weight, noise=noise, rates=self.rates, s=torch.tensor([float(s)], device=self.device),
-                lr=torch.tensor([float(lr)], device=self.device), keeps=self.keeps, reg_weights=self.reg[0],
-                reg_norm=self.reg[1], hyper=self.hyper, train_features=not self.head_only, penalty=self.penalty)
-        return loss[0], logits[0, :n]
 
-    @torch.no_grad()
-    def objective_extra(self) -> float:
-        """The non-data terms of the objective at evaluation sharpness (s = smax): HAT's
-        reference adds them to the validation loss that early stopping watches, so we do too."""
-        extra = 0.0
-        if self.reg[0] is not None:
-            mask = M.task_mask(self.model.embedding.weight[self.task], self.hat.smax)
-            extra += self.hat.lamb * float((mask * self.reg[0][0]).sum() / self.reg[1][0])
-        if self.ewc is not None:
-            extra += self.ewc.value(self.model)
-        return extra
+def _snapshot(model: MaskedMLP) -> dict[str, Tensor]:
+    """A copy of the network's state (its own tensors, not views of a stack's)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _fit(
@@ -185,7 +153,7 @@ def _fit(
     ewc: EWC | None = None,
     also: Sequence[tuple[int, dict[str, Tensor]]] = (),
     settled: Callable[[int], bool] | None = None,
-) -> tuple[int, list[list[np.ndarray]]]:
+) -> Steps:
     """Train ``task`` for one phase with HAT's patience schedule; return the epochs run and
     the embedding trajectory (after every ``record.trajectory_every``-th epoch, then the
     restored best-validation embedding).
@@ -194,13 +162,16 @@ def _fit(
     batch holds one task's images and trains its head, the batches of all tasks are shuffled
     together, and early stopping watches the validation loss over all of them.
     ``settled(epoch)``, asked after every epoch, ends the phase early when it says so (DTD's
-    ``prm.settle``)."""
+    ``prm.settle``). A generator (``Steps``): the steps themselves are the driver's."""
     cfg, opt_cfg = ctx.cfg, ctx.cfg.optim
     jobs = [(task, data), *also]
-    steps = [Step(model=model, task=t, hat=cfg.hat, clip=opt_cfg.clip, generator=ctx.generator, stepper=ctx.stepper,
-                  head_only=head_only, protect=protect, reg_used=reg_used, ewc=ewc) for t, _ in jobs]
+    ewc_terms = None if ewc is None else ewc.terms()
+    phases = [make_phase(model=model, task=t, head_only=head_only, protect=protect, reg_used=reg_used, ewc=ewc_terms)
+              for t, _ in jobs]
+    progress = (task, PHASES.index(phase))
+    units = model.layers[0].in_features + sum(model.widths)  # one dropout draw per input and unit
     lr = opt_cfg.lr
-    best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
+    best_loss, best_state = math.inf, _snapshot(model)
     patience = opt_cfg.patience
     # HAT anneals s over the batches of an epoch; with two batches it jumps from 1/smax to
     # smax and the masks barely learn (OptimConfig.min_batches), so tiny tasks get smaller batches.
@@ -225,14 +196,16 @@ def _fit(
             if real < bs:  # the last batch, padded with zero-weight rows to the phase's one shape
                 idx = torch.cat([idx, idx.new_zeros(bs - real)])
             x, y = jobs[j][1]["x_train"][idx], jobs[j][1]["y_train"][idx]
-            loss, logits = steps[j](lr, x, y, M.anneal_s(b, len(batches), cfg.hat.smax), real)
+            noise = torch.rand(bs, units, generator=ctx.generator).to(ctx.device)
+            loss, logits = yield Request(phase=phases[j], x=x, y=y, n=real, noise=noise, lr=lr, order=progress,
+                                         s=M.anneal_s(b, len(batches), cfg.hat.smax))
             sum_loss += float(loss) * real
             sum_correct += int((logits.argmax(1) == y[:real]).sum())
         epochs = epoch + 1
         scores = np.array([evaluate(model, t, d["x_val"], d["y_val"], cfg.hat.smax) for t, d in jobs])
         sizes = [len(d["x_val"]) for _, d in jobs]
         val_loss, val_acc = (float(v) for v in (scores[0] if len(jobs) == 1 else np.average(scores, 0, sizes)))
-        val_loss += steps[0].objective_extra()
+        val_loss += _objective_extra(model, phases[0], cfg.hat, ewc)
         if model.masked and epoch % cfg.record.trajectory_every == 0:
             trajectory.append([e.detach().cpu().numpy().copy() for e in model.task_embeddings(task)])
         ctx.emit(EpochEnd(
@@ -240,7 +213,7 @@ def _fit(
             val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=time.perf_counter() - started,
         ))
         if val_loss < best_loss:
-            best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
+            best_loss, best_state = val_loss, _snapshot(model)
             patience = opt_cfg.patience
         else:
             patience -= 1
@@ -273,16 +246,16 @@ def _stack(trajectory: list[list[np.ndarray]], layer: int, dtype: str) -> np.nda
 def _dtd(
     ctx: _Context, model: MaskedMLP, task: int, data: dict[str, Tensor],
     acc_mask: list[Tensor], groups: list[int], forced: Sequence[Sequence[int]] | None = None,
-) -> tuple[list[list[int]], dict[str, int], np.ndarray]:
+) -> Steps:
     """Dissimilar-task detection on a copy of the state: returns D_t per layer, the epochs,
     and the embedding table DTD ended with (rows 0..task, all layers side by side).
     ``forced`` (per layer) replaces the decision and is recorded with source ``whatif``."""
     cfg = ctx.cfg
-    saved = copy.deepcopy(model.state_dict())
+    saved = _snapshot(model)
     epochs = {}
     if cfg.prm.two_stage and cfg.prm.head_epochs > 0:
-        epochs["dtd-head"], _ = _fit(ctx, model, task, data, phase="dtd-head",
-                                     max_epochs=cfg.prm.head_epochs, head_only=True)
+        epochs["dtd-head"], _ = yield from _fit(ctx, model, task, data, phase="dtd-head",
+                                                max_epochs=cfg.prm.head_epochs, head_only=True)
     rule, prm_cfg = cfg.prm.clustering, cfg.prm
 
     def by_xmeans(points: np.ndarray):
@@ -317,9 +290,9 @@ def _dtd(
         recent = answers[-prm_cfg.settle - 1:]
         return len(recent) == prm_cfg.settle + 1 and all(a == recent[-1] for a in recent)
 
-    epochs["dtd"], trajectory = _fit(ctx, model, task, data, phase="dtd", max_epochs=cfg.prm.dtd_epochs,
-                                     protect=acc_mask, reg_used=acc_mask,
-                                     settled=settled if prm_cfg.settle > 0 else None)
+    epochs["dtd"], trajectory = yield from _fit(ctx, model, task, data, phase="dtd", max_epochs=cfg.prm.dtd_epochs,
+                                                protect=acc_mask, reg_used=acc_mask,
+                                                settled=settled if prm_cfg.settle > 0 else None)
     started = time.perf_counter()
     layers, dissimilar, arrays = [], [], {}
     rows_all = model.embedding.weight[: task + 1].detach().cpu()
@@ -367,14 +340,14 @@ class EWC:
     anchor: list[Tensor]
     lam: float
 
-    def step_terms(self, device: torch.device) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]], Tensor]:
-        """(fisher, anchor, lam) as ``prm.step.sgd_step`` takes them: per layer, run dimension 1."""
-        def pairs(ts: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-            ts = [t.to(device).unsqueeze(0) for t in ts]
-            return list(zip(ts[0::2], ts[1::2]))
+    def terms(self) -> tuple[tuple[tuple[Tensor, Tensor], ...], tuple[tuple[Tensor, Tensor], ...], float]:
+        """(fisher, anchor, lam) as a ``prm.stack.Phase`` holds them: (weight, bias) per layer."""
+        def pairs(ts: list[Tensor]) -> tuple[tuple[Tensor, Tensor], ...]:
+            return tuple(zip(ts[0::2], ts[1::2]))
 
-        return pairs(self.fisher), pairs(self.anchor), torch.tensor([self.lam], device=device)
+        return pairs(self.fisher), pairs(self.anchor), self.lam
 
+    @torch.no_grad()
     def value(self, model: MaskedMLP) -> float:
         return float(self.lam / 2 * sum((f * (p - a) ** 2).sum()
                                         for f, p, a in zip(self.fisher, model.shared_parameters(), self.anchor)))
@@ -415,6 +388,17 @@ def _build_model(cfg: RunConfig, seq: TaskSequence, strategy: Strategy, device: 
     ).to(device)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """One run of ``train_together``: ``train_sequence``'s arguments."""
+
+    config: RunConfig
+    emit: Emit | None = None
+    should_stop: Callable[[], bool] | None = None
+    sequence: TaskSequence | None = None
+    resume: Resume | None = None
+
+
 def train_sequence(
     config: RunConfig,
     *,
@@ -432,53 +416,136 @@ def train_sequence(
     happens: 'finished', 'stopped' (``should_stop`` returned True, or Ctrl-C, which is
     re-raised) or 'failed' (the exception is re-raised).
 
-    ``compile`` (``prm.step.COMPILE_MODES``) picks the compiled SGD step or the eager one;
+    ``compile`` (``prm.config.COMPILE_MODES``) picks the compiled SGD step or the eager one;
     they agree to float rounding, not bit for bit, so a run records which it used.
     """
-    emit = emit or (lambda event: None)
-    ctx = _Context(
-        cfg=config, strategy=STRATEGIES[config.method], device=torch.device(config.device),
-        generator=torch.Generator().manual_seed(config.seed), emit=emit,
-        should_stop=should_stop or (lambda: False),
-    )
+    job = Job(config=config, emit=emit, should_stop=should_stop, sequence=sequence, resume=resume)
+    return train_together([job], compile=compile)[0]
+
+
+def stack_key(config: RunConfig, sequence: TaskSequence) -> tuple:
+    """Runs with equal keys can be trained together (``train_together``): the same method and
+    network shape over as many tasks of the same input size, on the same device."""
+    return (config.method, config.model.hidden, sequence.input_dim, len(sequence.tasks), config.device)
+
+
+def train_together(jobs: Sequence[Job], *, compile: str = "auto") -> list[RunResult]:
+    """Train the runs of ``jobs`` at once, their parameters stacked (``prm.stack``): one step
+    call trains a batch of every run, so R runs share each matrix product. Every run draws
+    from its own generators as it would alone, and records what it would alone, to float
+    rounding. All runs must have one ``stack_key`` and one compile decision."""
+    torch.set_flush_denormal(True)  # see below
+    contexts, sequences, models = [], [], []
+    for job in jobs:
+        cfg = job.config
+        ctx = _Context(cfg=cfg, strategy=STRATEGIES[cfg.method], device=torch.device(cfg.device),
+                       generator=torch.Generator().manual_seed(cfg.seed), emit=job.emit or (lambda event: None),
+                       should_stop=job.should_stop or (lambda: False))
+        seq = job.sequence or make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir,
+                                            shots=cfg.shots)
+        ctx.torch_state = torch.Generator().manual_seed(cfg.seed).get_state()
+        with _run_rng(ctx):
+            models.append(_build_model(cfg, seq, ctx.strategy, ctx.device))
+        contexts.append(ctx)
+        sequences.append(seq)
+    keys = {stack_key(c.cfg, q) for c, q in zip(contexts, sequences)}
+    modes = {S.use_compiled(compile, config=c.cfg, sequence=q, runs=len(jobs)) for c, q in zip(contexts, sequences)}
+    if len(keys) != 1 or len(modes) != 1:
+        raise ValueError("train_together: the runs differ in method, network, task count, input size, device or "
+                         "compile decision; train them in separate stacks")
+    compiled = modes.pop()
+    stack = Stack(models=models, configs=[c.cfg for c in contexts], stepper=S.compiled() if compiled else S.sgd_step)
+    runs = {}
+    for slot, (ctx, seq, job) in enumerate(zip(contexts, sequences, jobs)):
+        ctx.stack, ctx.slot = stack, slot
+        runs[slot] = _run(ctx, seq, models[slot], job.resume, compiled)
+    return _drive(stack, runs)
+
+
+def _run(ctx: _Context, seq: TaskSequence, model: MaskedMLP, resume: Resume | None, compiled: bool) -> Steps:
+    """One run from RunStarted to RunEnd, as steps for the driver; returns its RunResult."""
+    config, emit = ctx.cfg, ctx.emit
     started = time.perf_counter()
     # Masks at large s are ~1e-40 on unused units: denormal floats, which make every later
     # matrix product several times slower on x86 CPUs. Flushing them to zero changes no
     # result that matters and keeps a masked step close to an unmasked one.
     torch.set_flush_denormal(True)
-    torch.manual_seed(config.seed)
-    seq = sequence or make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks,
-                                    data_dir=config.data_dir, shots=config.shots)
-    compiled = S.use_compiled(compile, config=config, sequence=seq)
-    ctx.stepper = S.compiled() if compiled else S.sgd_step
     T = len(seq.tasks)
     test_acc = np.full((T, T), np.nan)
     val_acc = np.full((T, T), np.nan)
-    status, error = "finished", None
+    status = "finished"
     oracle = seq.describe().get("oracle_transfer")
     emit(RunStarted(config=config.to_dict(), tasks=[t.describe() for t in seq.tasks],
                     sequence=seq.name, input_dim=seq.input_dim, oracle_transfer=oracle, compiled=compiled))
     try:
-        _learn(ctx, seq, test_acc, val_acc, resume)
+        yield from _learn(ctx, seq, model, test_acc, val_acc, resume)
     except StopRequested:
         status = "stopped"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, GeneratorExit):
         emit(RunEnd(status="stopped", seconds=time.perf_counter() - started))
         raise
     except Exception:
-        error = traceback.format_exc()
-        emit(RunEnd(status="failed", seconds=time.perf_counter() - started, error=error))
+        emit(RunEnd(status="failed", seconds=time.perf_counter() - started, error=traceback.format_exc()))
         raise
     seconds = time.perf_counter() - started
     emit(RunEnd(status=status, seconds=seconds))
     return RunResult(status=status, test_acc=test_acc, val_acc=val_acc, seconds=seconds)
 
 
+def run_alone(ctx: _Context, model: MaskedMLP, steps: Steps) -> Any:
+    """Drive the steps of one run (a phase, DTD, a whole run) on their own, eagerly, and
+    return what the generator returns: for tests and scripts that call the engine's parts."""
+    ctx.stack, ctx.slot = Stack(models=[model], configs=[ctx.cfg], stepper=S.sgd_step), 0
+    return _drive(ctx.stack, {0: steps})[0]
+
+
+def _drive(stack: Stack, runs: dict[int, Steps]) -> list[Any]:
+    """Step the runs' generators until all have ended. Each round trains the batches of the
+    runs that are furthest behind (task, then phase) in one stack step, so that runs ahead
+    wait and the stack stays in step; a run that ends, or fails, leaves the others going
+    until its exception is re-raised after them. Ctrl-C stops every run (each records it)."""
+    results: dict[int, RunResult] = {}
+    pending: dict[int, Request] = {}
+    failure: BaseException | None = None
+
+    def advance(slot: int, sent: tuple[Tensor, Tensor] | None) -> None:
+        nonlocal failure
+        try:
+            pending[slot] = runs[slot].send(sent)
+        except StopIteration as end:
+            pending.pop(slot, None)
+            results[slot] = end.value
+        except Exception as exc:  # recorded as failed by the run itself
+            pending.pop(slot, None)
+            failure = failure or exc
+
+    try:
+        for slot in runs:
+            advance(slot, None)
+        while pending:
+            order = min(q.order for q in pending.values())
+            behind = [slot for slot, q in pending.items() if q.order == order]
+            groups: dict[tuple, list[int]] = {}
+            for slot in behind:
+                groups.setdefault(pending[slot].phase.signature, []).append(slot)
+            group = max(groups.values(), key=len)
+            out = stack.step({slot: pending[slot] for slot in group})
+            for slot in group:
+                advance(slot, out[slot])
+    except BaseException:
+        for slot in pending:  # each records a stopped run
+            runs[slot].close()
+        raise
+    if failure is not None:
+        raise failure
+    return [results[slot] for slot in sorted(results)]
+
+
 def _restore(ctx: _Context, model: MaskedMLP, resume: Resume, test_acc: np.ndarray, val_acc: np.ndarray) -> None:
     """Put the model, the generators and the accuracy rows where the checkpoint's task starts."""
     point = resume.checkpoint
     model.load_state_dict(point.model)
-    torch.set_rng_state(point.rng_torch)
+    ctx.torch_state = point.rng_torch.clone()
     ctx.generator.set_state(point.rng_generator)
     if point.rng_cuda is not None:
         torch.cuda.set_rng_state(point.rng_cuda, ctx.device)
@@ -486,13 +553,12 @@ def _restore(ctx: _Context, model: MaskedMLP, resume: Resume, test_acc: np.ndarr
     val_acc[: point.task] = resume.val_rows
 
 
-def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.ndarray,
-           resume: Resume | None = None) -> None:
+def _learn(ctx: _Context, seq: TaskSequence, model: MaskedMLP, test_acc: np.ndarray, val_acc: np.ndarray,
+           resume: Resume | None = None) -> Steps:
     cfg, strategy = ctx.cfg, ctx.strategy
     smax = cfg.hat.smax
     groups = true_groups([t.describe() for t in seq.tasks])
     data = [_to(t, ctx.device) for t in seq.tasks]
-    model = _build_model(cfg, seq, strategy, ctx.device)
     eval_models: list[MaskedMLP] = []  # STL keeps one network per task
     task_masks: list[list[Tensor]] = []
     acc_mask: list[Tensor] | None = None
@@ -508,15 +574,18 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
     for t in range(first, len(seq.tasks)):
         seconds: dict[str, float] = {}
         if strategy.masked and cfg.record.checkpoints and t > 0:
-            ctx.emit(capture(task=t, model=model, task_masks=task_masks, generator=ctx.generator, config=cfg))
+            ctx.emit(capture(task=t, model=model, task_masks=task_masks, generator=ctx.generator, config=cfg,
+                             rng_torch=ctx.torch_state))
         if strategy.fresh_per_task and t > 0:
-            model = _build_model(cfg, seq, strategy, ctx.device)
+            with _run_rng(ctx):
+                model = _build_model(cfg, seq, strategy, ctx.device)
+            ctx.stack.adopt(ctx.slot, model)
         protect, dissimilar, epochs = acc_mask, None, {}
         if strategy.runs_dtd and t > 0:
             _init_embedding(model, t, cfg.prm.embedding_init)
             clock = time.perf_counter()
             forced = resume.dissimilar if resume is not None and t == first else None
-            dissimilar, epochs, dtd_rows = _dtd(ctx, model, t, data[t], acc_mask, groups, forced)
+            dissimilar, epochs, dtd_rows = yield from _dtd(ctx, model, t, data[t], acc_mask, groups, forced)
             if cfg.prm.head_init == "similar":
                 _copy_nearest_head(model, t, dtd_rows, dissimilar[-1])
             protect = [M.relaxed_mask([m[l] for m in task_masks], d, len(acc_mask[l]), relax=cfg.prm.relax)
@@ -525,10 +594,10 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
         reg_used = protect if cfg.prm.reg_mask == "relaxed" and dissimilar is not None else acc_mask
         ewc = EWC(fisher=fisher, anchor=anchor, lam=cfg.ewc_lambda) if strategy.ewc and fisher is not None else None
         clock = time.perf_counter()
-        epochs["train"], trajectory = _fit(ctx, model, t, data[t], phase="train", max_epochs=cfg.optim.max_epochs,
-                                           protect=protect if strategy.protect != "none" else None,
-                                           reg_used=reg_used, ewc=ewc,
-                                           also=[(i, data[i]) for i in range(t)] if strategy.joint else ())
+        epochs["train"], trajectory = yield from _fit(
+            ctx, model, t, data[t], phase="train", max_epochs=cfg.optim.max_epochs,
+            protect=protect if strategy.protect != "none" else None, reg_used=reg_used, ewc=ewc,
+            also=[(i, data[i]) for i in range(t)] if strategy.joint else ())
         seconds["train"] = time.perf_counter() - clock
         arrays: dict[str, np.ndarray] = {}
         if strategy.masked:
@@ -544,7 +613,8 @@ def _learn(ctx: _Context, seq: TaskSequence, test_acc: np.ndarray, val_acc: np.n
                     arrays[f"protected_l{l}"] = protect[l].cpu().numpy()
                 arrays[f"trajectory_l{l}"] = _stack(trajectory, l, cfg.record.trajectory_dtype)
         if strategy.ewc:
-            new = _fisher(model, t, data[t], cfg.optim.batch_size, smax)
+            with _run_rng(ctx):
+                new = _fisher(model, t, data[t], cfg.optim.batch_size, smax)
             fisher = new if fisher is None else [(f * t + g) / (t + 1) for f, g in zip(fisher, new)]
             anchor = [p.detach().clone() for p in model.shared_parameters()]
         if strategy.fresh_per_task:

@@ -71,6 +71,7 @@ def sgd_step(
     hyper: Hyper,
     train_features: bool = True,
     penalty: tuple[Sequence[Pair], Sequence[Pair], Tensor] | None = None,
+    class_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Train one batch per run in place; return (data loss per run, logits R x B x C).
 
@@ -82,7 +83,10 @@ def sgd_step(
     (inputs + units), the drop probability of u's layer), kept ones scaled by 1 / (1 - rate).
     ``keeps``: per layer, the gradient multipliers of weight and bias; None frees all.
     ``train_features`` False trains the head alone (DTD's first stage). ``penalty``: EWC's
-    (fisher, anchor, lambda) for the hidden layers.
+    (fisher, anchor, lambda) for the hidden layers. ``class_bias`` (R x C): 0 for a run's
+    classes, -inf for the rows its head lacks when heads of different sizes share one stacked
+    tensor (their logits vanish from the softmax and their rows get no gradient). A run with
+    ``lr`` 0 is left exactly as it was: stacked runs that have no batch this step.
     """
     masked = embedding is not None
     widths = [w.shape[1] for w, _ in layers]
@@ -104,6 +108,8 @@ def sgd_step(
         h = a * g
     hw, hb = head
     logits = torch.baddbmm(hb.unsqueeze(1), h, hw.transpose(1, 2))
+    if class_bias is not None:
+        logits = logits + class_bias.unsqueeze(1)
     logp = torch.log_softmax(logits, dim=-1)
     loss = -(logp.gather(-1, y.unsqueeze(-1)).squeeze(-1) * weight).sum(1)
     # backward of the cross-entropy
@@ -150,7 +156,8 @@ def sgd_step(
         p.sub_(_col(scale, g.dim()) * g)
     if masked and train_features:
         limit = _col(hyper.thres_emb, 2)
-        embedding.copy_(torch.minimum(torch.maximum(embedding, -limit), limit))
+        clamped = torch.minimum(torch.maximum(embedding, -limit), limit)
+        embedding.copy_(torch.where(_col(lr > 0, 2), clamped, embedding))
     return loss, logits
 
 
@@ -184,12 +191,21 @@ def compiled():
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir("inductor"))
             except OSError:  # an unwritable cache: inductor's default in the temp folder
                 pass
+        import torch._dynamo
+
+        # one graph per shape: head sizes, batch sizes, stack sizes and the kinds of step
+        # (masked, head only, unmasked, EWC) of every run a process trains; the default limit
+        # of 8 is reached by a compare of several methods, and fullgraph then fails hard
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+        torch._dynamo.config.accumulated_recompile_limit = max(
+            torch._dynamo.config.accumulated_recompile_limit, 1024)
         _compiled = torch.compile(sgd_step, fullgraph=True, dynamic=False)
     return _compiled
 
 
-def use_compiled(mode: str, *, config, sequence) -> bool:
-    """Whether a run steps compiled: ``on``/``off`` as said, ``auto`` by :func:`compile_pays`."""
+def use_compiled(mode: str, *, config, sequence, runs: int = 1) -> bool:
+    """Whether a run (of a stack of ``runs``) steps compiled: ``on``/``off`` as said, ``auto``
+    by :func:`compile_pays`."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile: unknown mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
     if mode == "off" or not compiler_available():
@@ -209,15 +225,16 @@ process pays 3 s (warm cache) to 13 s (cold) before its first compiled step: a d
 CUDA is absent: no GPU was available to measure it, so it steps eagerly."""
 
 
-def compile_pays(*, config, sequence) -> bool:
-    """``auto``: compile when the run's estimated steps exceed its device's measured break-even.
+def compile_pays(*, config, sequence, runs: int = 1) -> bool:
+    """``auto``: compile when the estimated steps of the run, times the ``runs`` of its stack
+    (each compiled call serves all of them), exceed its device's measured break-even.
 
-    A rule of the config and the sequence alone, never of timings taken at run time, so that
-    the same config and seed always take the same path (compiled and eager agree only to
-    float rounding)."""
+    A rule of the config, the sequence and the stack alone, never of timings taken at run
+    time, so that the same command always takes the same path (compiled and eager agree
+    only to float rounding)."""
     limit = COMPILE_PAYS_STEPS.get(torch.device(config.device).type)
     if limit is None:
         return False
     batch = config.optim.batch_size
     steps = sum(-(-len(task.x_train) // batch) for task in sequence.tasks) * EPOCHS_PER_TASK
-    return steps > limit
+    return steps * runs > limit

@@ -9,7 +9,7 @@ import torch
 from prm import masks as M
 from prm.config import ConfigError, RunConfig
 from prm.data import make_sequence
-from prm.engine import StopRequested, _Context, _dtd, _fit, _to, train_sequence
+from prm.engine import StopRequested, _Context, _dtd, _fit, _to, run_alone, train_sequence
 from prm.events import DTDResult, EpochEnd, RunEnd, TaskArrays, TaskEnd
 from prm.methods import STRATEGIES
 from prm.model import MaskedMLP
@@ -71,7 +71,7 @@ def _trained_first_task(cfg: RunConfig):
                       input_dropout=0.2, hidden_dropout=0.5, masked=True)
     ctx = _context(cfg)
     data = [_to(t, ctx.device) for t in seq.tasks]
-    _fit(ctx, model, 0, data[0], phase="train", max_epochs=4)
+    run_alone(ctx, model, _fit(ctx, model, 0, data[0], phase="train", max_epochs=4))
     with torch.no_grad():
         mask = [m.detach().clone() for m in model.masks(0, cfg.hat.smax)]
     return ctx, model, data, mask
@@ -87,7 +87,7 @@ def test_weight_protected_by_every_previous_task(protected, moves):
     assert frozen.sum() > 0, "the first task should hold some units fully"
     before = model.layers[1].weight.detach().clone()
     protect = mask if protected == "hat" else [torch.zeros_like(m) for m in mask]
-    _fit(ctx, model, 1, data[1], phase="train", max_epochs=3, protect=protect, reg_used=mask)
+    run_alone(ctx, model, _fit(ctx, model, 1, data[1], phase="train", max_epochs=3, protect=protect, reg_used=mask))
     after = model.layers[1].weight.detach()
     changed = (after != before)[frozen]
     assert bool(changed.any()) is moves
@@ -102,7 +102,7 @@ def test_dtd_restores_the_saved_state_and_clusters_every_layer():
     emitted = []
     ctx.emit = emitted.append
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dissimilar, epochs, _ = _dtd(ctx, model, 1, data[1], mask, [0, 1])
+    dissimilar, epochs, _ = run_alone(ctx, model, _dtd(ctx, model, 1, data[1], mask, [0, 1]))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(dissimilar) == 2 and set(epochs) == {"dtd-head", "dtd"}

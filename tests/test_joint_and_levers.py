@@ -15,10 +15,11 @@ from prm import masks as M
 from prm.config import (METHODS, PRM_CHOICES, ConfigError, ModelConfig, OptimConfig, PRMConfig, RecordConfig,
                         RunConfig)
 from prm.data import make_sequence
-from prm.engine import Step, _Context, _copy_nearest_head, _fit, _init_embedding, _to, train_sequence
+from prm.engine import _Context, _copy_nearest_head, _fit, _init_embedding, _to, run_alone, train_sequence
 from prm.events import DTDResult, EpochEnd
 from prm.methods import STRATEGIES
 from prm.model import MaskedMLP
+from prm.stack import Stack
 from prm.records import DTD_SOURCES
 from prm.runs import RunWriter, load_run
 from prm.similarity import RULES, dissimilar_by_rule
@@ -46,14 +47,15 @@ def model_for(seq, *, masked: bool, hidden=(16, 16)) -> MaskedMLP:
 
 
 def spy_steps(monkeypatch, log: list) -> None:
-    """Record (task, x) of every SGD step; _fit builds its Steps from prm.engine.Step."""
-    original = Step.__call__
+    """Record (task, x) of every SGD step: every batch goes through prm.stack.Stack.step."""
+    original = Stack.step
 
-    def spy(self, lr, x, y, s, n=None):  # the real rows: the last batch is padded to the phase's shape
-        log.append((self.task, x[:n].detach().clone()))
-        return original(self, lr, x, y, s, n)
+    def spy(self, requests):  # the real rows: the last batch is padded to the phase's shape
+        for q in requests.values():
+            log.append((q.phase.task, q.x[:q.n].detach().clone()))
+        return original(self, requests)
 
-    monkeypatch.setattr(Step, "__call__", spy)
+    monkeypatch.setattr(Stack, "step", spy)
 
 
 def rows(x: torch.Tensor) -> Counter:
@@ -122,8 +124,9 @@ def test_fit_with_also_visits_every_tasks_training_images_once_per_epoch(monkeyp
     spy_steps(monkeypatch, log)
     ctx = context(cfg, emit=lambda e: log.append(e) if isinstance(e, EpochEnd) else None)
     torch.manual_seed(0)
-    epochs, _ = _fit(ctx, model_for(seq, masked=False), 2, data[2], phase="train", max_epochs=2,
-                     also=[(0, data[0]), (1, data[1])])
+    model = model_for(seq, masked=False)
+    epochs, _ = run_alone(ctx, model, _fit(ctx, model, 2, data[2], phase="train", max_epochs=2,
+                                           also=[(0, data[0]), (1, data[1])]))
     ends = [n for n, item in enumerate(log) if isinstance(item, EpochEnd)]
     assert epochs == len(ends) == 2
     sizes = [len(d["x_train"]) for d in data]
@@ -151,7 +154,8 @@ def test_fit_without_also_draws_the_batches_of_the_single_task_loop(monkeypatch)
     log: list = []
     spy_steps(monkeypatch, log)
     torch.manual_seed(0)
-    epochs, _ = _fit(context(cfg), model_for(seq, masked=True), 0, data, phase="train", max_epochs=3, also=())
+    ctx, model = context(cfg), model_for(seq, masked=True)
+    epochs, _ = run_alone(ctx, model, _fit(ctx, model, 0, data, phase="train", max_epochs=3, also=()))
     generator, bs, x = torch.Generator().manual_seed(0), cfg.optim.batch_size, data["x_train"]
     expected = []
     units = seq.input_dim + sum(cfg.model.hidden)

@@ -11,7 +11,8 @@ import pytest
 from prm import metrics
 from prm.__main__ import _config, build_parser, family_table
 from prm.config import VARIANT_LEVERS, ConfigError, ModelConfig, OptimConfig, PRMConfig, RecordConfig, RunConfig, preset
-from prm.engine import Step, train_sequence
+from prm.engine import train_sequence
+from prm.stack import Stack
 from prm.events import DTDResult
 
 nan = np.nan
@@ -92,13 +93,13 @@ def test_dtd_with_layers_together_makes_one_call_for_every_layer(rule):
 
 def test_a_tiny_task_gets_at_least_min_batches_batches_per_epoch(monkeypatch):
     sizes = []
-    original = Step.__call__
+    original = Stack.step
 
-    def spy(self, lr, x, y, s, n=None):  # n: the real rows of a padded last batch
-        sizes.append(len(x) if n is None else n)
-        return original(self, lr, x, y, s, n)
+    def spy(self, requests):  # n: the real rows of a padded last batch
+        sizes.extend(q.n for q in requests.values())
+        return original(self, requests)
 
-    monkeypatch.setattr(Step, "__call__", spy)
+    monkeypatch.setattr(Stack, "step", spy)
     cfg = RunConfig(sequence="digits-writers-few", shots=2, n_tasks=1, method="hat", seed=0,
                     model=ModelConfig(hidden=(16, 16)), optim=OptimConfig(max_epochs=1, batch_size=16, min_batches=5),
                     record=RecordConfig(projections=("pca",)))
