@@ -191,13 +191,13 @@ def _fit(
         if len(jobs) > 1:
             batches = [batches[k] for k in torch.randperm(len(batches), generator=ctx.generator).tolist()]
         sum_loss, sum_correct = 0.0, 0
+        noises = torch.rand(len(batches), bs, units, generator=ctx.generator).to(ctx.device)  # dropout, per batch
         for b, (j, idx) in enumerate(batches):
             real = len(idx)
             if real < bs:  # the last batch, padded with zero-weight rows to the phase's one shape
                 idx = torch.cat([idx, idx.new_zeros(bs - real)])
             x, y = jobs[j][1]["x_train"][idx], jobs[j][1]["y_train"][idx]
-            noise = torch.rand(bs, units, generator=ctx.generator).to(ctx.device)
-            loss, logits = yield Request(phase=phases[j], x=x, y=y, n=real, noise=noise, lr=lr, order=progress,
+            loss, logits = yield Request(phase=phases[j], x=x, y=y, n=real, noise=noises[b], lr=lr, order=progress,
                                          s=M.anneal_s(b, len(batches), cfg.hat.smax))
             sum_loss += float(loss) * real
             sum_correct += int((logits.argmax(1) == y[:real]).sum())

@@ -10,9 +10,10 @@ checkpoints, DTD's copies) keeps working on an ordinary ``MaskedMLP`` while a si
 A run in a stack draws the same random numbers in the same order as it would alone, and the
 step treats its slice exactly as alone, so its recorded folder equals a solo run's to float
 rounding (tests/test_stack.py). Runs without a batch in a step get a zero learning rate and
-stay bit for bit as they were. Heads of one task position may differ in size between runs
-(seeds order a sequence's tasks differently): they share a tensor as large as the largest,
-and the rows a run's head lacks are cut out of its softmax (``class_bias``).
+stay bit for bit as they were. Heads differ in size between tasks, and at one task position
+between runs (seeds order a sequence's tasks differently): every head is stored as large as
+the largest, and the rows a head lacks are cut out of its softmax (``class_bias``), so that
+one compiled graph serves every task.
 """
 
 from __future__ import annotations
@@ -94,13 +95,16 @@ class Stack:
 
         self.layers = [(stacked(lambda m, l=l: m.layers[l].weight), stacked(lambda m, l=l: m.layers[l].bias))
                        for l in range(len(first.layers))]
+        # every head as large as the sequence's largest, rows a head lacks cut from its softmax:
+        # one shape for all task positions, so one compiled graph serves them all
+        classes = max(m.heads[p].out_features for m in models for p in range(len(first.heads)))
         self.heads, self.class_bias = [], []
         for p in range(len(first.heads)):
-            sizes = [m.heads[p].out_features for m in models]
-            weight = torch.zeros(self.runs, max(sizes), first.widths[-1], device=device)
-            bias = torch.zeros(self.runs, max(sizes), device=device)
-            mask = torch.full((self.runs, max(sizes)), float("-inf"), device=device)
-            for r, (m, size) in enumerate(zip(models, sizes)):
+            weight = torch.zeros(self.runs, classes, first.widths[-1], device=device)
+            bias = torch.zeros(self.runs, classes, device=device)
+            mask = torch.full((self.runs, classes), float("-inf"), device=device)
+            for r, m in enumerate(models):
+                size = m.heads[p].out_features
                 weight[r, :size], bias[r, :size], mask[r, :size] = m.heads[p].weight.detach(), m.heads[p].bias.detach(), 0
             self.heads.append((weight, bias))
             self.class_bias.append(mask)

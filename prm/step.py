@@ -217,12 +217,12 @@ EPOCHS_PER_TASK = 100
 """Training epochs a task takes on average under HAT's patience schedule (HAT on digits-mixed:
 9537 steps over 96 batches an epoch of all ten tasks), for estimating a run's steps."""
 
-COMPILE_PAYS_STEPS = {"cpu": 30_000}
-"""Steps above which compiling pays, per device type (bench/engine.py, docs/speed.md). On the
-2-core CPU it was measured on, a compiled step saves about 0.33 ms at width 256 and a new
-process pays 3 s (warm cache) to 13 s (cold) before its first compiled step: a digits run
-(about 10 000 steps) ran 0.8-1.2 s slower compiled, so only runs several times longer gain.
-CUDA is absent: no GPU was available to measure it, so it steps eagerly."""
+COMPILE_PAYS_STEPS = {"cpu": 15_000}
+"""Steps above which compiling pays, per device type (bench/engine.py, docs/speed.md). Measured
+on a 2-core CPU, HAT on digits-mixed (about 10 000 steps) took 8.6 s eager and 5.8 s compiled
+once the graph existed, but a new process pays about 3 s (warm cache; about 10 s a graph the
+first time on a machine) before its first compiled step: one digits run breaks even, two in a
+process or a run five times as long gain. CUDA: no GPU was available to measure, so eager."""
 
 
 def compile_pays(*, config, sequence, runs: int = 1) -> bool:

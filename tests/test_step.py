@@ -233,7 +233,9 @@ def test_compile_modes_and_the_auto_rule():
     assert S.use_compiled("off", config=cfg, sequence=None) is False
     with pytest.raises(ValueError, match="unknown mode"):
         S.use_compiled("fast", config=cfg, sequence=None)
-    # digits-mixed: 96 batches an epoch over its tasks, ~9600 steps: eager; mnist5k-mixed: 505, compiled
+    # digits-mixed: 96 batches an epoch over its tasks, ~9600 steps: eager alone, compiled in a stack of 2;
+    # mnist5k-mixed: 505 batches, compiled
     assert not S.compile_pays(config=cfg, sequence=sequence([160] * 9 + [96]))
+    assert S.compile_pays(config=cfg, sequence=sequence([160] * 9 + [96]), runs=2)
     assert S.compile_pays(config=cfg, sequence=sequence([1000] * 3 + [600] * 7))
     assert not S.compile_pays(config=cfg.replace(device="cuda"), sequence=sequence([1000] * 10))  # not measured
