@@ -90,8 +90,11 @@ class _Context:
 @contextlib.contextmanager
 def _run_rng(ctx: _Context) -> Iterator[None]:
     """torch's global generator set to the run's own stream for the block, then saved back."""
-    with torch.random.fork_rng(devices=[]):
+    cuda = [ctx.device] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.set_rng_state(ctx.torch_state)
+        if cuda:  # EWC's Fisher pass draws dropout on the device: seeded from the run's stream
+            torch.cuda.manual_seed(int(torch.randint(2**62, (1,))))
         yield
         ctx.torch_state = torch.get_rng_state()
 
@@ -117,9 +120,6 @@ def evaluate(model: MaskedMLP, task: int, x: Tensor, y: Tensor, s: float, chunk:
 Steps = Generator[Request, tuple[Tensor, Tensor], Any]
 """A run's training as a generator: it yields each batch as a ``Request`` and is sent back the
 step's (loss, logits); ``_drive`` trains the batches of all runs of a stack together."""
-
-PHASES = ("dtd-head", "dtd", "train")
-
 
 def _objective_extra(model: MaskedMLP, phase: Phase, hat: HATConfig, ewc: "EWC | None") -> float:
     """The non-data terms of the objective at evaluation sharpness (s = smax): HAT's reference
@@ -168,7 +168,6 @@ def _fit(
     ewc_terms = None if ewc is None else ewc.terms()
     phases = [make_phase(model=model, task=t, head_only=head_only, protect=protect, reg_used=reg_used, ewc=ewc_terms)
               for t, _ in jobs]
-    progress = (task, PHASES.index(phase))
     units = model.layers[0].in_features + sum(model.widths)  # one dropout draw per input and unit
     lr = opt_cfg.lr
     best_loss, best_state = math.inf, _snapshot(model)
@@ -197,7 +196,7 @@ def _fit(
             if real < bs:  # the last batch, padded with zero-weight rows to the phase's one shape
                 idx = torch.cat([idx, idx.new_zeros(bs - real)])
             x, y = jobs[j][1]["x_train"][idx], jobs[j][1]["y_train"][idx]
-            loss, logits = yield Request(phase=phases[j], x=x, y=y, n=real, noise=noises[b], lr=lr, order=progress,
+            loss, logits = yield Request(phase=phases[j], x=x, y=y, n=real, noise=noises[b], lr=lr,
                                          s=M.anneal_s(b, len(batches), cfg.hat.smax))
             sum_loss += float(loss) * real
             sum_correct += int((logits.argmax(1) == y[:real]).sum())
@@ -434,7 +433,10 @@ def train_together(jobs: Sequence[Job], *, compile: str = "auto") -> list[RunRes
     call trains a batch of every run, so R runs share each matrix product. Every run draws
     from its own generators as it would alone, and records what it would alone, to float
     rounding. All runs must have one ``stack_key`` and one compile decision."""
-    torch.set_flush_denormal(True)  # see below
+    # Masks at large s are ~1e-40 on unused units: denormal floats, which make every later
+    # matrix product several times slower on x86 CPUs. Flushing them to zero changes no
+    # result that matters and keeps a masked step close to an unmasked one.
+    torch.set_flush_denormal(True)
     contexts, sequences, models = [], [], []
     for job in jobs:
         cfg = job.config
@@ -448,12 +450,10 @@ def train_together(jobs: Sequence[Job], *, compile: str = "auto") -> list[RunRes
             models.append(_build_model(cfg, seq, ctx.strategy, ctx.device))
         contexts.append(ctx)
         sequences.append(seq)
-    keys = {stack_key(c.cfg, q) for c, q in zip(contexts, sequences)}
-    modes = {S.use_compiled(compile, config=c.cfg, sequence=q, runs=len(jobs)) for c, q in zip(contexts, sequences)}
-    if len(keys) != 1 or len(modes) != 1:
-        raise ValueError("train_together: the runs differ in method, network, task count, input size, device or "
-                         "compile decision; train them in separate stacks")
-    compiled = modes.pop()
+    if len({stack_key(c.cfg, q) for c, q in zip(contexts, sequences)}) != 1:
+        raise ValueError("train_together: the runs differ in method, network, task count, input size or device; "
+                         "train them in separate stacks")
+    compiled = S.use_compiled(compile, config=contexts[0].cfg, sequence=sequences[0], runs=len(jobs))  # one per stack
     stack = Stack(models=models, configs=[c.cfg for c in contexts], stepper=S.compiled() if compiled else S.sgd_step)
     runs = {}
     for slot, (ctx, seq, job) in enumerate(zip(contexts, sequences, jobs)):
@@ -466,10 +466,6 @@ def _run(ctx: _Context, seq: TaskSequence, model: MaskedMLP, resume: Resume | No
     """One run from RunStarted to RunEnd, as steps for the driver; returns its RunResult."""
     config, emit = ctx.cfg, ctx.emit
     started = time.perf_counter()
-    # Masks at large s are ~1e-40 on unused units: denormal floats, which make every later
-    # matrix product several times slower on x86 CPUs. Flushing them to zero changes no
-    # result that matters and keeps a masked step close to an unmasked one.
-    torch.set_flush_denormal(True)
     T = len(seq.tasks)
     test_acc = np.full((T, T), np.nan)
     val_acc = np.full((T, T), np.nan)
@@ -500,11 +496,12 @@ def run_alone(ctx: _Context, model: MaskedMLP, steps: Steps) -> Any:
 
 
 def _drive(stack: Stack, runs: dict[int, Steps]) -> list[Any]:
-    """Step the runs' generators until all have ended. Each round trains the batches of the
-    runs that are furthest behind (task, then phase) in one stack step, so that runs ahead
-    wait and the stack stays in step; a run that ends, or fails, leaves the others going
-    until its exception is re-raised after them. Ctrl-C stops every run (each records it)."""
-    results: dict[int, RunResult] = {}
+    """Step the runs' generators until all have ended. Each round trains the next batch of
+    every run, in one stack step per kind of step (full, head only, with EWC's penalty), so
+    that runs at different tasks and epochs still share each call. A run that ends, or
+    fails, leaves the others going; its exception is re-raised after them. Ctrl-C stops
+    every run (each records it)."""
+    results: dict[int, Any] = {}
     pending: dict[int, Request] = {}
     failure: BaseException | None = None
 
@@ -523,18 +520,22 @@ def _drive(stack: Stack, runs: dict[int, Steps]) -> list[Any]:
         for slot in runs:
             advance(slot, None)
         while pending:
-            order = min(q.order for q in pending.values())
-            behind = [slot for slot, q in pending.items() if q.order == order]
             groups: dict[tuple, list[int]] = {}
-            for slot in behind:
-                groups.setdefault(pending[slot].phase.signature, []).append(slot)
-            group = max(groups.values(), key=len)
-            out = stack.step({slot: pending[slot] for slot in group})
-            for slot in group:
-                advance(slot, out[slot])
-    except BaseException:
-        for slot in pending:  # each records a stopped run
-            runs[slot].close()
+            for slot, request in pending.items():
+                groups.setdefault(request.phase.signature, []).append(slot)
+            for group in groups.values():
+                out = stack.step({slot: pending[slot] for slot in group})
+                for slot in group:
+                    advance(slot, out[slot])
+    except BaseException as exc:  # a failed step fails every run, Ctrl-C stops them: each records it
+        for slot in list(pending):
+            try:
+                if isinstance(exc, Exception):
+                    runs[slot].throw(exc)
+                else:
+                    runs[slot].close()
+            except BaseException:
+                pass
         raise
     if failure is not None:
         raise failure

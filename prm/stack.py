@@ -13,7 +13,8 @@ rounding (tests/test_stack.py). Runs without a batch in a step get a zero learni
 stay bit for bit as they were. Heads differ in size between tasks, and at one task position
 between runs (seeds order a sequence's tasks differently): every head is stored as large as
 the largest, and the rows a head lacks are cut out of its softmax (``class_bias``), so that
-one compiled graph serves every task.
+runs at different tasks share a step: each step gathers every run's head and embedding row
+of its own task, trains them, and puts them back.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class Phase:
 
     @property
     def signature(self) -> tuple:
-        """Phases of different runs with one signature train in one call."""
-        return self.task, self.head_only, self.ewc is not None
+        """Phases of different runs with one signature train in one call, whatever their task."""
+        return self.head_only, self.ewc is not None
 
 
 def phase(*, model: MaskedMLP, task: int, head_only: bool, protect: Sequence[Tensor] | None,
@@ -65,8 +66,7 @@ def phase(*, model: MaskedMLP, task: int, head_only: bool, protect: Sequence[Ten
 @dataclass(frozen=True, kw_only=True)
 class Request:
     """One run's batch for the next step: ``x``/``y`` padded to the phase's batch size, of
-    which the first ``n`` rows are real; ``noise``: its dropout draws; ``order`` says how far
-    the run is (task, phase), so that runs ahead wait for the others."""
+    which the first ``n`` rows are real; ``noise``: its dropout draws."""
 
     phase: Phase
     x: Tensor
@@ -75,7 +75,6 @@ class Request:
     noise: Tensor
     s: float
     lr: float
-    order: tuple[int, int]
 
 
 class Stack:
@@ -95,19 +94,18 @@ class Stack:
 
         self.layers = [(stacked(lambda m, l=l: m.layers[l].weight), stacked(lambda m, l=l: m.layers[l].bias))
                        for l in range(len(first.layers))]
-        # every head as large as the sequence's largest, rows a head lacks cut from its softmax:
-        # one shape for all task positions, so one compiled graph serves them all
-        classes = max(m.heads[p].out_features for m in models for p in range(len(first.heads)))
-        self.heads, self.class_bias = [], []
-        for p in range(len(first.heads)):
-            weight = torch.zeros(self.runs, classes, first.widths[-1], device=device)
-            bias = torch.zeros(self.runs, classes, device=device)
-            mask = torch.full((self.runs, classes), float("-inf"), device=device)
-            for r, m in enumerate(models):
-                size = m.heads[p].out_features
-                weight[r, :size], bias[r, :size], mask[r, :size] = m.heads[p].weight.detach(), m.heads[p].bias.detach(), 0
-            self.heads.append((weight, bias))
-            self.class_bias.append(mask)
+        # every head as large as the sequence's largest, the rows a head lacks cut from its
+        # softmax: one tensor for all tasks' heads, so that runs at different tasks share a step
+        tasks, classes = len(first.heads), max(h.out_features for m in models for h in m.heads)
+        self.head_weight = torch.zeros(self.runs, tasks, classes, first.widths[-1], device=device)
+        self.head_bias = torch.zeros(self.runs, tasks, classes, device=device)
+        self.class_bias = torch.full((self.runs, tasks, classes), float("-inf"), device=device)
+        for r, m in enumerate(models):
+            for p, head in enumerate(m.heads):
+                size = head.out_features
+                self.head_weight[r, p, :size], self.head_bias[r, p, :size] = head.weight.detach(), head.bias.detach()
+                self.class_bias[r, p, :size] = 0.0
+        self.slots = torch.arange(self.runs, device=device)
         self.embedding = stacked(lambda m: m.embedding.weight) if first.masked else None
         for r, model in enumerate(models):
             self._bind(r, model)
@@ -135,8 +133,9 @@ class Stack:
         """Make ``model``'s parameters views of slot ``r``."""
         for (weight, bias), layer in zip(self.layers, model.layers):
             layer.weight.data, layer.bias.data = weight[r], bias[r]
-        for (weight, bias), head in zip(self.heads, model.heads):
-            head.weight.data, head.bias.data = weight[r, :head.out_features], bias[r, :head.out_features]
+        for p, head in enumerate(model.heads):
+            size = head.out_features
+            head.weight.data, head.bias.data = self.head_weight[r, p, :size], self.head_bias[r, p, :size]
         if self.embedding is not None:
             model.embedding.weight.data = self.embedding[r]
 
@@ -174,28 +173,38 @@ class Stack:
 
     @torch.no_grad()
     def step(self, requests: dict[int, Request]) -> dict[int, tuple[Tensor, Tensor]]:
-        """One SGD step for every run in ``requests`` (one signature); the others stand still.
-        Returns each run's (data loss, logits of its real rows and its head's classes)."""
+        """One SGD step for every run in ``requests`` (one signature; each at its own task);
+        the others stand still. Returns each run's (data loss, logits of its real rows and its
+        head's classes)."""
         first = next(iter(requests.values())).phase
-        task, runs, device = first.task, self.runs, self.device
+        runs, device = self.runs, self.device
         batch = max(len(q.x) for q in requests.values())
         x = torch.zeros(runs, batch, self.layers[0][0].shape[2], device=device)
         y = torch.zeros(runs, batch, dtype=torch.long, device=device)
         weight = torch.zeros(runs, batch, device=device)
         noise = torch.zeros(runs, batch, self.units, device=device)
         s, lr = torch.ones(runs, device=device), torch.zeros(runs, device=device)
+        task = torch.zeros(runs, dtype=torch.long, device=device)
         for r, q in requests.items():
             b = len(q.x)
             x[r, :b], y[r, :b], noise[r, :b] = q.x, q.y, q.noise
             weight[r, :q.n] = 1.0 / q.n
-            s[r], lr[r] = q.s, q.lr
+            s[r], lr[r], task[r] = q.s, q.lr, q.phase.task
             self._load(r, q.phase)
+        # each run's head and embedding row of its task, gathered, trained, put back; a head-only
+        # step (DTD's first stage) still gates the units by the masks, but trains no embedding
+        head = (self.head_weight[self.slots, task], self.head_bias[self.slots, task])
         train_embeddings = self.embedding is not None and not first.head_only
+        embedding = self.embedding[self.slots, task] if self.embedding is not None else None
         loss, logits = self.stepper(
-            layers=self.layers, head=self.heads[task], embedding=self.embedding[:, task] if train_embeddings else None,
-            x=x, y=y, weight=weight, noise=noise, rates=self.rates, s=s, lr=lr,
-            keeps=self.keeps if train_embeddings else None,
+            layers=self.layers, head=head, embedding=embedding, x=x, y=y, weight=weight, noise=noise,
+            rates=self.rates, s=s, lr=lr, keeps=self.keeps if train_embeddings else None,
             reg_weights=self.reg[0] if train_embeddings else None, reg_norm=self.reg[1] if train_embeddings else None,
             hyper=self.hyper, train_features=not first.head_only,
-            penalty=self.penalty if first.ewc is not None else None, class_bias=self.class_bias[task])
-        return {r: (loss[r], logits[r, :q.n, :self.models[r].heads[task].out_features]) for r, q in requests.items()}
+            penalty=self.penalty if first.ewc is not None else None, class_bias=self.class_bias[self.slots, task])
+        active = torch.tensor(list(requests), device=device)  # only they trained: put back theirs alone
+        self.head_weight[active, task[active]], self.head_bias[active, task[active]] = head[0][active], head[1][active]
+        if train_embeddings:
+            self.embedding[active, task[active]] = embedding[active]
+        return {r: (loss[r], logits[r, :q.n, :self.models[r].heads[q.phase.task].out_features])
+                for r, q in requests.items()}

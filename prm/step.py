@@ -19,13 +19,14 @@ returns each run's data loss and logits. The rules are HAT's (PRM-NOTES):
   gradients  weights and biases scaled by the keep multipliers (``masks.layer_keeps``),
              the embedding's by HAT's cosh compensation (``masks.embedding_compensation``)
   update     clip the gradient norm at ``clip``, p -= lr * g, clamp e to +-thres_emb.
-Dropout arrives as precomputed scaled masks, so that runs draw them from their own
-generators and eager and compiled steps see the same numbers.
+Dropout arrives as uniform noise drawn by each run from its own generator (and is turned into
+masks inside the step), so that eager and compiled steps, alone or stacked, see the same draws.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -161,11 +162,11 @@ def sgd_step(
     return loss, logits
 
 
-def compiler_available() -> bool:
+def compiler_available(device: str = "cpu") -> bool:
     """Inductor's CPU code needs a C++ compiler; CUDA needs Triton. Without them: eager."""
     import shutil
 
-    if torch.cuda.is_available():
+    if device == "cuda":
         try:
             import triton  # noqa: F401
         except ImportError:
@@ -208,9 +209,13 @@ def use_compiled(mode: str, *, config, sequence, runs: int = 1) -> bool:
     by :func:`compile_pays`."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile: unknown mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
-    if mode == "off" or not compiler_available():
+    if mode == "off":
         return False
-    return mode == "on" or compile_pays(config=config, sequence=sequence)
+    if not compiler_available(torch.device(config.device).type):
+        if mode == "on":
+            warnings.warn("compile on: no C++ compiler (g++ or $CXX) for torch.compile; stepping eagerly")
+        return False
+    return mode == "on" or compile_pays(config=config, sequence=sequence, runs=runs)
 
 
 EPOCHS_PER_TASK = 100

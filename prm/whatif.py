@@ -54,9 +54,11 @@ class Plan:
 
     @property
     def compile(self) -> str:
-        """The parent's step mode, so that the child takes the parent's path to the float: a
-        child given the parent's own decision then reproduces it exactly. Runs recorded before
-        the engine could compile stepped eagerly."""
+        """The parent's step mode (compiled or eager), so that the child takes the parent's
+        path to the float. A child given the parent's own decision reproduces it exactly when
+        the parent was recorded alone by this engine; a parent trained in a stack (``compare``)
+        or by the engine before the hand-written step (the bundled samples) is matched only to
+        rounding, and so approximately in what follows."""
         return "on" if self.parent.state.started.compiled else "off"
 
     def resume(self) -> Resume:
@@ -177,7 +179,7 @@ def run(plan: Plan, out: str | Path, *, emit: Emit | None = None, should_stop: C
 
     try:
         return train_sequence(cfg, emit=replaying(plan, both), should_stop=should_stop, sequence=seq,
-                              resume=plan.resume())
+                              resume=plan.resume(), compile=plan.compile)
     finally:
         writer.close()
 

@@ -139,3 +139,71 @@ def test_a_stopped_run_ends_alone_and_the_others_finish(tmp_path):
                               Job(config=config("prm", 1), emit=events[1].append)], compile="off")
     assert [r.status for r in results] == ["stopped", "finished"]
     assert events[0][-1].status == "stopped" and events[1][-1].status == "finished"
+
+
+def test_a_head_only_step_gates_the_units_by_the_masks():
+    """DTD's first stage trains the head on the masked features, as ``model(x, t, s)`` computes them."""
+    from prm import step as S
+    from prm.model import MaskedMLP
+    from prm.stack import Request, Stack, phase
+
+    torch.manual_seed(0)
+    model = MaskedMLP(input_dim=5, hidden=(6, 4), head_sizes=[3, 2], input_dropout=0.0, hidden_dropout=0.0, masked=True)
+    cfg = config("prm", 0, model=ModelConfig(hidden=(6, 4), input_dropout=0.0, hidden_dropout=0.0))
+    stack = Stack(models=[model], configs=[cfg], stepper=S.sgd_step)
+    x, s = torch.rand(7, 5), 3.0
+    with torch.no_grad():
+        expected, _ = model(x, 1, s)
+    request = Request(phase=phase(model=model, task=1, head_only=True, protect=None, reg_used=None), x=x,
+                      y=torch.zeros(7, dtype=torch.long), n=7, noise=torch.rand(7, 15), s=s, lr=0.0)
+    _, logits = stack.step({0: request})[0]
+    torch.testing.assert_close(logits, expected)
+
+
+def test_the_compiled_stack_agrees_with_the_eager_one():
+    from prm import step as S
+
+    if not S.compiler_available():
+        pytest.skip("no C++ compiler for torch.compile")
+    runs = {}
+    for mode in ("off", "on"):
+        events: list[list] = [[], []]
+        results = train_together([Job(config=config("hat", s), emit=events[s].append) for s in (0, 1)], compile=mode)
+        assert [r.status for r in results] == ["finished", "finished"]
+        runs[mode] = events
+    for eager, compiled in zip(runs["off"], runs["on"]):
+        first = [next(e for e in events if type(e).__name__ == "EpochEnd") for events in (eager, compiled)]
+        assert first[1].train_loss == pytest.approx(first[0].train_loss, rel=1e-4)
+        assert first[1].val_loss == pytest.approx(first[0].val_loss, rel=1e-4)
+        started = [next(e for e in events if type(e).__name__ == "RunStarted") for events in (eager, compiled)]
+        assert (started[0].compiled, started[1].compiled) == (False, True)
+
+
+def test_a_failed_step_fails_every_run_and_ctrl_c_stops_every_run(monkeypatch):
+    from prm.stack import Stack
+
+    original, calls = Stack.step, {"n": 0}
+
+    def failing(self, requests):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise RuntimeError("out of memory, say")
+        return original(self, requests)
+
+    monkeypatch.setattr(Stack, "step", failing)
+    events: list[list] = [[], []]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_together([Job(config=config("prm", s), emit=events[s].append) for s in (0, 1)], compile="off")
+    assert [e[-1].status for e in events] == ["failed", "failed"]
+    assert "out of memory" in events[1][-1].error
+
+    monkeypatch.setattr(Stack, "step", original)
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    events = [[], []]
+    with pytest.raises(KeyboardInterrupt):
+        train_together([Job(config=config("prm", 0), emit=events[0].append, should_stop=interrupt),
+                        Job(config=config("prm", 1), emit=events[1].append)], compile="off")
+    assert [e[-1].status for e in events] == ["stopped", "stopped"]

@@ -54,10 +54,12 @@ def _inputs(runs: int, gen: torch.Generator, *, real: int = B) -> dict:
 
 
 def _hyper(runs: int, *, clip: float = 1e4, lamb: float = 0.75) -> S.Hyper:
-    def v(x):
-        return torch.full((runs,), float(x))
+    """Each run its own smax, thresholds and lambda: a mix-up between runs shows."""
+    def v(*values):
+        return torch.tensor(values[:runs], dtype=torch.float32)
 
-    return S.Hyper(smax=v(400.0), lamb=v(lamb), thres_cosh=v(50.0), thres_emb=v(6.0), clip=v(clip))
+    return S.Hyper(smax=v(400.0, 300.0, 200.0), lamb=v(lamb, lamb * 0.5, lamb * 2), thres_cosh=v(50.0, 40.0, 30.0),
+                   thres_emb=v(6.0, 5.0, 1.5), clip=v(clip, clip, clip))
 
 
 def _reference(params: dict, inputs: dict, r: int, *, protect, used, hyper: S.Hyper, train_features=True,
@@ -94,14 +96,15 @@ def _reference(params: dict, inputs: dict, r: int, *, protect, used, hyper: S.Hy
             grads[id(w)] = grads[id(w)] * kw
             grads[id(b)] = grads[id(b)] * kb
     if train_features and e is not None:
-        grads[id(e)] = grads[id(e)] * M.embedding_compensation(e.detach(), s, 400.0, 50.0)
+        grads[id(e)] = grads[id(e)] * M.embedding_compensation(e.detach(), s, float(hyper.smax[r]),
+                                                                float(hyper.thres_cosh[r]))
     norm = torch.sqrt(sum((g ** 2).sum() for g in grads.values()))
     clip = float(hyper.clip[r])
     factor = clip / (float(norm) + 1e-6) if norm > clip else 1.0
     new = {id(p): (p - lr * factor * grads[id(p)]).detach() if id(p) in grads else p.detach() for p in
            [*(q for pair in layers for q in pair), *head] + ([e] if e is not None else [])}
     if e is not None and train_features:
-        new[id(e)] = new[id(e)].clamp(-6.0, 6.0)
+        new[id(e)] = new[id(e)].clamp(-float(hyper.thres_emb[r]), float(hyper.thres_emb[r]))
     return {
         "layers": [(new[id(w)], new[id(b)]) for w, b in layers],
         "head": tuple(new[id(t)] for t in head),
