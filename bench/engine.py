@@ -270,7 +270,9 @@ def long_sequence() -> None:
             events.append(event)
 
         result = train_sequence(cfg, emit=emit)
-        size = sum(f.stat().st_size for f in (Path(tmp) / "long").rglob("*") if f.is_file())
+        files = [f for f in (Path(tmp) / "long").rglob("*") if f.is_file()]
+        size = sum(f.stat().st_size for f in files)
+        checkpoints = sum(f.stat().st_size for f in files if f.parent.name == "checkpoints")
     ends = [e for e in events if isinstance(e, TaskEnd)]
     tasks = next(e for e in events if isinstance(e, RunStarted)).tasks
     per_task = np.array([sum(e.seconds.values()) for e in ends])
@@ -283,7 +285,8 @@ def long_sequence() -> None:
     print(f"  total {result.seconds:.0f} s, Acc {np.mean(result.test_acc[-1]):.3f}")
     print(f"  last 10 tasks / first 10: {per_step[-10:].mean() / per_step[:10].mean():.2f} per step (goal <= 1.2)")
     print(f"  X-means per DTD (both layers): first {xm[0] * 1e3:.0f} ms, at 50 tasks {xm[-1] * 1e3:.0f} ms")
-    print(f"  run folder {size / 2**20:.1f} MB (goal < 50 MB); peak memory of this process "
+    print(f"  run folder {size / 2**20:.1f} MB, of which task checkpoints {checkpoints / 2**20:.1f} MB "
+          f"(goal < 50 MB without them, --no-checkpoints); peak memory of this process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MB")
 
 

@@ -107,7 +107,8 @@ def _to(task: Task, device: torch.device) -> dict[str, Tensor]:
 @torch.no_grad()
 def evaluate(model: MaskedMLP, task: int, x: Tensor, y: Tensor, s: float, chunk: int = 4096) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``task``'s head, masks at sharpness ``s``."""
-    model.eval()
+    if model.training:  # only EWC's Fisher pass uses the module's dropout; toggling costs 20 us a call
+        model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(x), chunk):
         logits, _ = model(x[start:start + chunk], task, s)
@@ -182,7 +183,6 @@ def _fit(
     epochs = 0
     for epoch in range(max_epochs):
         started = time.perf_counter()
-        model.train()
         batches = []  # (job index, sample indices)
         for j, (_, d) in enumerate(jobs):
             order = torch.randperm(len(d["x_train"]), generator=ctx.generator).to(ctx.device)
@@ -366,6 +366,7 @@ def _fisher(model: MaskedMLP, task: int, data: dict[str, Tensor], batch_size: in
         for f, p in zip(fisher, params):
             f += p.grad.detach() ** 2 * len(xb)
     model.zero_grad(set_to_none=True)
+    model.eval()
     return [f / len(x) for f in fisher]
 
 

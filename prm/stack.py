@@ -127,6 +127,7 @@ class Stack:
                         [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in self.layers],
                         torch.zeros(self.runs, device=device))
         self.loaded: list[Phase | None] = [None] * self.runs
+        self.buffers: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}  # a step's inputs, per batch size
         self.device = device
 
     def _bind(self, r: int, model: MaskedMLP) -> None:
@@ -179,17 +180,26 @@ class Stack:
         first = next(iter(requests.values())).phase
         runs, device = self.runs, self.device
         batch = max(len(q.x) for q in requests.values())
-        x = torch.zeros(runs, batch, self.layers[0][0].shape[2], device=device)
-        y = torch.zeros(runs, batch, dtype=torch.long, device=device)
-        weight = torch.zeros(runs, batch, device=device)
-        noise = torch.zeros(runs, batch, self.units, device=device)
-        s, lr = torch.ones(runs, device=device), torch.zeros(runs, device=device)
-        task = torch.zeros(runs, dtype=torch.long, device=device)
+        if batch not in self.buffers:
+            self.buffers[batch] = (torch.zeros(runs, batch, self.layers[0][0].shape[2], device=device),
+                                   torch.zeros(runs, batch, dtype=torch.long, device=device),
+                                   torch.zeros(runs, batch, device=device),
+                                   torch.zeros(runs, batch, self.units, device=device))
+        # Rows of runs without a batch keep what an earlier step left there: finite numbers
+        # that a zero weight and a zero learning rate keep from changing anything.
+        x, y, weight, noise = self.buffers[batch]
+        weight.zero_()
         for r, q in requests.items():
             b = len(q.x)
             x[r, :b], y[r, :b], noise[r, :b] = q.x, q.y, q.noise
             weight[r, :q.n] = 1.0 / q.n
-            s[r], lr[r], task[r] = q.s, q.lr, q.phase.task
+        active = torch.tensor(list(requests), device=device)
+        s, lr = torch.ones(runs, device=device), torch.zeros(runs, device=device)
+        task = torch.zeros(runs, dtype=torch.long, device=device)
+        s[active] = torch.tensor([q.s for q in requests.values()], device=device)
+        lr[active] = torch.tensor([q.lr for q in requests.values()], device=device)
+        task[active] = torch.tensor([q.phase.task for q in requests.values()], device=device)
+        for r, q in requests.items():
             self._load(r, q.phase)
         # each run's head and embedding row of its task, gathered, trained, put back; a head-only
         # step (DTD's first stage) still gates the units by the masks, but trains no embedding
@@ -202,7 +212,7 @@ class Stack:
             reg_weights=self.reg[0] if train_embeddings else None, reg_norm=self.reg[1] if train_embeddings else None,
             hyper=self.hyper, train_features=not first.head_only,
             penalty=self.penalty if first.ewc is not None else None, class_bias=self.class_bias[self.slots, task])
-        active = torch.tensor(list(requests), device=device)  # only they trained: put back theirs alone
+        # only the runs with a batch trained: put back theirs alone
         self.head_weight[active, task[active]], self.head_bias[active, task[active]] = head[0][active], head[1][active]
         if train_embeddings:
             self.embedding[active, task[active]] = embedding[active]
