@@ -278,6 +278,12 @@ def _dtd(
             out.append((result, was_undecided, called_by_xmeans, called))
         return out
 
+    def calls(rows_all: Tensor) -> list[list[int]]:
+        """The rule's call per layer alone: what settling watches (no X-means record needed)."""
+        if prm_cfg.layers == "together":
+            return [by_rule(rows_all.numpy().astype(np.float64))] * len(model.widths)
+        return [by_rule(rows.numpy().astype(np.float64)) for rows in model.split(rows_all)]
+
     answers: list[list[list[int]]] = []
 
     def settled(epoch: int) -> bool:
@@ -285,7 +291,7 @@ def _dtd(
         once they have not changed for ``settle`` checks in a row."""
         if (epoch + 1) % prm_cfg.settle_every:
             return False
-        answers.append([layer[3] for layer in decide(model.embedding.weight[: task + 1].detach().cpu())])
+        answers.append(calls(model.embedding.weight[: task + 1].detach().cpu()))
         recent = answers[-prm_cfg.settle - 1:]
         return len(recent) == prm_cfg.settle + 1 and all(a == recent[-1] for a in recent)
 
@@ -295,8 +301,9 @@ def _dtd(
     started = time.perf_counter()
     layers, dissimilar, arrays = [], [], {}
     rows_all = model.embedding.weight[: task + 1].detach().cpu()
+    tables = model.split(rows_all)
     for index, (result, was_undecided, called_by_xmeans, called) in enumerate(decide(rows_all)):
-        points = model.split(rows_all)[index].numpy().astype(np.float64)
+        points = tables[index].numpy().astype(np.float64)
         used = sorted(forced[index]) if forced is not None else dissimilar_set(
             similarity=ctx.strategy.similarity, task=task, xmeans_dissimilar=called, groups=groups)
         record = result.to_dict()
