@@ -37,7 +37,8 @@ from explorer import state as keys  # noqa: E402
 APP = str(ROOT / "explorer" / "app.py")
 VIEWS = [v for v in keys.VIEWS if v != keys.LIVE] + [keys.LIVE]
 SHORT = {keys.STORY: "story", keys.OVERVIEW: "overview", keys.ACCURACY: "accuracy", keys.EMBEDDINGS: "embeddings",
-         keys.CLUSTERING: "clustering", keys.MASKS: "masks", keys.LIVE: "live", keys.COMPARE: "compare"}
+         keys.CLUSTERING: "clustering", keys.MASKS: "masks", keys.LIVE: "live", keys.COMPARE: "compare",
+         keys.TUNING: "tuning"}
 
 
 def render(run: str, view: str, runs_dir: Path | None = None) -> float:

@@ -23,7 +23,8 @@ import streamlit as st  # noqa: E402
 from explorer import archive, catalog  # noqa: E402
 from explorer import state as keys  # noqa: E402
 from explorer.figures.common import md, short, task_label  # noqa: E402
-from explorer.views import accuracy, clustering, compare, embeddings, live, masks, overview, story  # noqa: E402
+from explorer.views import (accuracy, clustering, compare, embeddings, live, masks, overview, story,  # noqa: E402
+                            tuning)
 from explorer.views.common import Context, entries, load, table, url_choice  # noqa: E402
 from prm.runs import RunFormatError  # noqa: E402
 
@@ -55,6 +56,9 @@ def _sidebar() -> tuple[Path, list[catalog.RunEntry], catalog.RunEntry | None]:
     sb = st.sidebar
     sb.title("PRM Explorer")
     sb.caption("Partially Relaxed Masks: why tasks are clustered, replayed and trained live.")
+    folder = st.session_state.pop(keys.OPEN_RUNS_DIR, None)  # a trial opened in Tuning: its study's folder
+    if folder:
+        st.session_state[keys.RUNS_DIR] = folder
     root = keys.runs_root(sb.text_input("Your runs folder", keys.DEFAULT_RUNS_DIR, key=keys.RUNS_DIR,
                                         help="relative to the repository root; new live runs go here too"), _ROOT)
     problem = catalog.runs_folder_problem(root)
@@ -153,7 +157,9 @@ def main() -> None:
             if name == keys.LIVE:
                 live.render(root=root)
             elif name == keys.COMPARE:
-                compare.render(entries=found, current_key=entry.key if entry else None)
+                compare.render(entries=found, current_key=entry.key if entry else None, root=root)
+            elif name == keys.TUNING:
+                tuning.render(root=root)
             elif ctx is None:
                 st.info("Pick a readable run in the sidebar to see this view.")
             elif not run.state.n_tasks:

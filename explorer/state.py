@@ -13,6 +13,7 @@ from pathlib import Path
 
 RUN = "run"  # query parameter and widget key: the chosen run (its catalogue key)
 OPEN_RUN = "open_run"  # a run another part of the page asked to open; the sidebar applies it on the next full run
+OPEN_RUNS_DIR = "open_runs_dir"  # the folder that run lives in, where the picker does not look (a trial's study folder)
 VIEW = "view"  # query parameter and tabs key: the open view's label
 TASK = "task"  # query parameter and widget key: the chosen task, as "T1".."TN"
 LAYER = "layer"  # query parameter and widget key: the masked layer, as "0", "1", ...
@@ -30,12 +31,19 @@ TRAJECTORIES = "trajectories"
 COMPARE_RUNS = "cmp-runs"
 COMPARE_FOR = "cmp-for"  # the run Compare's selection was made for: another run resets it
 COMPARE_UNFINISHED = "cmp-unfinished"  # include unfinished runs in Compare
+TUNING_STORAGE = "tune-storage"  # widget: a known storage, or OTHER_STORAGE
+TUNING_URL = "tune-url"  # widget: the URL typed when OTHER_STORAGE is chosen
+TUNING_STUDY = "tune-study"  # widget: the study shown
+TUNING_CHOSEN = "tune-chosen"  # (url, study) last shown in Tuning: kept while other tabs are open (widget state
+# is dropped when its widget is not drawn), and where Compare also looks for PS
+TUNING_OPEN_TRIAL = "tune-open-trial"  # widget: the trial whose run folder the Open button shows
+OTHER_STORAGE = "another URL"
 LIVE_SEQUENCE, LIVE_METHOD, LIVE_SEED = "live-sequence", "live-method", "live-seed"  # Train-live form
 # widgets: other views (Story's "train the missing runs") fill them in before switching there
 
-STORY, OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE = (
-    "Story", "Overview", "Accuracy matrix", "Task embeddings", "Clustering", "Masks", "Train live", "Compare")
-VIEWS = (STORY, OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE)
+STORY, OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE, TUNING = (
+    "Story", "Overview", "Accuracy matrix", "Task embeddings", "Clustering", "Masks", "Train live", "Compare", "Tuning")
+VIEWS = (STORY, OVERVIEW, ACCURACY, EMBEDDINGS, CLUSTERING, MASKS, LIVE, COMPARE, TUNING)
 MEASURES = ("euclidean", "cosine")
 PROJECTIONS = ("umap", "pca", "tsne")
 

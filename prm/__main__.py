@@ -1,10 +1,11 @@
-"""Command line: ``python -m prm run|compare|table|show|whatif``.
+"""Command line: ``python -m prm run|compare|tune|table|show|whatif``.
 
     python -m prm run --sequence digits-mixed --method prm --seed 0 --out runs/my-run
     python -m prm compare --sequence digits-mixed --methods prm,hat,ncl,stl --seeds 0,1,2
     python -m prm table runs/compare/* --families   # compare's tables from recorded run folders
     python -m prm show runs/my-run
     python -m prm whatif runs/my-run --task 3 --similar 1 --out runs/my-run-whatif   # docs/whatif.md
+    python -m prm tune --sequence digits-mixed-few --method prm --trials 20   # docs/tuning.md
 
 A user mistake (unknown sequence or method, impossible number, existing output folder,
 malformed data file) or an environment failure (a full disk) prints one line starting with
@@ -76,6 +77,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lamb", type=float, help=f"mask sparsity regulariser strength [{d.hat.lamb}]")
     g.add_argument("--smax", type=float, help=f"HAT's maximal mask slope [{d.hat.smax}]")
     g.add_argument("--dropout", type=float, help=f"hidden dropout [{d.model.hidden_dropout}]")
+    g.add_argument("--input-dropout", type=float, help=f"dropout of the input [{d.model.input_dropout}]")
     g.add_argument("--dtd-epochs", type=int, help=f"PRM: max epochs of DTD's 2nd optimisation [{d.prm.dtd_epochs}]")
     g.add_argument("--head-epochs", type=int, help=f"PRM: epochs of DTD's 1st optimisation [{d.prm.head_epochs}]")
     g.add_argument("--settle", type=int,
@@ -116,7 +118,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 _OVERRIDES = {  # CLI option -> (config section, field)
     "epochs": ("optim", "max_epochs"), "lr": ("optim", "lr"), "batch_size": ("optim", "batch_size"),
     "patience": ("optim", "patience"), "lamb": ("hat", "lamb"), "smax": ("hat", "smax"),
-    "dropout": ("model", "hidden_dropout"), "dtd_epochs": ("prm", "dtd_epochs"),
+    "dropout": ("model", "hidden_dropout"), "input_dropout": ("model", "input_dropout"), "dtd_epochs": ("prm", "dtd_epochs"),
     "head_epochs": ("prm", "head_epochs"), "reg_mask": ("prm", "reg_mask"),
     "settle": ("prm", "settle"), "settle_every": ("prm", "settle_every"),
     **{name: ("prm", name) for name in ("features", "clustering", "threshold", "relax", "embedding_init", "head_init")},
@@ -598,9 +600,11 @@ def format_family_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
-    head = ["sequence", "method", "seeds", "Acc", "BWT", "FWT", "CT s"]
+    """compare's table; with a PS column (``compare --tuned``) when the rows carry "ps"."""
+    with_ps = any("ps" in r for r in rows)
+    head = ["sequence", "method", "seeds", "Acc", "BWT", "FWT", "CT s", *(["PS"] if with_ps else [])]
     body = [[r["sequence"], r["method"], str(r["seeds"]), _cell(r["acc"]), _cell(r["bwt"]), _cell(r["fwt"]),
-             _cell(r["ct"], 1)] for r in rows]
+             _cell(r["ct"], 1), *([_fmt(r.get("ps"))] if with_ps else [])] for r in rows]
     return _layout(head, body, markdown=markdown)
 
 
@@ -620,15 +624,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out_dir:
         _check_out(Path(args.out_dir), "--out-dir", may_hold_files=True)
     needed = methods if "stl" in methods else [*methods, "stl"]  # STL is FWT's reference
-    batches, keys = [], []  # one batch: up to --stack seeds of one sequence and method, trained together
     for sequence in sequences:  # a missing data set fails here, before anything trains
         make_sequence(sequence, seed=args.seeds[0], n_tasks=args.n_tasks, data_dir=args.data_dir or None,
                       shots=args.shots)
+    tuned = _tuned(args, sequences, needed) if args.tuned else {}
+
+    def config(sequence: str, method: str, seed: int) -> RunConfig:
+        cfg = _config(args, sequence=sequence, method=method, seed=seed)
+        study = tuned.get((sequence, method))
+        return cfg if study is None else _tuned_config(cfg, study)
+
+    if args.study:
+        return _compare_shared(args, {(q, m, seed): config(q, m, seed) for q in sequences for m in needed
+                                      for seed in args.seeds}, methods=methods, tuned=tuned)
+    batches, keys = [], []  # one batch: up to --stack seeds of one sequence and method, trained together
+    for sequence in sequences:
         for method in needed:
             for start in range(0, len(args.seeds), args.stack):
                 configs, outs = [], []
                 for seed in args.seeds[start:start + args.stack]:
-                    configs.append(_config(args, sequence=sequence, method=method, seed=seed))
+                    configs.append(config(sequence, method, seed))
                     out = str(Path(args.out_dir) / f"{sequence}-{method}-s{seed}") if args.out_dir else None
                     if out and Path(out).exists():
                         _fail(f"{out} already exists; choose another --out-dir")
@@ -655,12 +670,192 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if isinstance(exc, BrokenPipeError):
             raise
         _fail(f"could not write the runs under {args.out_dir}: {exc}")
+    _print_tables(args, results, methods=methods, tuned=tuned)
+    return 0
+
+
+def _print_tables(args: argparse.Namespace, results: Results, *, methods: list[str], tuned: dict) -> None:
     rows = [r for r in compare_table(results) if r["method"] in methods]
+    if args.tuned:
+        for r in rows:
+            study = tuned.get((r["sequence"], r["method"]))
+            r["ps"] = None if study is None else study.ps
     print(format_table(rows, markdown=args.markdown))
     if args.families:
         print("\nper task family (FWT against STL of the same seed):")
         print(format_family_table([r for r in family_table(results) if r["method"] in methods], markdown=args.markdown))
+
+
+def _storage(args: argparse.Namespace) -> str:
+    from prm import tune
+
+    return args.storage or tune.DEFAULT_STORAGE
+
+
+def _tuned(args: argparse.Namespace, sequences: list[str], methods: list[str]) -> dict:
+    """``compare --tuned``: the tune study of each (sequence, method) on the storage, said on
+    stderr; a method without one keeps the given options (its PS reads '-')."""
+    from prm import tune
+
+    studies = tune.tuned_studies(_storage(args))
+    for sequence in sequences:
+        for method in methods:
+            study = studies.get((sequence, method))
+            if study is None or study.best is None:
+                print(f"prm: {sequence} {method}: no tune study on {tune.safe_url(_storage(args))}; the given options are used",
+                      file=sys.stderr)
+                continue
+            params = ", ".join(f"{k} {v:.4g}" for k, v in study.best.params.items())
+            print(f"prm: {sequence} {method}: best of study {study.name} (trial {study.best.number} of "
+                  f"{len(study.complete)} by validation Acc): {params}", file=sys.stderr)
+    return {k: v for k, v in studies.items() if v.best is not None}
+
+
+def _tuned_config(cfg: RunConfig, study: Any) -> RunConfig:
+    from prm import tune
+
+    if study.attrs.get("setup") != tune.setup_key(cfg):
+        _fail(f"study {study.name} tuned {cfg.method} with other training options than this command's; give "
+              "compare the options given to tune (sequence length, width, epochs ...)")
+    return tune.apply_params(cfg, study.best.params)
+
+
+def _compare_shared(args: argparse.Namespace, configs: dict, *, methods: list[str], tuned: dict) -> int:
+    """``compare --study``: the grid as a study on the storage, shared by every machine that
+    runs the same command; the table comes from the storage, whoever trained each cell."""
+    from tqdm import tqdm
+
+    from prm import tune
+
+    url = _storage(args)
+    out_dir = Path(args.out_dir or f"runs/compare/{args.study}")
+    bar = tqdm(total=len(configs), unit="cell", disable=args.quiet, dynamic_ncols=True)
+
+    def train(config: RunConfig, run_dir: Path, number: int) -> Any:
+        bar.set_postfix_str(f"trial {number}: {config.sequence} {config.method} seed {config.seed}")
+        return _train_recorded(config, run_dir, compile=args.compile)
+
+    def after(study: Any) -> None:
+        bar.update(len({_grid_cell(t) for t in study.complete}) - bar.n)
+
+    try:
+        with bar:
+            study = tune.compare_grid(configs=configs, url=url, study_name=args.study, out_dir=out_dir, train=train,
+                                      families=_families, after=after)
+    except KeyboardInterrupt:
+        print(f"prm: interrupted; the cells finished so far are kept in study {args.study} on {tune.safe_url(url)}; the same "
+              "command trains the rest", file=sys.stderr)
+        return 130
+    results: Results = {}
+    for t in study.complete:
+        results[_grid_cell(t)] = (t.test_matrix, t.seconds or 0.0, list(t.families))
+    missing = len(configs) - len(results)
+    if missing:
+        print(f"prm: {missing} of {len(configs)} cells are still running on other workers; the table holds "
+              "the finished ones (run the command again later for all)", file=sys.stderr)
+    _print_tables(args, results, methods=methods, tuned=tuned)
     return 0
+
+
+def _grid_cell(trial: Any) -> tuple[str, str, int]:
+    return (trial.params["sequence"], trial.params["method"], int(trial.params["seed"]))
+
+
+def _families(config: RunConfig) -> list[str]:
+    seq = make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks, data_dir=config.data_dir,
+                        shots=config.shots)
+    return [t.family for t in seq.tasks]
+
+
+def _train_recorded(config: RunConfig, run_dir: Path, *, compile: str, sequence: Any = None,
+                    emit: Callable[[Any], None] | None = None) -> Any:
+    """One trial's run, recorded into ``run_dir`` (summary and projections written at its end)."""
+    from prm.engine import train_sequence
+    from prm.runs import RunWriter
+
+    seq = sequence or make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks,
+                                    data_dir=config.data_dir, shots=config.shots)
+    writer = RunWriter(run_dir, config=config)
+
+    def both(event: Any) -> None:
+        writer(event)
+        if emit:
+            emit(event)
+
+    return train_sequence(config, emit=both, sequence=seq, compile=compile)
+
+
+# ----------------------------------------------------------------------------- tune
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from prm import tune
+
+    _check_sequence(args.sequence)
+    _check_method(args.method)
+    if args.trials < 1:
+        _fail(f"--trials must be >= 1, got {args.trials}")
+    cfg = _config(args, sequence=args.sequence, method=args.method, seed=args.seed)
+    # trials keep PCA only and no checkpoints: 20 trials would otherwise hold 20 what-if
+    # checkpoint sets; the explorer computes UMAP when a trial's run is opened
+    cfg = RunConfig.from_dict({**cfg.to_dict(), "record": {**cfg.to_dict()["record"], "projections": ["pca"],
+                                                            "checkpoints": False}})
+    name = args.study or tune.default_study(args.sequence, args.method)
+    url = _storage(args)
+    runs_dir = Path(args.runs_dir) / name
+    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
+    if args.fail_running:
+        print(f"prm: {tune.fail_running(url, name)} running trial(s) of {name} marked failed", file=sys.stderr)
+    bar = tqdm(total=args.trials, unit="trial", disable=args.quiet, dynamic_ncols=True)
+
+    def train(config: RunConfig, run_dir: Path, number: int) -> Any:
+        def show(event: Any) -> None:
+            if event.type == "task_start":
+                bar.set_postfix_str(f"trial {number}: task {event.task + 1}/{len(seq.tasks)}" + best)
+        return _train_recorded(config, run_dir, compile=args.compile, sequence=seq, emit=show)
+
+    best = ""
+
+    def after(study: Any) -> None:
+        nonlocal best
+        if study.best is not None:
+            best = f", best val Acc {study.best.val_acc:.3f} (trial {study.best.number})"
+        bar.update(min(len(study.complete), args.trials) - bar.n)
+        bar.set_postfix_str(best.lstrip(", "))
+
+    try:
+        with bar:
+            study = tune.tune(config=cfg, url=url, study_name=name, trials=args.trials, runs_dir=runs_dir,
+                              train=train, families=[t.family for t in seq.tasks], after=after)
+    except KeyboardInterrupt:
+        print(f"prm: interrupted; the trials finished so far are kept in study {name} on {tune.safe_url(url)}; the same command "
+              "resumes it", file=sys.stderr)
+        return 130
+    _print_study(study, url=url, target=args.trials)
+    return 0
+
+
+def _print_study(study: Any, *, url: str, target: int) -> None:
+    from prm import tune
+
+    done = study.complete
+    lines = [f"study {study.name} on {tune.safe_url(url)}: {len(done)} of {target} trials complete "
+             f"({study.method} on {study.sequence}, seed {study.attrs.get('seed')})"]
+    running = sum(t.state == "running" for t in study.trials)
+    if running:
+        lines.append(f"{running} trial(s) still running on other workers")
+    best = study.best
+    if best is not None:
+        lines.append(f"best trial {best.number} (chosen by validation Acc): val Acc {best.val_acc:.4f}, "
+                     f"test Acc {best.test_acc:.4f}")
+        lines.append("  " + "  ".join(f"{k} {v:.4g}" for k, v in best.params.items()))
+        folder = tune.run_folder(url, best)
+        lines.append(f"  run folder: {folder if folder else best.run_dir + ' (on ' + str(best.host) + ')'}")
+    ps = study.ps
+    lines.append(f"PS (std of test Acc over the {len(done)} complete trials): " + ("-" if ps is None else f"{ps:.4f}"))
+    print("\n".join(lines))
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -725,8 +920,37 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--families", action="store_true",
                       help="also print just-learnt accuracy, Acc, BWT and FWT per task family")
     comp.add_argument("--quiet", action="store_true", help="no progress bar")
+    comp.add_argument("--tuned", action="store_true",
+                      help="each method with the best parameters of its tune study on --storage (by validation Acc), "
+                           "and a PS column: the std of Acc over that study's trials")
+    comp.add_argument("--storage", default=None,
+                      help="Optuna storage: sqlite:///file.db, journal:///file.log or postgresql://user@host/db "
+                           "[sqlite:///runs/optuna.db]")
+    comp.add_argument("--study", default=None,
+                      help="share the comparison as this study on --storage: the same command on several machines "
+                           "trains each cell once, and the table comes from the storage (docs/tuning.md)")
     _add_training_options(comp)
     comp.set_defaults(func=cmd_compare)
+
+    tun = sub.add_parser("tune", help="Optuna TPE study of one method's hyper-parameters; prints the best and PS")
+    tun.add_argument("--sequence", default="digits-mixed-few", help=f"[%(default)s] {seq_help}")
+    tun.add_argument("--method", default="prm", help=f"[%(default)s] {method_help}")
+    tun.add_argument("--trials", type=int, default=20,
+                     help="complete trials the study should hold, counting earlier commands and other workers "
+                          "[%(default)s]")
+    tun.add_argument("--seed", type=int, default=0, help="the runs' seed and the sampler's [%(default)s]")
+    tun.add_argument("--storage", default=None,
+                     help="Optuna storage: sqlite:///file.db, journal:///file.log (a shared folder) or "
+                          "postgresql://user@host/db [sqlite:///runs/optuna.db]")
+    tun.add_argument("--study", default=None, help="study name [tune-SEQUENCE-METHOD]")
+    tun.add_argument("--runs-dir", default="runs/tune", help="trial run folders go to RUNS_DIR/STUDY/trial-NNNN "
+                                                             "[%(default)s]")
+    tun.add_argument("--fail-running", action="store_true",
+                     help="first mark the study's running trials failed (after a worker was killed on a journal "
+                          "storage, which keeps no heartbeat; only when no other worker is running)")
+    tun.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_training_options(tun)
+    tun.set_defaults(func=cmd_tune)
 
     table = sub.add_parser("table", help="compare's tables from recorded run folders (e.g. compare --out-dir)")
     table.add_argument("runs", nargs="+", help="run folders")

@@ -31,3 +31,28 @@ def tiny_config(**changes) -> RunConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+from contextlib import ExitStack  # noqa: E402
+
+from tests.postgres import PostgresUnavailable, throwaway_cluster, unavailable  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throwaway PostgreSQL server for the whole run, started (about a second) only if a
+    test asks for it; skips with the reason where none can start, fails under
+    PRM_REQUIRE_POSTGRES=1. pytest caches the skip, so later tests do not retry."""
+    with ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(throwaway_cluster())
+        except PostgresUnavailable as exc:
+            unavailable(str(exc))
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster):
+    """A fresh database on the shared server, as the SQLAlchemy URL Optuna and ``--storage``
+    take: each test gets its own studies, whatever names it uses."""
+    return postgres_cluster.new_database()

@@ -84,10 +84,18 @@ def per_method(table: pd.DataFrame) -> pd.DataFrame:
                                                                    for sd in ("", " sd"))])
 
 
+def with_ps(summary: pd.DataFrame, ps: Mapping[tuple[str, str], float | None]) -> pd.DataFrame:
+    """:func:`per_method` with a PS column: the parameter sensitivity of each group's
+    (sequence, method) from its tune study (``ps``), None where there is no study or the
+    study has fewer than two complete trials."""
+    return summary.assign(PS=[ps.get((s, m)) for s, m in zip(summary["sequence"], summary["method"])])
+
+
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """A :func:`per_run` or :func:`per_method` table as shown: each metric as one text cell,
     "0.912 ± 0.013" where there is a spread over seeds, BWT and FWT signed, "n/a" for a
-    missing value (FWT without an STL run), never "None" or "-0.000"."""
+    missing value (FWT without an STL run), never "None" or "-0.000"; PS (:func:`with_ps`)
+    "–" where no tune study gives one."""
     out = table.drop(columns=[c for c in table.columns if c.endswith(" sd")])
     for label in METRICS.values():
         digits = 1 if label == "CT (s)" else 3
@@ -96,6 +104,8 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
         out[label] = [fmt(_number(v), digits, signed=signed) + ("" if _number(sd) is None else
                                                                 f" ± {fmt(_number(sd), digits)}")
                       for v, sd in zip(table[label], sds)]
+    if "PS" in out:
+        out["PS"] = ["–" if _number(v) is None else fmt(_number(v), 3) for v in table["PS"]]
     if "seed" in out:
         out["seed"] = ["n/a" if _number(v) is None else str(int(v)) for v in out["seed"]]
     return out

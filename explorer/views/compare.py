@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from explorer import catalog
 from explorer import state as keys
 from explorer.figures import compare as fig
+from explorer.figures import tuning as tuning_fig
+from explorer.figures.common import md
+from explorer.views import tuning
 from explorer.views.common import chart, how_to_read, load, table
 
 MAX_DEFAULT = 12
@@ -31,10 +36,27 @@ this out (in some of them HAT is ahead): the tables say what these runs did. NCL
 shows what forgetting looks like. **Joint** is not continual learning: after each task it trains a fresh
 network on every task so far at once, so it bounds what sharing between tasks can give; its BWT is the
 gain from training on later tasks' data, not forgetting.
+
+**PS** (parameter sensitivity) is the standard deviation of test Acc over the complete trials of a *tune* study
+of the group's sequence and method (see the Tuning view): how much the method depends on its hyper-parameters.
+It comes from the study, not from the runs in the table (their spread over seeds is the ± beside Acc); the
+caption names the study. It is looked for in the storage chosen in Tuning, your runs folder's `optuna.db` and
+the bundled sample's, and reads "–" where none holds a study of that sequence and method.
 """
 
 
-def render(*, entries, current_key: str | None) -> None:
+def _ps(summary, root: Path):
+    """The summary with PS per group, and the captions saying where each PS comes from (or
+    which storage could not be read: Compare never fails on one)."""
+    found, problems = tuning.tuned_pairs(root)
+    pairs = {(s, m): found[(s, m)] for s, m in zip(summary["sequence"], summary["method"]) if (s, m) in found}
+    notes = [f"PS: {tuning_fig.ps_caption(pairs)}." if pairs else
+             "PS: no tune study of these sequences and methods was found (see the Tuning view)."]
+    notes += [f"Could not read storage {md(p)}" for p in problems]
+    return fig.with_ps(summary, {pair: study.ps for pair, (study, _) in pairs.items()}), notes
+
+
+def render(*, entries, current_key: str | None, root: Path) -> None:
     readable = [e for e in entries if e.status != "unreadable" and e.tasks_done]
     if not readable:
         st.info("No run with a learnt task is listed.")
@@ -67,9 +89,11 @@ def render(*, entries, current_key: str | None) -> None:
     per_run = fig.per_run(states, variants=variants)
     st.markdown("**Per run**")
     table(fig.shown(per_run), key="cmp-runs", name="compare-runs")
-    summary = fig.per_method(per_run)
-    st.markdown("**Per method** (groups of like runs: mean ± sd over distinct seeds)")
+    summary, notes = _ps(fig.per_method(per_run), root)
+    st.markdown("**Per method** (groups of like runs: mean ± sd over distinct seeds; PS from the group's tune study)")
     table(fig.shown(summary), key="cmp-methods", name="compare-methods")
+    for note in notes:
+        st.caption(note)
     chart(fig.bars(summary), key="cmp-bars", name="compare-metrics")
     st.caption("Acc is drawn on a zoomed axis (from just below the lowest mean − sd), so its bars start below "
                "the axis; the error bars are ±1 sd over seeds.")

@@ -1,0 +1,248 @@
+"""prm.tune: the search space, storages, PS, and the study loops (resume, parallel workers,
+interrupts) with a stand-in for training; the CLI end to end on tiny runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prm import tune
+from prm.config import RunConfig
+from prm.engine import RunResult
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--n-tasks", "3", "--epochs", "2", "--width", "16", "--dtd-epochs", "2", "--head-epochs", "1", "--compile", "off"]
+
+
+def _fake_train(*, fail_at: int | None = None, delay: float = 0.0, log: list | None = None):
+    """A stand-in for training: the run folder, and an accuracy that is a known function of
+    the trial's config (val = 1 - |lr - 0.05|, test = val - 0.01)."""
+    import time
+
+    def train(config: RunConfig, run_dir: Path, number: int) -> RunResult:
+        if number == fail_at:
+            raise KeyboardInterrupt
+        run_dir.mkdir(parents=True)
+        time.sleep(delay)
+        if log is not None:
+            log.append((number, threading.get_ident()))
+        val = 1.0 - abs(config.optim.lr - 0.05)
+        R = np.full((2, 2), np.nan)
+        R[0, 0], R[1] = val, [val, val]
+        return RunResult(status="finished", test_acc=R - 0.01, val_acc=R, seconds=1.0)
+    return train
+
+
+def _run_tune(url: str, tmp: Path, trials: int, *, seed: int = 0, **kw) -> tune.Study:
+    cfg = RunConfig(sequence="digits-mixed", method="hat", seed=seed)
+    return tune.tune(config=cfg, url=url, study_name="s", trials=trials, runs_dir=tmp / "runs",
+                     train=kw.pop("train", _fake_train()), families=["writer", "writer"], **kw)
+
+
+def test_search_space_follows_the_method():
+    names = lambda m: [r.name for r in tune.search_space(m)]  # noqa: E731
+    assert names("prm") == names("hat") == ["input_dropout", "hidden_dropout", "lr", "lamb"]
+    assert names("ewc") == ["input_dropout", "hidden_dropout", "lr", "ewc_lambda"]
+    assert names("ncl") == ["input_dropout", "hidden_dropout", "lr"]
+    defaults = RunConfig()
+    for r in tune.search_space("prm") + tune.search_space("ewc"):  # the defaults lie inside every range
+        section = getattr(defaults, r.section) if r.section else defaults
+        assert r.low <= getattr(section, r.field) <= r.high, r.name
+
+
+def test_apply_params_sets_fields_and_lr_min_follows():
+    cfg = tune.apply_params(RunConfig(method="ewc"), {"input_dropout": 0.1, "hidden_dropout": 0.3, "lr": 0.00005,
+                                                      "ewc_lambda": 42.0})
+    assert (cfg.model.input_dropout, cfg.model.hidden_dropout, cfg.ewc_lambda) == (0.1, 0.3, 42.0)
+    assert cfg.optim.lr == cfg.optim.lr_min == 0.00005
+    with pytest.raises(tune.StorageError, match="lamb is not tuned for ncl"):
+        tune.apply_params(RunConfig(method="ncl"), {"lamb": 1.0})
+
+
+def test_setup_key_ignores_seed_and_tuned_values_only():
+    a = RunConfig(method="hat", seed=0)
+    assert tune.setup_key(a) == tune.setup_key(tune.apply_params(a.replace(seed=5), {"lr": 0.02, "lamb": 2.0}))
+    assert tune.setup_key(a) != tune.setup_key(a.replace(n_tasks=3))
+    assert tune.setup_key(a) == tune.setup_key(a.replace(record=a.record.__class__(checkpoints=False)))
+
+
+def test_parameter_sensitivity_by_hand():
+    assert tune.parameter_sensitivity([0.9, 0.8, 0.7]) == pytest.approx(np.sqrt(((0.1**2) * 2) / 3))
+    assert tune.parameter_sensitivity([0.9]) is None
+    assert tune.parameter_sensitivity([0.5, float("nan"), 0.7]) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("url, message", [
+    ("runs/optuna.db", "is not a URL"),
+    ("redis://localhost/0", "unknown kind 'redis'"),
+])
+def test_bad_storage_urls_are_one_clear_error(url, message):
+    with pytest.raises(tune.StorageError, match=message):
+        tune.open_storage(url)
+
+
+def test_reading_never_creates_a_storage(tmp_path):
+    for url in (f"sqlite:///{tmp_path}/none.db", f"journal:///{tmp_path}/none.log"):
+        with pytest.raises(tune.StorageError, match="does not exist"):
+            tune.study_names(url)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(tune.StorageError, match="is a folder"):
+        tune.open_storage(f"sqlite:///{tmp_path}/folder.db")
+
+
+def test_file_of_reads_paths_as_sqlalchemy():
+    assert tune.file_of("sqlite:///runs/x.db") == Path("runs/x.db")
+    assert tune.file_of("sqlite:////abs/x.db") == Path("/abs/x.db")
+    assert tune.file_of("journal:////abs/x.log") == Path("/abs/x.log")
+    assert tune.file_of("postgresql://u@h/db") is None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_tune_resumes_and_records_each_trial(tmp_path, kind):
+    url = f"sqlite:///{tmp_path}/o.db" if kind == "sqlite" else f"journal:///{tmp_path}/o.log"
+    first = _run_tune(url, tmp_path, 3)
+    assert [t.number for t in first.complete] == [0, 1, 2]
+    again = _run_tune(url, tmp_path, 5)  # the same command with more trials adds two
+    assert [t.number for t in again.complete] == [0, 1, 2, 3, 4]
+    assert [t.params for t in again.complete[:3]] == [t.params for t in first.complete]
+    done = _run_tune(url, tmp_path, 5)  # nothing left to do
+    assert len(done.trials) == 5
+    t = again.complete[3]
+    assert t.val_acc == pytest.approx(1.0 - abs(t.params["lr"] - 0.05))
+    assert t.test_acc == pytest.approx(t.val_acc - 0.01)
+    assert t.test_matrix.shape == (2, 2) and np.isnan(t.test_matrix[0, 1])
+    assert t.run_dir == str((tmp_path / "runs" / "trial-0003").resolve())
+    assert t.run_dir_relative == "runs/trial-0003"  # the storage file sits in tmp_path
+    assert tune.run_folder(url, t) == tmp_path / "runs" / "trial-0003"
+    best = again.best
+    assert best.val_acc == max(x.val_acc for x in again.complete)
+    assert again.ps == pytest.approx(np.std([x.test_acc for x in again.complete]))
+    assert set(tune.importances(url, "s")) == {"input_dropout", "hidden_dropout", "lr", "lamb"}
+
+
+def test_same_seed_same_study_other_seed_other(tmp_path):
+    def params(name: str, seed: int) -> list[dict]:
+        return [t.params for t in _run_tune(f"sqlite:///{tmp_path}/{name}.db", tmp_path / name, 12, seed=seed).complete]
+
+    a = params("a", 0)
+    assert a == params("b", 0)  # past the 10 random start-up trials too
+    assert a[0] != params("c", 1)[0]
+    assert len({round(v, 9) for v in a[0].values()}) == 4  # each parameter its own draw
+
+
+def test_an_interrupted_trial_fails_and_the_same_command_completes_the_study(tmp_path):
+    url = f"sqlite:///{tmp_path}/o.db"
+    with pytest.raises(KeyboardInterrupt):
+        _run_tune(url, tmp_path, 4, train=_fake_train(fail_at=2))
+    study = tune.load_study(url, "s")
+    assert [t.state for t in study.trials] == ["complete", "complete", "fail"]
+    assert "interrupted" in study.trials[2].note
+    study = _run_tune(url, tmp_path, 4)
+    assert [t.number for t in study.complete] == [0, 1, 3, 4] and len(study.trials) == 5
+
+
+def test_a_study_made_for_another_setup_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path}/o.db"
+    _run_tune(url, tmp_path, 1)
+    cfg = RunConfig(sequence="digits-mixed", method="hat", seed=0, n_tasks=3)
+    with pytest.raises(tune.StorageError, match="was made for .*other training options"):
+        tune.tune(config=cfg, url=url, study_name="s", trials=2, runs_dir=tmp_path / "r", train=_fake_train(),
+                  families=[])
+
+
+def test_parallel_workers_never_overshoot(tmp_path):
+    """Two workers (threads here; processes on PostgreSQL in test_tune_postgres) on one study:
+    exactly the trials asked for complete, numbers never repeat, and a trial that started
+    after the study was full is closed untrained with the reason."""
+    url = f"sqlite:///{tmp_path}/o.db"
+    _run_tune(url, tmp_path, 1)  # create the study (and its tables) once
+    log: list = []
+    errors: list = []
+
+    def worker():
+        try:
+            _run_tune(url, tmp_path, 7, train=_fake_train(delay=0.05, log=log))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    study = tune.load_study(url, "s")
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert len(study.complete) == 7
+    assert len(log) == 6 and len({n for n, _ in log}) == 6  # each trained once
+    assert all(t.state == "pruned" and "already had its trials" in t.note for t in study.trials
+               if t.state != "complete")
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "prm", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_tune_resume_and_compare_tuned(tmp_path):
+    url = f"sqlite:///{tmp_path}/o.db"
+    common = ["--sequence", "digits-mixed", "--storage", url, "--seed", "1", *TINY]
+    out = _cli("tune", "--method", "hat", "--trials", "2", "--quiet", *common, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    out = _cli("tune", "--method", "hat", "--trials", "3", "--quiet", *common, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    study = tune.load_study(url, "tune-digits-mixed-hat")
+    assert len(study.complete) == 3 and len(study.trials) == 3
+    assert "3 of 3 trials complete" in out.stdout
+    assert f"PS (std of test Acc over the 3 complete trials): {study.ps:.4f}" in out.stdout
+    best = study.best
+    assert f"best trial {best.number} (chosen by validation Acc)" in out.stdout
+    for t in study.complete:  # every trial a recorded, finished run with the trial's values
+        run = json.loads((Path(t.run_dir) / "run.json").read_text())
+        assert run["config"]["hat"]["lamb"] == pytest.approx(t.params["lamb"])
+        assert json.loads((Path(t.run_dir) / "summary.json").read_text())["status"] == "finished"
+
+    refused = _cli("tune", "--method", "hat", "--trials", "4", "--quiet", *common[:-len(TINY)], *TINY[:-2],
+                   "--width", "24", "--compile", "off", cwd=tmp_path)
+    assert refused.returncode == 2 and "other training options" in refused.stderr
+
+    out = _cli("compare", "--tuned", "--methods", "hat", "--seeds", "1", "--storage", url, "--sequence",
+               "digits-mixed", "--out-dir", "cmp", "--quiet", *TINY, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"best of study tune-digits-mixed-hat (trial {best.number} of 3" in out.stderr
+    assert "stl: no tune study" in out.stderr
+    head, hat_row = out.stdout.splitlines()[:2]
+    assert head.split()[-1] == "PS" and hat_row.split()[-1] == f"{study.ps:.3f}"
+    run = json.loads((tmp_path / "cmp" / "digits-mixed-hat-s1" / "run.json").read_text())
+    assert run["config"]["optim"]["lr"] == pytest.approx(best.params["lr"])
+
+
+def test_cli_compare_shared_trains_each_cell_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/o.db"
+    args = ["compare", "--methods", "ncl", "--seeds", "0,1", "--storage", url, "--study", "cmp", "--sequence",
+            "digits-mixed", "--quiet", *TINY]
+    first = _cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = _cli(*args, cwd=tmp_path)  # the same command again: nothing left to train, the same table
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    study = tune.load_study(url, "cmp")
+    cells = [(t.params["sequence"], t.params["method"], t.params["seed"]) for t in study.trials]
+    assert sorted(cells) == sorted({(s, m, seed) for s in ["digits-mixed"] for m in ["ncl", "stl"] for seed in [0, 1]})
+    assert all(t.state == "complete" for t in study.trials)
+    runs = sorted(p.name for p in (tmp_path / "runs" / "compare" / "cmp").iterdir())
+    assert len(runs) == 4
+    # the table comes from the storage: recompute it from the recorded run folders
+    table = _cli("table", *[str(p) for p in (tmp_path / "runs" / "compare" / "cmp").iterdir()], cwd=tmp_path)
+    ncl = [line.split()[:5] for line in table.stdout.splitlines() if line.split()[1:2] == ["ncl"]]
+    assert ncl == [first.stdout.splitlines()[1].split()[:5]]
