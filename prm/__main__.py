@@ -627,7 +627,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for sequence in sequences:  # a missing data set fails here, before anything trains
         make_sequence(sequence, seed=args.seeds[0], n_tasks=args.n_tasks, data_dir=args.data_dir or None,
                       shots=args.shots)
-    tuned = _tuned(args, sequences, needed) if args.tuned else {}
+    if args.storage and not (args.study or args.tuned):
+        _fail("--storage is for --study (a shared comparison) or --tuned (the tune studies' best parameters)")
+    tuned = _tuned(args, sequences, needed, shown=methods) if args.tuned else {}
 
     def config(sequence: str, method: str, seed: int) -> RunConfig:
         cfg = _config(args, sequence=sequence, method=method, seed=seed)
@@ -692,23 +694,29 @@ def _storage(args: argparse.Namespace) -> str:
     return args.storage or tune.DEFAULT_STORAGE
 
 
-def _tuned(args: argparse.Namespace, sequences: list[str], methods: list[str]) -> dict:
-    """``compare --tuned``: the tune study of each (sequence, method) on the storage, said on
-    stderr; a method without one keeps the given options (its PS reads '-')."""
+def _tuned(args: argparse.Namespace, sequences: list[str], methods: list[str], *, shown: list[str]) -> dict:
+    """``compare --tuned``: the study ``tune-SEQUENCE-METHOD`` of each pair on the storage, said
+    on stderr; a method without one keeps the given options (its PS reads '-'; only methods
+    asked for are named, not STL when it is only FWT's reference)."""
     from prm import tune
 
-    studies = tune.tuned_studies(_storage(args))
+    url = _storage(args)
+    names = set(tune.study_names(url))
+    found = {}
     for sequence in sequences:
         for method in methods:
-            study = studies.get((sequence, method))
+            name = tune.default_study(sequence, method)
+            study = tune.load_study(url, name) if name in names else None
             if study is None or study.best is None:
-                print(f"prm: {sequence} {method}: no tune study on {tune.safe_url(_storage(args))}; the given options are used",
-                      file=sys.stderr)
+                if method in shown:
+                    print(f"prm: {sequence} {method}: no study {name} on {tune.safe_url(url)}; the given options "
+                          "are used", file=sys.stderr)
                 continue
             params = ", ".join(f"{k} {v:.4g}" for k, v in study.best.params.items())
             print(f"prm: {sequence} {method}: best of study {study.name} (trial {study.best.number} of "
                   f"{len(study.complete)} by validation Acc): {params}", file=sys.stderr)
-    return {k: v for k, v in studies.items() if v.best is not None}
+            found[(sequence, method)] = study
+    return found
 
 
 def _tuned_config(cfg: RunConfig, study: Any) -> RunConfig:
@@ -731,24 +739,32 @@ def _compare_shared(args: argparse.Namespace, configs: dict, *, methods: list[st
     out_dir = Path(args.out_dir or f"runs/compare/{args.study}")
     bar = tqdm(total=len(configs), unit="cell", disable=args.quiet, dynamic_ncols=True)
 
+    sequences: dict[tuple, Any] = {}  # each cell's sequence, built once for its families and its run
+
+    def sequence_of(config: RunConfig) -> Any:
+        key = (config.sequence, config.seed, config.n_tasks, config.data_dir, config.shots)
+        if key not in sequences:
+            sequences[key] = _sequence(config)
+        return sequences[key]
+
     def train(config: RunConfig, run_dir: Path, number: int) -> Any:
         bar.set_postfix_str(f"trial {number}: {config.sequence} {config.method} seed {config.seed}")
-        return _train_recorded(config, run_dir, compile=args.compile)
+        return _train_recorded(config, run_dir, compile=args.compile, sequence=sequence_of(config))
 
     def after(study: Any) -> None:
-        bar.update(len({_grid_cell(t) for t in study.complete}) - bar.n)
+        bar.update(len({tune.cell_of(t.params) for t in study.complete}) - bar.n)
 
     try:
         with bar:
             study = tune.compare_grid(configs=configs, url=url, study_name=args.study, out_dir=out_dir, train=train,
-                                      families=_families, after=after)
+                                      families=lambda c: [t.family for t in sequence_of(c).tasks], after=after)
     except KeyboardInterrupt:
         print(f"prm: interrupted; the cells finished so far are kept in study {args.study} on {tune.safe_url(url)}; the same "
               "command trains the rest", file=sys.stderr)
         return 130
     results: Results = {}
     for t in study.complete:
-        results[_grid_cell(t)] = (t.test_matrix, t.seconds or 0.0, list(t.families))
+        results[tune.cell_of(t.params)] = (t.test_matrix, t.seconds or 0.0, list(t.families))
     missing = len(configs) - len(results)
     if missing:
         print(f"prm: {missing} of {len(configs)} cells are still running on other workers; the table holds "
@@ -757,24 +773,18 @@ def _compare_shared(args: argparse.Namespace, configs: dict, *, methods: list[st
     return 0
 
 
-def _grid_cell(trial: Any) -> tuple[str, str, int]:
-    return (trial.params["sequence"], trial.params["method"], int(trial.params["seed"]))
+def _sequence(config: RunConfig) -> Any:
+    """The task sequence a config trains on."""
+    return make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks, data_dir=config.data_dir,
+                         shots=config.shots)
 
 
-def _families(config: RunConfig) -> list[str]:
-    seq = make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks, data_dir=config.data_dir,
-                        shots=config.shots)
-    return [t.family for t in seq.tasks]
-
-
-def _train_recorded(config: RunConfig, run_dir: Path, *, compile: str, sequence: Any = None,
+def _train_recorded(config: RunConfig, run_dir: Path, *, compile: str, sequence: Any,
                     emit: Callable[[Any], None] | None = None) -> Any:
     """One trial's run, recorded into ``run_dir`` (summary and projections written at its end)."""
     from prm.engine import train_sequence
     from prm.runs import RunWriter
 
-    seq = sequence or make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks,
-                                    data_dir=config.data_dir, shots=config.shots)
     writer = RunWriter(run_dir, config=config)
 
     def both(event: Any) -> None:
@@ -782,7 +792,7 @@ def _train_recorded(config: RunConfig, run_dir: Path, *, compile: str, sequence:
         if emit:
             emit(event)
 
-    return train_sequence(config, emit=both, sequence=seq, compile=compile)
+    return train_sequence(config, emit=both, sequence=sequence, compile=compile)
 
 
 # ----------------------------------------------------------------------------- tune
@@ -805,7 +815,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     name = args.study or tune.default_study(args.sequence, args.method)
     url = _storage(args)
     runs_dir = Path(args.runs_dir) / name
-    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
+    seq = _sequence(cfg)
     if args.fail_running:
         print(f"prm: {tune.fail_running(url, name)} running trial(s) of {name} marked failed", file=sys.stderr)
     bar = tqdm(total=args.trials, unit="trial", disable=args.quiet, dynamic_ncols=True)

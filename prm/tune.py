@@ -16,9 +16,9 @@ Workers coordinate only through the storage. A trial counts towards ``--trials``
 moment it starts, so parallel workers never overshoot; one that started after the study was
 already full, or a grid cell another worker also took, is closed as *pruned* with the reason
 in its ``note`` attribute, before any training. A worker stopped by Ctrl-C marks its trial
-failed; one killed outright leaves it running until its heartbeat goes stale (two minutes),
-after which the next worker marks it failed. Failed trials do not count: running the same
-command again trains the trials still missing.
+failed; one killed outright leaves it running until its heartbeat goes stale (two minutes;
+SQLite and PostgreSQL), after which the next worker marks it failed. Failed trials do not
+count: running the same command again trains the trials still missing.
 """
 
 from __future__ import annotations
@@ -110,8 +110,9 @@ def open_storage(url: str, *, create: bool = True) -> Any:
     """An Optuna storage for ``url``; ``create=False`` refuses a file that does not exist yet
     (the explorer reads, and must not leave an empty database where a path was mistyped).
 
-    RDB storages (SQLite, PostgreSQL) and the journal file keep a heartbeat, so a trial whose
-    worker was killed is failed by the next worker instead of counting for ever."""
+    RDB storages (SQLite, PostgreSQL) keep a heartbeat, so a trial whose worker was killed is
+    failed by the next worker instead of counting for ever; Optuna's journal file keeps none
+    (``fail_running`` clears such trials by hand)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = url.strip()
     scheme, sep, rest = url.partition("://")
@@ -181,12 +182,16 @@ def _check_file(path: Path, url: str, *, create: bool) -> None:
 
 
 def safe_url(url: str) -> str:
-    """``url`` without its password, for messages."""
+    """``url`` without its password (in the user part, up to the last '@' before any query,
+    as libpq reads it, or in a ``password=`` query), for messages."""
+    import re
+
     scheme, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
-    return url
+    query_at = rest.find("?") if "?" in rest else len(rest)
+    at = rest.rfind("@", 0, query_at)
+    if sep and at > 0 and ":" in rest[:at]:
+        rest = rest[:at].split(":", 1)[0] + ":***" + rest[at:]
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", f"{scheme}{sep}{rest}")
 
 
 def file_of(url: str) -> Path | None:
@@ -289,7 +294,7 @@ def _trial(t: Any) -> Trial:
     a = t.user_attrs
     matrix = a.get("test_matrix")
     return Trial(number=t.number, state=t.state.name.lower(), params=dict(t.params),
-                 val_acc=t.value if t.values else a.get("val_acc"), test_acc=a.get("test_acc"), bwt=a.get("bwt"),
+                 val_acc=t.values[0] if t.values and len(t.values) == 1 else a.get("val_acc"), test_acc=a.get("test_acc"), bwt=a.get("bwt"),
                  seconds=a.get("seconds"), run_dir=a.get("run_dir"), run_dir_relative=a.get("run_dir_relative"),
                  host=a.get("host"), note=a.get("note"),
                  test_matrix=None if matrix is None else np.array(
@@ -381,22 +386,53 @@ def _start(trial: Any, run_dir: Path) -> None:
 def setup_key(config: RunConfig) -> str:
     """What a study was made for, without the seed, the tuned values and what is written to
     disk: a second command on the same study, or ``compare --tuned``, must use the same set-up."""
-    data = config.to_dict()
-    data.pop("seed")
-    data.pop("record")
+    data = _portable(config)
     for r in search_space(config.method):
         (data[r.section] if r.section else data).pop(r.field)
     data["optim"].pop("lr_min")  # follows lr (apply_params)
+    return _digest(data)
+
+
+def grid_key(config: RunConfig) -> str:
+    """What a shared comparison's cell was made with: every training option, tuned ones too,
+    so two machines with different ``--lr`` (or one with ``--tuned``) cannot fill one grid."""
+    return _digest(_portable(config))
+
+
+def _portable(config: RunConfig) -> dict[str, Any]:
+    """The config as machines that share a study must agree on it: without the seed, what is
+    written to disk, the device and the data folder (each machine has its own), and with the
+    sequence's default task count and shots filled in (``--n-tasks 10`` is the default's 10)."""
+    from prm.data import SPECS
+
+    data = config.to_dict()
+    for key in ("seed", "record", "device", "data_dir"):
+        data.pop(key)
+    spec = SPECS.get(config.sequence)
+    if spec is not None:
+        data["n_tasks"] = spec.default_n if config.n_tasks is None else config.n_tasks
+        data["shots"] = spec.shots if config.shots is None else config.shots
+    return data
+
+
+def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _claim(trial: Any, *, full: Callable[[int], bool], same: Callable[[Any], bool]) -> str | None:
+def _claim(trial: Any, *, full: Callable[[int], bool], same: Callable[[Any], bool],
+           pending: Callable[[list[Any]], bool] = lambda earlier: False) -> str | None:
     """Why ``trial`` must not train (None: it may). It may not when the trials numbered before
     it that have not failed already fill the study (``full(count)``), or when one of them is
     the same grid cell (``same``). Trial numbers are handed out by the storage, one at a time,
     so of two workers that started at once exactly one trains."""
+    import time
+
     alive = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-    earlier = [t for t in trial.study.get_trials(deepcopy=False, states=alive) if t.number < trial.number]
+    for _ in range(20):  # an earlier trial that has not drawn its cell yet is read again, a moment later
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=alive) if t.number < trial.number]
+        if not pending(earlier):
+            break
+        time.sleep(0.25)
     if full(len(earlier)):
         return "not trained: the study already had its trials when this one started"
     for t in earlier:
@@ -466,10 +502,10 @@ def tune(*, config: RunConfig, url: str, study_name: str, trials: int, runs_dir:
     them again. The objective is validation Acc; test Acc is kept beside it, never optimised.
     """
     space = search_space(config.method)
-    sampler = _StartupBySeed(seed=config.seed)
+    sampler = _StartupBySeed(seed=config.seed, space=space)
     study = _open(url, study_name, sampler=sampler, attrs={
         "kind": "tune", "sequence": config.sequence, "method": config.method, "seed": config.seed,
-        "n_tasks": config.n_tasks, "shots": config.shots, "setup": setup_key(config),
+        "tasks": len(families), "setup": setup_key(config),
         "space": [r.describe() for r in space]})
 
     def objective(trial: Any) -> float:
@@ -481,11 +517,13 @@ def tune(*, config: RunConfig, url: str, study_name: str, trials: int, runs_dir:
         return _train_trial(trial, apply_params(config, params), runs_dir / f"trial-{trial.number:04d}", url=url,
                             train=train, families=families)
 
+    _check_folders(runs_dir, study, lambda number: f"trial-{number:04d}")
     if after:
         after(_read(study._storage, study_name))
-    while _complete(study) < trials:
+    while True:
+        _fail_stale(study)
         if _complete(study) + _running(study) >= trials:
-            break  # the rest are running on other workers (or were killed: their heartbeat says so later)
+            break  # full, or the rest are running on other workers
         study.optimize(objective, n_trials=1, catch=())
         if after:
             after(_read(study._storage, study_name))
@@ -511,13 +549,15 @@ def compare_grid(*, configs: dict[Cell, RunConfig], url: str, study_name: str, o
         raise StorageError("a shared comparison must be a full grid of sequences x methods x seeds")
     study = _open(url, study_name, sampler=optuna.samplers.GridSampler(grid, seed=0), attrs={
         "kind": "compare", "cells": [list(c) for c in cells],
-        "setup": hashlib.sha256("".join(setup_key(configs[c]) for c in cells).encode()).hexdigest()[:16]})
+        "setup": _digest({"cells": [grid_key(configs[c]) for c in cells]})})
 
     def objective(trial: Any) -> float:
         cell = (trial.suggest_categorical("sequence", grid["sequence"]),
                 trial.suggest_categorical("method", grid["method"]),
                 trial.suggest_categorical("seed", grid["seed"]))
-        why = _claim(trial, full=lambda n: False, same=lambda t: _cell(t.params) == cell)
+        why = _claim(trial, full=lambda n: False, same=lambda t: cell_of(t.params) == cell,
+                     pending=lambda earlier: any(t.state == optuna.trial.TrialState.RUNNING and cell_of(t.params) is None
+                                                 for t in earlier))
         if why:
             trial.set_user_attr("note", why)
             raise optuna.TrialPruned(why)
@@ -528,22 +568,50 @@ def compare_grid(*, configs: dict[Cell, RunConfig], url: str, study_name: str, o
     if after:
         after(_read(study._storage, study_name))
     while True:
+        _fail_stale(study)
         trials = study.get_trials(deepcopy=False)
-        taken = {_cell(t.params) for t in trials if t.state in (optuna.trial.TrialState.COMPLETE,
+        taken = {cell_of(t.params) for t in trials if t.state in (optuna.trial.TrialState.COMPLETE,
                                                                  optuna.trial.TrialState.RUNNING)}
         if all(c in taken for c in cells):
             break
+        tried = {cell_of(t.params) for t in trials}
+        waiting = {cell_of(t.params) for t in trials if t.state == optuna.trial.TrialState.WAITING}
+        for c in cells:  # GridSampler counts a failed cell as visited: queue it again, once
+            if c in tried and c not in taken and c not in waiting:
+                study.enqueue_trial({"sequence": c[0], "method": c[1], "seed": c[2]})
+                break
         study.optimize(objective, n_trials=1, catch=())
         if after:
             after(_read(study._storage, study_name))
     return _read(study._storage, study_name)
 
 
-def _cell(params: dict[str, Any]) -> Cell | None:
+def cell_of(params: dict[str, Any]) -> Cell | None:
+    """A compare trial's (sequence, method, seed), None before it has drawn them."""
     try:
         return (params["sequence"], params["method"], int(params["seed"]))
     except KeyError:
         return None
+
+
+def _fail_stale(study: Any) -> None:
+    """Fail trials whose worker's heartbeat went stale (SQLite and PostgreSQL), before counting
+    what is running: otherwise a killed worker's trial would hold its place for ever."""
+    with warnings.catch_warnings():  # marked experimental; it does nothing where no heartbeat is kept
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _check_folders(folder: Path, study: Any, name: Callable[[int], str]) -> None:
+    """Refuse a runs folder holding trial folders this study did not make (another storage's
+    study of the same name): each of its coming trials would fail on them."""
+    if not folder.is_dir():
+        return
+    made = {name(t.number) for t in study.get_trials(deepcopy=False)}
+    foreign = sorted(p.name for p in folder.iterdir() if p.name.startswith("trial-") and p.name not in made)
+    if foreign:
+        raise StorageError(f"{folder} holds trial folders this study did not make ({', '.join(foreign[:3])}"
+                           f"{' ...' if len(foreign) > 3 else ''}); choose another --runs-dir or --study")
 
 
 def _complete(study: Any) -> int:
@@ -574,13 +642,16 @@ class _StartupBySeed(optuna.samplers.BaseSampler):
 
     STARTUP = 10
 
-    def __init__(self, *, seed: int) -> None:
+    def __init__(self, *, seed: int, space: Sequence[Range]) -> None:
         self._seed = seed
+        # the joint space is fixed, not inferred from past trials: Optuna would intersect it
+        # with the (empty) parameters of a trial closed untrained and fall back to univariate TPE
+        self._space = {r.name: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log) for r in space}
         self._tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                                n_startup_trials=self.STARTUP)
 
     def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
-        return self._tpe.infer_relative_search_space(study, trial)
+        return dict(self._space)
 
     def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
         return self._tpe.sample_relative(study, trial, search_space)
@@ -606,6 +677,6 @@ class _StartupBySeed(optuna.samplers.BaseSampler):
         self._tpe.reseed_rng()
 
 
-__all__ = ["DEFAULT_STORAGE", "Cell", "compare_grid", "fail_running", "setup_key", "tune", "Range", "Study", "StorageError", "Trial", "apply_params", "default_study", "file_of",
+__all__ = ["DEFAULT_STORAGE", "Cell", "cell_of", "compare_grid", "grid_key", "fail_running", "setup_key", "tune", "Range", "Study", "StorageError", "Trial", "apply_params", "default_study", "file_of",
            "importances", "load_study", "open_storage", "parameter_sensitivity", "run_folder", "safe_url", "search_space",
            "study_names", "tuned_studies"]

@@ -47,7 +47,7 @@ def write_tune_study(url: str, *, name: str = "tune-digits-mixed-prm", sequence:
     """A tune study as prm.tune records one: four complete trials (the second's run folder is
     ``run_dir``, the others were recorded on another machine), one pruned and one failed."""
     study = optuna.create_study(storage=tune.open_storage(url), study_name=name, direction="maximize")
-    for key, value in {"kind": "tune", "sequence": sequence, "method": method, "seed": 0, "n_tasks": 3}.items():
+    for key, value in {"kind": "tune", "sequence": sequence, "method": method, "seed": 0, "tasks": 3}.items():
         study.set_user_attr(key, value)
     for n, (val, test, drawn) in enumerate(TRIALS):
         folder = run_dir if n == 1 and run_dir is not None else Path(f"/elsewhere/{name}/trial-{n:04d}")

@@ -179,7 +179,7 @@ def ps_caption(pairs: Mapping[tuple[str, str], tuple[Study, str]]) -> str:
     storage (Markdown)."""
     lines = []
     for (sequence, method), (study, where) in pairs.items():
-        tasks = study.attrs.get("n_tasks")
+        tasks = study.attrs.get("tasks")
         lines.append(f"{md(sequence)} · {md(method)}: study {md(study.name)}, {len(study.complete)} complete of "
                      f"{len(study.trials)} trials" + (f", {md(tasks)} tasks" if tasks else "") + f", in {md(where)}")
     return "; ".join(lines)
