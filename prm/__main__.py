@@ -18,6 +18,7 @@ command stops quietly with status 141 (128 + SIGPIPE), as a program killed by SI
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import os
 import shutil
@@ -810,8 +811,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = _config(args, sequence=args.sequence, method=args.method, seed=args.seed)
     # trials keep PCA only and no checkpoints: 20 trials would otherwise hold 20 what-if
     # checkpoint sets; the explorer computes UMAP when a trial's run is opened
-    cfg = RunConfig.from_dict({**cfg.to_dict(), "record": {**cfg.to_dict()["record"], "projections": ["pca"],
-                                                            "checkpoints": False}})
+    cfg = cfg.replace(record=dataclasses.replace(cfg.record, projections=("pca",), checkpoints=False))
     name = args.study or tune.default_study(args.sequence, args.method)
     url = _storage(args)
     runs_dir = Path(args.runs_dir) / name

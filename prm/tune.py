@@ -473,15 +473,15 @@ def fail_running(url: str, name: str) -> int:
     """Mark a study's running trials failed; for a journal storage, whose trials keep no
     heartbeat, after a worker was killed (only when no worker of the study is running)."""
     storage = open_storage(url, create=False)
-    study = _read(storage, name)
-    live = optuna.load_study(study_name=name, storage=storage)
-    ids = {t.number: t._trial_id for t in live.get_trials(deepcopy=False)}
-    count = 0
-    for t in study.trials:
-        if t.state == "running":
-            storage.set_trial_user_attr(ids[t.number], "note", "failed by --fail-running: its worker had stopped")
-            storage.set_trial_state_values(ids[t.number], state=optuna.trial.TrialState.FAIL)
-            count += 1
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise StorageError(f"no study named {name!r} in this storage") from None
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in running:
+        storage.set_trial_user_attr(t._trial_id, "note", "failed by --fail-running: its worker had stopped")
+        storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+    count = len(running)
     return count
 
 

@@ -326,3 +326,15 @@ def test_an_interrupted_grid_cell_is_trained_again_without_wasted_trials(tmp_pat
     study = tune.compare_grid(train=train, **grid)
     assert len(study.complete) == 8 and len(study.trials) == 9  # the failed cell once more, nothing wasted
     assert sorted(tune.cell_of(t.params) for t in study.complete) == sorted(configs)
+
+
+def test_fail_running_clears_a_journal_studys_orphans(tmp_path):
+    import optuna
+
+    url = f"journal:///{tmp_path}/o.log"
+    _run_tune(url, tmp_path, 1)
+    live = optuna.load_study(study_name="s", storage=tune.open_storage(url))
+    live.ask()  # a worker killed mid-trial: a journal keeps no heartbeat, so it stays running
+    assert tune.fail_running(url, "s") == 1
+    study = tune.load_study(url, "s")
+    assert [t.state for t in study.trials] == ["complete", "fail"] and "--fail-running" in study.trials[1].note
