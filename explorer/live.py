@@ -203,8 +203,15 @@ def stop(folder: Path) -> bool:
     return True
 
 
+PHASE_NAMES = {"dtd-head": "DTD 1st opt.", "dtd": "DTD 2nd opt.", "train": "training",
+               "transfer": "CAT transfer network", "reference": "CAT reference network"}
+"""How the progress line names each phase of ``prm.events.PHASES``."""
+
+
 def progress(state: RunState) -> tuple[float, str]:
-    """Fraction done and a line such as 'task 3 of 10 · DTD epoch 12 · val acc 0.93'."""
+    """Fraction done and a line such as 'task 3 of 10 · DTD epoch 12 · val acc 0.93' (CAT:
+    'CAT transfer network 2 of 4 epoch 7'). Only the kept training moves the bar within a task:
+    the phases before it stop early at no predictable epoch."""
     total = max(state.n_tasks, 1)
     done = state.tasks_done
     current = state.current()
@@ -213,10 +220,13 @@ def progress(state: RunState) -> tuple[float, str]:
                               f"in {state.end.seconds or 0:.1f} s")
     if current is None:
         return 0.0, "starting (loading data, building the model)"
-    budget = {"dtd-head": state.config["prm"]["head_epochs"], "dtd": state.config["prm"]["dtd_epochs"],
-              "train": state.config["optim"]["max_epochs"]}[current.phase]
-    within = min((current.epoch + 1) / max(budget, 1), 1.0) if current.phase == "train" else 0.0
-    phase = {"dtd-head": "DTD 1st opt.", "dtd": "DTD 2nd opt.", "train": "training"}[current.phase]
+    within = 0.0
+    if current.phase == "train":
+        within = min((current.epoch + 1) / max(state.config["optim"]["max_epochs"], 1), 1.0)
+    phase = PHASE_NAMES.get(current.phase, current.phase)
+    if current.phase == "transfer":  # one transfer network per earlier task, each from epoch 0
+        started = sum(1 for e in state.epochs if e.task == current.task and e.phase == "transfer" and e.epoch == 0)
+        phase += f" {started} of {current.task}"
     val = "n/a" if current.val_acc is None else f"{current.val_acc:.3f}"
     return (min((done + within) / total, 1.0),
             f"task {current.task + 1} of {state.n_tasks} · {phase} epoch {current.epoch + 1} · val acc {val}")

@@ -106,6 +106,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help=f"PRM: the new task's head before LwPRM {lever('head_init')}")
     g.add_argument("--dtd-layers", choices=PRM_CHOICES["layers"],
                    help=f"PRM: one DTD call per masked layer, or one for all layers together {lever('layers')}")
+    g.add_argument("--detect-epochs", type=int,
+                   help=f"CAT: max epochs of each transfer and reference training [{d.cat.detect_epochs}]")
+    g.add_argument("--kta-weight", type=float, help=f"CAT: weight of the attention head's loss [{d.cat.kta_weight}]")
+    g.add_argument("--cat-heads", type=int, help=f"CAT: heads of the knowledge-transfer attention [{d.cat.heads}]")
     g.add_argument("--ewc-lambda", type=float, help=f"EWC penalty strength [{d.ewc_lambda}]")
     g.add_argument("--no-umap", action="store_true", help="store only PCA projections (skips UMAP's compile at run end)")
     g.add_argument("--no-checkpoints", action="store_true",
@@ -124,6 +128,7 @@ _OVERRIDES = {  # CLI option -> (config section, field)
     "settle": ("prm", "settle"), "settle_every": ("prm", "settle_every"),
     **{name: ("prm", name) for name in ("features", "clustering", "threshold", "relax", "embedding_init", "head_init")},
     "dtd_layers": ("prm", "layers"),
+    "detect_epochs": ("cat", "detect_epochs"), "kta_weight": ("cat", "kta_weight"), "cat_heads": ("cat", "heads"),
 }
 
 
@@ -481,6 +486,13 @@ def _print_summary(folder: Path) -> None:
                  + decided_by + (" (undecided)" if layer.get("undecided") and record.source == "xmeans" else "")
                  for l, layer in enumerate(record.layers)]
         lines.append(f"  T{task + 1:<3} " + "; ".join(parts))
+    if run.state.transfer:
+        lines.append("CAT: validation accuracy of each earlier task's transfer network against the reference "
+                     "network; similar when higher")
+    for task, test in sorted(run.state.transfer.items()):
+        accs = " ".join(f"T{j + 1} {a:.2f}{'*' if j in test.similar else ''}" for j, a in enumerate(test.transfer_acc))
+        lines.append(f"  T{task + 1:<3} reference {test.reference_acc:.2f}; {accs} "
+                     f"(similar: {', '.join(f'T{j + 1}' for j in test.similar) or 'none'})")
     for warning in filter(None, [run.status_note, *run.warnings]):
         lines.append(f"warning: {warning}")
     print("\n".join(lines))

@@ -23,6 +23,7 @@ that says what is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor
 
 from prm import safeio
-from prm.config import RunConfig
+from prm.config import CATConfig, RunConfig
 from prm.events import TaskCheckpoint
 from prm.runs import RunFormatError
 
@@ -46,9 +47,10 @@ MAX_HEADER_BYTES = safeio.MiB
 _DTYPES = {torch.float32: "F32", torch.uint8: "U8"}
 
 
-_ADDED_LATER = {"prm": {"settle": 0, "settle_every": 5}}
+_ADDED_LATER = {"prm": {"settle": 0, "settle_every": 5}, "cat": dataclasses.asdict(CATConfig())}
 """Config fields added after checkpoints existed, with their defaults: left out of the hash at
-that value, so the checkpoints of runs recorded before them stay valid."""
+that value (and a section left empty so, such as ``cat``, with them), so the checkpoints of
+runs recorded before them stay valid."""
 
 
 def config_hash(config: RunConfig) -> str:
@@ -58,6 +60,8 @@ def config_hash(config: RunConfig) -> str:
         for name, default in fields.items():
             if data[section].get(name) == default:
                 del data[section][name]
+        if not data[section]:
+            del data[section]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from prm.similarity import FEATURES, RULES
 
-METHODS = ("prm", "prm+", "prm-s", "prm-d", "prm-t", "hat", "ncl", "ewc", "stl", "joint")
+METHODS = ("prm", "prm+", "prm-s", "prm-d", "prm-t", "hat", "cat", "ncl", "ewc", "stl", "joint")
 """Every method the engine knows; ``prm-*`` are the paper's ablations."""
 
 METHOD_HELP = {
@@ -33,6 +33,9 @@ METHOD_HELP = {
     "prm-d": "PRM(D) ablation: every previous task treated as dissimilar (HAT plus the DTD pass)",
     "prm-t": "PRM(T) ablation: the true similarity (same family and label set) replaces the clustering",
     "hat": "HAT: hard attention to the task, every previous task protected",
+    "cat": "CAT (Ke et al. 2020): per earlier task a transfer network and per new task a reference network "
+           "decide which earlier tasks are similar; their first-claimed units stay trainable and a knowledge-"
+           "transfer attention over their masked features adds a second head (docs/cat.md)",
     "ncl": "naive continual learning: fine-tune the same unmasked network, no protection",
     "ewc": "EWC on the same unmasked network (Fisher from the task's training data)",
     "stl": "single-task learning: a fresh unmasked network per task (the reference for FWT)",
@@ -163,6 +166,27 @@ class PRMConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CATConfig:
+    """CAT's own settings (Ke, Liu and Huang, NeurIPS 2020; docs/cat.md).
+
+    Before learning task t, CAT trains one *transfer* network per earlier task j (j's masked
+    features frozen, a new head for t) and one *reference* network (a fresh unmasked network
+    of the same shape) on t; j is similar when its transfer network beats the reference on
+    t's validation set. Each of these trainings uses the patience schedule of
+    :class:`OptimConfig` capped at ``detect_epochs`` (CAT's code: the main budget, 200).
+    ``heads``: attention heads of the knowledge-transfer attention (KTA, CAT's ``n_head``; the
+    last layer's width must divide by it). ``kta_weight``: the weight of the KTA head's loss
+    beside the main head's (CAT's ``model_weights``). ``attention_dropout``: dropout inside
+    the attention and after its projections (CAT's code: 0.1).
+    """
+
+    detect_epochs: int = 200
+    heads: int = 1
+    kta_weight: float = 1.0
+    attention_dropout: float = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
 class RecordConfig:
     """What the run folder keeps beyond the event log.
 
@@ -201,6 +225,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     hat: HATConfig = field(default_factory=HATConfig)
     prm: PRMConfig = field(default_factory=PRMConfig)
+    cat: CATConfig = field(default_factory=CATConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     ewc_lambda: float = 5000.0
 
@@ -299,6 +324,7 @@ _NESTED = {
     (RunConfig, "optim"): OptimConfig,
     (RunConfig, "hat"): HATConfig,
     (RunConfig, "prm"): PRMConfig,
+    (RunConfig, "cat"): CATConfig,
     (RunConfig, "record"): RecordConfig,
 }
 
@@ -385,6 +411,13 @@ def validate(cfg: RunConfig) -> None:
         _check(getattr(d, name) in choices, f"prm.{name}: one of {', '.join(choices)}, got {getattr(d, name)!r}")
     _check(0.0 < d.threshold < 2.0, f"prm.threshold: a cosine distance in (0, 2), got {d.threshold!r}")
     _check(0.0 <= d.relax <= 1.0, f"prm.relax: must be in [0, 1], got {d.relax!r}")
+    c = cfg.cat
+    _check(1 <= c.detect_epochs <= MAX_EPOCHS, f"cat.detect_epochs: must be from 1 to {MAX_EPOCHS}, "
+           f"got {c.detect_epochs!r}")
+    _check(1 <= c.heads <= m.hidden[-1] and m.hidden[-1] % c.heads == 0,
+           f"cat.heads: must divide the last hidden layer's width ({m.hidden[-1]}), got {c.heads!r}")
+    _check(c.kta_weight >= 0, f"cat.kta_weight: must be >= 0, got {c.kta_weight!r}")
+    _check(0.0 <= c.attention_dropout < 1.0, f"cat.attention_dropout: must be in [0, 1), got {c.attention_dropout!r}")
     r = cfg.record
     _check(r.trajectory_every >= 1, f"record.trajectory_every: must be >= 1, got {r.trajectory_every!r}")
     _check(r.trajectory_dtype in ("float16", "float32"),

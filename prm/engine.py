@@ -7,7 +7,9 @@ sparsity regulariser normalised by free capacity, gradient-norm clipping, and SG
 learning rate is divided after ``patience`` epochs without validation-loss improvement,
 with the best-validation weights restored at the end. PRM adds DTD (a throw-away HAT pass
 whose task embeddings X-means clusters) before each task and protects only the dissimilar
-tasks' units while it learns (LwPRM).
+tasks' units while it learns (LwPRM). CAT trains a transfer network per earlier task and a
+reference network before each task, frees the units similar tasks claimed first, and adds an
+attention head over the similar tasks' features (``prm.cat``, docs/cat.md).
 
 The engine never writes files: it reports everything through ``emit`` (``prm.events``),
 checkpoints included (``prm.checkpoint``); ``resume`` starts a run from one of them.
@@ -16,6 +18,7 @@ checkpoints included (``prm.checkpoint``); ``resume`` starts a run from one of t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import traceback
@@ -30,10 +33,11 @@ from torch import Tensor
 
 from prm import masks as M
 from prm import step as S
+from prm.cat import KTAPhase, TransferAttention, choose_head
 from prm.checkpoint import Checkpoint, capture
 from prm.config import HATConfig, RunConfig
 from prm.data import Task, TaskSequence, make_sequence
-from prm.events import DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd
+from prm.events import DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskEnd, TransferTest
 from prm.methods import STRATEGIES, Strategy, dissimilar_set, true_groups
 from prm.model import MaskedMLP
 from prm.similarity import cosine_distances, dissimilar_by_rule, features
@@ -154,6 +158,9 @@ def _fit(
     ewc: EWC | None = None,
     also: Sequence[tuple[int, dict[str, Tensor]]] = (),
     settled: Callable[[int], bool] | None = None,
+    anneal: bool = True,
+    keeps: Sequence[tuple[Tensor, Tensor]] | None = None,
+    custom: KTAPhase | None = None,
 ) -> Steps:
     """Train ``task`` for one phase with HAT's patience schedule; return the epochs run and
     the embedding trajectory (after every ``record.trajectory_every``-th epoch, then the
@@ -163,15 +170,19 @@ def _fit(
     batch holds one task's images and trains its head, the batches of all tasks are shuffled
     together, and early stopping watches the validation loss over all of them.
     ``settled(epoch)``, asked after every epoch, ends the phase early when it says so (DTD's
-    ``prm.settle``). A generator (``Steps``): the steps themselves are the driver's."""
+    ``prm.settle``). ``anneal`` False holds s at smax (CAT's transfer networks read frozen
+    masks); ``keeps`` replaces HAT's gradient multipliers (CAT's). A generator (``Steps``):
+    the steps themselves are the driver's, except with ``custom`` (CAT's attention phase),
+    whose own step and validation score run here and whose module is snapshotted too."""
     cfg, opt_cfg = ctx.cfg, ctx.cfg.optim
     jobs = [(task, data), *also]
     ewc_terms = None if ewc is None else ewc.terms()
-    phases = [make_phase(model=model, task=t, head_only=head_only, protect=protect, reg_used=reg_used, ewc=ewc_terms)
-              for t, _ in jobs]
+    phases = [make_phase(model=model, task=t, head_only=head_only, protect=protect, reg_used=reg_used, ewc=ewc_terms,
+                         keeps=keeps) for t, _ in jobs]
     units = model.layers[0].in_features + sum(model.widths)  # one dropout draw per input and unit
     lr = opt_cfg.lr
     best_loss, best_state = math.inf, _snapshot(model)
+    best_custom = custom.state() if custom is not None else None
     patience = opt_cfg.patience
     # HAT anneals s over the batches of an epoch; with two batches it jumps from 1/smax to
     # smax and the masks barely learn (OptimConfig.min_batches), so tiny tasks get smaller batches.
@@ -196,12 +207,14 @@ def _fit(
             if real < bs:  # the last batch, padded with zero-weight rows to the phase's one shape
                 idx = torch.cat([idx, idx.new_zeros(bs - real)])
             x, y = jobs[j][1]["x_train"][idx], jobs[j][1]["y_train"][idx]
-            loss, logits = yield Request(phase=phases[j], x=x, y=y, n=real, noise=noises[b], lr=lr,
-                                         s=M.anneal_s(b, len(batches), cfg.hat.smax))
+            request = Request(phase=phases[j], x=x, y=y, n=real, noise=noises[b], lr=lr,
+                              s=M.anneal_s(b, len(batches), cfg.hat.smax) if anneal else cfg.hat.smax)
+            loss, logits = custom.step(request) if custom is not None else (yield request)
             sum_loss += float(loss) * real
             sum_correct += int((logits.argmax(1) == y[:real]).sum())
         epochs = epoch + 1
-        scores = np.array([evaluate(model, t, d["x_val"], d["y_val"], cfg.hat.smax) for t, d in jobs])
+        scores = np.array([custom.score(d["x_val"], d["y_val"]) if custom is not None else
+                           evaluate(model, t, d["x_val"], d["y_val"], cfg.hat.smax) for t, d in jobs])
         sizes = [len(d["x_val"]) for _, d in jobs]
         val_loss, val_acc = (float(v) for v in (scores[0] if len(jobs) == 1 else np.average(scores, 0, sizes)))
         val_loss += _objective_extra(model, phases[0], cfg.hat, ewc)
@@ -213,6 +226,7 @@ def _fit(
         ))
         if val_loss < best_loss:
             best_loss, best_state = val_loss, _snapshot(model)
+            best_custom = custom.state() if custom is not None else None
             patience = opt_cfg.patience
         else:
             patience -= 1
@@ -226,6 +240,8 @@ def _fit(
         if settled is not None and settled(epoch):
             break
     model.load_state_dict(best_state)
+    if custom is not None:
+        custom.load(best_custom)
     if model.masked:  # end the trajectory where the task ends: the restored best embedding
         trajectory.append([e.detach().cpu().numpy().copy() for e in model.task_embeddings(task)])
     return epochs, trajectory
@@ -320,6 +336,72 @@ def _dtd(
     ctx.emit(DTDResult(task=task, layers=layers, source=source,
                        seconds=time.perf_counter() - started))
     return dissimilar, epochs, rows_all.numpy().astype(np.float64)
+
+
+def _apart(ctx: _Context, model: MaskedMLP, steps: Steps) -> Any:
+    """Drive the steps of a side network (CAT's transfer and reference networks) to the end,
+    now, on a stack of its own with the run's kind of step; returns what they return."""
+    return _drive(Stack(models=[model], configs=[ctx.cfg], stepper=ctx.stack.stepper), {0: steps})[0]
+
+
+def _transfer_test(ctx: _Context, seq: TaskSequence, model: MaskedMLP, task: int,
+                   data: dict[str, Tensor]) -> TransferTest:
+    """CAT's similarity detection for ``task``: per earlier task j, a transfer network (the
+    shared weights under j's mask at smax, frozen, with a fresh head trained on ``task``),
+    and one reference network (fresh, unmasked, trained on ``task`` alone); j is similar when
+    its transfer network is strictly more accurate on ``task``'s validation set. Every
+    training has its own patience schedule capped at ``cat.detect_epochs``; the networks are
+    thrown away, only the calls and their times are kept."""
+    cfg, smax = ctx.cfg, ctx.cfg.hat.smax
+    budget = cfg.cat.detect_epochs
+    accs, epochs = [], []
+    clock = time.perf_counter()
+    for j in range(task):
+        with _run_rng(ctx):
+            net = _build_model(cfg, seq, ctx.strategy, ctx.device)  # its head for ``task`` is the fresh one
+        with torch.no_grad():
+            net.layers.load_state_dict(model.layers.state_dict())
+            net.embedding.weight[task] = model.embedding.weight[j]
+        ran, _ = _apart(ctx, net, _fit(ctx, net, task, data, phase="transfer", max_epochs=budget, head_only=True,
+                                       anneal=False))
+        epochs.append(ran)
+        accs.append(evaluate(net, task, data["x_val"], data["y_val"], smax)[1])
+    seconds = {"transfer": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    with _run_rng(ctx):
+        reference = _build_model(cfg, seq, dataclasses.replace(ctx.strategy, masked=False), ctx.device)
+    reference_epochs, _ = _apart(ctx, reference, _fit(ctx, reference, task, data, phase="reference",
+                                                      max_epochs=budget))
+    reference_acc = evaluate(reference, task, data["x_val"], data["y_val"], smax)[1]
+    seconds["reference"] = time.perf_counter() - clock
+    return TransferTest(task=task, transfer_acc=accs, reference_acc=reference_acc,
+                        similar=[j for j in range(task) if accs[j] > reference_acc], epochs=epochs,
+                        reference_epochs=reference_epochs, seconds=seconds)
+
+
+def _cat_before(ctx: _Context, seq: TaskSequence, model: MaskedMLP, kta: TransferAttention, task: int,
+                data: dict[str, Tensor], task_masks: list[list[Tensor]], acc_mask: list[Tensor],
+                ) -> tuple[TransferTest, list[tuple[Tensor, Tensor]], list[Tensor], KTAPhase | None]:
+    """CAT before it learns ``task``: the transfer test (emitted), then CAT's gradient
+    multipliers, the units they leave protected (recorded as ``protected_l<l>``), and the
+    attention phase when some earlier task was called similar (else None: HAT's step with
+    CAT's multipliers, which equal HAT's when every earlier task is dissimilar)."""
+    test = _transfer_test(ctx, seq, model, task, data)
+    ctx.emit(test)
+    free = [M.cat_free([m[l] for m in task_masks], test.dissimilar) for l in range(len(acc_mask))]
+    keeps = [(w.to(ctx.device), b.to(ctx.device)) for w, b in M.cat_keeps(acc_mask, free)]
+    protected = [a * (1.0 - f) for a, f in zip(acc_mask, free)]
+    custom = None
+    if test.similar:
+        custom = KTAPhase(model=model, kta=kta, task=task, gates=_gates(task_masks, test.similar, ctx.device),
+                          keeps=keeps, reg=M.regulariser_weights(acc_mask, model.widths), cfg=ctx.cfg,
+                          rng=lambda: _run_rng(ctx))
+    return test, keeps, protected, custom
+
+
+def _gates(task_masks: list[list[Tensor]], tasks: Sequence[int], device: torch.device) -> list[list[Tensor]]:
+    """The smax masks of ``tasks``, every layer, on the device: what CAT's attention reads."""
+    return [[m.to(device) for m in task_masks[j]] for j in tasks]
 
 
 @torch.no_grad()
@@ -574,6 +656,14 @@ def _learn(ctx: _Context, seq: TaskSequence, model: MaskedMLP, test_acc: np.ndar
     fisher: list[Tensor] | None = None
     anchor: list[Tensor] | None = None
     first = 0
+    kta: TransferAttention | None = None
+    similar_sets: list[list[int]] = []  # CAT: per task, the earlier tasks its transfer test called similar
+    if strategy.cat:
+        if resume is not None:
+            raise ValueError("CAT runs cannot be resumed: their checkpoints would lack the attention and the calls")
+        with _run_rng(ctx):
+            kta = TransferAttention(width=cfg.model.hidden[-1], head_sizes=[task.n_classes for task in seq.tasks],
+                                    heads=cfg.cat.heads, dropout=cfg.cat.attention_dropout).to(ctx.device)
     if resume is not None:
         _restore(ctx, model, resume, test_acc, val_acc)
         first = resume.checkpoint.task
@@ -582,14 +672,20 @@ def _learn(ctx: _Context, seq: TaskSequence, model: MaskedMLP, test_acc: np.ndar
             acc_mask = [M.accumulate(None if acc_mask is None else acc_mask[l], m) for l, m in enumerate(masks)]
     for t in range(first, len(seq.tasks)):
         seconds: dict[str, float] = {}
-        if strategy.masked and cfg.record.checkpoints and t > 0:
+        if strategy.masked and not strategy.cat and cfg.record.checkpoints and t > 0:
             ctx.emit(capture(task=t, model=model, task_masks=task_masks, generator=ctx.generator, config=cfg,
                              rng_torch=ctx.torch_state))
         if strategy.fresh_per_task and t > 0:
             with _run_rng(ctx):
                 model = _build_model(cfg, seq, strategy, ctx.device)
             ctx.stack.adopt(ctx.slot, model)
-        protect, dissimilar, epochs = acc_mask, None, {}
+        protect, dissimilar, epochs, keeps, custom = acc_mask, None, {}, None, None
+        if strategy.cat and t > 0:
+            test, keeps, protect, custom = _cat_before(ctx, seq, model, kta, t, data[t], task_masks, acc_mask)
+            seconds.update(test.seconds)
+            epochs.update(transfer=sum(test.epochs), reference=test.reference_epochs)
+        if strategy.cat:
+            similar_sets.append(test.similar if t > 0 else [])
         if strategy.runs_dtd and t > 0:
             _init_embedding(model, t, cfg.prm.embedding_init)
             clock = time.perf_counter()
@@ -606,7 +702,7 @@ def _learn(ctx: _Context, seq: TaskSequence, model: MaskedMLP, test_acc: np.ndar
         epochs["train"], trajectory = yield from _fit(
             ctx, model, t, data[t], phase="train", max_epochs=cfg.optim.max_epochs,
             protect=protect if strategy.protect != "none" else None, reg_used=reg_used, ewc=ewc,
-            also=[(i, data[i]) for i in range(t)] if strategy.joint else ())
+            also=[(i, data[i]) for i in range(t)] if strategy.joint else (), keeps=keeps, custom=custom)
         seconds["train"] = time.perf_counter() - clock
         arrays: dict[str, np.ndarray] = {}
         if strategy.masked:
@@ -629,7 +725,15 @@ def _learn(ctx: _Context, seq: TaskSequence, model: MaskedMLP, test_acc: np.ndar
         if strategy.fresh_per_task:
             eval_models.append(model)
         clock = time.perf_counter()
+        kta_used: list[bool] | None = [] if strategy.cat else None
         for i in range(t + 1):
+            if strategy.cat and similar_sets[i]:  # CAT's choice between the main and the attention head
+                use, val_acc[t, i], test_acc[t, i] = choose_head(
+                    model, kta, i, _gates(task_masks, similar_sets[i], ctx.device), data[i], smax)
+                kta_used.append(use)
+                continue
+            if kta_used is not None:
+                kta_used.append(False)
             net = eval_models[i] if strategy.fresh_per_task and not strategy.joint else model
             _, test_acc[t, i] = evaluate(net, i, data[i]["x_test"], data[i]["y_test"], smax)
             _, val_acc[t, i] = evaluate(net, i, data[i]["x_val"], data[i]["y_val"], smax)
@@ -638,7 +742,7 @@ def _learn(ctx: _Context, seq: TaskSequence, model: MaskedMLP, test_acc: np.ndar
             ctx.emit(TaskArrays(task=t, kind="task", arrays=arrays))
         ctx.emit(TaskEnd(
             task=t, test_acc=_row(test_acc[t]), val_acc=_row(val_acc[t]), seconds=seconds, epochs=epochs,
-            capacity=[M.capacity_used(m) for m in acc_mask] if acc_mask is not None else [],
+            capacity=[M.capacity_used(m) for m in acc_mask] if acc_mask is not None else [], kta=kta_used,
         ))
 
 

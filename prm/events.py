@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-PHASES = ("dtd-head", "dtd", "train")
-"""Training phases: DTD's 1st optimisation (head only), DTD's 2nd, and the kept training
-(LwPRM for PRM, the only phase for every other method)."""
+PHASES = ("dtd-head", "dtd", "train", "transfer", "reference")
+"""Training phases: DTD's 1st optimisation (head only), DTD's 2nd, the kept training (LwPRM
+for PRM, the only phase of most methods), and CAT's similarity tests: one ``transfer``
+training per earlier task and one ``reference`` training per new task (:class:`TransferTest`)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,7 +76,34 @@ class DTDResult:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TransferTest:
+    """CAT's similarity detection for ``task``: earlier task j is ``similar`` when the transfer
+    network built on j's frozen masked features (``transfer_acc[j]``, validation accuracy on
+    ``task``) beats a reference network trained from scratch (``reference_acc``).
+    ``epochs[j]``/``reference_epochs``: how long each trained; ``seconds``: the time of all
+    transfer trainings and of the reference (the cost that grows with the task count)."""
+
+    type = "transfer_test"
+    task: int
+    transfer_acc: list[float]
+    reference_acc: float
+    similar: list[int]
+    epochs: list[int]
+    reference_epochs: int
+    seconds: dict[str, float]
+
+    @property
+    def dissimilar(self) -> list[int]:
+        """The earlier tasks not called similar: the complement, in DTD's terms."""
+        return [j for j in range(self.task) if j not in set(self.similar)]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TaskEnd:
+    """A task learnt and every task so far evaluated. ``kta`` (CAT only): per task so far,
+    whether its knowledge-transfer-attention head was used, chosen because it scored higher
+    on that task's validation set than the main head (CAT's rule), at this evaluation."""
+
     type = "task_end"
     task: int
     test_acc: list[float | None]
@@ -83,6 +111,7 @@ class TaskEnd:
     seconds: dict[str, float]
     epochs: dict[str, int]
     capacity: list[float]
+    kta: list[bool] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -135,7 +164,7 @@ class RunEnd:
     error: str | None = None
 
 
-Event = RunStarted | EpochEnd | DTDResult | TaskEnd | TaskArrays | ArraysWritten | TaskCheckpoint | RunEnd
+Event = RunStarted | EpochEnd | DTDResult | TransferTest | TaskEnd | TaskArrays | ArraysWritten | TaskCheckpoint | RunEnd
 
 STATUSES = ("running", "finished", "stopped", "failed")
 

@@ -75,6 +75,48 @@ def layer_keeps(protect: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
     return keeps
 
 
+def first_claimed(task_masks: Sequence[Tensor]) -> list[Tensor]:
+    """Per earlier task i, the units it claimed first: a_<=i - a_<=i-1 rounds to 1 (> 0.5).
+
+    CAT's bookkeeping: a unit belongs to the task that first took it, whoever uses it later.
+    """
+    out, previous = [], None
+    for mask in task_masks:
+        current = accumulate(previous, mask)
+        out.append((current if previous is None else current - previous) > 0.5)
+        previous = current
+    return out
+
+
+def cat_free(task_masks: Sequence[Tensor], dissimilar: Sequence[int]) -> Tensor:
+    """CAT's T: 1 on every unit no task in ``dissimilar`` claimed first (:func:`first_claimed`),
+    0 on the rest; units first claimed by similar tasks, or by none, stay free."""
+    free = torch.ones_like(task_masks[0])
+    called = set(dissimilar)
+    for i, claimed in enumerate(first_claimed(task_masks)):
+        if i in called:
+            free = free * (~claimed).to(free)
+    return free
+
+
+def cat_keeps(accumulated: Sequence[Tensor], free: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """CAT's gradient multipliers, per layer: max(HAT's 1 - min(a_out, a_in), min(T_out, T_in)).
+
+    A weight moves when HAT would let it (an end unused by every earlier task) or when both
+    its ends are free in T (:func:`cat_free`): claimed first by tasks similar to the new one.
+    Unlike PRM's relaxed mask, which is built from the dissimilar tasks' masks alone, a unit
+    a dissimilar task uses but a similar task claimed first stays free here; a weight from a
+    free unit into a unit a dissimilar task claimed stays protected. The first layer's inputs
+    are not masked: there T_out alone decides, as HAT's 1 - a_out does.
+    """
+    keeps = []
+    for index, ((keep_w, keep_b), free_out) in enumerate(zip(layer_keeps(accumulated), free)):
+        free_w = free_out.unsqueeze(1) if index == 0 else torch.minimum(free_out.unsqueeze(1),
+                                                                        free[index - 1].unsqueeze(0))
+        keeps.append((torch.maximum(keep_w, free_w.expand_as(keep_w)), torch.maximum(keep_b, free_out)))
+    return keeps
+
+
 def embedding_compensation(embedding: Tensor, s: float, smax: float, thres_cosh: float) -> Tensor:
     """HAT's Eq. 4 factor: smax (cosh(clamp(s e)) + 1) / (s (cosh(e) + 1)).
 

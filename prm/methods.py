@@ -2,7 +2,8 @@
 
 No method has a loop of its own. They differ only in whether the network is masked, which
 mask protects earlier tasks (none, HAT's accumulated a_<=t-1, or PRM's relaxed p_<=t-1),
-where PRM's dissimilar sets come from, whether an EWC penalty is added, whether each
+where PRM's dissimilar sets come from, whether CAT's transfer tests and attention run,
+whether an EWC penalty is added, whether each
 task starts from a fresh network, and whether it trains on every task's data so far (joint).
 """
 
@@ -21,6 +22,7 @@ class Strategy:
     protect: str  # "none" | "accumulated" (HAT) | "relaxed" (PRM)
     similarity: str | None = None  # PRM only: "xmeans" | "all-similar" | "all-dissimilar" | "true"
     ewc: bool = False
+    cat: bool = False  # CAT: transfer/reference tests, relaxed first-claimed units, the KTA head
     fresh_per_task: bool = False
     joint: bool = False  # train on the data of every task so far at once (with fresh_per_task)
 
@@ -38,6 +40,7 @@ STRATEGIES: dict[str, Strategy] = {
     "prm-d": Strategy(masked=True, protect="relaxed", similarity="all-dissimilar"),
     "prm-t": Strategy(masked=True, protect="relaxed", similarity="true"),  # see true_groups
     "hat": Strategy(masked=True, protect="accumulated"),
+    "cat": Strategy(masked=True, protect="accumulated", cat=True),
     "ncl": Strategy(masked=False, protect="none"),
     "ewc": Strategy(masked=False, protect="none", ewc=True),
     "stl": Strategy(masked=False, protect="none", fresh_per_task=True),

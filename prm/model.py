@@ -54,11 +54,16 @@ class MaskedMLP(nn.Module):
         """a_t^l = sigmoid(s e_t^l) for every masked layer l (with gradients)."""
         return self.split(task_mask(self.embedding.weight[task], s))
 
-    def features(self, x: Tensor, task: int, s: float) -> tuple[Tensor, Tensor | None]:
+    def features(self, x: Tensor, task: int, s: float, *,
+                 gates: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
         """The feature extractor's output for ``task`` and the concatenated mask used
-        (None when unmasked)."""
-        mask = task_mask(self.embedding.weight[task], s) if self.masked else None
-        per_layer = self.split(mask) if mask is not None else None
+        (None when unmasked). ``gates`` (one per layer) replace the task's mask: CAT's
+        attention reads the features under earlier tasks' frozen masks (``prm.cat``)."""
+        if gates is not None:
+            mask, per_layer = None, list(gates)
+        else:
+            mask = task_mask(self.embedding.weight[task], s) if self.masked else None
+            per_layer = self.split(mask) if mask is not None else None
         h = self.input_dropout(x)
         for index, layer in enumerate(self.layers):
             h = self.hidden_dropout(torch.relu(layer(h)))

@@ -14,7 +14,8 @@ import math
 from typing import Any
 
 from prm.config import METHODS, PRM_CHOICES, ConfigError, RunConfig
-from prm.events import PHASES, STATUSES, ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskEnd
+from prm.events import (PHASES, STATUSES, ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskEnd,
+                        TransferTest)
 from prm.methods import STRATEGIES
 
 MAX_TASKS = 1000
@@ -173,12 +174,32 @@ def _task_end(r: dict, T: int, L: int) -> TaskEnd:
     epochs = _dict(r.get("epochs"), "epochs")
     capacity = _list(r.get("capacity"), "capacity", L)
     _need(len(capacity) in (0, L), f"capacity must have one value per masked layer ({L})")
+    kta = r.get("kta")
+    if kta is not None:
+        kta = _list(kta, "kta", T)
+        _need(len(kta) == task + 1 and all(isinstance(v, bool) for v in kta),
+              f"kta must hold true or false for each task learnt so far (1..{task + 1})")
     return TaskEnd(
         task=task, test_acc=_accuracies(r.get("test_acc"), "test_acc", T, task),
         val_acc=_accuracies(r.get("val_acc"), "val_acc", T, task),
         seconds={_str(k, "seconds key", choices=TIMING_PHASES): _num(v, f"seconds.{k}", 0.0) for k, v in seconds.items()},
         epochs={_str(k, "epochs key", choices=TIMING_PHASES): _int(v, f"epochs.{k}", 0, 10**6) for k, v in epochs.items()},
-        capacity=[_num(v, "capacity[]", 0.0, 1.0) for v in capacity])
+        capacity=[_num(v, "capacity[]", 0.0, 1.0) for v in capacity], kta=kta)
+
+
+def _transfer_test(r: dict, T: int, L: int) -> TransferTest:
+    task = _int(r.get("task"), "task", 1, T - 1)
+    accs = _list(r.get("transfer_acc"), "transfer_acc", task)
+    epochs = _list(r.get("epochs"), "epochs", task)
+    _need(len(accs) == task and len(epochs) == task, f"transfer_acc and epochs must have one entry per earlier task ({task})")
+    seconds = _dict(r.get("seconds"), "seconds")
+    return TransferTest(
+        task=task, transfer_acc=[_num(v, "transfer_acc[]", 0.0, 1.0) for v in accs],
+        reference_acc=_num(r.get("reference_acc"), "reference_acc", 0.0, 1.0),
+        similar=_indices(r.get("similar"), "similar", task), epochs=[_int(v, "epochs[]", 0, 10**6) for v in epochs],
+        reference_epochs=_int(r.get("reference_epochs"), "reference_epochs", 0, 10**6),
+        seconds={_str(k, "seconds key", choices=("transfer", "reference")): _num(v, f"seconds.{k}", 0.0)
+                 for k, v in seconds.items()})
 
 
 def _dtd(r: dict, T: int, L: int) -> DTDResult:
@@ -264,7 +285,7 @@ def _run_end(r: dict, T: int, L: int) -> RunEnd:
                   error=_str(r.get("error"), "error", none=True, limit=100_000))
 
 
-_PARSERS = {"epoch": _epoch, "task_end": _task_end, "dtd": _dtd, "arrays": _arrays, "run_end": _run_end}
+_PARSERS = {"epoch": _epoch, "task_end": _task_end, "dtd": _dtd, "transfer_test": _transfer_test, "arrays": _arrays, "run_end": _run_end}
 
 
 # ----------------------------------------------------------------------------- summary.json

@@ -43,7 +43,7 @@ import numpy as np
 from prm import metrics, safeio
 from prm.config import ConfigError, RunConfig
 from prm.events import (ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskCheckpoint, TaskEnd,
-                        to_record)
+                        TransferTest, to_record)
 from prm.records import BadRecord, parse_record, parse_started, parse_summary
 
 SCHEMA = 1
@@ -178,6 +178,7 @@ class RunState:
     started: RunStarted | None = None
     epochs: tuple[EpochEnd, ...] = ()
     dtd: dict[int, DTDResult] = field(default_factory=dict)
+    transfer: dict[int, TransferTest] = field(default_factory=dict)
     task_ends: dict[int, TaskEnd] = field(default_factory=dict)
     array_files: dict[tuple[str, int], str] = field(default_factory=dict)
     end: RunEnd | None = None
@@ -216,6 +217,23 @@ class RunState:
             R[j] = [np.nan if v is None else v for v in row]
         return R
 
+    def task_seconds(self) -> dict[str, np.ndarray]:
+        """Seconds spent on each learnt task, per timing phase (``train``, ``dtd``, ``eval``,
+        CAT's ``transfer`` and ``reference``): arrays of length ``tasks_done``, 0 where a task
+        had no such phase. Their sum per task is the time per task of the paper's Figure 3."""
+        done = sorted(self.task_ends)
+        phases = sorted({p for t in done for p in self.task_ends[t].seconds})
+        return {p: np.array([self.task_ends[t].seconds.get(p, 0.0) for t in done]) for p in phases}
+
+    def calls(self, layer: int = -1) -> dict[int, tuple[str, list[int]]]:
+        """Every similarity decision of the run: task -> (who decided, earlier tasks called
+        dissimilar). PRM and its ablations: DTD's set for ``layer`` (the last by default: the
+        layer the heads read), ``who`` its source (xmeans, linkage, cut, true, whatif ...).
+        CAT: its transfer test, ``who`` = ``cat``, one set for every layer."""
+        out = {t: (record.source, list(record.layers[layer]["dissimilar"])) for t, record in self.dtd.items()}
+        out.update({t: ("cat", test.dissimilar) for t, test in self.transfer.items()})
+        return dict(sorted(out.items()))
+
     def current(self) -> EpochEnd | None:
         """The latest epoch record: where a running sequence is now."""
         return self.epochs[-1] if self.epochs else None
@@ -227,10 +245,12 @@ def _admit(state: dict[str, Any], event: Any) -> str | None:
     if state["end"] is not None:
         return "after run_end"
     current = len(state["task_ends"])
-    if isinstance(event, (EpochEnd, TaskEnd, DTDResult, ArraysWritten)) and event.task != current:
+    if isinstance(event, (EpochEnd, TaskEnd, DTDResult, TransferTest, ArraysWritten)) and event.task != current:
         return f"for task {event.task + 1} while task {current + 1} is being learnt"
     if isinstance(event, DTDResult) and event.task in state["dtd"]:
         return "a second DTD record for this task"
+    if isinstance(event, TransferTest) and event.task in state["transfer"]:
+        return "a second transfer test for this task"
     if isinstance(event, ArraysWritten) and (event.kind, event.task) in state["array_files"]:
         return "a second array file for this task"
     return None
@@ -244,7 +264,7 @@ def apply_events(state: RunState, records: Iterable[dict[str, Any]]) -> RunState
     """
     new = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     epochs, skipped = list(new["epochs"]), list(new["skipped"])
-    for name in ("dtd", "task_ends", "array_files"):
+    for name in ("dtd", "transfer", "task_ends", "array_files"):
         new[name] = dict(new[name])
     for record in records:
         kind = record.get("type")
@@ -268,6 +288,8 @@ def apply_events(state: RunState, records: Iterable[dict[str, Any]]) -> RunState
             epochs.append(event)
         elif isinstance(event, DTDResult):
             new["dtd"][event.task] = event
+        elif isinstance(event, TransferTest):
+            new["transfer"][event.task] = event
         elif isinstance(event, TaskEnd):
             new["task_ends"][event.task] = event
         elif isinstance(event, ArraysWritten):

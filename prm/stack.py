@@ -50,17 +50,18 @@ class Phase:
 
 
 def phase(*, model: MaskedMLP, task: int, head_only: bool, protect: Sequence[Tensor] | None,
-          reg_used: Sequence[Tensor] | None, ewc=None) -> Phase:
+          reg_used: Sequence[Tensor] | None, ewc=None, keeps: Sequence[tuple[Tensor, Tensor]] | None = None) -> Phase:
     """A run's ``Phase``: HAT's multipliers 1 - min(a_out, a_in) of ``protect`` (none for the
-    first task: multipliers of one, so that it runs the same graph), and the regulariser's
-    weights of ``reg_used`` (``prm.masks``); ``ewc``: (fisher, anchor, lambda) or None."""
+    first task: multipliers of one, so that it runs the same graph), or ``keeps`` as given
+    (CAT's, ``masks.cat_keeps``), and the regulariser's weights of ``reg_used``
+    (``prm.masks``); ``ewc``: (fisher, anchor, lambda) or None."""
     train_embeddings = model.masked and not head_only
-    keeps = reg = None
+    reg = None
     if train_embeddings:
         protect = protect or [torch.zeros(w) for w in model.widths]
-        keeps = tuple(M.layer_keeps(protect))
+        keeps = tuple(keeps) if keeps is not None else tuple(M.layer_keeps(protect))
         reg = M.regulariser_weights(reg_used, model.widths)
-    return Phase(task=task, head_only=head_only, keeps=keeps, reg=reg, ewc=ewc)
+    return Phase(task=task, head_only=head_only, keeps=keeps if train_embeddings else None, reg=reg, ewc=ewc)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -81,7 +81,7 @@ def search_space(method: str) -> tuple[Range, ...]:
     The ranges hold this project's defaults (dropout 0.2/0.5, lr 0.1, lamb 0.75, EWC 5000)
     well inside them; docs/tuning.md says why each bound is where it is."""
     base = (INPUT_DROPOUT, HIDDEN_DROPOUT, LR)
-    if method == "hat" or method.startswith("prm"):
+    if method in ("hat", "cat") or method.startswith("prm"):
         return (*base, LAMB)
     if method == "ewc":
         return (*base, EWC_LAMBDA)

@@ -4,11 +4,11 @@
     python scripts/make_sample_runs.py --out /tmp/samples --sequences digits-mixed
 
 The story first: ``digits-mixed-few`` (two training images per writer and digit, full digit
-pairs), where sharing between writers can pay, with PRM+, PRM, PRM(T), HAT, NCL, STL and joint
+pairs), where sharing between writers can pay, with PRM+, PRM, PRM(T), HAT, CAT, NCL, STL and joint
 of the same seed side by side; the app opens on its PRM+ run. Its seed is 4, the one of the
 README's five seeds (0-4) where PRM+ gained most over HAT (0.976 against 0.957; over all five
 the gain is within the seed spread, see the README). Then the full sequences, seed 0: PRM,
-HAT, NCL, PRM(S), PRM(D) and STL on ``digits-mixed``, and PRM, HAT and STL on
+HAT, CAT, NCL, PRM(S), PRM(D) and STL on ``digits-mixed``, and PRM, HAT and STL on
 ``digits-classes``, ``digits-writers`` and the 28x28 ``mnist5k-mixed`` (which records its
 measured oracle transfer). Default configuration (``prm.config.preset``, so PRM+ gets its
 levers).
@@ -36,8 +36,8 @@ from prm.engine import train_sequence  # noqa: E402
 from prm.runs import RunWriter  # noqa: E402
 
 SAMPLES = {  # sequence -> (seed, methods); a few MB in all
-    "digits-mixed-few": (4, ("prm+", "prm", "prm-t", "hat", "ncl", "stl", "joint")),
-    "digits-mixed": (0, ("prm", "hat", "ncl", "prm-s", "prm-d", "stl")),
+    "digits-mixed-few": (4, ("prm+", "prm", "prm-t", "hat", "cat", "ncl", "stl", "joint")),
+    "digits-mixed": (0, ("prm", "hat", "cat", "ncl", "prm-s", "prm-d", "stl")),
     "digits-classes": (0, ("prm", "hat", "stl")),
     "digits-writers": (0, ("prm", "hat", "stl")),
     "mnist5k-mixed": (0, ("prm", "hat", "stl")),

@@ -27,7 +27,7 @@ def exit_code(argv, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "--sequence", "mnist"], "unknown sequence 'mnist'"),
-    (["run", "--method", "cat"], "unknown method 'cat'"),
+    (["run", "--method", "lwf"], "unknown method 'lwf'"),
     (["run", "--epochs", "0", "--n-tasks", "2"], "optim.max_epochs"),
     (["run", "--sequence", "digits-classes", "--n-tasks", "9"], "digits-classes"),
     (["run", "--lr", "fast"], "invalid float value"),

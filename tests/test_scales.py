@@ -42,7 +42,8 @@ def _decisions(dtd: dict[int, list[dict]]) -> SimpleNamespace:
     tasks = [_task("writer 00", **WRITER), _task("classes 0-1", family="classes", classes=[0, 1]),
              _task("writer 01", **WRITER), _task("writer 02", **WRITER)]
     return SimpleNamespace(tasks=tasks, n_tasks=4, tasks_done=4,
-                           dtd={t: SimpleNamespace(layers=layers, source="xmeans") for t, layers in dtd.items()})
+                           dtd={t: SimpleNamespace(layers=layers, source="xmeans") for t, layers in dtd.items()},
+                           calls=lambda layer=-1: {t: ("xmeans", layers[layer]["dissimilar"]) for t, layers in dtd.items()})
 
 
 def test_overview_marks_each_call_against_the_truth():
@@ -145,7 +146,8 @@ def test_phase_chart_uses_the_phase_palette_and_the_strip_names_its_families():
 
     state = load_run(ROOT / SAMPLE).state
     fig = overview.phase_figure(overview.phase_seconds(state))
-    assert {bar.name: bar.marker.color for bar in fig.data} == {PHASE_LABELS[p]: PHASE_COLOURS[p] for p in PHASE_COLOURS}
+    assert {bar.name: bar.marker.color for bar in fig.data} == {PHASE_LABELS[p]: PHASE_COLOURS[p] for p in PHASE_COLOURS
+                                                                if p not in overview.CAT_PHASES}  # a PRM run
     strip = overview.sequence_strip(state)
     assert strip.layout.showlegend and "family" in strip.layout.legend.title.text
     assert {bar.name: bar.marker.color for bar in strip.data} == {"writers": family_colour("writers"),
@@ -153,10 +155,10 @@ def test_phase_chart_uses_the_phase_palette_and_the_strip_names_its_families():
 
 
 def test_embedding_points_are_outlined_by_their_call():
-    run = load_run(ROOT / SAMPLE)  # T10 (digit pair 0-1): l0 called T1-T4, T6, T7 similar (wrong), T5, T8, T9 not
-    frame = embeddings.step_frame(run, 0, embeddings.compute(run, 0, "pca"), "T10")
+    run = load_run(ROOT / SAMPLE)  # T10 (digit pair 0-1): l0 called T3, T5, T8, T9 dissimilar (right), the rest
+    frame = embeddings.step_frame(run, 0, embeddings.compute(run, 0, "pca"), "T10")  # similar (wrong)
     assert frame.set_index("task")["call"].to_dict() == {
-        "T1": "✗", "T2": "✗", "T3": "✗", "T4": "✗", "T5": "✓", "T6": "✗", "T7": "✗", "T8": "✓", "T9": "✓", "T10": ""}
+        "T1": "✗", "T2": "✗", "T3": "✓", "T4": "✗", "T5": "✓", "T6": "✗", "T7": "✗", "T8": "✓", "T9": "✓", "T10": ""}
     fig = embeddings.figure(frame, title="t")
     outline = {}
     for trace in fig.data:

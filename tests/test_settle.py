@@ -8,7 +8,7 @@ import json
 import pytest
 
 from prm.checkpoint import config_hash
-from prm.config import ConfigError, OptimConfig, PRMConfig
+from prm.config import CATConfig, ConfigError, OptimConfig, PRMConfig
 from prm.engine import train_sequence
 from prm.events import TaskEnd
 from tests.conftest import tiny_config
@@ -40,6 +40,7 @@ def test_settle_is_validated_and_old_checkpoints_keep_their_hash():
     # a checkpoint written before these fields existed hashed the config without them
     base = tiny_config()
     before = base.to_dict()
-    del before["prm"]["settle"], before["prm"]["settle_every"]
+    del before["prm"]["settle"], before["prm"]["settle_every"], before["cat"]  # CAT's section came later still
     assert config_hash(base) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    assert config_hash(base) != config_hash(base.replace(cat=CATConfig(kta_weight=0.5)))
     assert config_hash(base) != config_hash(base.replace(prm=PRMConfig(**{**base.to_dict()["prm"], "settle": 2})))

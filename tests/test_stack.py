@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from prm.config import ModelConfig, OptimConfig, PRMConfig, RecordConfig, RunConfig
+from prm.config import CATConfig, ModelConfig, OptimConfig, PRMConfig, RecordConfig, RunConfig
 from prm.engine import Job, train_sequence, train_together
 from prm.runs import RunWriter
 
@@ -25,7 +25,7 @@ SKIP = {"seconds", "error"}  # wall-clock fields: a stacked run's time is the st
 def config(method: str, seed: int, **changes) -> RunConfig:
     return RunConfig(sequence="digits-mixed", n_tasks=3, method=method, seed=seed,
                      model=ModelConfig(hidden=(24, 24)), optim=OptimConfig(max_epochs=5, patience=2),
-                     prm=PRMConfig(dtd_epochs=3, head_epochs=2),
+                     prm=PRMConfig(dtd_epochs=3, head_epochs=2), cat=CATConfig(detect_epochs=4),
                      record=RecordConfig(trajectory_every=1, projections=("pca",))).replace(**changes)
 
 
@@ -75,7 +75,7 @@ def same_folder(alone: Path, together: Path) -> None:
                     torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["prm", "hat", "stl", "ncl"])
+@pytest.mark.parametrize("method", ["prm", "hat", "stl", "ncl", "cat"])
 def test_a_stack_of_seeds_records_what_each_seed_records_alone(tmp_path, method):
     seeds = (0, 1, 2)
     for seed in seeds:

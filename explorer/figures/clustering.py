@@ -1,4 +1,5 @@
-"""'Why together?': the X-means decision record of one DTD step and the evidence behind it."""
+"""'Why together?': the X-means decision record of one DTD step and the evidence behind it,
+and for CAT runs, which decide by transfer tests instead, each step's tests and calls."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pandas.io.formats.style import Styler
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from explorer.figures.common import (DIVERGING, RIGHT_COLOUR, SEQUENTIAL, WRONG_COLOUR, cluster_colour, fmt, mark,
-                                     plain_names, short, style, task_label)
-from prm.events import DTDResult
+from explorer.figures.common import (DISSIMILAR_COLOUR, DIVERGING, RIGHT_COLOUR, SEQUENTIAL, SIMILAR_COLOUR,
+                                     WRONG_COLOUR, cluster_colour, fmt, mark, plain_names, short, style, task_label)
+from prm.events import DTDResult, TransferTest
 from prm.methods import judged_right, true_groups
 from prm.runs import Run, RunState
 from prm.similarity import features
@@ -331,3 +332,64 @@ def pair_evidence(run: Run, step: int, layer: int, i: int, j: int) -> dict[str, 
         "cosine": float(pairwise(X[[i, j]], "cosine")[0, 1]),
         "jaccard": overlap, "bic_now": float(current), "bic_change": float(proposed - current), "change": change,
     }
+
+
+# ----------------------------------------------------------------------------- CAT
+
+def transfer_calls(tasks, test: TransferTest) -> pd.DataFrame:
+    """:func:`calls` of one CAT transfer test (its dissimilar set: the earlier tasks whose
+    transfer network did not beat the reference), each with its transfer accuracy."""
+    frame = calls(tasks, task=test.task, dissimilar=test.dissimilar)
+    return frame.assign(**{"transfer acc": [fmt(a) for a in test.transfer_acc]})
+
+
+def transfer_figure(test: TransferTest, tasks) -> go.Figure:
+    """Per earlier task, its transfer network's validation accuracy on the new task, a bar
+    coloured by CAT's call (similar: above the reference) and marked ✓/✗ against the truth;
+    the reference network's accuracy is the dashed line the bars are measured against. The
+    axis is zoomed (accuracies near 1 differ in the second decimal)."""
+    right = judged_right(groups=true_groups(tasks), task=test.task, dissimilar=test.dissimilar)
+    names = plain_names(tasks, test.task)
+    x = [short(j) for j in range(test.task)]
+    similar = set(test.similar)
+    fig = go.Figure()
+    for called, colour in (("similar", SIMILAR_COLOUR), ("dissimilar", DISSIMILAR_COLOUR)):
+        js = [j for j in range(test.task) if (j in similar) == (called == "similar")]
+        fig.add_bar(x=[x[j] for j in js], y=[test.transfer_acc[j] for j in js], name=f"called {called}",
+                    marker=dict(color=colour, line=dict(color="#555", width=1)),
+                    text=[mark(right[j]) for j in js], textposition="outside", cliponaxis=False,
+                    textfont=dict(size=FONT + 4, color=[RIGHT_COLOUR if right[j] else WRONG_COLOUR for j in js]),
+                    customdata=[[names[j], test.epochs[j], "right" if right[j] else "wrong"] for j in js],
+                    hovertemplate="%{customdata[0]}<br>transfer accuracy %{y:.3f} after %{customdata[1]} epochs"
+                                  f"<br>called {called}: %{{customdata[2]}}<extra></extra>")
+    reference = dict(color="black", dash="dash", width=2)
+    fig.add_hline(y=test.reference_acc, line=reference)
+    fig.add_scatter(x=[None], y=[None], mode="lines", line=reference,  # the line's legend entry
+                    name=f"reference network (from scratch) {fmt(test.reference_acc)}")
+    low = min([*test.transfer_acc, test.reference_acc])
+    bottom = max(0.0, low - max(0.05, 0.25 * (1 - low)))
+    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2) if (1 - bottom) / s <= 6)
+    fig.update_xaxes(title="earlier task (its frozen masked features, a new head)", categoryorder="array",
+                     categoryarray=x)
+    fig.update_yaxes(title=f"validation accuracy on {short(test.task)}", range=[bottom, 1.05],  # room for the marks
+                     tickvals=[round(1 - k * step, 2) for k in range(int((1 - bottom) / step) + 1)])
+    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.25, x=0))
+    return style(fig, title=f"CAT's transfer tests when {short(test.task)} arrived: similar = above the reference",
+                 height=380)
+
+
+def transfer_summary(state: RunState) -> pd.DataFrame:
+    """One row per CAT transfer test: the tasks called similar, the calls right of all
+    (``judged_right``), the reference's accuracy and the best transfer accuracy, and the
+    seconds of the transfer trainings (one per earlier task) and of the reference."""
+    groups = true_groups(state.tasks)
+    rows = []
+    for t, test in sorted(state.transfer.items()):
+        right = sum(judged_right(groups=groups, task=t, dissimilar=test.dissimilar).values())
+        rows.append({"step": short(t), "called similar": ", ".join(short(j) for j in test.similar) or "none",
+                     "calls right": f"{right} of {t}", "reference acc": fmt(test.reference_acc),
+                     "best transfer acc": fmt(max(test.transfer_acc)),
+                     "transfer s": fmt(test.seconds.get("transfer"), 2),
+                     "reference s": fmt(test.seconds.get("reference"), 2)})
+    return pd.DataFrame(rows, columns=["step", "called similar", "calls right", "reference acc", "best transfer acc",
+                                       "transfer s", "reference s"])

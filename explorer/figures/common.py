@@ -25,13 +25,19 @@ SEQUENTIAL = "Viridis"
 # One meaning per palette: families (above), clusters (pastel Set2), tasks (D3), methods and
 # phases each have their own, and right/wrong calls two fixed colours. The method palette
 # shares no colour with the task palette and keeps clear of the right/wrong green and red:
-# HAT in blue, PRM and its variants in purples, oranges and browns, the baselines in teal,
-# ochre, grey and black.
+# HAT in blue and CAT, built on HAT, in cyan; PRM and its variants in purples, oranges and
+# browns; the baselines in teal, ochre, grey and black.
 METHOD_COLOURS = {"prm": "#7B3294", "prm+": "#E66101", "prm-s": "#DE77AE", "prm-d": "#8C510A",
-                  "prm-t": "#B2ABD2", "hat": "#2166AC", "ncl": "#262626", "ewc": "#A6761D",
+                  "prm-t": "#B2ABD2", "hat": "#2166AC", "cat": "#00A9E0", "ncl": "#262626", "ewc": "#A6761D",
                   "stl": "#35978F", "joint": "#999999"}
-PHASE_COLOURS = {"dtd-head": "#C6DBEF", "dtd": "#6BAED6", "xmeans": "#08519C", "train": "#FDAE6B",
-                 "eval": "#BDBDBD"}
+PHASE_COLOURS = {"dtd-head": "#C6DBEF", "dtd": "#6BAED6", "xmeans": "#08519C", "transfer": "#BCBDDC",
+                 "reference": "#756BB1", "train": "#FDAE6B", "eval": "#BDBDBD"}
+DETECTION_PHASES = ("dtd", "transfer", "reference")
+"""The timing phases (``RunState.task_seconds``) spent deciding which tasks are similar: PRM's
+DTD (its passes and X-means), CAT's transfer and reference trainings."""
+SIMILAR_COLOUR, DISSIMILAR_COLOUR = "#FDD49E", "#C6DBEF"
+"""A call, not its judgement: called similar (warm, units shared) or dissimilar (cool, protected);
+whether the call was right is the ✓/✗ in the right/wrong colours."""
 RIGHT_COLOUR, WRONG_COLOUR = "#1A9850", "#D73027"
 RIGHT_MARK, WRONG_MARK = "✓", "✗"
 
@@ -50,6 +56,8 @@ PHASE_LABELS = {
     "dtd-head": "DTD 1st opt. (head only)",
     "dtd": "DTD 2nd opt. (whole model)",
     "xmeans": "X-means",
+    "transfer": "CAT transfer tests",
+    "reference": "CAT reference",
     "train": "training (LwPRM for PRM)",
     "eval": "evaluation",
 }

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 
 from explorer.catalog import config_key
 from explorer.figures.accuracy import colour_range
-from explorer.figures.common import FONT, SEQUENTIAL, fmt, method_colour, plain, short, style
+from explorer.figures.common import DETECTION_PHASES, FONT, SEQUENTIAL, fmt, md, method_colour, plain, short, style
 from explorer.figures.overview import run_metrics
 from prm.runs import RunState
 
@@ -218,3 +218,113 @@ def matrices(groups: list[dict]) -> go.Figure:
     fig = style(fig, height=per_row * rows)
     fig.update_layout(margin=dict(t=30 + 20 * lines))
     return fig
+
+
+# ----------------------------------------------------------------------------- time per task
+
+TIME = ["run", "method", "config", "seed", "task", "seconds", "detection", "accumulated"]
+
+
+def older_engine(state: RunState) -> bool:
+    """Whether the run was recorded by the engine before its hand-written step (``compiled``
+    absent from run_started): that engine's steps were slower (docs/speed.md), so its times do
+    not compare with a run recorded now (the bundled digits-mixed-few samples: HAT took 85 s
+    there, 7-11 s now)."""
+    return state.started is not None and state.started.compiled is None
+
+
+def task_times(runs: dict[str, tuple[RunState, int | None]]) -> pd.DataFrame:
+    """One row per run and learnt task: its seconds, summed over every timing phase of
+    ``RunState.task_seconds`` (training, evaluation, DTD, CAT's transfer and reference
+    trainings), those of them spent deciding similarity (``DETECTION_PHASES``), and the
+    seconds accumulated up to it. A run still running, stopped or failed has rows for the
+    tasks it learnt."""
+    rows = []
+    for name, (state, seed) in runs.items():
+        phases = state.task_seconds()
+        zero = np.zeros(state.tasks_done)
+        per_task = sum(phases.values(), zero)
+        detection = sum((phases[p] for p in DETECTION_PHASES if p in phases), zero)
+        for task, (seconds, spent, accumulated) in enumerate(zip(per_task, detection, np.cumsum(per_task))):
+            rows.append({"run": name, "method": state.config.get("method"), "config": config_id(state.config),
+                         "seed": seed, "task": task, "seconds": float(seconds), "detection": float(spent),
+                         "accumulated": float(accumulated)})
+    return pd.DataFrame(rows, columns=TIME)
+
+
+def time_per_method(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`task_times` per method (and configuration, where a method has runs of several)
+    and task: the mean over distinct seeds of the time per task and of the accumulated time
+    (copies of one seed averaged first, as for the metrics), over the seeds that reached that
+    task."""
+    rows = []
+    for (method, config, task), part in table.groupby(["method", "config", "task"], sort=False, dropna=False):
+        by_seed = part.assign(seed=part["seed"].fillna(-1)).groupby("seed")[["seconds", "detection",
+                                                                             "accumulated"]].mean()
+        rows.append({"method": method, "config": config, "task": task, "seeds": len(by_seed),
+                     **{column: float(by_seed[column].mean()) for column in ("seconds", "detection", "accumulated")}})
+    out = pd.DataFrame(rows, columns=["method", "config", "task", "seeds", "seconds", "detection", "accumulated"])
+    return out.sort_values(["method", "config", "task"], kind="stable").reset_index(drop=True)
+
+
+def _line_names(summary: pd.DataFrame) -> dict[tuple, str]:
+    """A legend name per (method, config): the method, with the config id where one method
+    has several configurations."""
+    several = summary.groupby("method")["config"].nunique()
+    return {(m, c): m if several[m] == 1 else f"{m} · {c}"
+            for m, c in summary[["method", "config"]].drop_duplicates().itertuples(index=False)}
+
+
+def time_figure(summary: pd.DataFrame) -> go.Figure:
+    """The paper's Figure 3: time per task (left) and accumulated time (right, log axis: CAT's
+    quadratic total and NCL's seconds fit one chart), a line per method in its colour, means
+    over seeds (the hover says over how many)."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["time per task (s)", "accumulated time (s, log scale)"])
+    for (method, config), name in _line_names(summary).items():
+        part = summary[(summary["method"] == method) & (summary["config"] == config)]
+        x = [short(t) for t in part["task"]]
+        custom = np.column_stack([part["seeds"], part["detection"]])
+        for col, column, what in ((1, "seconds", "took"), (2, "accumulated", "in all after")):
+            fig.add_scatter(x=x, y=part[column], mode="lines+markers", name=plain(name), legendgroup=name,
+                            showlegend=col == 1, line=dict(color=method_colour(method)), customdata=custom,
+                            hovertemplate=f"{plain(name)} {what} %{{x}}: %{{y:.2f}} s (similarity detection "
+                                          "%{customdata[1]:.2f} s of that task; mean of %{customdata[0]} seed(s))"
+                                          "<extra></extra>", row=1, col=col)
+    tasks = [short(t) for t in range(int(summary["task"].max()) + 1)] if len(summary) else []
+    fig.update_xaxes(title_text="task", categoryorder="array", categoryarray=tasks)
+    fig.update_yaxes(title_text="seconds", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="seconds", type="log", row=1, col=2,
+                     **log_ticks(summary["accumulated"]))
+    fig.update_annotations(font_size=FONT)
+    fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0, title_text="method:"))
+    style(fig, height=440)
+    fig.update_layout(margin=dict(t=40))  # room for the panel titles
+    return fig
+
+
+def log_ticks(values) -> dict:
+    """Ticks of a log axis at 1, 2 and 5 of each decade the values span, written as plain
+    numbers (plotly's own minor labels crowd a span of two decades)."""
+    values = pd.to_numeric(pd.Series(values), errors="coerce")
+    values = values[values > 0]
+    if values.empty:
+        return {}
+    low, high = int(np.floor(np.log10(values.min()))), int(np.ceil(np.log10(values.max())))
+    ticks = [m * 10.0 ** e for e in range(low, high + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if values.min() / 2 <= t <= values.max() * 2]
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
+def time_sentence(summary: pd.DataFrame) -> str:
+    """Per line, its time per task at the second task (the first with an earlier task to test
+    or cluster against) and at its last, and its accumulated time: what the chart's slope says,
+    in numbers (Markdown)."""
+    parts = []
+    for (method, config), name in _line_names(summary).items():
+        part = summary[(summary["method"] == method) & (summary["config"] == config)].set_index("task")
+        first, last = (1 if 1 in part.index else part.index[0]), part.index[-1]
+        parts.append(f"{md(name)} {fmt(part.loc[first, 'seconds'], 1)} s at {short(first)}, "
+                     f"{fmt(part.loc[last, 'seconds'], 1)} s at {short(last)} "
+                     f"({fmt(part.loc[last, 'accumulated'], 1)} s in all)")
+    return "Time per task: " + "; ".join(parts) + "." if parts else "No run of this sequence has learnt a task."

@@ -1,4 +1,4 @@
-"""Masks: which units each task uses, what HAT would protect and what PRM relaxed."""
+"""Masks: which units each task uses, what HAT would protect and what PRM (or CAT) relaxed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from explorer.figures.clustering import jaccard
 from explorer.figures.accuracy import MAX_CELL_TEXT
 from explorer.figures.common import FONT, empty, fmt, plain_names, short, style, task_colour
+from prm.methods import STRATEGIES
 from prm.runs import Run, RunState
 
 RELAXED_COLOUR = "#C51B7D"
@@ -57,8 +58,9 @@ def mask_heatmap(run: Run, layer: int) -> go.Figure:
 
 def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | None:
     """HAT's accumulated mask a_<=t-1 and the mask that actually protected task t (PRM's
-    relaxed p_<=t-1; equal to a_<=t-1 for HAT); relaxed = used before and protected less than
-    HAT would: freed (``prm.relax`` 1, the paper) or partly, gradients scaled by ``prm.relax``."""
+    relaxed p_<=t-1; CAT's a_<=t-1 without the units tasks it called similar claimed first;
+    equal to a_<=t-1 for HAT); relaxed = used before and protected less than HAT would: freed
+    (``prm.relax`` 1, the paper) or partly, gradients scaled by ``prm.relax``."""
     previous = run.accumulated(task - 1, layer) if task >= 1 else None
     if previous is None:
         return None
@@ -69,12 +71,22 @@ def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | No
     return {"accumulated": accumulated, "protected": protected, "relaxed": relaxed.astype(float)}
 
 
+def row_labels(run: Run, task: int) -> list[str]:
+    """The rows of :func:`relaxed_figure`. CAT protects by who claimed a unit first, not by
+    which tasks use it (PRM): its rows say so."""
+    if STRATEGIES[run.meta["config"]["method"]].cat:
+        return ["HAT: every unit an earlier task used",
+                f"CAT protected while learning {short(task)}:<br>claimed first by tasks it called dissimilar",
+                "relaxed: claimed first<br>by tasks CAT called similar"]
+    return ["HAT: every unit an earlier task used", "protected while learning " + short(task), "relaxed units"]
+
+
 def relaxed_figure(run: Run, task: int, layer: int) -> go.Figure:
     parts = relaxed_units(run, task, layer)
     if parts is None:
         return empty("pick a task after the first one that has been learnt")
     order = np.lexsort((-parts["protected"], -parts["accumulated"]))
-    rows = ["HAT: every unit an earlier task used", "protected while learning " + short(task), "relaxed units"]
+    rows = row_labels(run, task)
     z = np.stack([parts["accumulated"][order], parts["protected"][order], parts["relaxed"][order] * 2])
     n_rel = int(parts["relaxed"].sum())
     n_used = int((parts["accumulated"] > THRESHOLD).sum())

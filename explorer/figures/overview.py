@@ -1,4 +1,4 @@
-"""Overview: the headline metrics, the task strip, time per phase and what DTD decided."""
+"""Overview: the headline metrics, the task strip, time per phase and what DTD (or CAT) decided."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def sequence_strip(state: RunState) -> go.Figure:
 
 def phase_seconds(state: RunState) -> pd.DataFrame:
     """Seconds per task and phase: DTD's two optimisations (from the epoch records), the
-    X-means step (DTD total minus its epochs), training and evaluation (from task ends)."""
+    X-means step (DTD total minus its epochs), CAT's transfer and reference trainings,
+    training and evaluation (from task ends)."""
     rows = []
     per_phase: dict[tuple[int, str], float] = {}
     for e in state.epochs:
@@ -74,6 +75,7 @@ def phase_seconds(state: RunState) -> pd.DataFrame:
         dtd_epochs = per_phase.get((t, "dtd-head"), 0.0) + per_phase.get((t, "dtd"), 0.0)
         parts = {"dtd-head": per_phase.get((t, "dtd-head"), 0.0), "dtd": per_phase.get((t, "dtd"), 0.0),
                  "xmeans": max(sec.get("dtd", 0.0) - dtd_epochs, 0.0) if "dtd" in sec else 0.0,
+                 "transfer": sec.get("transfer", 0.0), "reference": sec.get("reference", 0.0),
                  "train": sec.get("train", 0.0), "eval": sec.get("eval", 0.0)}
         for phase, value in parts.items():
             rows.append({"task": short(t), "name": state.tasks[t]["name"], "phase": PHASE_LABELS[phase],
@@ -81,14 +83,22 @@ def phase_seconds(state: RunState) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "name", "phase", "seconds"])
 
 
+DTD_PHASES, CAT_PHASES = ("dtd-head", "dtd", "xmeans"), ("transfer", "reference")
+"""The two kinds of similarity detection's phases: PRM's DTD and CAT's transfer tests."""
+
+
 def phase_table(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`phase_seconds` as shown: one row per task, one column per phase in the order the
-    phases run; a phase a task did not go through (HAT has no DTD) is 0 s, not a blank."""
-    columns = ["task", *PHASE_LABELS.values()]
+    phases run; a phase a task did not go through (HAT has no DTD) is 0 s, not a blank. The
+    similarity-detection columns are those of the run's kind: CAT's for a run that spent time
+    on them, DTD's for every other run (0 s in HAT's: it ran none)."""
+    cat = bool(set(table.loc[table["seconds"] > 0, "phase"]) & {PHASE_LABELS[p] for p in CAT_PHASES})
+    labels = [label for phase, label in PHASE_LABELS.items() if phase not in (DTD_PHASES if cat else CAT_PHASES)]
+    columns = ["task", *labels]
     if table.empty:
         return pd.DataFrame(columns=columns)
     wide = table.pivot_table(index="task", columns="phase", values="seconds", sort=False, aggfunc="sum")
-    wide = wide.reindex(columns=list(PHASE_LABELS.values())).fillna(0.0).rename_axis(columns=None)
+    wide = wide.reindex(columns=labels).fillna(0.0).rename_axis(columns=None)
     return wide.reset_index()[columns]
 
 
@@ -111,9 +121,11 @@ def similarity_summary(state: RunState) -> pd.DataFrame:
     """One line per task: per masked layer, which earlier tasks were treated as similar and
     which as dissimilar, each call marked ✓/✗ against the truth (``prm.methods.judged_right``),
     and how many calls were right. The set judged is the one actually used to protect units
-    (it differs from X-means' in the ablations, which the line then notes)."""
+    (it differs from X-means' in the ablations, which the line then notes). A CAT run's calls
+    (``RunState.calls``, source "cat") are one set for every layer."""
     labels = names(state.tasks)
     groups = true_groups(state.tasks)
+    calls = state.calls()
     rows = []
     for t in range(state.n_tasks):
         record = state.dtd.get(t)
@@ -121,6 +133,13 @@ def similarity_summary(state: RunState) -> pd.DataFrame:
                                "calls right": "", "source": ""}
         if t == 0:
             row["decision"] = "first task: nothing to compare with"
+        elif record is None and t in calls:  # CAT's transfer tests: one call for every layer
+            source, dissimilar = calls[t]
+            right = judged_right(groups=groups, task=t, dissimilar=dissimilar)
+            similar = [i for i in range(t) if i not in set(dissimilar)]
+            row.update(decision=f"every layer: similar {_marked(similar, right)}; dissimilar "
+                                f"{_marked(sorted(dissimilar), right)}",
+                       **{"calls right": f"{sum(right.values())}/{t}", "source": source})
         elif record is None:
             row["decision"] = "no DTD recorded" if t < state.tasks_done else "not reached"
         else:

@@ -1,9 +1,10 @@
 """Story: the five steps that tell what a run shows, each a chart and two sentences from data.
 
 A run is told next to its *siblings*: the runs of the same sequence, seed and task count with
-the other methods (HAT, PRM, PRM+, PRM(T), NCL, STL, joint). Every builder here is pure: run
-states, runs or catalogue rows in, a plotly figure, a DataFrame or Markdown sentences out
-(names from run files escaped with ``md``/``plain``), so each number can be checked in a test.
+the other methods (HAT, PRM, PRM+, PRM(T), NCL, STL, joint, and CAT where one is listed). Every
+builder here is pure: run states, runs or catalogue rows in, a plotly figure, a DataFrame or
+Markdown sentences out (names from run files escaped with ``md``/``plain``), so each number can
+be checked in a test.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from plotly.subplots import make_subplots
 
 from explorer.catalog import RunEntry
 from explorer.figures.accuracy import difference
-from explorer.figures.common import (DIVERGING, FONT, RIGHT_COLOUR, WRONG_COLOUR, empty, family_colour, fmt, mark,
-                                     md, method_colour, plain, short, style)
+from explorer.figures.common import (DETECTION_PHASES, DISSIMILAR_COLOUR, DIVERGING, FONT, RIGHT_COLOUR,
+                                     SIMILAR_COLOUR, WRONG_COLOUR, empty, family_colour, fmt, mark, md, method_colour,
+                                     plain, short, style)
 from explorer.figures.masks import THRESHOLD, relaxed_units
 from explorer.figures.overview import run_metrics
 from prm import metrics
@@ -32,11 +34,13 @@ DTD_PREFERENCE = ("prm+", "prm", "prm-t", "prm-s", "prm-d")
 """Which sibling's DTD decisions stand in for a run without DTD: the paper's method and its
 variant first, the ablations (whose sets come from a fixed rule) last."""
 LABELS = {"prm": "PRM", "prm+": "PRM+", "prm-s": "PRM(S)", "prm-d": "PRM(D)", "prm-t": "PRM(T)", "hat": "HAT",
-          "ncl": "NCL", "ewc": "EWC", "stl": "STL", "joint": "joint"}
+          "cat": "CAT", "ncl": "NCL", "ewc": "EWC", "stl": "STL", "joint": "joint"}
+CALL_METHODS = ("cat",)
+"""Methods without DTD whose own similarity calls step 3 sets beside DTD's (CAT's transfer
+tests): loaded when listed, never reported missing (CAT is slow to train, and the story is
+complete without it)."""
 ABLATION_SOURCES = tuple(s.similarity for s in STRATEGIES.values() if s.similarity not in (None, "xmeans"))
 """DTD sources whose protected set is a fixed rule, not DTD's call (PRM(S), PRM(D), PRM(T))."""
-SIMILAR_COLOUR, DISSIMILAR_COLOUR = "#FDD49E", "#C6DBEF"
-"""Cell colours of the DTD grid: called similar (warm, units shared) or dissimilar (cool, protected)."""
 
 
 def label(method: str | None) -> str:
@@ -65,13 +69,13 @@ def siblings(entry: RunEntry, entries: Sequence[RunEntry]) -> dict[str, RunEntry
     for e in entries:
         if (e.status == "unreadable" or e.parent is not None or e.sequence != entry.sequence
                 or e.seed != entry.seed or e.n_tasks != entry.n_tasks
-                or e.method not in SIBLING_METHODS + DTD_PREFERENCE):
+                or e.method not in SIBLING_METHODS + DTD_PREFERENCE + CALL_METHODS):
             continue
         held = out.get(e.method)
         if held is None or rank(e) > rank(held):
             out[e.method] = e
     out[entry.method] = entry
-    order = [entry.method, *SIBLING_METHODS, *DTD_PREFERENCE]
+    order = [entry.method, *SIBLING_METHODS, *DTD_PREFERENCE, *CALL_METHODS]
     return dict(sorted(out.items(), key=lambda kv: order.index(kv[0])))
 
 
@@ -96,9 +100,10 @@ which keeps the first render under a second."""
 
 def told_with(method: str, found: Mapping[str, object]) -> list[str]:
     """The methods the story loads, in the order they are shown: the open run's, its DTD
-    stand-in (:func:`dtd_sibling`) and the reference siblings that are listed."""
+    stand-in (:func:`dtd_sibling`), CAT (whose calls step 3 compares) and the reference
+    siblings that are listed."""
     dtd = dtd_sibling(method, found)
-    wanted = [method, *([dtd] if dtd else []), *TOLD_WITH]
+    wanted = [method, *([dtd] if dtd else []), *CALL_METHODS, *TOLD_WITH]
     return [m for m in dict.fromkeys(wanted) if m in found]
 
 
@@ -262,16 +267,18 @@ def protection_sentences(table: pd.DataFrame, *, layer: int, state: RunState) ->
 # ----------------------------------------------------------------------------- step 3
 
 def calls_table(state: RunState, *, layer: int) -> pd.DataFrame:
-    """One row per DTD call on ``layer``: the new task (step), the earlier task, whether DTD
-    called it similar, and whether that was right (``judged_right``). DTD's call is the set the
-    run used (X-means, or the configured linkage or cut rule); in the ablations, whose set comes
-    from a fixed rule (all similar, all dissimilar, the truth), it is what X-means said."""
+    """One row per similarity call on ``layer`` (``RunState.calls``): the new task (step), the
+    earlier task, whether it was called similar, and whether that was right (``judged_right``).
+    DTD's call is the set the run used (X-means, or the configured linkage or cut rule); in the
+    ablations, whose set comes from a fixed rule (all similar, all dissimilar, the truth), it is
+    what X-means said. CAT's is its transfer tests' (one set for every layer)."""
     groups = true_groups(state.tasks)
+    if not 0 <= layer < len(state.config.get("model", {}).get("hidden", ())):
+        return pd.DataFrame(columns=["step", "earlier", "family", "similar", "right"])
     rows = []
-    for t, record in sorted(state.dtd.items()):
-        if layer >= len(record.layers) or t >= len(groups):
-            continue
-        dissimilar = record.layers[layer]["dissimilar_xmeans" if record.source in ABLATION_SOURCES else "dissimilar"]
+    for t, (source, dissimilar) in state.calls(layer).items():
+        if source in ABLATION_SOURCES:
+            dissimilar = state.dtd[t].layers[layer]["dissimilar_xmeans"]
         for i, right in judged_right(groups=groups, task=t, dissimilar=dissimilar).items():
             rows.append({"step": t, "earlier": i, "family": state.tasks[t]["family"],
                          "similar": i not in set(dissimilar), "right": right})
@@ -279,8 +286,11 @@ def calls_table(state: RunState, *, layer: int) -> pd.DataFrame:
 
 
 def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str) -> go.Figure:
+    """The grid of :func:`calls_table`: new task by earlier task, coloured by the call, marked
+    right or wrong; titled by who called (DTD of a PRM-family run, or CAT's transfer tests)."""
+    cat = STRATEGIES[method].cat if method in STRATEGIES else False
     if table.empty:
-        return empty("no DTD decision recorded for this layer")
+        return empty("no similarity call recorded for this layer")
     size = n_tasks - 1
     z = np.full((size, size), np.nan)
     for row in table.itertuples():
@@ -298,11 +308,13 @@ def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str) 
                         text=[mark(right)] * len(part), textfont=dict(size=FONT + 5, color=colour),
                         name=f"{mark(right)} {'right' if right else 'wrong'}",
                         hovertemplate="when %{y} arrived, %{x}: " + ("right" if right else "wrong") + "<extra></extra>")
-    fig.update_yaxes(autorange="reversed", title="new task (DTD step)", categoryorder="array", categoryarray=steps)
+    fig.update_yaxes(autorange="reversed", title="new task (transfer tests)" if cat else "new task (DTD step)",
+                     categoryorder="array", categoryarray=steps)
     fig.update_xaxes(title="earlier task", categoryorder="array", categoryarray=earlier)
     fig.update_layout(legend=dict(orientation="h", y=-0.18, x=0))
-    return _projector(fig, title=f"DTD's calls of {label(method)}, layer {layer}: each earlier task, right or wrong",
-                      height=max(340, 120 + 34 * size))
+    title = (f"{label(method)}'s transfer-test calls (every layer): each earlier task, right or wrong" if cat else
+             f"DTD's calls of {label(method)}, layer {layer}: each earlier task, right or wrong")
+    return _projector(fig, title=title, height=max(340, 120 + 34 * size))
 
 
 def calls_sentences(table: pd.DataFrame, *, layer: int) -> tuple[str, str]:
@@ -317,6 +329,43 @@ def calls_sentences(table: pd.DataFrame, *, layer: int) -> tuple[str, str]:
     per = [f"{md(fam)} tasks {int(part['right'].sum())} of {len(part)}"
            for fam, part in table.groupby("family", sort=False)]
     return first, "Right calls by the family of the new task: " + "; ".join(per) + "."
+
+
+def calls_side_by_side(states: Mapping[str, RunState], *, layer: int) -> pd.DataFrame:
+    """One row per new task: the earlier tasks truly similar to it, and per method (a PRM-family
+    run and CAT, say) how many of its calls were right and which tasks it called similar, each
+    marked ✓/✗ (a truly similar task it missed is the one in "truly similar" it does not list)."""
+    tables = {method: calls_table(state, layer=layer) for method, state in states.items()}
+    steps = sorted({int(t) for table in tables.values() for t in table["step"]})
+    tasks = next(iter(states.values())).tasks if states else ()
+    groups = true_groups(tasks)
+    rows = []
+    for t in steps:
+        row = {"new task": short(t), "truly similar": ", ".join(short(i) for i in range(t) if groups[i] == groups[t])
+               or "none"}
+        for method, table in tables.items():
+            part = table[table["step"] == t]
+            called = [f"{short(int(r.earlier))} {mark(bool(r.right))}" for r in part.itertuples() if r.similar]
+            row[label(method)] = "not reached" if part.empty else (
+                f"{int(part['right'].sum())}/{len(part)} right · similar: {', '.join(called) or '∅'}")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["new task", "truly similar", *(label(m) for m in states)])
+
+
+def calls_right_sentence(states: Mapping[str, RunState], *, layer: int) -> str:
+    """'Calls right: PRM+ 45 of 45 (100%), CAT 20 of 45 (44%).' and, per method, the seconds its
+    similarity detection took (:data:`DETECTION_PHASES`) out of its CT (Markdown)."""
+    scores, times = [], []
+    for method, state in states.items():
+        table = calls_table(state, layer=layer)
+        n, right = len(table), int(table["right"].sum())
+        scores.append(f"{md(label(method))} {right} of {n}" + (f" ({fmt(100 * right / n, 0)}%)" if n else ""))
+        seconds = state.task_seconds()
+        spent = float(sum(seconds[p].sum() for p in DETECTION_PHASES if p in seconds))
+        ct = run_metrics(state)["ct"]
+        times.append(f"{md(label(method))} {fmt(spent, 1)} s of its CT {fmt(ct, 1)} s")
+    return (f"Calls right: {', '.join(scores)}. Time spent deciding similarity (DTD, or CAT's transfer and reference "
+            f"trainings): {'; '.join(times)}.")
 
 
 # ----------------------------------------------------------------------------- step 4

@@ -1,5 +1,5 @@
 """Clustering, 'why together?': X-means' decision record for one task and layer, and the
-evidence for any pair of tasks."""
+evidence for any pair of tasks; for a CAT run, its transfer tests for one task instead."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from explorer.figures import clustering as fig
 from explorer.figures.common import TRUTH_RULE, fmt, md, names, short
 from explorer.views import whatif
 from explorer.views.common import Context, chart, how_to_read, table, url_choice
+from prm.methods import STRATEGIES
 from prm.similarity import RULES
 
 HELP = ("""
@@ -54,6 +55,26 @@ accuracies are in the hover.
 """)
 
 
+CAT_HELP = ("""
+**CAT** (Ke, Liu and Huang, NeurIPS 2020) clusters nothing. Before learning task *t* it trains, for each earlier
+task *j*, a **transfer network**: the shared network under *j*'s mask, frozen, with a new head trained on *t*; and
+one **reference network**, a fresh unmasked network of the same shape trained on *t* from scratch. Every one of
+these trainings stops early on *t*'s validation loss (at most `cat.detect_epochs` epochs). Task *j* is called
+**similar** when its transfer network is strictly more accurate on *t*'s validation set than the reference:
+*j*'s features help with *t*. The call holds for every masked layer.
+
+Units that similar tasks claimed first stay trainable while *t* is learnt, and *t* gets a second head that attends
+over the similar tasks' masked features (knowledge-transfer attention); units claimed first by dissimilar tasks stay
+protected, as in HAT. The bars show each earlier task's transfer accuracy against the reference (dashed line); the
+axis starts above 0 so differences in the second decimal show.
+
+One transfer training per earlier task makes CAT's time per task grow with the number of tasks learnt (the table's
+"transfer s"; the Compare view draws the time per task of every method).
+
+**Right or wrong**: """ + TRUTH_RULE + """
+""")
+
+
 def _rule_text(source: str, prm: dict) -> str:
     """What decided the dissimilar sets, in words (``source`` of the DTD record)."""
     threshold, what = prm.get("threshold"), prm.get("features", "raw")
@@ -81,10 +102,49 @@ def _calls(column, title: str, frame) -> None:
                          column_config={"": st.column_config.TextColumn(width=40, help="✓ right, ✗ wrong")})
 
 
+def _cat(ctx: Context) -> None:
+    """A CAT run: the transfer tests of one step, its calls right or wrong, and every step."""
+    state = ctx.run.state
+    steps = sorted(state.transfer)
+    if not steps:
+        st.info("CAT has recorded no transfer test yet: its first comes when the second task arrives.")
+        return
+    step = ctx.task if ctx.task in steps else steps[-1]
+    if step != ctx.task:
+        st.caption(f"{short(ctx.task)} has no transfer test (the first task has nothing to compare with); "
+                   f"showing {short(step)}. Pick the task in the sidebar.")
+    test = state.transfer[step]
+    shown = [md(n) for n in names(state.tasks)]
+    st.markdown(f"#### {shown[step]} arrives · CAT's transfer tests: {step} earlier task"
+                f"{'s' if step != 1 else ''} against a reference network")
+    st.markdown(f"CAT calls an earlier task **similar** when a network reading its frozen masked features is strictly "
+                f"more accurate on {short(step)}'s validation set than a network trained on {short(step)} from scratch "
+                f"(the reference, here **{fmt(test.reference_acc)}**; a tie is dissimilar); the call holds for every "
+                "layer.")
+    calls = fig.transfer_calls(state.tasks, test)
+    st.markdown(f"**{fig.count_line(calls)}** (✓ right, ✗ wrong against the truth; the rule is under "
+                "\"How to read this\")")
+    c1, c2 = st.columns(2)
+    _calls(c1, ":green-background[**Similar (units it claimed first trainable)**]", calls[calls["called"] == "similar"])
+    _calls(c2, ":red-background[**Dissimilar (protected)**]", calls[calls["called"] == "dissimilar"])
+    chart(fig.transfer_figure(test, state.tasks), key="cl-transfer", name=f"cat-transfer-{short(step)}")
+    st.caption(f"Transfer trainings took {fmt(test.seconds.get('transfer'), 2)} s ({sum(test.epochs)} epochs over "
+               f"{step} networks), the reference {fmt(test.seconds.get('reference'), 2)} s ({test.reference_epochs} "
+               "epochs).")
+    st.markdown("#### Every transfer test of this run")
+    table(fig.transfer_summary(state), key="cl-transfer-steps", name="cat-transfer-tests", height=300)
+    whatif.render(ctx, step=step, layer=ctx.layer)
+    how_to_read(CAT_HELP)
+
+
 def render(ctx: Context) -> None:
     state, run = ctx.run.state, ctx.run
+    if STRATEGIES[run.meta["config"]["method"]].cat:
+        _cat(ctx)
+        return
     if not ctx.masked or not state.dtd:
-        st.info("This run has no dissimilar-task detection (only PRM and its ablations cluster tasks).")
+        st.info("This run has no dissimilar-task detection (only PRM and its ablations cluster tasks, and CAT "
+                "runs transfer tests).")
         return
     steps = run.dtd_steps()
     if not steps:

@@ -1,4 +1,5 @@
-"""Compare: several runs side by side, with mean and spread over seeds."""
+"""Compare: several runs side by side, with mean and spread over seeds, and the time per task of
+every method on the open run's sequence."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from explorer.figures import tuning as tuning_fig
 from explorer.figures.common import md
 from explorer.views import tuning
 from explorer.views.common import chart, how_to_read, load, table
+from prm.runs import RunFormatError
 
 MAX_DEFAULT = 12
 """At most this many runs are picked for a new current run: the open run and its like runs."""
@@ -42,6 +44,15 @@ of the group's sequence and method (see the Tuning view): how much the method de
 It comes from the study, not from the runs in the table (their spread over seeds is the ± beside Acc); the
 caption names the study. It is looked for in the storage chosen in Tuning, your runs folder's `optuna.db` and
 the bundled sample's, and reads "–" where none holds a study of that sequence and method.
+
+**Time per task** (the PRM paper's Figure 3) takes every listed run of the open run's sequence and task count,
+whatever is picked above and finished or not (an unfinished run counts for the tasks it has learnt): per method,
+the seconds each task took (training, evaluation, and the similarity detection: PRM's DTD, CAT's transfer and
+reference trainings), the mean over its seeds, and on the right the time accumulated since the first task, on a
+log axis. CAT trains one transfer network per earlier task before each new task, so its time per task grows with
+the number of tasks learnt and its total grows quadratically; PRM's one DTD pass per task keeps its time per task
+flat. The times are wall-clock seconds of runs that may have shared a machine: compare shapes and ratios, not the
+last decimal.
 """
 
 
@@ -56,6 +67,41 @@ def _ps(summary, root: Path):
     return fig.with_ps(summary, {pair: study.ps for pair, (study, _) in pairs.items()}), notes
 
 
+def _alike(entry, current) -> bool:
+    """A run told beside the open one: the same sequence and task count, not a what-if run
+    (whose decision was forced; one is compared only when picked by hand)."""
+    return entry.sequence == current.sequence and entry.n_tasks == current.n_tasks and entry.parent is None
+
+
+def _times(readable, current) -> None:
+    """Time per task and accumulated time of every method with runs of the open run's
+    sequence and task count, finished or not."""
+    runs, older = {}, []
+    for e in readable:
+        if not _alike(e, current):
+            continue
+        try:
+            state = load(e.path).state
+        except RunFormatError:  # became unreadable since it was listed: the others still count
+            continue
+        if fig.older_engine(state):  # slower steps: its seconds would not compare with today's
+            older.append(e.name)
+            continue
+        runs[e.name if e.name not in runs else e.key] = (state, e.seed)
+    summary = fig.time_per_method(fig.task_times(runs))
+    st.markdown(f"**Time per task and accumulated time** (every run of {md(current.sequence)} with "
+                f"{current.n_tasks} tasks, finished or not; mean over seeds)")
+    chart(fig.time_figure(summary), key="cmp-time", name="compare-time-per-task")
+    st.caption("CAT's time per task grows with the number of earlier tasks, because before each new task it trains "
+               "one transfer network per earlier task; PRM's stays flat, one DTD pass per task. The accumulated "
+               "time is on a log axis. " + fig.time_sentence(summary))
+    if older:
+        st.caption(f"Left out: {len(older)} run(s) recorded by the engine before its hand-written step, which "
+                   "was slower, so their times do not compare with these: "
+                   + ", ".join(md(n) for n in sorted(older)) + ". `python bench/cat_time.py` times CAT, PRM and "
+                   "HAT in one process.")
+
+
 def render(*, entries, current_key: str | None, root: Path) -> None:
     readable = [e for e in entries if e.status != "unreadable" and e.tasks_done]
     if not readable:
@@ -66,8 +112,7 @@ def render(*, entries, current_key: str | None, root: Path) -> None:
                              help="stopped, failed or running runs; they are grouped apart from finished ones")
     offered = [e for e in readable if e.key == current.key or unfinished or e.status == "finished"]
     by_key = {e.key: e for e in offered}
-    like = [e.key for e in offered if e.key != current.key and e.sequence == current.sequence
-            and e.n_tasks == current.n_tasks and e.parent is None]  # what-if runs only when picked
+    like = [e.key for e in offered if e.key != current.key and _alike(e, current)]  # what-if runs only when picked
     state = st.session_state
     if keys.COMPARE_RUNS not in state or state.get(keys.COMPARE_FOR) != current.key:  # a new current run
         state[keys.COMPARE_RUNS] = [current.key, *like][:MAX_DEFAULT]
@@ -97,6 +142,7 @@ def render(*, entries, current_key: str | None, root: Path) -> None:
     chart(fig.bars(summary), key="cmp-bars", name="compare-metrics")
     st.caption("Acc is drawn on a zoomed axis (from just below the lowest mean − sd), so its bars start below "
                "the axis; the error bars are ±1 sd over seeds.")
+    _times(readable, current)
     st.markdown("**Accuracy matrices** (a group of several seeds: their mean, each cell mean ± sd)")
     chart(fig.matrices(fig.group_matrices(per_run, {name: s for name, (s, _) in states.items()})),
           key="cmp-matrices", name="compare-matrices")

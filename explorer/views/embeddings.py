@@ -8,6 +8,7 @@ from explorer import state as keys
 from explorer.figures import embeddings as emb
 from explorer.figures.common import TRUTH_RULE, family_symbol, md, short
 from explorer.views.common import Context, chart, how_to_read, projection, start_from_task, table, url_choice
+from prm.methods import STRATEGIES
 from prm.runs import embedding_points
 
 HELP = """
@@ -37,6 +38,10 @@ task and there are no outlines."""
 TASK_COLOURS = """**Colour** = task: this run has no X-means clustering to show (only PRM and its ablations
 cluster tasks, and only when their DTD embeddings were recorded)."""
 
+CAT_COLOURS = """**Colour** = task. CAT decides which tasks are similar by training transfer networks, not from
+these embeddings, so no clustering is drawn here: its calls are in the Clustering tab. Tasks with nearby
+embeddings use similar units, whatever CAT called them."""
+
 PROJECTION_HELP = (f"UMAP and t-SNE keep neighbourhoods, PCA keeps distances most faithfully; PCA is the default "
                    f"below {emb.FEW_POINTS} points, where UMAP scatters one cluster")
 TRAJECTORY_LOCK = "Trajectories are drawn in PCA coordinates: turn them off to choose another projection"
@@ -46,7 +51,8 @@ def help_text(run) -> str:
     """What the chart encodes for this run: cluster or task colours, and its own families."""
     families = dict.fromkeys(task["family"] for task in run.state.tasks)
     symbols = ", ".join(f"{md(f)} = {family_symbol(f).replace('-', ' ')}" for f in families) or "none"
-    colour = CLUSTER_COLOURS.format(truth=TRUTH_RULE) if run.dtd_steps() else TASK_COLOURS
+    colour = (CLUSTER_COLOURS.format(truth=TRUTH_RULE) if run.dtd_steps() else
+              CAT_COLOURS if STRATEGIES[run.meta["config"]["method"]].cat else TASK_COLOURS)
     return HELP.format(colour=colour, symbols=symbols, few=emb.FEW_POINTS)
 
 

@@ -226,8 +226,17 @@ def _one(folder: Path) -> bool:
                             f"{', '.join(short(i) for i in entry['dissimilar']) or 'none'}")
                 table(clustering.decision_table(state.dtd[t], 0), key=f"live-dtd-{folder.name}",
                       name=f"xmeans-{short(t)}", height=200)
+            elif state.transfer:
+                t = max(state.transfer)
+                test = state.transfer[t]
+                st.markdown(f"**Latest transfer test: {md(names(state.tasks)[t])}**  \nreference network "
+                            f"{fmt(test.reference_acc)}; similar (transfer above it): "
+                            f"{', '.join(short(i) for i in test.similar) or 'none'}")
+                table(clustering.transfer_calls(state.tasks, test), key=f"live-cat-{folder.name}",
+                      name=f"cat-transfer-{short(t)}", height=200)
             else:
-                st.caption("the first DTD decision appears when task 2 arrives (PRM methods)")
+                st.caption("the first similarity call appears when task 2 arrives (PRM methods: DTD; CAT: its "
+                           "transfer tests)")
         if run.warnings and not running:
             st.caption(md("; ".join(run.warnings)))
     return running

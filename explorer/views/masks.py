@@ -1,4 +1,4 @@
-"""Masks: every task's units, HAT's accumulated mask against PRM's relaxed one, capacity."""
+"""Masks: every task's units, HAT's accumulated mask against PRM's (or CAT's) relaxed one, capacity."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import streamlit as st
 from explorer.figures import masks as fig
 from explorer.figures.common import md, short
 from explorer.views.common import Context, chart, how_to_read, start_from_task, table
+from prm.methods import STRATEGIES
 
 HELP = """
 A **mask** says which units of a layer a task uses (recorded at s = smax, so practically 0 or 1). In the
@@ -22,6 +23,12 @@ again while that task is learnt, because only similar tasks use them. With `prm.
 their gradients are scaled by relax. For HAT (and PRM(D)) there are no magenta units. The slider picks the
 task being learnt; it starts at the task chosen in the sidebar.
 
+**CAT** relaxes by ownership instead: a unit belongs to the earlier task that *claimed it first*. While a new
+task is learnt, the units claimed first by tasks CAT's transfer tests called **similar** are trainable (magenta),
+and those claimed first by tasks it called **dissimilar** stay protected (the middle row), even where a similar
+task uses them too. A weight moves only when both its units are free (or HAT would let it move), so a weight
+from a free unit into a protected one stays protected.
+
 **Capacity** is the share of units some task uses (one black line per layer, told apart by dash); once it
 nears 100 % new tasks must share units. The **overlap** matrix gives, for each pair of tasks, the share of
 units they both use (Jaccard).
@@ -31,6 +38,8 @@ STEP = "mask-task"
 
 
 def _partly(run) -> str:
+    if STRATEGIES[run.meta["config"]["method"]].protect != "relaxed":  # prm.relax is PRM's alone
+        return ""
     relax = run.state.config.get("prm", {}).get("relax", 1.0)
     return f" (partly: gradients scaled by prm.relax = {relax:g})" if isinstance(relax, float) and relax < 1 else ""
 

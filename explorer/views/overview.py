@@ -1,4 +1,4 @@
-"""Overview: headline metrics, the task strip, time per phase, DTD's decisions per task."""
+"""Overview: headline metrics, the task strip, time per phase, DTD's (or CAT's) decisions per task."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ the same sequence and seed). **CT** is the wall time of the whole sequence.
 The strip shows the order of the tasks, one tile per task coloured by its family (the legend names the
 colours); this run's families: {families}. Faded tiles are tasks not learnt yet. The time chart has a
 colour per phase (named in its legend); the table gives the same seconds, 0 where a task skipped a phase
-(only PRM and its ablations run DTD).
+(only PRM and its ablations run DTD; CAT's columns appear for CAT runs only).
 
 PRM spends extra time per task on **dissimilar-task detection (DTD)**: a throw-away training pass whose only
 product is the new task's embedding, which X-means then clusters with the earlier tasks' embeddings
@@ -32,6 +32,12 @@ units stay trainable) and which as *dissimilar* (protected, as in HAT), and mark
 **calls right** counts the right calls per layer (e.g. 7/9: seven of the nine earlier tasks judged right).
 Where a variant overrides X-means (PRM(T), PRM(S), PRM(D)), the calls judged are the ones it used, and the
 line notes what X-means said.
+
+**CAT** decides by training instead: before each new task, one **transfer** network per earlier task (that
+task's frozen masked features with a new head) and one **reference** network from scratch; an earlier task is
+similar when its transfer network beats the reference on the new task's validation set. Its time chart shows
+these two phases, and the transfer phase grows with every task learnt (one more training per earlier task).
+Its calls (source *cat*) are one set for every layer, judged by the same rule.
 """
 
 
@@ -57,9 +63,10 @@ def render(ctx: Context) -> None:
         st.markdown("**Time per task and phase**")
         table(fig.phase_table(phases), key="overview-phases", name="time-per-phase", height=320,
               column_config={phase: st.column_config.NumberColumn(format="%.2f") for phase in PHASE_LABELS.values()})
-    if ctx.masked and state.dtd:
-        st.markdown("**Which earlier tasks DTD judged similar** (per masked layer; ✓ right, ✗ wrong, see "
-                    "*How to read this*)")
+    if ctx.masked and state.calls():
+        who = ("CAT's transfer tests judged similar** (one call for every layer" if not state.dtd
+               else "DTD judged similar** (per masked layer")
+        st.markdown(f"**Which earlier tasks {who}; ✓ right, ✗ wrong, see *How to read this*)")
         table(fig.similarity_summary(state), key="overview-dtd", name="dtd-decisions")
     how_to_read(HELP.format(families=families(state), truth=TRUTH_RULE))
 

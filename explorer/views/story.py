@@ -1,7 +1,7 @@
 """Story: the run told in five numbered steps, next to its siblings (same sequence, seed and
-task count with HAT, PRM, PRM+, PRM(T), NCL, STL, joint). Each step is one chart, two sentences
-computed from the data and a button to the tab with the details; where a sibling is missing
-the step says so and the page offers to train it."""
+task count with HAT, PRM, PRM+, PRM(T), NCL, STL, joint, and CAT where one is listed). Each
+step is one chart, two sentences computed from the data and a button to the tab with the
+details; where a sibling is missing the step says so and the page offers to train it."""
 
 from __future__ import annotations
 
@@ -27,7 +27,12 @@ Step 2 counts what HAT's accumulated mask holds when each task arrives (the shar
 used) and compares each task's accuracy just after it was learnt with STL (a network trained on that task alone)
 and joint (all data so far at once). Step 3 judges DTD's calls: the set the run used (X-means, or the configured linkage
 or cut rule), and in the ablations PRM(S), PRM(D) and PRM(T), whose protected sets come from a fixed rule, what
-X-means said. {TRUTH_RULE} Step 4 counts a unit as relaxed when an
+X-means said. Where a **CAT** run of the same sequence and seed is listed, its calls stand beside DTD's: CAT
+trains, for each new task, one transfer network per earlier task (that task's frozen masked features with a new
+head) and one reference network from scratch, and calls an earlier task similar when its transfer network is more
+accurate on the new task's validation set; the table counts the calls right of both and the seconds each spent
+deciding (DTD's passes and X-means; CAT's transfer and reference trainings, one more training per earlier task).
+{TRUTH_RULE} Step 4 counts a unit as relaxed when an
 earlier task used it (accumulated mask above 0.5) and the run protected it at least 0.05 less than HAT would, as
 the Masks view does. Step 5: **BWT** is the mean of final minus just-learnt accuracy (negative: forgetting), **FWT**
 the mean of just-learnt accuracy minus STL's, both per family; the seed spread is the standard deviation over the
@@ -121,27 +126,42 @@ def _hat(ctx: Context, runs: dict[str, Run]) -> None:
 def _calls(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
     st.subheader(STEPS[2])
     method = ctx.run.meta["config"]["method"]
-    if dtd is None:
+    cat = next((m for m in fig.CALL_METHODS if m in runs), None)
+    shown = dtd or cat  # DTD's calls; CAT's own where no PRM-family run is listed
+    if shown is None:
         st.info(f"{md(fig.label(method))} runs no DTD, and no PRM-family run of {md(ctx.entry.sequence)} seed "
                 f"{ctx.entry.seed} is listed whose decisions could stand in.")
         return
-    run = runs[dtd]
-    if dtd != method:
-        st.caption(f"{md(fig.label(method))} runs no DTD; these are the decisions of its {md(fig.label(dtd))} sibling.")
+    run = runs[shown]
+    if shown != method:
+        st.caption(f"{md(fig.label(method))} runs no DTD; these are the decisions of its {md(fig.label(shown))} sibling"
+                   + (", and CAT's own calls stand beside them below." if method == cat else "."))
     if ctx.layer >= run.n_layers:
-        st.info(f"The {md(fig.label(dtd))} run has {run.n_layers} masked layer(s); pick one of them in the sidebar.")
+        st.info(f"The {md(fig.label(shown))} run has {run.n_layers} masked layer(s); pick one of them in the sidebar.")
         return
     data = fig.calls_table(run.state, layer=ctx.layer)
-    chart(fig.calls_figure(data, n_tasks=run.state.n_tasks, layer=ctx.layer, method=dtd), key="story-calls",
+    chart(fig.calls_figure(data, n_tasks=run.state.n_tasks, layer=ctx.layer, method=shown), key="story-calls",
           name="story-dtd-calls")
     _sentences(fig.calls_sentences(data, layer=ctx.layer))
+    if cat is not None and shown != cat:
+        _beside(ctx, {shown: run.state, cat: runs[cat].state})
     link("Clustering", view=keys.CLUSTERING, task=ctx.task, layer=ctx.layer, key="story-go-3")
+
+
+def _beside(ctx: Context, states: dict) -> None:
+    """DTD's calls and CAT's side by side against the truth, with what deciding cost each."""
+    st.markdown(f"**{' and '.join(md(fig.label(m)) for m in states)} against the truth**, per new task (CAT's "
+                "call is one for every layer)")
+    _sentences((fig.calls_right_sentence(states, layer=ctx.layer), ""))
+    table(fig.calls_side_by_side(states, layer=ctx.layer), key="story-calls-beside", name="story-calls-beside")
 
 
 def _relaxed(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
     st.subheader(STEPS[3])
     if dtd is None:
-        st.info("Units are relaxed only by PRM and its variants; no such run of this sequence and seed is listed.")
+        cat = ctx.run.meta["config"]["method"] in fig.CALL_METHODS
+        st.info("This step shows the units PRM's DTD relaxed; no PRM-family run of this sequence and seed is listed"
+                + (" (CAT's relaxed units are in the Masks view)." if cat else "."))
         return
     run = runs[dtd]
     if ctx.layer >= run.n_layers:

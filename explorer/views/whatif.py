@@ -91,6 +91,12 @@ def _train(ctx: Context, step: int, layer: int) -> None:
 def render(ctx: Context, *, step: int, layer: int) -> None:
     """The what-if panel for DTD step ``step`` (0-based) and masked layer ``layer``."""
     method = ctx.run.meta["config"]["method"]
+    if STRATEGIES[method].cat:
+        st.markdown("#### What if CAT had decided otherwise?")
+        st.info("CAT has no what-if: a what-if replaces DTD's decision and re-learns from the checkpoint saved when "
+                "that task began, and CAT has no DTD decision and keeps no checkpoints (they would lack its "
+                "attention and its calls, so a CAT run cannot be resumed).")
+        return
     if not STRATEGIES[method].runs_dtd or step not in ctx.run.state.dtd:
         return
     st.markdown("#### What if DTD had decided otherwise?")
