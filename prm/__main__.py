@@ -33,6 +33,7 @@ import numpy as np
 from prm.config import (COMPILE_MODES, MAX_LAYERS, METHOD_HELP, METHODS, PRESETS, PRM_CHOICES, VARIANT_LEVERS, ConfigError, PRMConfig,
                         RunConfig, preset)
 from prm.data import DATA_ENV, SEQUENCES, DataError, make_sequence
+from prm.methods import STRATEGIES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -655,9 +656,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     batches, keys = [], []  # one batch: up to --stack seeds of one sequence and method, trained together
     for sequence in sequences:
         for method in needed:
-            for start in range(0, len(args.seeds), args.stack):
+            # CAT's transfer tests and attention steps run outside the shared step, so stacked
+            # CAT seeds would wait for each other and each run's clock would count the others'
+            size = 1 if STRATEGIES[method].cat else args.stack
+            for start in range(0, len(args.seeds), size):
                 configs, outs = [], []
-                for seed in args.seeds[start:start + args.stack]:
+                for seed in args.seeds[start:start + size]:
                     configs.append(config(sequence, method, seed))
                     out = str(Path(args.out_dir) / f"{sequence}-{method}-s{seed}") if args.out_dir else None
                     if out and Path(out).exists():

@@ -173,7 +173,8 @@ class CATConfig:
     features frozen, a new head for t) and one *reference* network (a fresh unmasked network
     of the same shape) on t; j is similar when its transfer network beats the reference on
     t's validation set. Each of these trainings uses the patience schedule of
-    :class:`OptimConfig` capped at ``detect_epochs`` (CAT's code: the main budget, 200).
+    :class:`OptimConfig` capped at ``detect_epochs`` and at ``optim.max_epochs`` (CAT's code
+    uses the main budget, 200, for every phase, so a shorter main budget shortens them too).
     ``heads``: attention heads of the knowledge-transfer attention (KTA, CAT's ``n_head``; the
     last layer's width must divide by it). ``kta_weight``: the weight of the KTA head's loss
     beside the main head's (CAT's ``model_weights``). ``attention_dropout``: dropout inside

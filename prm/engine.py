@@ -353,7 +353,7 @@ def _transfer_test(ctx: _Context, seq: TaskSequence, model: MaskedMLP, task: int
     training has its own patience schedule capped at ``cat.detect_epochs``; the networks are
     thrown away, only the calls and their times are kept."""
     cfg, smax = ctx.cfg, ctx.cfg.hat.smax
-    budget = cfg.cat.detect_epochs
+    budget = min(cfg.cat.detect_epochs, cfg.optim.max_epochs)  # CAT's code: the main budget for every phase
     accs, epochs = [], []
     clock = time.perf_counter()
     for j in range(task):

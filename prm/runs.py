@@ -44,6 +44,7 @@ from prm import metrics, safeio
 from prm.config import ConfigError, RunConfig
 from prm.events import (ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskCheckpoint, TaskEnd,
                         TransferTest, to_record)
+from prm.methods import STRATEGIES
 from prm.records import BadRecord, parse_record, parse_started, parse_summary
 
 SCHEMA = 1
@@ -249,6 +250,11 @@ def _admit(state: dict[str, Any], event: Any) -> str | None:
         return f"for task {event.task + 1} while task {current + 1} is being learnt"
     if isinstance(event, DTDResult) and event.task in state["dtd"]:
         return "a second DTD record for this task"
+    cat = STRATEGIES[state["started"].config["method"]].cat
+    if isinstance(event, TransferTest) and not cat:
+        return "a transfer test in a run of a method without them (only CAT makes them)"
+    if isinstance(event, DTDResult) and cat:
+        return "a DTD record in a CAT run (CAT makes transfer tests, not DTD)"
     if isinstance(event, TransferTest) and event.task in state["transfer"]:
         return "a second transfer test for this task"
     if isinstance(event, ArraysWritten) and (event.kind, event.task) in state["array_files"]:

@@ -40,6 +40,7 @@ import optuna
 
 from prm import metrics
 from prm.config import ConfigError, RunConfig
+from prm.methods import STRATEGIES
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 HEARTBEAT_SECONDS = 30
@@ -408,6 +409,8 @@ def _portable(config: RunConfig) -> dict[str, Any]:
     data = config.to_dict()
     for key in ("seed", "record", "device", "data_dir"):
         data.pop(key)
+    if not STRATEGIES[config.method].cat:  # CAT's settings change no other method; older studies lack them
+        data.pop("cat")
     spec = SPECS.get(config.sequence)
     if spec is not None:
         data["n_tasks"] = spec.default_n if config.n_tasks is None else config.n_tasks

@@ -15,7 +15,7 @@ import torch
 from prm import masks as M
 from prm import step as S
 from prm.cat import KTAPhase, TransferAttention, choose_head
-from prm.config import CATConfig, ConfigError, HATConfig, ModelConfig, OptimConfig, RecordConfig, RunConfig
+from prm.config import CATConfig, ConfigError, HATConfig, ModelConfig, PRMConfig, OptimConfig, RecordConfig, RunConfig
 from prm.datasets.core import Task, TaskSequence
 from prm.engine import _Context, _transfer_test, train_sequence
 from prm.events import TaskEnd, TransferTest
@@ -224,10 +224,9 @@ def test_a_cat_run_is_deterministic():
     assert once() == once()
 
 
-def test_the_attention_phase_trains_when_a_task_is_called_similar(monkeypatch):
-    """Force every earlier task similar (a reference that always loses): the kept training
-    then runs CAT's attention step, its head is offered at evaluation, and the run is still
-    deterministic."""
+def force_similar(monkeypatch) -> None:
+    """Every earlier task called similar (the reference always loses), so that the attention
+    phase runs whatever the data say."""
     import prm.engine as E
 
     real = E._transfer_test
@@ -239,15 +238,107 @@ def test_the_attention_phase_trains_when_a_task_is_called_similar(monkeypatch):
                             reference_epochs=test.reference_epochs, seconds=test.seconds)
 
     monkeypatch.setattr(E, "_transfer_test", always_similar)
+
+
+def test_the_attention_phase_trains_when_a_task_is_called_similar(monkeypatch):
+    """Force every earlier task similar (a reference that always loses), on a network wide
+    enough to learn: the kept training then runs CAT's attention step, the attention head
+    is chosen where it scores higher on validation (and the accuracy recorded is the chosen
+    head's), and the run, dropout inside the attention included, is deterministic."""
+    import prm.cat as C
+    import prm.engine as E
+
+    force_similar(monkeypatch)
     steps: list[int] = []
     monkeypatch.setattr(KTAPhase, "step", (lambda original: lambda self, r: (steps.append(self.task), original(self, r))[1])(
         KTAPhase.step))
-    events: list = []
-    train_sequence(cat_config(n_tasks=3), emit=events.append, compile="off")
-    ends = [e for e in events if isinstance(e, TaskEnd)]
+    choices: list[tuple] = []  # per evaluation of a task with an attention head: both heads' scores, the choice
+
+    def recorded(model, kta, task, gates, data, smax):
+        val = C.head_scores(model, kta, task, gates, data["x_val"], data["y_val"], smax)
+        test = C.head_scores(model, kta, task, gates, data["x_test"], data["y_test"], smax)
+        out = C.choose_head(model, kta, task, gates, data, smax)
+        choices.append((val, test, out))
+        return out
+
+    monkeypatch.setattr(E, "choose_head", recorded)
+    config = cat_config(n_tasks=3, model=ModelConfig(hidden=(64, 64)), optim=OptimConfig(max_epochs=30, patience=3))
+
+    def once():
+        events: list = []
+        train_sequence(config, emit=events.append, compile="off")
+        return [e for e in events if isinstance(e, TaskEnd)]
+
+    ends = once()
+    choices_first = len(choices)
     assert set(steps) == {1, 2}  # the attention step trained tasks 2 and 3, and only those
-    assert len(ends) == 3 and all(v is not None for v in ends[-1].test_acc)
     assert ends[-1].kta[0] is False  # the first task never has an attention head
+    assert any(any(e.kta) for e in ends), "the attention head was never chosen"
+    # the attention head is chosen exactly when its validation accuracy is higher, and the
+    # recorded accuracies are the chosen head's
+    seen = iter(choices)
+    for e in ends[1:]:
+        for i in range(1, e.task + 1):
+            ((main_val, kta_val), (main_test, kta_test), out) = next(seen)
+            assert e.kta[i] == out[0] == (kta_val[1] > main_val[1])
+            assert e.test_acc[i] == pytest.approx((kta_test if e.kta[i] else main_test)[1])
+            assert e.val_acc[i] == pytest.approx(max(kta_val[1], main_val[1]))
+    assert max(e.test_acc[-1] or 0 for e in ends) > 0.5  # it learns: not chance on 10-way and 2-way tasks
+    assert [(e.test_acc, e.kta) for e in once()] == [(e.test_acc, e.kta) for e in ends]
+    assert len(choices) == 2 * choices_first
+
+
+def test_stacked_cat_runs_with_the_attention_phase_equal_runs_alone(monkeypatch):
+    """The attention step writes into parameters that are views of the stack's tensors: each
+    run of a stack must still learn exactly what it learns alone (every task forced similar,
+    so the step runs)."""
+    from prm.engine import Job, train_together
+
+    force_similar(monkeypatch)
+    configs = [cat_config(n_tasks=3, seed=s) for s in (0, 1)]
+    alone = [train_sequence(c, compile="off") for c in configs]
+    together = train_together([Job(config=c) for c in configs], compile="off")
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(b.test_acc, a.test_acc, atol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(b.val_acc, a.val_acc, atol=1e-6, equal_nan=True)
+
+
+def test_compare_trains_cat_seeds_one_at_a_time(tmp_path, monkeypatch):
+    """CAT's transfer tests and attention steps run outside the shared step: stacked, each
+    seed would wait for the others and count their time as its own, so compare never stacks
+    CAT (other methods still are)."""
+    import prm.__main__ as cli
+
+    sizes: dict[str, list[int]] = {}
+    real = cli._compare_stack
+    monkeypatch.setattr(cli, "_compare_stack", lambda batch: (sizes.setdefault(batch[0][0].method, []).append(
+        len(batch[0])), real(batch))[1])
+    assert cli.main(["compare", "--sequence", "digits-mixed", "--n-tasks", "2", "--width", "16", "--epochs", "2",
+                     "--detect-epochs", "2", "--methods", "cat,hat", "--seeds", "0,1", "--no-umap", "--quiet"]) == 0
+    assert sizes["cat"] == [1, 1] and sizes["hat"] == [2]
+
+
+def test_a_transfer_test_belongs_to_cat_runs_only(tmp_path):
+    """A transfer_test line in a PRM run, or a DTD line in a CAT run, is skipped with a reason:
+    otherwise the views would show another method's calls as this run's."""
+    from prm.events import to_record
+    from prm.runs import apply_events, RunState
+
+    def log(method: str) -> list[dict]:
+        events: list = []
+        train_sequence(cat_config(n_tasks=2, method=method, prm=PRMConfig(dtd_epochs=2, head_epochs=1)),
+                       emit=events.append, compile="off")
+        return [to_record(e) for e in events if not hasattr(e, "arrays")]
+
+    cat, prm = log("cat"), log("prm")
+    at = next(n for n, r in enumerate(cat) if r["type"] == "transfer_test")
+    assert sorted(apply_events(RunState(), cat).transfer) == [1]
+    state = apply_events(RunState(), [*prm[:at], cat[at]])  # task 1 of PRM done, then CAT's test for task 2
+    assert not state.transfer and "only CAT makes them" in state.skipped[-1]
+    dtd = next(r for r in prm if r["type"] == "dtd")
+    assert sorted(apply_events(RunState(), prm).dtd) == [1]
+    state = apply_events(RunState(), [*cat[:at], dtd])
+    assert not state.dtd and "CAT makes transfer tests, not DTD" in state.skipped[-1]
 
 
 def test_cat_settings_are_validated():

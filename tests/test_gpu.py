@@ -54,3 +54,18 @@ def test_runs_train_on_cuda_alone_and_stacked():
     assert alone.status == "finished" and np.isfinite(alone.test_acc[-1]).all()
     stacked = train_together([Job(config=cfg.replace(seed=s)) for s in (0, 1)], compile="off")
     np.testing.assert_allclose(stacked[0].test_acc, alone.test_acc, atol=0.05, equal_nan=True)
+
+
+def test_a_cat_run_trains_on_cuda_with_its_attention_phase(monkeypatch):
+    """CAT's side networks, multipliers, attention and head choice on the device (every
+    earlier task forced similar, so the attention step runs)."""
+    from prm.config import CATConfig
+    from prm.events import TaskEnd
+    from tests.test_cat import force_similar
+
+    force_similar(monkeypatch)
+    events: list = []
+    result = train_sequence(tiny_config(method="cat", device="cuda", cat=CATConfig(detect_epochs=3)),
+                            emit=events.append, compile="off")
+    assert result.status == "finished" and np.isfinite(result.test_acc[-1]).all()
+    assert [len(e.kta) for e in events if isinstance(e, TaskEnd)] == [1, 2, 3]

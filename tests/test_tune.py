@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from prm import tune
-from prm.config import RunConfig
+from prm.config import CATConfig, RunConfig
 from prm.engine import RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,26 @@ def test_setup_key_ignores_seed_and_tuned_values_only():
     assert tune.setup_key(a) == tune.setup_key(tune.apply_params(a.replace(seed=5), {"lr": 0.02, "lamb": 2.0}))
     assert tune.setup_key(a) != tune.setup_key(a.replace(n_tasks=3))
     assert tune.setup_key(a) == tune.setup_key(a.replace(record=a.record.__class__(checkpoints=False)))
+
+
+def test_the_bundled_studies_still_match_their_own_trials_set_up():
+    """A config section added later (CAT's) must not change what older studies were made for:
+    each bundled study's ``setup`` equals the key of its best trial's recorded config."""
+    import optuna
+
+    from prm.runs import load_run
+
+    url = f"sqlite:///{ROOT / 'sample_runs' / 'tuning' / 'optuna.db'}"
+    checked = 0
+    for summary in optuna.get_all_study_summaries(url):
+        study = optuna.load_study(study_name=summary.study_name, storage=url)
+        folder = ROOT / "sample_runs" / "tuning" / summary.study_name
+        for trial in sorted(folder.iterdir()):
+            assert study.user_attrs["setup"] == tune.setup_key(load_run(trial).config), summary.study_name
+            checked += 1
+    assert checked >= 4
+    cat = RunConfig(method="cat")
+    assert tune.setup_key(cat) != tune.setup_key(cat.replace(cat=CATConfig(kta_weight=0.5)))
 
 
 def test_parameter_sensitivity_by_hand():

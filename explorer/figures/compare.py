@@ -238,10 +238,13 @@ def task_times(runs: dict[str, tuple[RunState, int | None]]) -> pd.DataFrame:
     ``RunState.task_seconds`` (training, evaluation, DTD, CAT's transfer and reference
     trainings), those of them spent deciding similarity (``DETECTION_PHASES``), and the
     seconds accumulated up to it. A run still running, stopped or failed has rows for the
-    tasks it learnt."""
+    tasks it learnt. A run whose seconds do not add up to a finite number (a damaged log: each
+    value is finite, their sum need not be) is left out."""
     rows = []
     for name, (state, seed) in runs.items():
         phases = state.task_seconds()
+        if not np.isfinite(sum(phases.values(), np.zeros(state.tasks_done)).sum()):
+            continue
         zero = np.zeros(state.tasks_done)
         per_task = sum(phases.values(), zero)
         detection = sum((phases[p] for p in DETECTION_PHASES if p in phases), zero)
@@ -307,7 +310,7 @@ def log_ticks(values) -> dict:
     """Ticks of a log axis at 1, 2 and 5 of each decade the values span, written as plain
     numbers (plotly's own minor labels crowd a span of two decades)."""
     values = pd.to_numeric(pd.Series(values), errors="coerce")
-    values = values[values > 0]
+    values = values[np.isfinite(values) & (values > 0)]  # a damaged run's 1e308 + 1e308 is inf
     if values.empty:
         return {}
     low, high = int(np.floor(np.log10(values.min()))), int(np.ceil(np.log10(values.max())))

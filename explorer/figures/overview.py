@@ -87,12 +87,13 @@ DTD_PHASES, CAT_PHASES = ("dtd-head", "dtd", "xmeans"), ("transfer", "reference"
 """The two kinds of similarity detection's phases: PRM's DTD and CAT's transfer tests."""
 
 
-def phase_table(table: pd.DataFrame) -> pd.DataFrame:
+def phase_table(table: pd.DataFrame, *, cat: bool | None = None) -> pd.DataFrame:
     """:func:`phase_seconds` as shown: one row per task, one column per phase in the order the
     phases run; a phase a task did not go through (HAT has no DTD) is 0 s, not a blank. The
-    similarity-detection columns are those of the run's kind: CAT's for a run that spent time
-    on them, DTD's for every other run (0 s in HAT's: it ran none)."""
-    cat = bool(set(table.loc[table["seconds"] > 0, "phase"]) & {PHASE_LABELS[p] for p in CAT_PHASES})
+    similarity-detection columns are those of the run's kind: CAT's for a CAT run (``cat``;
+    None: a run that spent time on them), DTD's for every other run (0 s in HAT's: it ran none)."""
+    if cat is None:
+        cat = bool(set(table.loc[table["seconds"] > 0, "phase"]) & {PHASE_LABELS[p] for p in CAT_PHASES})
     labels = [label for phase, label in PHASE_LABELS.items() if phase not in (DTD_PHASES if cat else CAT_PHASES)]
     columns = ["task", *labels]
     if table.empty:

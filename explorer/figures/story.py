@@ -317,12 +317,14 @@ def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str) 
     return _projector(fig, title=title, height=max(340, 120 + 34 * size))
 
 
-def calls_sentences(table: pd.DataFrame, *, layer: int) -> tuple[str, str]:
+def calls_sentences(table: pd.DataFrame, *, layer: int, cat: bool = False) -> tuple[str, str]:
+    """What :func:`calls_table` says, in two sentences; ``cat``: CAT's calls, one for every layer."""
+    where = "every layer" if cat else f"layer {layer}"
     if table.empty:
-        return f"No DTD call was recorded for layer {layer}.", ""
+        return f"No {'transfer-test' if cat else 'DTD'} call was recorded for {where}.", ""
     n, right = len(table), int(table["right"].sum())
     false_similar = int((table["similar"] & ~table["right"]).sum())
-    first = f"On layer {layer}, {right} of {n} calls were right ({fmt(100 * right / n, 0)}%)" + (
+    first = f"On {where}, {right} of {n} calls were right ({fmt(100 * right / n, 0)}%)" + (
         "." if right == n else
         f"; of the {n - right} wrong ones, {false_similar} called a truly dissimilar task similar (its units "
         f"freed) and {n - right - false_similar} missed a truly similar one (its units kept protected).")

@@ -102,6 +102,16 @@ def _calls(column, title: str, frame) -> None:
                          column_config={"": st.column_config.TextColumn(width=40, help="✓ right, ✗ wrong")})
 
 
+def _step(ctx: Context, steps: list[int], what: str) -> int:
+    """The sidebar's task when it has a decision to show, else the last one (and a caption
+    saying so)."""
+    step = ctx.task if ctx.task in steps else steps[-1]
+    if step != ctx.task:
+        why = "the first task has nothing to compare with" if ctx.task == 0 else "the run has not reached it"
+        st.caption(f"{short(ctx.task)} has no {what} ({why}); showing {short(step)}. Pick the task in the sidebar.")
+    return step
+
+
 def _cat(ctx: Context) -> None:
     """A CAT run: the transfer tests of one step, its calls right or wrong, and every step."""
     state = ctx.run.state
@@ -109,10 +119,7 @@ def _cat(ctx: Context) -> None:
     if not steps:
         st.info("CAT has recorded no transfer test yet: its first comes when the second task arrives.")
         return
-    step = ctx.task if ctx.task in steps else steps[-1]
-    if step != ctx.task:
-        st.caption(f"{short(ctx.task)} has no transfer test (the first task has nothing to compare with); "
-                   f"showing {short(step)}. Pick the task in the sidebar.")
+    step = _step(ctx, steps, "transfer test")
     test = state.transfer[step]
     shown = [md(n) for n in names(state.tasks)]
     st.markdown(f"#### {shown[step]} arrives · CAT's transfer tests: {step} earlier task"
@@ -150,10 +157,7 @@ def render(ctx: Context) -> None:
     if not steps:
         st.warning("DTD records exist but their embedding arrays are missing.")
         return
-    step = ctx.task if ctx.task in steps else steps[-1]
-    if step != ctx.task:
-        st.caption(f"{short(ctx.task)} has no DTD step (the first task has nothing to compare with); "
-                   f"showing {short(step)}. Pick the task in the sidebar.")
+    step = _step(ctx, steps, "DTD step")
     record = state.dtd[step]
     layer = ctx.layer
     entry = record.layers[layer]

@@ -92,9 +92,10 @@ def _times(readable, current) -> None:
     st.markdown(f"**Time per task and accumulated time** (every run of {md(current.sequence)} with "
                 f"{current.n_tasks} tasks, finished or not; mean over seeds)")
     chart(fig.time_figure(summary), key="cmp-time", name="compare-time-per-task")
-    st.caption("CAT's time per task grows with the number of earlier tasks, because before each new task it trains "
-               "one transfer network per earlier task; PRM's stays flat, one DTD pass per task. The accumulated "
-               "time is on a log axis. " + fig.time_sentence(summary))
+    why = ("CAT's time per task grows with the number of earlier tasks, because before each new task it trains one "
+           "transfer network per earlier task; PRM's stays flat, one DTD pass per task. " if "cat" in set(summary["method"])
+           else "")
+    st.caption(why + "The accumulated time is on a log axis. " + fig.time_sentence(summary))
     if older:
         st.caption(f"Left out: {len(older)} run(s) recorded by the engine before its hand-written step, which "
                    "was slower, so their times do not compare with these: "

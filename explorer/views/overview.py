@@ -10,6 +10,7 @@ from explorer.figures import overview as fig
 from explorer.figures.common import PHASE_LABELS, TRUTH_RULE, fmt, md
 from explorer.views.common import Context, chart, how_to_read, table
 from prm.config import METHOD_HELP
+from prm.methods import STRATEGIES
 
 HELP = """
 **Acc** is the mean test accuracy over all tasks after the last one was learnt (the last row of the
@@ -61,7 +62,7 @@ def render(ctx: Context) -> None:
         chart(fig.phase_figure(phases), key="overview-phases", name="time-per-phase")
     with right:
         st.markdown("**Time per task and phase**")
-        table(fig.phase_table(phases), key="overview-phases", name="time-per-phase", height=320,
+        table(fig.phase_table(phases, cat=STRATEGIES[state.config["method"]].cat), key="overview-phases", name="time-per-phase", height=320,
               column_config={phase: st.column_config.NumberColumn(format="%.2f") for phase in PHASE_LABELS.values()})
     if ctx.masked and state.calls():
         who = ("CAT's transfer tests judged similar** (one call for every layer" if not state.dtd

@@ -142,7 +142,7 @@ def _calls(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
     data = fig.calls_table(run.state, layer=ctx.layer)
     chart(fig.calls_figure(data, n_tasks=run.state.n_tasks, layer=ctx.layer, method=shown), key="story-calls",
           name="story-dtd-calls")
-    _sentences(fig.calls_sentences(data, layer=ctx.layer))
+    _sentences(fig.calls_sentences(data, layer=ctx.layer, cat=bool(run.state.transfer)))
     if cat is not None and shown != cat:
         _beside(ctx, {shown: run.state, cat: runs[cat].state})
     link("Clustering", view=keys.CLUSTERING, task=ctx.task, layer=ctx.layer, key="story-go-3")
