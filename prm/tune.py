@@ -29,6 +29,7 @@ import json
 import math
 import os
 import socket
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -44,6 +45,9 @@ from prm.methods import STRATEGIES
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 HEARTBEAT_SECONDS = 30
+ATTRS_WAIT_SECONDS = 10.0
+"""How long a worker waits for the one that created a study to finish writing what the study
+was made for (its attributes are written one by one after the study exists)."""
 GRACE_SECONDS = 120
 
 
@@ -454,6 +458,10 @@ def _open(url: str, name: str, *, sampler: Any, attrs: dict[str, Any]) -> Any:
         raise StorageError(f"cannot open study {name!r} on {safe_url(url)}: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:300]}") from None
     held = study.user_attrs
+    deadline = time.monotonic() + ATTRS_WAIT_SECONDS
+    while held and set(attrs) - set(held) and time.monotonic() < deadline:  # another worker is writing them
+        time.sleep(0.05)
+        held = study.user_attrs
     if not held:
         for key, value in attrs.items():
             study.set_user_attr(key, value)

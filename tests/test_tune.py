@@ -93,6 +93,24 @@ def test_the_bundled_studies_still_match_their_own_trials_set_up():
     assert tune.setup_key(cat) != tune.setup_key(cat.replace(cat=CATConfig(kta_weight=0.5)))
 
 
+def test_a_worker_waits_for_the_study_attributes_another_is_writing(tmp_path):
+    """The first worker creates the study, then writes what it was made for one attribute at a
+    time; a second worker opening it in between must wait, not refuse the study."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    attrs = {"kind": "tune", "setup": "abc", "space": "xyz"}
+    optuna.create_study(storage=url, study_name="s").set_user_attr("kind", "tune")
+    writer = threading.Timer(0.3, lambda: [optuna.load_study(study_name="s", storage=url).set_user_attr(k, v)
+                                           for k, v in attrs.items() if k != "kind"])
+    writer.start()
+    study = tune._open(url, "s", sampler=None, attrs=attrs)
+    writer.join()
+    assert study.user_attrs == attrs
+    with pytest.raises(tune.StorageError, match="was made for"):
+        tune._open(url, "s", sampler=None, attrs={**attrs, "space": "other"})
+
+
 def test_parameter_sensitivity_by_hand():
     assert tune.parameter_sensitivity([0.9, 0.8, 0.7]) == pytest.approx(np.sqrt(((0.1**2) * 2) / 3))
     assert tune.parameter_sensitivity([0.9]) is None
