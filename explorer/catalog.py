@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from prm.config import results_relevant
 from prm.runs import UPLOADED, RunFormatError, RunParent, load_run, read_meta, read_summary, summarise, writer_alive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +101,11 @@ def fingerprint(folder: Path) -> tuple:
 def config_key(config: dict) -> str:
     """A config without its seed and its recording options (what was written to disk, such as
     checkpoints or the trajectory dtype, changes no result), as canonical JSON: the grouping key
-    of 'the same experiment'. CAT's settings count for CAT runs only: they change no other
-    method's result, and runs recorded before CAT existed carry none, so a run recorded now
-    still groups with an earlier one of the same experiment."""
-    dropped = ("seed", "record") if config.get("method") == "cat" else ("seed", "record", "cat")
-    return json.dumps({k: v for k, v in config.items() if k not in dropped}, sort_keys=True, default=list)
+    of 'the same experiment'. Sections the method never reads (``results_relevant``: CAT's
+    settings outside CAT runs) are left out too, so a run recorded now still groups with an
+    earlier one of the same experiment."""
+    return json.dumps({k: v for k, v in results_relevant(config).items() if k not in ("seed", "record")},
+                      sort_keys=True, default=list)
 
 
 METHOD_SETTINGS = ("seed", "record", "method", "prm", "cat", "ewc_lambda", "device", "data_dir")

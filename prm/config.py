@@ -284,6 +284,14 @@ units, SGD from lr 0.025 down to 0.001, patience 5, batch 64, smax 400); meant f
 data sets (``EMNIST-10T`` ...), far too slow and large for the bundled 8x8 digits."""
 
 
+def results_relevant(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (``RunConfig.to_dict``) without the sections its method never reads: CAT's
+    settings (``cat``) change no other method's result, and runs and studies recorded before
+    CAT existed carry none, so keys that say "the same experiment" (the explorer's grouping,
+    tune's set-up) leave them out for every other method."""
+    return config if config.get("method") == "cat" else {k: v for k, v in config.items() if k != "cat"}
+
+
 def preset(name: str, **overrides: Any) -> RunConfig:
     """A RunConfig from a named preset, with top-level fields overridden (sequence, seed ...).
 

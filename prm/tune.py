@@ -40,8 +40,7 @@ import numpy as np
 import optuna
 
 from prm import metrics
-from prm.config import ConfigError, RunConfig
-from prm.methods import STRATEGIES
+from prm.config import ConfigError, RunConfig, results_relevant
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 HEARTBEAT_SECONDS = 30
@@ -410,11 +409,9 @@ def _portable(config: RunConfig) -> dict[str, Any]:
     sequence's default task count and shots filled in (``--n-tasks 10`` is the default's 10)."""
     from prm.data import SPECS
 
-    data = config.to_dict()
+    data = results_relevant(config.to_dict())
     for key in ("seed", "record", "device", "data_dir"):
         data.pop(key)
-    if not STRATEGIES[config.method].cat:  # CAT's settings change no other method; older studies lack them
-        data.pop("cat")
     spec = SPECS.get(config.sequence)
     if spec is not None:
         data["n_tasks"] = spec.default_n if config.n_tasks is None else config.n_tasks
