@@ -22,7 +22,7 @@ import streamlit as st  # noqa: E402
 
 from explorer import archive, catalog  # noqa: E402
 from explorer import state as keys  # noqa: E402
-from explorer.figures.common import md, short, task_label  # noqa: E402
+from explorer.figures.common import md, short, task_label, visible  # noqa: E402
 from explorer.views import (accuracy, clustering, compare, embeddings, live, masks, overview, story,  # noqa: E402
                             tuning)
 from explorer.views.common import Context, entries, load, table, url_choice  # noqa: E402
@@ -106,7 +106,7 @@ def _files(root: Path, entry: catalog.RunEntry | None) -> None:
     if entry is not None:
         sb.download_button("Download this run (.zip)", functools.partial(_zip, str(entry.path),
                                                                            catalog.fingerprint(entry.path)),
-                           file_name=f"{entry.name}.zip", mime="application/zip", on_click="ignore",
+                           file_name=f"{visible(entry.name)}.zip", mime="application/zip", on_click="ignore",
                            icon=":material/folder_zip:", key="download-run")
     sb.file_uploader("Upload a zipped run", type=["zip"], key=keys.UPLOAD, on_change=_on_upload, args=(root,),
                      help=f"a run folder as zip, at most {archive.MAX_UPLOAD_BYTES // 2**20} MB; "

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.figures.common import visible
 from prm.config import results_relevant
 from prm.runs import UPLOADED, RunFormatError, RunParent, load_run, read_meta, read_summary, summarise, writer_alive
 
@@ -48,9 +49,9 @@ class RunEntry:
         """Unique across the picker (it ends with the run's key), so two runs with one name,
         a sample and one of yours, can never be mistaken for each other."""
         if self.status == "unreadable":
-            return f"unreadable · {self.key}"
+            return visible(f"unreadable · {self.key}")
         acc = "–" if self.acc is None else f"{self.acc:.3f}"
-        return f"{self.sequence} · {self.method} · s{self.seed} · Acc {acc} · {self.status} · {self.key}"
+        return visible(f"{self.sequence} · {self.method} · s{self.seed} · Acc {acc} · {self.status} · {self.key}")
 
 
 def key_of(folder: Path) -> str:

@@ -14,14 +14,17 @@ identity :func:`proven_writer` establishes.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from explorer.catalog import ROOT
 from prm import safeio
@@ -149,20 +152,59 @@ def running(root: Path) -> list[Path]:
     return [p for p in list_runs(root) if is_running(p)]
 
 
+_PYTHON = re.compile(r"python(\d+(\.\d+)*)?")
+"""How a Python interpreter's program name reads: python, python3, python3.11."""
+
+
 def _command_writes(args: list[str], cwd: Path, folder: Path) -> bool:
-    """Is this command line ``python -m prm run|whatif ... --out <folder>``?"""
-    if not any(args[i:i + 2] == ["-m", "prm"] and args[i + 2:i + 3] and args[i + 2] in SUBCOMMANDS
-               for i in range(len(args))):
-        return False
-    outs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--out"]
-    outs += [a.split("=", 1)[1] for a in args if a.startswith("--out=")]
-    return len(outs) == 1 and (cwd / outs[0]).resolve() == folder.resolve()
+    """Does the process with this command line and working folder write ``folder``?"""
+    out = _written_folder(args)
+    return out is not None and (cwd / out).resolve() == folder.resolve()
+
+
+def _written_folder(args: list[str]) -> str | None:
+    """The ``--out`` of ``python -m prm run|whatif ...`` as that process read it; None for any
+    other command line. The options are read by prm's own parser, as the process did: ``--ou``
+    is ``--out``, the last of two wins, an unknown option or a second sub-command is no writer.
+    The interpreter must be a Python given exactly ``-m prm``. Its options are refused on
+    purpose: the app and the docs start writers without any, ``-c`` runs its code and leaves
+    ``-m prm`` to that code as mere arguments, and ``-mprm`` is refused with them; such a
+    writer is listed as running, but Stop is not offered for it."""
+    if len(args) < 3 or not _PYTHON.fullmatch(Path(args[0]).name) or args[1:3] != ["-m", "prm"]:
+        return None
+    parsed = _parse_prm(args[3:])
+    if parsed is None or parsed.command not in SUBCOMMANDS or not parsed.out:
+        return None
+    return parsed.out
+
+
+class _Refused(Exception):
+    """prm's parser wanted to print (an error, the help) or to exit."""
+
+
+def _refuse(*args: object, **kwargs: object) -> NoReturn:
+    raise _Refused
+
+
+def _parse_prm(argv: list[str]) -> argparse.Namespace | None:
+    """``argv`` read by ``prm.__main__.build_parser()``, None where that parser would have
+    printed or exited: it runs inside the server, where neither may happen."""
+    from prm.__main__ import build_parser  # here: it imports torch, seconds the app spends only on a proof
+
+    parser = build_parser()
+    for each in (parser, *parser.commands.values()):  # the sub-command parsers report their own errors
+        each.error = each.exit = each.print_help = each.print_usage = _refuse
+    try:
+        return parser.parse_args(argv)
+    except (_Refused, SystemExit):
+        return None
 
 
 def proven_writer(folder: Path) -> int | None:
     """The pid of the process writing ``folder``, only if its identity is proven: a pid above
     1 on this host, other than this server, whose kernel start time matches run.json's and
-    whose command line is this project's ``prm run|whatif ... --out <that folder>``. run.json is
+    whose command line, read as prm's own parser reads it (:func:`_written_folder`), is
+    ``python -m prm run|whatif ... --out <that folder>`` from its working folder. run.json is
     untrusted (it may be uploaded or edited): a pid alone would let it aim Stop at any
     process, or with pid 0 or -1 at a whole process group."""
     try:
@@ -172,8 +214,8 @@ def proven_writer(folder: Path) -> int | None:
     pid = meta["pid"]
     if not writer_alive(meta) or pid == os.getpid():  # writer_alive: pid > 1, this host, start time matches
         return None
-    try:
-        args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    try:  # NUL-terminated arguments; an empty one is an argument too (whatif --similar "")
+        args = [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().removesuffix(b"\0").split(b"\0")]
         cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return None

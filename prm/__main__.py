@@ -8,9 +8,10 @@
     python -m prm tune --sequence digits-mixed-few --method prm --trials 20   # docs/tuning.md
 
 A user mistake (unknown sequence or method, impossible number, existing output folder,
-malformed data file) or an environment failure (a full disk) prints one line starting with
-``prm: error:`` and exits with status 2; nothing is created before training starts, and a run
-that fails while being written is left loadable (status 'failed') or removed. Ctrl-C exits
+malformed data file, an empty path) or an environment failure (a full disk) prints one line
+starting with ``prm: error:`` and exits with status 2; nothing is created before training
+starts, and a run that fails while being written keeps every whole record it wrote and loads
+as 'failed' (one that recorded nothing is removed: only the files it wrote). Ctrl-C exits
 with 130. When the reader of stdout goes away (``python -m prm show RUN | head -1``) the
 command stops quietly with status 141 (128 + SIGPIPE), as a program killed by SIGPIPE would.
 """
@@ -21,7 +22,8 @@ import argparse
 import dataclasses
 import datetime as _dt
 import os
-import shutil
+import numbers
+import re
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +49,15 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def _path(text: str) -> str:
+    """A folder, file or storage named on the command line. An empty or blank name is refused
+    here: the commands read a false value as "not given" and would put the output in the
+    default place without a word (``run --out ''`` wrote to runs/...)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no folder or file; give one or leave the option out")
+    return text
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -63,7 +74,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", default="default", choices=list(PRESETS),
                    help="default: sized for the bundled data; paper: the PRM paper's set-up "
                         "(2000 units, lr 0.025 to 0.001, batch 64) [%(default)s]")
-    g.add_argument("--data-dir", default=None,
+    g.add_argument("--data-dir", type=_path, default=None,
                    help="folder with the paper's data sets (EMNIST, CIFAR-100 binary, LEAF); default $PRM_DATA")
     g.add_argument("--n-tasks", type=int, default=None, help="number of tasks [the sequence's default]")
     g.add_argument("--shots", type=int, default=None,
@@ -140,7 +151,7 @@ def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) 
         if not torch.cuda.is_available():
             _fail(f"--device {args.device}: no CUDA device is available on this machine")
         index = args.device.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        if index and (re.fullmatch("[0-9]{1,4}", index) is None or int(index) >= torch.cuda.device_count()):
             _fail(f"--device {args.device}: this machine has CUDA devices 0 to {torch.cuda.device_count() - 1}")
     base = preset(args.preset, method=method).to_dict()
     for option, (section, name) in _OVERRIDES.items():
@@ -177,84 +188,46 @@ def _check_method(name: str) -> None:
         _fail(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
 
 
-def _check_out(path: Path, option: str, *, may_hold_files: bool = False) -> Path | None:
-    """Refuse an output folder before anything is created, and return the topmost folder that
-    writing it will create, None if it exists (so a failure removes exactly what it made).
-    ``path`` must be a folder or not exist yet, be empty unless ``may_hold_files``, and not lie
-    under a file."""
+def _check_out(path: Path, option: str, *, may_hold_files: bool = False) -> None:
+    """Refuse an output folder before anything is created: ``path`` must be a folder or not
+    exist yet, be empty unless ``may_hold_files``, and not lie under a file."""
     try:
         if path.exists() and not path.is_dir():
             _fail(f"{option} {path} is a file, not a folder")
         if path.is_dir():
             if not may_hold_files and any(path.iterdir()):
                 _fail(f"{option} {path} already exists and is not empty; choose another")
-            return None
-        created = path
+            return
         for parent in path.absolute().parents:
             if parent.exists():
                 if not parent.is_dir():
                     _fail(f"{option} {path} lies under {parent}, which is a file")
-                break
-            created = parent
+                return
     except OSError as exc:
         _fail(f"{option} {path}: {exc}")
-    return created
 
 
-def _discard(created: Path | None, out: Path) -> None:
-    """Remove what a failed run created: the folders it made (``created``, from _check_out),
-    or the contents of the empty folder it was given."""
-    if created is not None:
-        shutil.rmtree(created, ignore_errors=True)
-        return
-    for entry in out.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+def _settle_failed_write(out: Path, writer: Any, error: OSError) -> str:
+    """After a write error, keep every whole record the run wrote; say what the folder holds.
 
-
-def _remove_temporary(out: Path) -> None:
-    """Delete ``*.tmp*`` files the writer left (it removes its own; this covers any it could not)."""
-    for tmp in [*out.glob("*.tmp*"), *out.glob("arrays/*.tmp*"), *out.glob("checkpoints/*.tmp*")]:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-def _recorded_status(out: Path, writer: Any) -> str | None:
-    """The status in the run's ``run_end`` line, or None when it has none or cannot be read."""
-    from prm.runs import load_run
-
-    if writer is None or not writer.ended:
-        return None
-    try:
-        return load_run(out).status
-    except Exception:  # a damaged folder counts as one without a closing record
-        return None
-
-
-def _settle_failed_write(out: Path, writer: Any, created: Path | None) -> str:
-    """After a write error, leave a loadable run or nothing; say which.
-
-    A run whose ``run_end`` line was written is kept: it loads with that status. One without
-    is removed: even its closing line could not be written, and a folder that reads as
-    'running' until this process exits is worse than none.
+    A run that recorded anything (its first record is ``run_started``) is kept: the log is
+    cut back to whole records and closed with a 'failed' line where one still fits, so it
+    loads as failed, with the tasks it completed, the reason in its closing record. Only a
+    run that recorded nothing is removed, and then only the files and folders its writer
+    made (``RunWriter.discard``): a parent folder holding another run, or a file someone
+    else put into the run folder, stays.
     """
-    if writer is not None:
-        try:
-            writer.close()
-        except OSError:
-            pass
-    _remove_temporary(out)
-    status = _recorded_status(out, writer)
-    if status is None:
-        _discard(created, out)
-        return "the incomplete run folder was removed"
-    if status == "failed":
+    writer.close(error=error)
+    if not writer.records:
+        if writer.discard():
+            return "nothing was recorded: the run folder was removed"
+        return f"nothing was recorded: what the run wrote was removed; {out} holds files this run did not write and is kept"
+    if writer.status is None:
+        return (f"what was recorded is kept in {out}; not even a closing line fitted, so it reads as a failed run "
+                "once this command has exited")
+    if writer.status == "failed":
         return f"what was recorded is kept in {out} as a failed run"
-    return (f"the run {status} and is kept in {out}; the explorer computes any missing projections "
+    return (f"the run {writer.status} and is kept in {out}; the explorer computes any missing projections "
             "when it opens the run")
 
 
@@ -268,35 +241,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_method(args.method)
     cfg = _config(args, sequence=args.sequence, method=args.method, seed=args.seed)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out or f"runs/{args.sequence}-{args.method}-s{args.seed}-{stamp}")
-    created = _check_out(out, "--out")
+    out = Path(args.out if args.out is not None else f"runs/{args.sequence}-{args.method}-s{args.seed}-{stamp}")
+    _check_out(out, "--out")
     seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
-    writer = _open_writer(out, created, config=cfg)  # nothing is created on disk before this point
-    return _record(out, writer, created, tasks=len(seq.tasks), quiet=args.quiet,
+    writer = _open_writer(out, config=cfg)  # nothing is created on disk before this point
+    return _record(out, writer, tasks=len(seq.tasks), quiet=args.quiet,
                    train=lambda emit: train_sequence(cfg, emit=emit, sequence=seq, compile=args.compile))
 
 
-def _open_writer(out: Path, created: Path | None, **kwargs: Any) -> Any:
-    """The run folder's writer (``RunWriter(out, **kwargs)``), or one ``prm: error:`` line.
-    It does not finalize: :func:`_record` writes the summary and the projections after it."""
+def _open_writer(out: Path, **kwargs: Any) -> Any:
+    """The run folder's writer (``RunWriter(out, **kwargs)``), or one ``prm: error:`` line; a
+    writer that fails half-way (a full disk, Ctrl-C) has removed what it made. It does not
+    finalize: :func:`_record` writes the summary and the projections after it."""
     from prm.runs import RunWriter
 
     try:
         return RunWriter(out, finalize=False, **kwargs)
-    except FileExistsError as exc:  # appeared since _check_out: not ours to clean
+    except FileExistsError as exc:  # appeared since _check_out
         _fail(str(exc))
-    except BaseException as exc:  # a full disk or Ctrl-C half-way: leave nothing behind
-        _discard(created, out)
-        if isinstance(exc, OSError):
-            _fail(f"could not create the run folder {out}: {exc}")
-        raise
+    except OSError as exc:
+        _fail(f"could not create the run folder {out}: {exc}")
 
 
-def _record(out: Path, writer: Any, created: Path | None, *, tasks: int, quiet: bool,
+def _record(out: Path, writer: Any, *, tasks: int, quiet: bool,
             train: Callable[[Callable[[Any], None]], Any]) -> int:
     """Train through ``train(emit)`` into ``writer`` (made with ``finalize=False``) with a
     progress bar, and end as ``run`` and ``whatif`` both do: exit 130 on Ctrl-C with what was
-    left, one error line on a write failure (the folder left loadable or removed), else the
+    left, one error line on a write failure (:func:`_settle_failed_write`), else the
     summary, then the projections, then 0 for a finished run.
 
     The run is complete (``run_end`` line, summary.json, the summary printed) before UMAP
@@ -325,14 +296,14 @@ def _record(out: Path, writer: Any, created: Path | None, *, tasks: int, quiet: 
     except OSError as exc:  # a full disk, a folder removed under us ...
         if isinstance(exc, BrokenPipeError):
             raise
-        _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, created)}")
+        _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, exc)}")
     _print_summary(out)
-    if not _write_projections(out, writer, created, quiet=quiet):
+    if not _write_projections(out, writer, quiet=quiet):
         return 130
     return 0 if result.status == "finished" else 1
 
 
-def _write_projections(out: Path, writer: Any, created: Path | None, *, quiet: bool) -> bool:
+def _write_projections(out: Path, writer: Any, *, quiet: bool) -> bool:
     """The run's projections, after its summary, with their own progress line on stderr and
     the seconds they took; False after Ctrl-C (said in one line, the run kept as it is).
 
@@ -378,9 +349,8 @@ def _write_projections(out: Path, writer: Any, created: Path | None, *, quiet: b
         print(_interrupted(out, writer), file=sys.stderr)
         return False
     except OSError as exc:
-        _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, created)}")
+        _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, exc)}")
     except Exception as exc:  # UMAP or numba failing: the run stands, the explorer tries again
-        _remove_temporary(out)
         print(f"prm: warning: projections failed ({type(exc).__name__}: {str(exc)[:200]}); the run finished "
               f"and is saved in {out}; the explorer computes projections when it opens the run", file=sys.stderr)
         return True
@@ -420,17 +390,17 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     from prm.engine import train_sequence
 
     out = Path(args.out)
-    created = _check_out(out, "--out")
+    _check_out(out, "--out")
     try:
         plan = whatif.plan(args.run, task=args.task - 1, similar=[t - 1 for t in args.similar])
         seq = whatif.sequence(plan)
     except whatif.WhatIfError as exc:
         _fail(str(exc))
-    writer = _open_writer(out, created, config=plan.config, parent=plan.link())
+    writer = _open_writer(out, config=plan.config, parent=plan.link())
     similar = ", ".join(f"T{i + 1}" for i in plan.link().similar(0)) or "none"
     print(f"what-if of {args.run} from task {args.task}: similar {similar}, every other earlier task dissimilar",
           file=sys.stderr)
-    return _record(out, writer, created, tasks=len(seq.tasks), quiet=args.quiet,
+    return _record(out, writer, tasks=len(seq.tasks), quiet=args.quiet,
                    train=lambda emit: train_sequence(plan.config, emit=whatif.replaying(plan, emit), sequence=seq,
                                                      resume=plan.resume(), compile=plan.compile))
 
@@ -442,8 +412,7 @@ def _interrupted(out: Path, writer: Any) -> str:
     projections; an interrupt there leaves a finished run, not a stopped one, without
     projections.npz (and, in the moment the summary is written, without summary.json).
     """
-    _remove_temporary(out)
-    if _recorded_status(out, writer) != "finished":
+    if writer.status != "finished":
         return f"stopped: the run so far is saved in {out}"
     if not (out / "summary.json").is_file():
         return (f"interrupted while writing the summary: the run finished and is saved in {out} without "
@@ -456,8 +425,42 @@ def _interrupted(out: Path, writer: Any) -> str:
 # ----------------------------------------------------------------------------- show
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+def _number(value: Any) -> float | None:
+    """``value`` as a float if it is a number a float holds, else None: what is printed comes
+    from run folders and Optuna storages, which may hold any JSON value (a string, 10**400)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; '-' for one that is missing, not finite or not a number."""
+    number = _number(value)
+    return "-" if number is None or not np.isfinite(number) else f"{number:.{digits}f}"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A study's value on one short line: a number to 4 significant digits, a printable string
+    as it is, anything else as its repr, cut at ``limit`` characters."""
+    number = _number(value)
+    if number is not None:
+        return f"{number:.4g}"
+    if isinstance(value, str) and value.isprintable():
+        text = value
+    else:
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):  # an int past Python's 4300-digit limit, deep nesting
+            text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _params_text(params: dict[str, Any], sep: str) -> str:
+    """A trial's parameters as ``name value`` pairs, whatever types the storage gave them."""
+    return sep.join(f"{_shown(k, 40)} {_shown(v)}" for k, v in params.items())
 
 
 def _print_summary(folder: Path) -> None:
@@ -729,20 +732,28 @@ def _tuned(args: argparse.Namespace, sequences: list[str], methods: list[str], *
                     print(f"prm: {sequence} {method}: no study {name} on {tune.safe_url(url)}; the given options "
                           "are used", file=sys.stderr)
                 continue
-            params = ", ".join(f"{k} {v:.4g}" for k, v in study.best.params.items())
             print(f"prm: {sequence} {method}: best of study {study.name} (trial {study.best.number} of "
-                  f"{len(study.complete)} by validation Acc): {params}", file=sys.stderr)
+                  f"{len(study.complete)} by validation Acc): {_params_text(study.best.params, ', ')}", file=sys.stderr)
             found[(sequence, method)] = study
     return found
 
 
 def _tuned_config(cfg: RunConfig, study: Any) -> RunConfig:
+    """``cfg`` with the study's best parameters, or one error line: a storage is untrusted
+    input, and a parameter that is not a number (a string, None, 10**400) or out of range
+    must not become a traceback."""
     from prm import tune
 
     if study.attrs.get("setup") != tune.setup_key(cfg):
         _fail(f"study {study.name} tuned {cfg.method} with other training options than this command's; give "
               "compare the options given to tune (sequence length, width, epochs ...)")
-    return tune.apply_params(cfg, study.best.params)
+    best = study.best
+    try:
+        return tune.apply_params(cfg, best.params)
+    except (TypeError, ValueError, OverflowError) as exc:  # ConfigError is a ValueError
+        reason = " ".join(str(exc).split())[:200]
+        _fail(f"study {study.name}: the parameters of its best trial {best.number} ({_params_text(best.params, ', ')}) "
+              f"cannot be used: {reason}")
 
 
 def _compare_shared(args: argparse.Namespace, configs: dict, *, methods: list[str], tuned: dict) -> int:
@@ -847,7 +858,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     def after(study: Any) -> None:
         nonlocal best
         if study.best is not None:
-            best = f", best val Acc {study.best.val_acc:.3f} (trial {study.best.number})"
+            best = f", best val Acc {_fmt(study.best.val_acc)} (trial {study.best.number})"
         bar.update(min(len(study.complete), args.trials) - bar.n)
         bar.set_postfix_str(best.lstrip(", "))
 
@@ -868,19 +879,19 @@ def _print_study(study: Any, *, url: str, target: int) -> None:
 
     done = study.complete
     lines = [f"study {study.name} on {tune.safe_url(url)}: {len(done)} of {target} trials complete "
-             f"({study.method} on {study.sequence}, seed {study.attrs.get('seed')})"]
+             f"({_shown(study.method)} on {_shown(study.sequence)}, seed {_shown(study.attrs.get('seed'))})"]
     running = sum(t.state == "running" for t in study.trials)
     if running:
         lines.append(f"{running} trial(s) still running on other workers")
     best = study.best
     if best is not None:
-        lines.append(f"best trial {best.number} (chosen by validation Acc): val Acc {best.val_acc:.4f}, "
-                     f"test Acc {best.test_acc:.4f}")
-        lines.append("  " + "  ".join(f"{k} {v:.4g}" for k, v in best.params.items()))
+        lines.append(f"best trial {best.number} (chosen by validation Acc): val Acc {_fmt(best.val_acc, 4)}, "
+                     f"test Acc {_fmt(best.test_acc, 4)}")
+        lines.append("  " + _params_text(best.params, "  "))
         folder = tune.run_folder(url, best)
-        lines.append(f"  run folder: {folder if folder else best.run_dir + ' (on ' + str(best.host) + ')'}")
-    ps = study.ps
-    lines.append(f"PS (std of test Acc over the {len(done)} complete trials): " + ("-" if ps is None else f"{ps:.4f}"))
+        recorded = "not recorded" if best.run_dir is None else f"{_shown(best.run_dir, 300)} (on {_shown(best.host)})"
+        lines.append(f"  run folder: {folder if folder else recorded}")
+    lines.append(f"PS (std of test Acc over the {len(done)} complete trials): {_fmt(study.ps, 4)}")
     print("\n".join(lines))
 
 
@@ -927,7 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sequence", default="digits-mixed", help=f"[%(default)s] {seq_help}")
     run.add_argument("--method", default="prm", help=f"[%(default)s] {method_help}")
     run.add_argument("--seed", type=int, default=0, help="[%(default)s]")
-    run.add_argument("--out", default=None, help="run folder to create [runs/SEQUENCE-METHOD-sSEED-TIME]")
+    run.add_argument("--out", type=_path, default=None, help="run folder to create [runs/SEQUENCE-METHOD-sSEED-TIME]")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_training_options(run)
     run.set_defaults(func=cmd_run)
@@ -936,7 +947,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--sequence", default="digits-mixed", help="one or more sequences, comma-separated")
     comp.add_argument("--methods", default="prm,hat,ncl,stl", help="comma-separated [%(default)s]")
     comp.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated [0,1,2]")
-    comp.add_argument("--out-dir", default=None, help="also record every run under this folder")
+    comp.add_argument("--out-dir", type=_path, default=None, help="also record every run under this folder")
     comp.add_argument("--jobs", type=int, default=1, help="runs in parallel processes [%(default)s]")
     comp.add_argument("--stack", type=int, default=8,
                       help="seeds of one method trained together, their networks stacked so that one step trains "
@@ -949,7 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--tuned", action="store_true",
                       help="each method with the best parameters of its tune study on --storage (by validation Acc), "
                            "and a PS column: the std of Acc over that study's trials")
-    comp.add_argument("--storage", default=None,
+    comp.add_argument("--storage", type=_path, default=None,
                       help="Optuna storage: sqlite:///file.db, journal:///file.log or postgresql://user@host/db "
                            "[sqlite:///runs/optuna.db]")
     comp.add_argument("--study", default=None,
@@ -965,11 +976,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="complete trials the study should hold, counting earlier commands and other workers "
                           "[%(default)s]")
     tun.add_argument("--seed", type=int, default=0, help="the runs' seed and the sampler's [%(default)s]")
-    tun.add_argument("--storage", default=None,
+    tun.add_argument("--storage", type=_path, default=None,
                      help="Optuna storage: sqlite:///file.db, journal:///file.log (a shared folder) or "
                           "postgresql://user@host/db [sqlite:///runs/optuna.db]")
     tun.add_argument("--study", default=None, help="study name [tune-SEQUENCE-METHOD]")
-    tun.add_argument("--runs-dir", default="runs/tune", help="trial run folders go to RUNS_DIR/STUDY/trial-NNNN "
+    tun.add_argument("--runs-dir", type=_path, default="runs/tune", help="trial run folders go to RUNS_DIR/STUDY/trial-NNNN "
                                                              "[%(default)s]")
     tun.add_argument("--fail-running", action="store_true",
                      help="first mark the study's running trials failed (after a worker was killed on a journal "
@@ -979,22 +990,22 @@ def build_parser() -> argparse.ArgumentParser:
     tun.set_defaults(func=cmd_tune)
 
     table = sub.add_parser("table", help="compare's tables from recorded run folders (e.g. compare --out-dir)")
-    table.add_argument("runs", nargs="+", help="run folders")
+    table.add_argument("runs", type=_path, nargs="+", help="run folders")
     table.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     table.add_argument("--families", action="store_true", help="also print the per-family table")
     table.set_defaults(func=cmd_table)
 
     show = sub.add_parser("show", help="summary of a recorded run")
-    show.add_argument("run", help="run folder")
+    show.add_argument("run", type=_path, help="run folder")
     show.set_defaults(func=cmd_show)
 
     what = sub.add_parser("whatif", help="re-run a recorded run from one task with DTD's decision replaced")
-    what.add_argument("run", help="the parent run folder (recorded with checkpoints, method prm, prm+ or an ablation)")
+    what.add_argument("run", type=_path, help="the parent run folder (recorded with checkpoints, method prm, prm+ or an ablation)")
     what.add_argument("--task", type=int, required=True, help="the task (1-based, 2 or more) whose decision is replaced")
     what.add_argument("--similar", type=_task_list, required=True,
                       help="earlier tasks (1-based, comma-separated) to call similar in every masked layer; "
                            "every other earlier task is dissimilar; \"\" or none: all dissimilar")
-    what.add_argument("--out", required=True, help="the child run folder to create")
+    what.add_argument("--out", type=_path, required=True, help="the child run folder to create")
     what.add_argument("--quiet", action="store_true", help="no progress bar")
     what.set_defaults(func=cmd_whatif)
     return parser

@@ -377,7 +377,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.n_tasks is None or cfg.n_tasks >= 1, f"n_tasks: must be a positive integer, got {cfg.n_tasks!r}")
     _check(cfg.shots is None or cfg.shots >= 1, f"shots: must be a positive integer, got {cfg.shots!r}")
     _check(0 <= cfg.seed <= MAX_SEED, f"seed: must be an integer from 0 to {MAX_SEED}, got {cfg.seed!r}")
-    _check(isinstance(cfg.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device) is not None,
+    _check(isinstance(cfg.device, str) and re.fullmatch(r"cpu|cuda(:[0-9]{1,4})?", cfg.device) is not None,
            f"device: 'cpu' or 'cuda[:N]', got {cfg.device!r}")
     m = cfg.model
     _check(isinstance(m.hidden, (tuple, list)) and len(m.hidden) >= 1 and all(_is_int(h) and h >= 1 for h in m.hidden),

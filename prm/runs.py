@@ -16,9 +16,10 @@ Layout of a run folder (schema version ``SCHEMA``)::
 
 A run folder is untrusted input (it may be uploaded, copied or damaged). Only JSON and
 numeric ``.npz`` arrays are read, through :mod:`prm.safeio` (regular files inside the folder,
-sizes checked before anything is allocated, never a pickle); every event record is parsed
-into its typed event by :mod:`prm.records` (types and ranges checked) and every array is
-checked against the run's shapes. ``load_run`` reads a finished, running, stopped, failed or
+sizes checked before anything is allocated, never a pickle); every JSON document is parsed
+by :func:`prm.records.load_json` (a number no float can hold refuses its record), every
+event record into its typed event by :mod:`prm.records` (types and ranges checked), and
+every array is checked against the run's shapes. ``load_run`` reads a finished, running, stopped, failed or
 killed run: a truncated or corrupt line, a record out of range, a missing or refused array
 file or a bad summary gives a partial run with warnings; a folder that is not a run, or one
 from a newer schema, raises ``RunFormatError``, and nothing else is ever raised. Live views
@@ -45,7 +46,7 @@ from prm.config import ConfigError, RunConfig
 from prm.events import (ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskCheckpoint, TaskEnd,
                         TransferTest, to_record)
 from prm.methods import STRATEGIES
-from prm.records import BadRecord, parse_record, parse_started, parse_summary
+from prm.records import BadRecord, load_json, parse_record, parse_started, parse_summary
 
 SCHEMA = 1
 
@@ -64,13 +65,17 @@ def _versions() -> dict[str, str]:
 
 def _replace_atomic(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
     """Write through a temporary file renamed into place, so a reader never sees half a file;
-    the temporary file is removed when the write fails (a full disk leaves nothing behind)."""
+    the temporary file is removed when the write fails (a full disk leaves nothing behind),
+    and the write's own error is the one raised."""
     tmp = path.with_name(path.name + suffix)
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise
 
 
@@ -97,11 +102,16 @@ def _jsonable(value: Any, digits: int | None = None) -> Any:
 class RunWriter:
     """Appends a run's events to its folder; the engine's ``emit`` in every recorded run.
 
-    Arrays are written to a temporary file and renamed, and each line is flushed, so a reader
-    never sees half an array and a crash loses at most the line being written. With
-    ``finalize`` (the app, scripts) the ``run_end`` event also writes the summary and the
-    projections (:func:`finalize_run`); the CLI passes False and writes them itself after the
-    run, so that its progress bar does not sit at 100% through UMAP's compile.
+    Arrays are written to a temporary file and renamed, and each line is written whole or cut
+    back (:meth:`_append`), so a reader never sees half an array and the log always ends on a
+    complete record, even when the disk fills. With ``finalize`` (the app, scripts) the
+    ``run_end`` event also writes the summary and the projections (:func:`finalize_run`); the
+    CLI passes False and writes them itself after the run, so that its progress bar does not
+    sit at 100% through UMAP's compile.
+
+    The writer remembers every file and folder it created, by name, so that :meth:`discard`
+    removes exactly those: never a file someone else put into the folder, never a parent
+    folder that meanwhile holds another run. A constructor that fails discards what it made.
     """
 
     def __init__(self, folder: str | Path, *, config: RunConfig, finalize: bool = True,
@@ -109,11 +119,29 @@ class RunWriter:
         self.folder = Path(folder)
         if self.folder.exists() and any(self.folder.iterdir()):
             raise FileExistsError(f"run folder {self.folder} already exists and is not empty")
-        (self.folder / "arrays").mkdir(parents=True, exist_ok=True)
         self.finalize = finalize
         self.ended = False
         """True once the ``run_end`` line is written: what follows (summary, projections) only
         adds to a run whose status is settled."""
+        self.status: str | None = None
+        """The status in the ``run_end`` line written, None while there is none."""
+        self.records = 0
+        """Whole records in the event log: 0 means nothing of the run was recorded."""
+        self._files: list[Path] = []
+        self._folders: list[Path] = []  # outermost first
+        self._log: Any = None
+        self._size = 0  # bytes of whole records in the log
+        try:
+            self._make_folder(self.folder / "arrays")
+            _write_json_atomic(self.folder / "run.json", self._meta(config, parent))
+            self._files.append(self.folder / "run.json")
+            self._log = open(self.folder / "events.jsonl", "xb", buffering=0)
+            self._files.append(self.folder / "events.jsonl")
+        except BaseException:
+            self.discard()
+            raise
+
+    def _meta(self, config: RunConfig, parent: "RunParent | None") -> dict[str, Any]:
         meta = {
             "schema": SCHEMA,
             "name": self.folder.name,
@@ -127,35 +155,110 @@ class RunWriter:
         }
         if parent is not None:
             meta["parent"] = parent.to_dict()
-        _write_json_atomic(self.folder / "run.json", meta)
-        self._log = open(self.folder / "events.jsonl", "a", encoding="utf-8")
+        return meta
+
+    def _make_folder(self, folder: Path) -> None:
+        """``mkdir -p``, noting each folder this call made (one another process made in the
+        meantime is not ours)."""
+        missing = []
+        for path in (folder, *folder.parents):
+            if path.exists():
+                break
+            missing.append(path)
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                if not path.is_dir():
+                    raise
+                continue
+            self._folders.append(path)
+
+    def _write_file(self, name: str, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+        path = self.folder / name
+        self._make_folder(path.parent)
+        _replace_atomic(path, write, suffix)
+        self._files.append(path)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, TaskCheckpoint):  # a file, not a log line (prm.checkpoint)
             from prm.checkpoint import encode
 
-            (self.folder / "checkpoints").mkdir(exist_ok=True)
             data = encode(event)
-            _replace_atomic(self.folder / event.file_name(event.task), lambda tmp: tmp.write_bytes(data))
+            self._write_file(event.file_name(event.task), lambda tmp: tmp.write_bytes(data))
             return
         if isinstance(event, TaskArrays):
             written = ArraysWritten(task=event.task, kind=event.kind, file=ArraysWritten.file_name(event.kind, event.task))
-            _replace_atomic(self.folder / written.file, lambda tmp: np.savez_compressed(tmp, **event.arrays), ".tmp.npz")
+            self._write_file(written.file, lambda tmp: np.savez_compressed(tmp, **event.arrays), ".tmp.npz")
             record = to_record(written)
         else:
             record = to_record(event)
-        digits = 5 if isinstance(event, EpochEnd) else None
-        self._log.write(json.dumps(_jsonable(record, digits), allow_nan=False) + "\n")
-        self._log.flush()
+        self._append(_jsonable(record, 5 if isinstance(event, EpochEnd) else None))
         if isinstance(event, RunEnd):
-            self._log.close()
-            self.ended = True
-            if self.finalize:
-                finalize_run(self.folder)
+            self._end(event.status)
 
-    def close(self) -> None:
-        if not self._log.closed:
+    def _append(self, record: dict[str, Any]) -> None:
+        """Write one record as one line, whole or not at all: a write that fails part-way (a
+        full disk, Ctrl-C) is cut back to the last whole record before the error goes on, so
+        the log never ends on half a line and a later line never follows a fragment."""
+        data = memoryview((json.dumps(record, allow_nan=False) + "\n").encode())
+        try:
+            while data:
+                written = self._log.write(data)
+                if not written:
+                    raise OSError(f"{self.folder / 'events.jsonl'}: no byte of the record could be written")
+                data = data[written:]
+        except BaseException:
+            try:  # back to the end of the last whole record: the next line starts there
+                self._log.seek(self._size)
+                self._log.truncate()
+            except OSError:
+                pass  # the reader reports a truncated last line
+            raise
+        self._size = self._log.tell()
+        self.records += 1
+
+    def _end(self, status: str) -> None:
+        self._log.close()
+        self.ended, self.status = True, status
+        if self.finalize:
+            finalize_run(self.folder)
+
+    def close(self, *, error: BaseException | None = None) -> None:
+        """Close the log. Given the ``error`` that stopped the run (a full disk), a log that
+        has records but no closing line gets a short 'failed' one naming it, so the run reads
+        as failed at once rather than as running until this process exits. If even that line
+        does not fit, the log still ends on a whole record, and the run reads as failed (no
+        closing record) once the process has exited."""
+        if self._log is None or self._log.closed:
+            return
+        if error is not None and self.records and not self.ended:
+            try:
+                self._append(to_record(RunEnd(status="failed", seconds=None,
+                                              error=f"the run could not be written: {str(error)[:500]}")))
+                self._end("failed")
+            except OSError:
+                pass
+        self._log.close()
+
+    def discard(self) -> bool:
+        """Remove what this writer created and nothing else: its files by name, then the
+        folders it made, innermost first and only while empty (``os.rmdir``); the first folder
+        that holds something else stops it, since every folder above holds that too. Returns
+        whether the run folder is gone."""
+        if self._log is not None:
             self._log.close()
+        for path in self._files:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        for folder in reversed(self._folders):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        return not self.folder.exists()
 
 
 # ----------------------------------------------------------------------------- reading
@@ -319,9 +422,13 @@ def iter_records(text: str, problems: list[str]) -> Iterator[dict[str, Any]]:
                 problems.append(f"events.jsonl: line {number} is longer than {MAX_LINE_CHARS // safeio.MiB} MiB; skipped")
             continue
         try:
-            record = json.loads(line)
+            record = load_json(line)
             if not isinstance(record, dict) or "type" not in record:
                 raise ValueError("not an event object")
+        except BadRecord as exc:  # a number no float can hold: the line is JSON, its record is refused
+            if len(problems) < MAX_SKIP_MESSAGES:
+                problems.append(f"events.jsonl: line {number} skipped ({exc})")
+            continue
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             if len(problems) < MAX_SKIP_MESSAGES:
                 problems.append(f"events.jsonl: {'truncated last line' if number == final else f'corrupt line {number}'}"
@@ -501,11 +608,13 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise RunFormatError(f"{folder}: no such run folder")
     try:
-        meta = json.loads(safeio.read_text(folder, "run.json"))
+        meta = load_json(safeio.read_text(folder, "run.json"))
     except FileNotFoundError:
         raise RunFormatError(f"{folder}: not a run folder (no run.json)") from None
     except safeio.UnsafeFile as exc:
         raise RunFormatError(f"{folder}: {exc}") from None
+    except BadRecord as exc:  # a number no float can hold
+        raise RunFormatError(f"{folder / 'run.json'}: {exc}") from None
     except (ValueError, RecursionError) as exc:
         raise RunFormatError(f"{folder / 'run.json'}: not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(meta, dict) or type(meta.get("schema")) is not int or "config" not in meta:
@@ -529,7 +638,8 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         "seed": config.seed, "started_at": opt("started_at", str, lambda v: len(v) <= 64),
         "versions": {k: v for k, v in (opt("versions", dict) or {}).items()
                      if isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= 100},
-        "pid": opt("pid", int), "pid_start": opt("pid_start", int), "host": opt("host", str, lambda v: len(v) <= 255),
+        "pid": opt("pid", int, lambda v: abs(v) < 2**31),  # a pid_t: os.kill raises OverflowError beyond it
+        "pid_start": opt("pid_start", int), "host": opt("host", str, lambda v: len(v) <= 255),
         UPLOADED: opt(UPLOADED, str, lambda v: len(v) <= 64),
         "parent": _parent_dict(meta.get("parent"), config),
     }
@@ -573,14 +683,14 @@ _DTD_ARRAYS = ("embeddings", "trajectory")
 def _check_arrays(kind: str, task: int, data: dict[str, np.ndarray], widths: list[int]) -> tuple[dict, list[str]]:
     """Keep the arrays whose name, shape and values fit the run; say what was dropped."""
     kept, problems = {}, []
+    layers = {str(n): n for n in range(len(widths))}  # looked up as text: int() would refuse "²" or 5000 digits
     for name, array in data.items():
         base, _, layer = name.rpartition("_l")
         problem = None
-        if base not in (_TASK_ARRAYS if kind == "task" else _DTD_ARRAYS) or not layer.isdigit() \
-                or int(layer) >= len(widths):
+        if base not in (_TASK_ARRAYS if kind == "task" else _DTD_ARRAYS) or layer not in layers:
             problem = "not an array of this run"
         else:
-            H = widths[int(layer)]
+            H = widths[layers[layer]]
             shape = {"trajectory": (None, H), "embeddings": (task + 1, H)}.get(base, (H,))
             if array.ndim != len(shape) or any(want is not None and n != want for n, want in zip(array.shape, shape)):
                 problem = f"shape {array.shape}, expected {tuple('k' if w is None else w for w in shape)}"
@@ -630,7 +740,7 @@ def read_summary(folder: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     try:
-        return parse_summary(json.loads(text))
+        return parse_summary(load_json(text))
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -2,7 +2,8 @@
 
 Every Stop case runs with ``os.kill`` patched: no real signal ever goes to pid 0, -1 or a
 stranger. The one process that may be signalled is a stand-in started here, whose command
-line is ``python -c ... -m prm run --out <folder>``: exactly what the proof looks for.
+line is ``python -m prm run --out <folder>``: exactly what the proof looks for, run from a
+folder whose package ``prm`` only sleeps (:func:`fake_writer`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,21 @@ def kills(monkeypatch):
     return sent
 
 
+def fake_writer(root: Path, *args: str) -> subprocess.Popen:
+    """``python -m prm ARGS`` started in ``root``, given a package named ``prm`` there whose
+    ``__main__`` only sleeps: a real writer's command line that writes nothing. Returns once
+    its kernel start time can be read."""
+    (root / "prm").mkdir(parents=True, exist_ok=True)
+    (root / "prm" / "__init__.py").write_text("")
+    (root / "prm" / "__main__.py").write_text("import time; time.sleep(60)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}  # -m finds the fake
+    proc = subprocess.Popen([sys.executable, "-m", "prm", *args], cwd=root, env=env)
+    deadline = time.monotonic() + 30
+    while _process_start(proc.pid) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 def claim(folder: Path, *, pid, pid_start, host=None) -> None:
     meta = json.loads((folder / "run.json").read_text())
     meta.update(pid=pid, pid_start=pid_start, host=host or socket.gethostname())
@@ -84,12 +100,8 @@ def test_stop_never_signals_a_process_a_run_folder_merely_names(unfinished, kill
 
 @pytest.mark.skipif(not LINUX, reason="the identity proof reads /proc")
 def test_stop_signals_a_proven_prm_run_writer_and_only_it(unfinished, kills, tmp_path):
-    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "prm", "run",
-                                 "--out", str(unfinished)], cwd=tmp_path)
+    stand_in = fake_writer(tmp_path / "fake", "run", "--out", str(unfinished))
     try:
-        deadline = time.monotonic() + 10
-        while _process_start(stand_in.pid) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
         claim(unfinished, pid=stand_in.pid, pid_start=_process_start(stand_in.pid))
         assert load_run(unfinished).status == "running"
         assert live.proven_writer(unfinished) == stand_in.pid

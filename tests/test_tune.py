@@ -307,6 +307,32 @@ def test_safe_url_never_shows_a_password(url, shown):
     assert tune.safe_url(url) == shown
 
 
+@pytest.mark.parametrize("url, engine", [
+    ("postgresql://me@db.lab/prm", "postgresql+psycopg2://me@db.lab/prm"),
+    (" postgresql://me:pw@db.lab/prm?sslmode=require", "postgresql+psycopg2://me:pw@db.lab/prm?sslmode=require"),
+    ("postgresql+psycopg://me@db.lab/prm", "postgresql+psycopg://me@db.lab/prm"),
+    ("postgresql+psycopg2://me@db.lab/prm", "postgresql+psycopg2://me@db.lab/prm"),
+    ("mysql://me@db.lab/prm", "mysql://me@db.lab/prm"),
+    ("sqlite:///runs/postgresql://x.db", "sqlite:///runs/postgresql://x.db"),
+])
+def test_the_plain_postgresql_form_uses_the_installed_driver(url, engine):
+    """SQLAlchemy 2.1 reads a plain ``postgresql://`` as psycopg 3, which is not installed;
+    the project installs psycopg2-binary. An explicit ``+driver`` is left alone."""
+    assert tune.engine_url(url) == engine
+
+
+@pytest.mark.parametrize("open_", ["write", "read"])
+def test_a_plain_postgresql_url_reaches_the_server(open_):
+    """The README's form, to a port where no server listens: the error is the connection's,
+    not a driver said missing, and the password is masked."""
+    url = "postgresql://me:s3cret@127.0.0.1:1/prm"
+    with pytest.raises(tune.StorageError) as info:
+        tune.open_storage(url) if open_ == "write" else tune.study_names(url)
+    message = str(info.value)
+    assert "driver is missing" not in message and "OperationalError" in message
+    assert "s3cret" not in message and "postgresql://me:***@127.0.0.1:1/prm" in message
+
+
 def test_a_killed_workers_trial_is_failed_when_its_heartbeat_is_stale(tmp_path, monkeypatch):
     import time
 

@@ -5,7 +5,9 @@ and the explorer's child-minus-parent panel."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +163,28 @@ def test_a_checkpoint_of_another_config_is_refused(runs):
                         input_dim=64, head_sizes=[2, 10, 2, 10])
     with pytest.raises(RunFormatError, match="the run's config changed"):  # same shapes, another recipe
         checkpoint.read(runs["parent"], 2, config=PARENT_CONFIG.replace(seed=1), input_dim=64, head_sizes=[2, 10, 2, 10])
+
+
+def test_a_log_that_sizes_a_huge_checkpoint_never_has_it_read(runs, tmp_path):
+    """input_dim 10^7 in the event log (a layout of 1.3 GB) and a 1 GiB task_003 checkpoint:
+    a clear error from the log's numbers, and the checkpoint is never read."""
+    folder = tmp_path / "huge"
+    shutil.copytree(runs["parent"], folder)
+    records = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["type"] == "run_started":
+            r["input_dim"] = 10**7
+    (folder / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.truncate(folder / "checkpoints" / "task_002.safetensors", 2**30)  # sparse: cheap to make
+    tracemalloc.start()
+    try:
+        with pytest.raises(whatif.WhatIfError) as caught:
+            whatif.plan(folder, task=2, similar=[0])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(caught.value)
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
 def one_error(argv, capsys) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import string
+import unicodedata
 import zlib
 from typing import Any
 
@@ -63,23 +64,46 @@ PHASE_LABELS = {
 }
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+"""Control characters (Unicode category Cc: C0, DEL and C1), which break or erase lines."""
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_ESCAPED = frozenset({"Cf", "Cs", "Zl", "Zp"})
+"""Format characters (bidi overrides, embeddings, isolates and marks, zero-width joiners and
+spaces, BOM, tag characters), lone surrogates (which no page can encode) and the line and
+paragraph separators: they draw nothing, reorder or hide what follows, or break lines."""
+
+
+def _escaped(match: re.Match) -> str:
+    char = match.group()
+    if unicodedata.category(char) not in _ESCAPED:
+        return char
+    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+
+
+def visible(text: Any) -> str:
+    """Text from a run file as it may be shown anywhere (Markdown, widget options, table cells,
+    plotly): every control character, or run of them, becomes one space, and every character
+    that draws nothing yet changes how text reads (a right-to-left override that turns
+    'run\\u202egpj.exe' into 'runexe.jpg', an isolate, a zero-width joiner, a line separator)
+    becomes its visible escape, ``\\u202e``. Letters, digits and emoji of every script stay
+    as they are. Idempotent, so a string may pass through it twice (``task_label``, then ``md``)."""
+    return _NON_ASCII.sub(_escaped, _CONTROL.sub(" ", str(text)))
 
 
 def md(text: Any) -> str:
     """Text from a run file, made literal for Streamlit Markdown (st.markdown, captions,
-    alerts, labels, toasts): control characters become one space and every ASCII punctuation
-    mark is backslash-escaped, so no link, image, emphasis, heading, HTML, LaTeX ($), colour
-    or icon directive (:red[..], :material/..:) can start inside it."""
-    flat = _CONTROL.sub(" ", str(text))
-    return "".join("\\" + c if c in string.punctuation else c for c in flat)
+    alerts, labels, toasts): :func:`visible` first, then every ASCII punctuation mark is
+    backslash-escaped, so no link, image, emphasis, heading, HTML, LaTeX ($), colour or icon
+    directive (:red[..], :material/..:) can start inside it."""
+    return "".join("\\" + c if c in string.punctuation else c for c in visible(text))
 
 
 def plain(text: Any) -> str:
     """Text from a run file, made literal for plotly (titles, hover, legend, tick and bar
-    texts render a subset of HTML): <, > and & become entities, and % one too, so a name
-    cannot open a %{...} template field where it ends up in a hovertemplate."""
-    return html.escape(str(text), quote=False).replace("%", "&#37;")
+    texts render a subset of HTML): :func:`visible` first, then <, > and & become entities,
+    and % one too, so a name cannot open a %{...} template field where it ends up in a
+    hovertemplate."""
+    return html.escape(visible(text), quote=False).replace("%", "&#37;")
 
 
 def family_colour(family: str) -> str:
@@ -121,8 +145,10 @@ def parse_short(label: str) -> int:
 
 
 def task_label(tasks: tuple[dict[str, Any], ...] | list[dict[str, Any]], task: int) -> str:
+    """"T3 writer 02": the task's number and its name as it may be shown (:func:`visible`), so
+    the task pickers' options, which are plain text, cannot be spoofed either."""
     if task < len(tasks):
-        return f"{short(task)} {tasks[task]['name']}"
+        return f"{short(task)} {visible(tasks[task]['name'])}"
     return short(task)
 
 

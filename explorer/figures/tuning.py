@@ -58,7 +58,7 @@ def folder_cell(trial: Trial, local: Path | None) -> str:
 
 def trials_table(study: Study, local: Mapping[int, Path | None]) -> pd.DataFrame:
     """One row per trial: number, state, each parameter as a column, val Acc (the objective),
-    test Acc, BWT, CT, the note on why a trial failed or was pruned, and its run folder
+    test Acc, BWT, CT, the note on why a trial failed, was pruned or is unreadable, and its run folder
     (``local``: trial number -> its folder on this machine, from ``tune.run_folder``).
     Metrics and parameters are numbers, NaN only where the trial has none (a trial that is
     still running, failed, or was pruned before drawing); the texts are never missing."""
@@ -68,7 +68,7 @@ def trials_table(study: Study, local: Mapping[int, Path | None]) -> pd.DataFrame
         rows.append({"trial": t.number, "state": t.state,
                      **{p: _param(t.params[p]) if p in t.params else math.nan for p in params},
                      **{label: round(_number(getattr(t, field)), 4) for label, field in METRICS.items()},
-                     "note": t.note or "", "run folder": folder_cell(t, local.get(t.number))})
+                     "note": t.problem or t.note or "", "run folder": folder_cell(t, local.get(t.number))})
     return pd.DataFrame(rows, columns=["trial", "state", *params, *METRICS, "note", "run folder"])
 
 
@@ -172,6 +172,18 @@ def headline(study: Study) -> str:
         parts.append(f"best trial **{best.number}** (by validation Acc): val Acc **{fmt(best.val_acc)}**, "
                      f"its test Acc **{fmt(best.test_acc)}**")
     return " · ".join(parts)
+
+
+MAX_PROBLEMS = 5
+"""Problems of one study named in full; the rest are counted."""
+
+
+def problems_line(study: Study) -> str:
+    """What of ``study`` could not be read and is left out (Markdown): each unreadable trial
+    with the field at fault, each dropped study attribute; empty when everything was read."""
+    shown = [md(p) for p in study.problems[:MAX_PROBLEMS]]
+    more = len(study.problems) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
 def ps_caption(pairs: Mapping[tuple[str, str], tuple[Study, str]]) -> str:

@@ -9,7 +9,7 @@ from explorer import state as keys
 from explorer.figures import clustering as fig
 from explorer.figures.common import TRUTH_RULE, fmt, md, names, short
 from explorer.views import whatif
-from explorer.views.common import Context, chart, how_to_read, table, url_choice
+from explorer.views.common import Context, chart, how_to_read, shown_frame, table, url_choice
 from prm.methods import STRATEGIES
 from prm.similarity import RULES
 
@@ -98,7 +98,7 @@ def _calls(column, title: str, frame) -> None:
     if frame.empty:
         column.caption("none")
     else:
-        column.dataframe(fig.calls_styled(frame), hide_index=True, height=min(38 + 35 * len(frame), 320),
+        column.dataframe(fig.calls_styled(shown_frame(frame)), hide_index=True, height=min(38 + 35 * len(frame), 320),
                          column_config={"": st.column_config.TextColumn(width=40, help="✓ right, ✗ wrong")})
 
 

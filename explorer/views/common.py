@@ -12,7 +12,7 @@ import streamlit as st
 from explorer import catalog
 from explorer import state as keys
 from explorer.figures import embeddings as emb
-from explorer.figures.common import md, short
+from explorer.figures.common import md, short, visible
 from prm.runs import Run, list_runs, load_run
 
 
@@ -58,15 +58,28 @@ def projection(run: Run, layer: int, method: str) -> emb.Projection:
 
 
 def chart(fig: go.Figure, *, key: str, name: str) -> None:
-    """A plotly chart whose camera button saves a PNG named after the chart."""
+    """A plotly chart whose camera button saves a PNG named after the chart (``name`` may hold a
+    run's name: made visible, since the browser shows it when saving)."""
     st.plotly_chart(fig, key=key, config={"displaylogo": False, "toImageButtonOptions": {
-        "format": "png", "filename": name, "scale": 2}})
+        "format": "png", "filename": visible(name), "scale": 2}})
+
+
+def shown_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as it may be shown: every text cell and column name through :func:`visible`
+    (table cells are plain text, so a run's names could otherwise carry bidi overrides into
+    them); numbers and other values stay as they are."""
+    out = df.rename(columns=lambda c: visible(c) if isinstance(c, str) else c)
+    for n in range(out.shape[1]):
+        if not pd.api.types.is_numeric_dtype(out.iloc[:, n]):
+            out.isetitem(n, out.iloc[:, n].map(lambda v: visible(v) if isinstance(v, str) else v))
+    return out
 
 
 def table(df: pd.DataFrame, *, key: str, name: str, **kwargs) -> None:
-    """A table with a CSV download of exactly what is shown."""
+    """A table with a CSV download of exactly what is shown (its text made visible)."""
+    df = shown_frame(df)
     st.dataframe(df, hide_index=True, key=f"df-{key}", **kwargs)
-    st.download_button("Download CSV", df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
+    st.download_button("Download CSV", df.to_csv(index=False).encode(), file_name=f"{visible(name)}.csv", mime="text/csv",
                        key=f"csv-{key}", on_click="ignore", icon=":material/download:")
 
 

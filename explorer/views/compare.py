@@ -58,12 +58,15 @@ last decimal.
 
 def _ps(summary, root: Path):
     """The summary with PS per group, and the captions saying where each PS comes from (or
-    which storage could not be read: Compare never fails on one)."""
+    which storage could not be read, and which trials of a study were unreadable: Compare
+    never fails on one)."""
     found, problems = tuning.tuned_pairs(root)
     pairs = {(s, m): found[(s, m)] for s, m in zip(summary["sequence"], summary["method"]) if (s, m) in found}
     notes = [f"PS: {tuning_fig.ps_caption(pairs)}." if pairs else
              "PS: no tune study of these sequences and methods was found (see the Tuning view)."]
     notes += [f"Could not read storage {md(p)}" for p in problems]
+    notes += [f"PS of {md(s)} · {md(m)} leaves out what study {md(study.name)} ({md(where)}) holds unreadable: "
+              f"{tuning_fig.problems_line(study)}" for (s, m), (study, where) in pairs.items() if study.problems]
     return fig.with_ps(summary, {pair: study.ps for pair, (study, _) in pairs.items()}), notes
 
 

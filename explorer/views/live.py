@@ -17,7 +17,7 @@ import streamlit as st
 from explorer import catalog, live
 from explorer import state as keys
 from explorer.figures import accuracy, clustering, embeddings
-from explorer.figures.common import fmt, md, names, short
+from explorer.figures.common import fmt, md, names, short, visible
 from explorer.views.common import chart, entries, how_to_read, load, projection, table
 from prm.config import MAX_SEED, METHOD_HELP, METHODS
 from prm.data import DATA_ENV, DEFAULT_N_TASKS, available_sequences, task_count_range
@@ -180,7 +180,7 @@ def _one(folder: Path) -> bool:
                 st.progress(0.0, text="starting…")
             else:
                 st.error(f"The run did not start (exit status {code}).")
-                st.code(live.log_tail(folder) or "(no output)")
+                st.code(visible(live.log_tail(folder)) or "(no output)")
             return running
         try:
             run = load(folder)

@@ -1,7 +1,8 @@
 """Tuning: the hyper-parameter studies of an Optuna storage, their PS, and each trial's run.
 
-Storages are read only through ``prm.tune`` (``open_storage(create=False)`` underneath), so a
-mistyped path is reported and never leaves an empty database behind.
+Storages are read only through ``prm.tune``'s reading functions (``read_storage`` underneath),
+which never write: a mistyped path, a file that is no storage, a device or a FIFO is reported
+in one line and left as it was; a trial that cannot be read is shown unreadable, with why.
 """
 
 from __future__ import annotations
@@ -259,6 +260,9 @@ def render(*, root: Path) -> None:
         return
     st.session_state[keys.TUNING_CHOSEN] = (url, name)
     st.markdown(fig.headline(study))
+    if study.problems:
+        st.warning("Parts of this study cannot be read and are left out (PS, the best trial and the charts count "
+                   f"only what was read): {fig.problems_line(study)}")
     local = {t.number: tune.run_folder(url, t) for t in study.trials}
     st.markdown("**Trials** (val Acc is the objective; test Acc is reported, never optimised)")
     table(fig.trials_table(study, local), key="tune-trials", name=f"trials-{_slug(name)}")
