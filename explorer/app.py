@@ -25,7 +25,7 @@ from explorer import state as keys  # noqa: E402
 from explorer.figures.common import md, short, task_label, visible  # noqa: E402
 from explorer.views import (accuracy, clustering, compare, embeddings, live, masks, overview, story,  # noqa: E402
                             tuning)
-from explorer.views.common import Context, entries, load, table, url_choice  # noqa: E402
+from explorer.views.common import Context, entries, link_warning, load, table, url_choice  # noqa: E402
 from prm.runs import RunFormatError  # noqa: E402
 
 RUN_VIEWS = {keys.STORY: story.render, keys.OVERVIEW: overview.render, keys.ACCURACY: accuracy.render, keys.EMBEDDINGS: embeddings.render,
@@ -149,6 +149,9 @@ def main() -> None:
         st.warning(f"This run is partial ({run.state.tasks_done} of {run.state.n_tasks} tasks learnt, status "
                    f"{md(run.status)}); the views show what it has. Details: " +
                    md("; ".join(filter(None, [run.status_note, *run.warnings]))))
+    view = st.query_params.get(keys.VIEW)
+    if view is not None and view not in keys.VIEWS:  # the bound tabs would fall back silently
+        link_warning(view, what="the view", whose="PRM Explorer", options=list(keys.VIEWS), default=keys.VIEWS[0])
     tabs = st.tabs(list(keys.VIEWS), key=keys.VIEW, bind="query-params")
     for name, tab in zip(keys.VIEWS, tabs):
         if not tab.open:

@@ -101,18 +101,34 @@ def start(options: LiveOptions | WhatIfOptions, *, root: Path) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{options.stem()}-{stamp}"
     folder, n = root / base, 1
-    while folder.exists() or log_path(folder).exists():
+    while os.path.lexists(folder) or os.path.lexists(log_path(folder)):
         n += 1
         folder = root / f"{base}-{n}"
-    log = log_path(folder)
-    log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
-    with open(log, "wb") as out:
+    with os.fdopen(_create_log(folder), "wb") as out:
         proc = subprocess.Popen(options.command(folder), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     _children[str(folder)] = proc
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     return folder
+
+
+def _create_log(folder: Path) -> int:
+    """A descriptor of the child's new log file in ``<runs folder>/.logs``. Neither that folder
+    nor the file may be a link, and the file must not exist yet: the runs folder is shared
+    with other users' runs, and a link there would have this server write wherever it points.
+    Raises OSError (ELOOP for a link, EEXIST for a file already there) with its reason."""
+    logs = log_path(folder).parent
+    try:
+        logs.mkdir()
+    except FileExistsError:
+        pass
+    logs_fd = os.open(logs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        return os.open(log_path(folder).name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                       dir_fd=logs_fd)
+    finally:
+        os.close(logs_fd)
 
 
 def log_path(folder: Path) -> Path:
@@ -127,10 +143,13 @@ def child_exit(folder: Path) -> int | None:
 
 
 def log_tail(folder: Path, lines: int = 15) -> str:
+    """The child's last console lines, read under the run-folder rules (no link followed, a
+    bounded tail), since ``.logs`` lies in a folder others write to."""
     try:
-        return "\n".join(log_path(folder).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
+        tail = safeio.read_tail(folder.parent, f".logs/{folder.name}.log", nbytes=64 * 1024)
+    except (OSError, safeio.UnsafeFile):
         return ""
+    return "\n".join(tail.decode(errors="replace").splitlines()[-lines:])
 
 
 def is_running(folder: Path) -> bool:
@@ -152,7 +171,7 @@ def running(root: Path) -> list[Path]:
     return [p for p in list_runs(root) if is_running(p)]
 
 
-_PYTHON = re.compile(r"python(\d+(\.\d+)*)?")
+_PYTHON = re.compile(r"python([0-9]+(\.[0-9]+)*)?")
 """How a Python interpreter's program name reads: python, python3, python3.11."""
 
 

@@ -349,7 +349,9 @@ def storage_folder(tmp_path_factory):
 def test_a_study_with_hostile_attributes_is_read_and_shown(storage_folder, trial_attrs, study_attrs):
     """Any attribute values: ``load_study`` reads the study, the two sound trials stay complete,
     the hostile one is complete or unreadable with a reason, and what the Tuning view builds
-    from it builds."""
+    from it builds. A study attribute Optuna itself cannot decode (5000 digits, deep nesting)
+    fails the whole study as one ``StorageError`` line, since Optuna reads a study's
+    attributes together (docs/reliability.md)."""
     from explorer.figures import tuning as fig
     from prm import tune
 
@@ -357,7 +359,12 @@ def test_a_study_with_hostile_attributes_is_read_and_shown(storage_folder, trial
     path = storage_folder / "o.db"
     url, name = f"sqlite:///{path}", f"s{_storages['n']}"
     _hostile_study(url, path, name, trial_attrs, study_attrs)
-    study = tune.load_study(url, name)
+    try:
+        study = tune.load_study(url, name)
+    except tune.StorageError as exc:
+        assert {HUGE_INT, DEEP} & {v for v in study_attrs.values() if isinstance(v, str)}, exc
+        assert "\n" not in str(exc)
+        return
     states = [t.state for t in study.trials]
     assert states[0] == states[2] == "complete" and states[1] in ("complete", "unreadable"), states
     assert (states[1] == "unreadable") == bool(study.trials[1].problem)

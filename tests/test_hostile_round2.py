@@ -30,3 +30,54 @@ def test_a_device_with_non_ascii_digits_is_one_cli_error(device, monkeypatch, tm
     assert exit_.value.code == 2
     assert "prm: error: --device" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------- live runs' console logs
+
+def test_a_logs_folder_that_is_a_link_is_never_written_through(tmp_path):
+    """A runs folder's ``.logs`` that links elsewhere: Start refuses with the reason (the views
+    show OSError's message) and writes nothing where the link points; no child starts."""
+    from explorer import live
+
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / ".logs").symlink_to(outside)
+    before = dict(live._children)
+    with pytest.raises(OSError):
+        live.start(live.LiveOptions(sequence="digits-classes", n_tasks=2, epochs=1), root=root)
+    assert list(outside.iterdir()) == []
+    assert live._children == before
+
+
+def test_the_console_log_is_read_without_following_a_link(tmp_path):
+    from explorer import live
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours\n")
+    folder = tmp_path / "runs" / "r"
+    (tmp_path / "runs" / ".logs").mkdir(parents=True)
+    live.log_path(folder).symlink_to(secret)
+    assert live.log_tail(folder) == ""
+    live.log_path(folder).unlink()
+    live.log_path(folder).write_text("a\nb\n")
+    assert live.log_tail(folder) == "a\nb"
+
+
+# ----------------------------------------------------------------------------- links
+
+@pytest.mark.parametrize("view", ["Bogus", "Overview\x00", "x" * 5000])
+def test_a_link_to_a_view_that_does_not_exist_says_so(view):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer import state as keys
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "explorer" / "app.py"), default_timeout=60)
+    at.query_params[keys.VIEW] = view
+    at.run()
+    assert not at.exception
+    said = [w.value for w in at.warning if "the view" in w.value]
+    assert len(said) == 1 and "showing Story instead" in said[0]
+    assert len(said[0]) < 1000  # a long value is cut, not echoed

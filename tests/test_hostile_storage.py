@@ -24,7 +24,7 @@ import pytest
 
 from explorer import state as keys
 from explorer.figures import tuning as fig
-from prm import tune
+from prm import storages, tune
 from prm.config import RunConfig
 from prm.engine import RunResult
 from tests.test_tuning_view import PS, TESTS, only_these_storages, open_app, texts, write_tune_study  # noqa: F401
@@ -192,11 +192,11 @@ def test_a_journal_over_the_limit_is_refused_before_it_is_read(tmp_path, monkeyp
     url = f"journal:///{tmp_path / 'o.log'}"
     write_storage(url)
     size = (tmp_path / "o.log").stat().st_size
-    monkeypatch.setattr(tune, "MAX_JOURNAL_BYTES", size - 1)
+    monkeypatch.setattr(storages, "MAX_JOURNAL_BYTES", size - 1)
     for call in (lambda: tune.study_names(url), lambda: tune.open_storage(url)):
         with pytest.raises(tune.StorageError, match=f"{size} bytes, more than the {size - 1} allowed"):
             call()
-    monkeypatch.setattr(tune, "MAX_JOURNAL_BYTES", size)
+    monkeypatch.setattr(storages, "MAX_JOURNAL_BYTES", size)
     assert tune.study_names(url) == ["s"]
 
 
@@ -214,7 +214,7 @@ def test_the_journal_limit_is_far_above_a_real_study(tmp_path):
     tune.tune(config=RunConfig(sequence="digits-mixed", method="prm"), url=url, study_name="s", trials=2,
               runs_dir=tmp_path / "runs", train=train, families=["writer"] * tasks)
     per_trial = (tmp_path / "o.log").stat().st_size / 2
-    assert 3 * 1000 * per_trial <= tune.MAX_JOURNAL_BYTES
+    assert 3 * 1000 * per_trial <= storages.MAX_JOURNAL_BYTES
 
 
 def test_a_journal_line_being_written_is_left_for_later_and_a_bad_one_is_an_error(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prm import tune
+from prm import storages, tune
 from prm.config import CATConfig, RunConfig
 from prm.engine import RunResult
 
@@ -336,7 +336,7 @@ def test_a_plain_postgresql_url_reaches_the_server(open_):
 def test_a_killed_workers_trial_is_failed_when_its_heartbeat_is_stale(tmp_path, monkeypatch):
     import time
 
-    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
+    monkeypatch.setattr(storages, "GRACE_SECONDS", 1)  # read when a storage is opened
     url = f"sqlite:///{tmp_path}/o.db"
     _run_tune(url, tmp_path, 1)
     storage = tune.open_storage(url)

@@ -94,10 +94,20 @@ def url_choice(key: str, options: list[str], default: str, *, what: str) -> None
         return
     url = st.query_params.get(key)
     if url is not None and url not in options:
-        shown = ", ".join(options) if len(options) <= 8 else f"{options[0]} … {options[-1]}"
-        st.warning(f"The link asks for {what} '{md(url)}', which this run does not have ({md(shown)}); "
-                   f"showing {md(default)} instead.", icon=":material/link_off:")
+        link_warning(url, what=what, whose="this run", options=options, default=default)
     st.session_state[key] = url if url in options else default
+
+
+URL_SHOWN = 200
+"""Characters of a link's value repeated in a warning: a 100 kB value is cut, not echoed."""
+
+
+def link_warning(url: str, *, what: str, whose: str, options: list[str], default: str) -> None:
+    """Say that a link asks for a value ``whose`` owner does not have, and what is shown instead."""
+    asked = url if len(url) <= URL_SHOWN else f"{url[:URL_SHOWN]}… ({len(url)} characters)"
+    shown = ", ".join(options) if len(options) <= 10 else f"{options[0]} … {options[-1]}"
+    st.warning(f"The link asks for {what} '{md(asked)}', which {whose} does not have ({md(shown)}); "
+               f"showing {md(default)} instead.", icon=":material/link_off:")
 
 
 def start_from_task(key: str, value, *, task: int, options) -> None:
