@@ -59,13 +59,18 @@ def _sidebar() -> tuple[Path, list[catalog.RunEntry], catalog.RunEntry | None]:
     folder = st.session_state.pop(keys.OPEN_RUNS_DIR, None)  # a trial opened in Tuning: its study's folder
     if folder:
         st.session_state[keys.RUNS_DIR] = folder
-    root = keys.runs_root(sb.text_input("Your runs folder", keys.DEFAULT_RUNS_DIR, key=keys.RUNS_DIR,
-                                        help="relative to the repository root; new live runs go here too"), _ROOT)
+    typed = sb.text_input("Your runs folder", keys.DEFAULT_RUNS_DIR, key=keys.RUNS_DIR,
+                          help="relative to the repository root; new live runs go here too")
+    try:
+        root = keys.runs_root(typed, _ROOT)
+    except ValueError as exc:  # '~nobody/runs': no such home folder
+        sb.error(f"Your {md(exc)}. Type another runs folder.")
+        st.stop()
     problem = catalog.runs_folder_problem(root)
     if problem:
         sb.error(f"Your runs folder cannot hold runs: {md(problem)}. The samples still open; training and "
                  "uploads need another folder.")
-    roots = [root] if root.resolve() == catalog.SAMPLES.resolve() else [root, catalog.SAMPLES]
+    roots = [root] if catalog.same_folder(root, catalog.SAMPLES) else [root, catalog.SAMPLES]
     found = entries(roots)
     by_key = {e.key: e for e in found}
     if not found:

@@ -212,11 +212,10 @@ def _fill(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], folder: Path
     folder is removed before the error goes on."""
     try:
         _unpack(zf, members, folder)
-        _mark_uploaded(folder)
-        run = load_run(folder)
-        if run.warnings:
-            raise UploadError("the run does not load cleanly: " + "; ".join(run.warnings[:3])
-                              + (f" (and {len(run.warnings) - 3} more)" if len(run.warnings) > 3 else ""))
+        warnings = _mark_uploaded(folder) + list(load_run(folder).warnings)
+        if warnings:
+            raise UploadError("the run does not load cleanly: " + "; ".join(warnings[:3])
+                              + (f" (and {len(warnings) - 3} more)" if len(warnings) > 3 else ""))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -239,11 +238,15 @@ def _unpack(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], folder: Pa
                               f"bytes, not the {info.file_size} its zip entry declares")
 
 
-def _mark_uploaded(folder: Path) -> None:
+def _mark_uploaded(folder: Path) -> list[str]:
     """Record the upload in run.json and drop the sender's process identity: its writer ran
-    elsewhere, so the run is never 'running' here and Stop has nothing to signal."""
-    meta = read_meta(folder)
+    elsewhere, so the run is never 'running' here and Stop has nothing to signal. Returns the
+    warnings about the sender's run.json (a field refused, such as a parent link with a NUL):
+    run.json is rewritten from what was kept, so the load that follows no longer sees them."""
+    problems: list[str] = []
+    meta = read_meta(folder, problems)
     for key in ("pid", "pid_start", "host"):
         meta.pop(key)
     meta[UPLOADED] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     (folder / "run.json").write_text(json.dumps(meta, indent=1))
+    return problems

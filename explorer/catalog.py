@@ -1,8 +1,10 @@
 """Which runs exist: the rows of the run picker, read cheaply from each run folder.
 
 A finished run's ``summary.json`` has everything the picker shows, so only runs without one
-(running, killed, broken) are loaded in full. Nothing here touches Streamlit; the app
-caches :func:`describe` on :func:`fingerprint`, which changes whenever a run moves on.
+(running, killed, broken), or whose event log does not bear theirs out
+(``prm.runs.trusted_summary``: a bounded read of the log's last records), are loaded in full.
+Nothing here touches Streamlit; the app caches :func:`describe` on :func:`fingerprint`, which
+changes whenever a run moves on.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 
 from explorer.figures.common import visible
 from prm.config import results_relevant
-from prm.runs import UPLOADED, RunFormatError, RunParent, load_run, read_meta, read_summary, summarise, writer_alive
+from prm.runs import (UPLOADED, RunFormatError, RunParent, load_run, read_meta, summarise, trusted_summary,
+                      writer_alive)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_runs"
@@ -42,7 +45,7 @@ class RunEntry:
     def where(self) -> str:
         """The folder the run lives in, as the picker shows it: 'sample' or the runs folder."""
         parent = self.path.parent
-        return "sample" if parent.resolve() == SAMPLES.resolve() else key_of(parent)
+        return "sample" if same_folder(parent, SAMPLES) else key_of(parent)
 
     @property
     def label(self) -> str:
@@ -54,8 +57,28 @@ class RunEntry:
         return visible(f"{self.sequence} · {self.method} · s{self.seed} · Acc {acc} · {self.status} · {self.key}")
 
 
+RESOLVE_ERRORS = (OSError, RuntimeError, ValueError)
+"""What ``Path.resolve`` raises on a path read from a run file or a URL: OSError (no
+permission, a name too long), RuntimeError (a symlink loop) and ValueError (a NUL byte)."""
+
+
+def resolved(path: str | Path) -> Path | None:
+    """``path`` with its links resolved, None when it cannot be: such a path names no run."""
+    try:
+        return Path(path).resolve()
+    except RESOLVE_ERRORS:
+        return None
+
+
+def same_folder(a: str | Path, b: str | Path) -> bool:
+    """Do ``a`` and ``b`` name one folder? Never when either cannot be resolved (a what-if
+    parent link naming a symlink loop is a parent that is not there)."""
+    first = resolved(a)
+    return first is not None and first == resolved(b)
+
+
 def key_of(folder: Path) -> str:
-    folder = folder.resolve()
+    folder = resolved(folder) or Path(os.path.abspath(folder))
     try:
         return str(folder.relative_to(ROOT))
     except ValueError:
@@ -133,13 +156,10 @@ def describe(folder: Path) -> RunEntry:
     base = dict(key=key_of(folder), path=folder, name=folder.name)
     try:
         meta = read_meta(folder)
-        summary = None
-        if meta.get(UPLOADED) is None:  # an upload's summary.json is its sender's claim: recompute
-            try:
-                summary = read_summary(folder)
-            except ValueError:
-                summary = None
-        if summary is None or summary["status"] == "running":
+        # a summary is used only when the log's last records bear it out (a cache, not a record);
+        # an upload's summary.json is its sender's claim: recompute
+        summary = None if meta.get(UPLOADED) is not None else trusted_summary(folder, meta)
+        if summary is None:
             summary = summarise(load_run(folder))
     except RunFormatError as exc:
         return RunEntry(**base, sequence=None, method=None, seed=None, n_tasks=None, tasks_done=0, acc=None,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from explorer import catalog
 from explorer.catalog import ROOT
 from prm import safeio
 from prm.config import RunConfig
@@ -178,7 +179,7 @@ _PYTHON = re.compile(r"python([0-9]+(\.[0-9]+)*)?")
 def _command_writes(args: list[str], cwd: Path, folder: Path) -> bool:
     """Does the process with this command line and working folder write ``folder``?"""
     out = _written_folder(args)
-    return out is not None and (cwd / out).resolve() == folder.resolve()
+    return out is not None and catalog.same_folder(cwd / out, folder)
 
 
 def _written_folder(args: list[str]) -> str | None:

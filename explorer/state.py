@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from prm.datasets.core import expand_home
+
 RUN = "run"  # query parameter and widget key: the chosen run (its catalogue key)
 OPEN_RUN = "open_run"  # a run another part of the page asked to open; the sidebar applies it on the next full run
 OPEN_RUNS_DIR = "open_runs_dir"  # the folder that run lives in, where the picker does not look (a trial's study folder)
@@ -52,5 +54,13 @@ DEFAULT_RUNS_DIR = os.environ.get("PRM_EXPLORER_RUNS", "runs")
 
 
 def runs_root(value: str, root: Path) -> Path:
-    path = Path(value or DEFAULT_RUNS_DIR).expanduser()
+    """The runs folder typed (empty: the default), ``~`` expanded, relative to ``root``.
+
+    Raises ValueError, worded for the sidebar, when a ``~user`` in it names no home folder
+    (``Path.expanduser`` would raise a bare RuntimeError): the caller shows it and writes nothing.
+    """
+    try:
+        path = expand_home(value or DEFAULT_RUNS_DIR)
+    except ValueError as exc:
+        raise ValueError(f"runs folder {exc}") from None
     return path if path.is_absolute() else root / path

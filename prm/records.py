@@ -161,7 +161,36 @@ def _str(value: Any, what: str, *, choices: tuple[str, ...] | None = None, none:
     if not (isinstance(value, str) and len(value) <= limit and (choices is None or value in choices)):
         raise BadRecord(f"{what} must be " + (f"one of {', '.join(choices)}" if choices else
                                               f"a string of at most {limit} characters") + f", got {_show(value)}")
+    return value if choices else check_text(value, what)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if it is text, else :class:`BadRecord` naming ``what``. JSON's ``\\ud800``
+    escape decodes to a lone surrogate, a string no UTF-8 encoder takes: shown in a table
+    (pyarrow), printed or written to a file, it raises ``UnicodeEncodeError`` far from the run
+    file. The one check of every free-form string of a run (records, run.json, summary.json)."""
+    found = _SURROGATE.search(value)
+    _need(found is None, f"{what} holds a lone surrogate ({ascii(found.group()) if found else ''}), not text")
     return value
+
+
+def check_strings(value: Any, what: str) -> None:
+    """:func:`check_text` on every string of a JSON value, keys included (a config, whose
+    strings no field reader sees); iterative, as the value may nest deeply."""
+    stack: list[tuple[str, Any]] = [(what, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            check_text(item, where)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                check_text(key, f"{where} key")
+                stack.append((f"{where}.{key}", inner))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}[{n}]", inner) for n, inner in enumerate(item))
 
 
 def _list(value: Any, what: str, limit: int) -> list:
@@ -235,10 +264,17 @@ def _task(value: Any, what: str) -> dict[str, Any]:
 
 def parse_record(record: dict[str, Any], *, started: RunStarted) -> Event:
     """Any record after run_started, checked against that run's sequence and config."""
+    return parse_event(record, n_tasks=len(started.tasks), n_layers=len(started.config["model"]["hidden"]))
+
+
+def parse_event(record: dict[str, Any], *, n_tasks: int, n_layers: int) -> Event:
+    """Any record after run_started, checked against a sequence of ``n_tasks`` tasks and a
+    network of ``n_layers`` masked layers (known without the log's first record: the run
+    picker checks a summary against the log's last records, ``prm.runs.trusted_summary``)."""
     kind = record.get("type")
     parse = _PARSERS.get(kind) if isinstance(kind, str) else None
     _need(parse is not None, f"unknown event type {_show(kind) if not isinstance(kind, str) else kind[:40]!r}")
-    return parse(record, len(started.tasks), len(started.config["model"]["hidden"]))
+    return parse(record, n_tasks, n_layers)
 
 
 def _epoch(r: dict, T: int, L: int) -> EpochEnd:

@@ -31,8 +31,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +48,8 @@ from prm.config import ConfigError, RunConfig
 from prm.events import (ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskArrays, TaskCheckpoint, TaskEnd,
                         TransferTest, to_record)
 from prm.methods import STRATEGIES
-from prm.records import BadRecord, load_json, parse_record, parse_started, parse_summary
+from prm.records import (BadRecord, check_strings, check_text, load_json, parse_event, parse_record, parse_started,
+                         parse_summary)
 
 SCHEMA = 1
 
@@ -362,6 +365,9 @@ def _admit(state: dict[str, Any], event: Any) -> str | None:
         return "a second transfer test for this task"
     if isinstance(event, ArraysWritten) and (event.kind, event.task) in state["array_files"]:
         return "a second array file for this task"
+    if isinstance(event, RunEnd) and event.status == "finished" and current < len(state["started"].tasks):
+        return (f"status finished after {current} of {len(state['started'].tasks)} tasks: a finished run has learnt "
+                "its whole sequence")
     return None
 
 
@@ -581,30 +587,96 @@ class RunParent:
     def parse(cls, value: Any, *, n_tasks: int | None, n_layers: int) -> "RunParent | None":
         """run.json's ``parent``, checked (None when absent or malformed: the run still loads,
         it just names no parent). ``n_tasks`` None: the sequence length is not known yet."""
+        try:
+            return cls.read(value, n_tasks=n_tasks, n_layers=n_layers)
+        except BadRecord:
+            return None
+
+    @classmethod
+    def read(cls, value: Any, *, n_tasks: int | None, n_layers: int) -> "RunParent | None":
+        """As :meth:`parse`, but a ``parent`` that is there and malformed raises ``BadRecord``
+        naming the field (:func:`read_meta` warns with it). The folder must be a path a path
+        function can take: a NUL makes ``Path.resolve`` raise ValueError, and a control
+        character or a lone surrogate is no name a writer makes."""
+        if value is None:
+            return None
         if not isinstance(value, dict):
-            return None
+            raise BadRecord("parent must be an object")
         run, name, task, dissimilar = (value.get(k) for k in ("run", "name", "task", "dissimilar"))
+        _check_name(run, "parent.run", MAX_PATH)
+        _check_name(name, "parent.name", 200)
         high = (n_tasks or 10**6) - 1
-        if not (isinstance(run, str) and 0 < len(run) <= 4096 and isinstance(name, str) and 0 < len(name) <= 200
-                and type(task) is int and 1 <= task <= high and isinstance(dissimilar, list)
-                and len(dissimilar) == n_layers):
-            return None
+        if not (type(task) is int and 1 <= task <= high):
+            raise BadRecord(f"parent.task must be an integer in [1, {high}]")
+        if not (isinstance(dissimilar, list) and len(dissimilar) == n_layers):
+            raise BadRecord(f"parent.dissimilar must hold one set per masked layer ({n_layers})")
         sets = []
         for d in dissimilar:
             if not (isinstance(d, list) and all(type(i) is int and 0 <= i < task for i in d) and len(set(d)) == len(d)):
-                return None
+                raise BadRecord("parent.dissimilar must hold sets of tasks before parent.task")
             sets.append(tuple(sorted(d)))
         return cls(run=run, name=name, task=task, dissimilar=tuple(sets))
+
+
+MAX_PATH = 4096
+"""Linux's PATH_MAX: a longer folder path in a run file cannot name a folder here."""
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_name(value: Any, what: str, limit: int) -> str:
+    """A folder path or name read from a run file: non-empty text within ``limit`` characters,
+    with no control character (C0, DEL, C1; NUL among them)."""
+    if not (isinstance(value, str) and 0 < len(value) <= limit):
+        raise BadRecord(f"{what} must be a string of 1 to {limit} characters")
+    found = _CONTROL.search(value)
+    if found:
+        raise BadRecord(f"{what} holds a control character ({found.group()!r})")
+    return check_text(value, what)
 
 
 UPLOADED = "uploaded"
 """run.json key an upload is marked with: its writer ran elsewhere, so it is never running."""
 
 
-def read_meta(folder: str | Path) -> dict[str, Any]:
+def read_meta(folder: str | Path, problems: list[str] | None = None) -> dict[str, Any]:
     """``run.json``, checked: schema, a valid config, and the writer's identity if any.
-    Raises ``RunFormatError`` (only) when the folder is not a readable run."""
+    Raises ``RunFormatError`` (only) when the folder is not a readable run. An optional field
+    that is there but refused (a pid beyond pid_t, a host that is not text, a parent link no
+    path function takes) reads as absent, and ``problems`` (when given) gets a warning naming
+    it: ``load_run`` reports it, and an upload with one is refused."""
     folder = Path(folder)
+    meta = _meta_document(folder)
+    if meta["schema"] > SCHEMA:
+        raise RunFormatError(f"{folder}: written with run schema {meta['schema']}, this version reads 1 to {SCHEMA}; "
+                             "upgrade prm-explorer to open it")
+    if meta["schema"] < 1:
+        raise RunFormatError(f"{folder}: schema {meta['schema']} is not valid")
+    try:
+        config = RunConfig.from_dict(meta["config"])
+        check_strings(config.to_dict(), "config")  # a free-form path (data_dir) is shown too
+    except BadRecord as exc:
+        raise RunFormatError(f"{folder / 'run.json'}: {exc}") from None
+    except (ConfigError, TypeError, ValueError, RecursionError) as exc:
+        raise RunFormatError(f"{folder / 'run.json'}: config: {str(exc)[:300]}") from None
+    problems = [] if problems is None else problems
+
+    def opt(key: str, kind: type, check=lambda v: True):
+        return _optional(meta, key, kind, check, problems)
+
+    return {
+        "schema": meta["schema"], "name": opt("name", str, lambda v: len(v) <= 200), "config": config.to_dict(),
+        "seed": config.seed, "started_at": opt("started_at", str, lambda v: len(v) <= 64),
+        "versions": {k: v for k, v in (opt("versions", dict) or {}).items()
+                     if isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= 100},
+        "pid": opt("pid", int, lambda v: abs(v) < 2**31),  # a pid_t: os.kill raises OverflowError beyond it
+        "pid_start": opt("pid_start", int), "host": opt("host", str, lambda v: len(v) <= 255),
+        UPLOADED: opt(UPLOADED, str, lambda v: len(v) <= 64),
+        "parent": _parent_dict(meta.get("parent"), config, problems),
+    }
+
+
+def _meta_document(folder: Path) -> dict[str, Any]:
+    """run.json parsed, with an integer schema and a config; else ``RunFormatError``."""
     if not folder.is_dir():
         raise RunFormatError(f"{folder}: no such run folder")
     try:
@@ -619,34 +691,31 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         raise RunFormatError(f"{folder / 'run.json'}: not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(meta, dict) or type(meta.get("schema")) is not int or "config" not in meta:
         raise RunFormatError(f"{folder / 'run.json'}: missing schema or config")
-    if meta["schema"] > SCHEMA:
-        raise RunFormatError(f"{folder}: written with run schema {meta['schema']}, this version reads 1 to {SCHEMA}; "
-                             "upgrade prm-explorer to open it")
-    if meta["schema"] < 1:
-        raise RunFormatError(f"{folder}: schema {meta['schema']} is not valid")
+    return meta
+
+
+def _optional(meta: dict[str, Any], key: str, kind: type, check: Callable[[Any], bool], problems: list[str]) -> Any:
+    """``meta[key]`` when it is a ``kind`` that passes ``check`` and holds only text; None when
+    it is absent, and None with a warning in ``problems`` when it is there and refused."""
+    value = meta.get(key)
+    if value is None:
+        return None
     try:
-        config = RunConfig.from_dict(meta["config"])
-    except (ConfigError, TypeError, ValueError, RecursionError) as exc:
-        raise RunFormatError(f"{folder / 'run.json'}: config: {str(exc)[:300]}") from None
-
-    def opt(key: str, kind: type, check=lambda v: True):
-        value = meta.get(key)
-        return value if isinstance(value, kind) and not isinstance(value, bool) and check(value) else None
-
-    return {
-        "schema": meta["schema"], "name": opt("name", str, lambda v: len(v) <= 200), "config": config.to_dict(),
-        "seed": config.seed, "started_at": opt("started_at", str, lambda v: len(v) <= 64),
-        "versions": {k: v for k, v in (opt("versions", dict) or {}).items()
-                     if isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= 100},
-        "pid": opt("pid", int, lambda v: abs(v) < 2**31),  # a pid_t: os.kill raises OverflowError beyond it
-        "pid_start": opt("pid_start", int), "host": opt("host", str, lambda v: len(v) <= 255),
-        UPLOADED: opt(UPLOADED, str, lambda v: len(v) <= 64),
-        "parent": _parent_dict(meta.get("parent"), config),
-    }
+        if not (isinstance(value, kind) and not isinstance(value, bool) and check(value)):
+            raise BadRecord(f"not a valid {kind.__name__} here")
+        check_strings(value, key)
+    except BadRecord as exc:
+        problems.append(f"run.json: {key} ignored ({exc})")
+        return None
+    return value
 
 
-def _parent_dict(value: Any, config: RunConfig) -> dict[str, Any] | None:
-    parent = RunParent.parse(value, n_tasks=config.n_tasks, n_layers=len(config.model.hidden))
+def _parent_dict(value: Any, config: RunConfig, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        parent = RunParent.read(value, n_tasks=config.n_tasks, n_layers=len(config.model.hidden))
+    except BadRecord as exc:
+        problems.append(f"run.json: parent ignored ({exc}); the run names no parent")
+        return None
     return None if parent is None else parent.to_dict()
 
 
@@ -745,12 +814,73 @@ def read_summary(folder: Path) -> dict[str, Any] | None:
         raise ValueError("nested too deeply") from None
 
 
+SUMMARY_TAIL_READS = (8 * 1024, safeio.MiB)
+"""Bytes read from the end of the event log to check a summary against the log's last
+records, the wider read only when the first holds too little: 8 KiB hold the last task_end
+and run_end lines of a run of up to about 100 tasks, 1 MiB those of the longest sequence or a
+run_end carrying a long traceback."""
+
+
+def trusted_summary(folder: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """``summary.json`` when the event log bears it out, else None (absent, unreadable, or
+    contradicted: the caller then folds the log itself). The summary is a cache for the run
+    picker, which must not read thousands of logs; it is checked against what the log's own
+    last records say, read from its end (:data:`SUMMARY_TAIL_READS`): the last record is a
+    ``run_end`` with the summary's status, and the last ``task_end`` is the summary's last task
+    learnt, of a sequence as long as the summary's, with the summary's Acc (the mean of its
+    test accuracies). A summary left from before the log changed, or written by hand, fails."""
+    try:
+        summary = read_summary(folder)
+    except ValueError:  # safeio.UnsafeFile and records.BadRecord are ValueErrors too
+        return None
+    if summary is None:
+        return None
+    n_layers = len(meta["config"]["model"]["hidden"])
+    for nbytes in SUMMARY_TAIL_READS:
+        try:
+            tail = safeio.read_tail(folder, "events.jsonl", nbytes=nbytes)
+        except (FileNotFoundError, safeio.UnsafeFile):
+            return None
+        verdict = _tail_verdict(tail, summary, n_layers, whole=len(tail) < nbytes)
+        if verdict is not None:
+            return summary if verdict else None
+    return None
+
+
+def _tail_verdict(tail: bytes, summary: dict[str, Any], n_layers: int, *, whole: bool) -> bool | None:
+    """Do the log's last records (``tail``, the whole log when ``whole``) bear ``summary`` out?
+    None when the tail is too short to tell: a wider read may."""
+    lines = tail.split(b"\n")
+    if lines[-1]:
+        return False  # a truncated last line: the log has no closing record
+    lines = [line for line in (lines if whole else lines[1:]) if line.strip()]  # lines[0] may be cut
+    if not lines:
+        return False if whole else None
+    done, n_tasks = summary["tasks_done"], summary["n_tasks"]
+    last_task = next((line for line in reversed(lines[:-1]) if b'"task_end"' in line), None)
+    if last_task is None and not whole:
+        return None
+    try:
+        end = parse_event(load_json(lines[-1].decode("utf-8", errors="replace")), n_tasks=n_tasks, n_layers=n_layers)
+        task = None if last_task is None else parse_event(load_json(last_task.decode("utf-8", errors="replace")),
+                                                          n_tasks=n_tasks, n_layers=n_layers)
+    except (ValueError, RecursionError):  # BadRecord is a ValueError
+        return False
+    if not (isinstance(end, RunEnd) and end.status == summary["status"]
+            and (end.status != "finished" or done == n_tasks)):
+        return False
+    if task is None:
+        return done == 0 and summary["acc"] is None
+    acc = float(np.mean(task.test_acc[:done])) if isinstance(task, TaskEnd) and task.task + 1 == done else None
+    return acc is not None and summary["acc"] is not None and math.isclose(acc, summary["acc"], rel_tol=1e-9)
+
+
 def load_run(folder: str | Path) -> Run:
     """Read any run folder; see the module docstring for what is tolerated and what is not.
     Raises nothing but ``RunFormatError``."""
     folder = Path(folder)
-    meta = read_meta(folder)
     problems: list[str] = []
+    meta = read_meta(folder, problems)
     try:
         raw = safeio.read_bytes(folder, "events.jsonl", limit=safeio.MAX_EVENTS_BYTES, truncate=True)
     except FileNotFoundError:
@@ -933,4 +1063,4 @@ def list_runs(root: str | Path) -> list[Path]:
 
 __all__ = ["SCHEMA", "Run", "RunFormatError", "RunParent", "RunState", "RunWriter", "EventTail", "apply_events",
            "finalize_run", "list_runs", "load_run", "writer_alive", "parse_lines", "read_meta", "read_summary",
-           "summarise", "write_projections", "write_summary"]
+           "summarise", "trusted_summary", "write_projections", "write_summary"]

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from prm.data import DataError, available_sequences, make_sequence
+from prm.datasets import idx
 
 SIZES = (10, 5, 5)  # per task, for EMNIST-10T and CIFAR100-10T
 EMNIST_TRAIN, EMNIST_TEST = 6, 2  # images per class in the tiny files
@@ -191,11 +192,11 @@ def test_emnist_malformed_images(tmp_path, edit, message):
 
 
 def test_emnist_header_claiming_a_huge_count_or_a_gzip_bomb(tmp_path):
-    """The reader stops at what the header promises (at most MAX_VALUES): no huge allocation."""
+    """The reader stops at what the header promises (at most MAX_IMAGES): no huge allocation."""
     name = "emnist-balanced-train-images-idx3-ubyte.gz"
     huge = np.array([2**31], ">u4").tobytes()
     msg = _emnist_variant(tmp_path, lambda f: _rewrite(f / name, lambda b: b[:4] + huge + b[8:]))
-    assert name in msg and "more than the 1073741824 this reader accepts" in msg
+    assert name in msg and f"more than the {idx.MAX_IMAGES} this reader accepts" in msg
     bomb = bytes([0, 0, 8, 1]) + np.array([94], ">u4").tobytes() + bytes(64 * 2**20)  # 64 MB of zeros, ~64 kB gzipped
     msg = _emnist_variant(tmp_path / "b", lambda f: (f / "emnist-balanced-test-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(bomb, compresslevel=1)))

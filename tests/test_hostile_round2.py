@@ -81,3 +81,35 @@ def test_a_link_to_a_view_that_does_not_exist_says_so(view):
     said = [w.value for w in at.warning if "the view" in w.value]
     assert len(said) == 1 and "showing Story instead" in said[0]
     assert len(said[0]) < 1000  # a long value is cut, not echoed
+
+
+def test_a_runs_folder_under_an_unknown_users_home_is_a_sidebar_error():
+    """``~nobody/runs``: Path.expanduser raises a bare RuntimeError, which used to reach the page."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer import state as keys
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "explorer" / "app.py"), default_timeout=60)
+    at.session_state[keys.RUNS_DIR] = "~no_such_user_zz/runs"
+    at.run()
+    assert not at.exception
+    assert any("no home folder" in e.value and "Type another runs folder" in e.value for e in at.sidebar.error)
+
+
+def test_a_runs_folder_that_is_a_symlink_loop_is_a_sidebar_error(tmp_path):
+    """``Path.resolve`` raises RuntimeError on a loop; the sidebar says the folder cannot hold runs."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer import state as keys
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "explorer" / "app.py"), default_timeout=60)
+    at.session_state[keys.RUNS_DIR] = str(tmp_path / "a")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("cannot hold runs" in e.value for e in at.sidebar.error)

@@ -20,7 +20,7 @@ from explorer.figures import accuracy, clustering, embeddings
 from explorer.figures.common import fmt, md, names, short, visible
 from explorer.views.common import chart, entries, how_to_read, load, projection, table
 from prm.config import MAX_SEED, METHOD_HELP, METHODS
-from prm.data import DATA_ENV, DEFAULT_N_TASKS, available_sequences, task_count_range
+from prm.data import DATA_ENV, DEFAULT_N_TASKS, DataError, available_sequences, task_count_range
 from prm.runs import RunFormatError
 
 HELP = """
@@ -99,7 +99,11 @@ def _form(root: Path) -> None:
     data_dir = st.text_input("data folder (for the paper's data sets)", os.environ.get(DATA_ENV, ""),
                              key="live-data-dir", help="EMNIST, CIFAR-100 (binary) and LEAF files you already have; "
                              "see 'Using the paper's data sets' in docs/data.md. The bundled sequences need none.")
-    available = available_sequences(data_dir or None)
+    try:
+        available = available_sequences(data_dir or None)
+    except DataError as exc:  # a '~user' that names no home folder: say so, start nothing
+        st.error(f"Cannot list the sequences: {md(exc)}. Type another data folder (or fix `{DATA_ENV}`).")
+        return
     _seed_form(list(available))
     c = st.columns([2, 2, 3])  # room for the buttons' labels at 1280 pixels
     c[0].button("Quick demo settings", key="live-quick", icon=":material/bolt:", on_click=_fill,

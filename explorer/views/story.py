@@ -12,7 +12,7 @@ from explorer.catalog import RunEntry
 from explorer.figures import story as fig
 from explorer.figures.common import TRUTH_RULE, md
 from explorer.views.common import Context, chart, goto, how_to_read, link, load, table
-from prm.data import available_sequences
+from prm.data import DataError, available_sequences
 from prm.runs import Run, RunFormatError
 
 STEPS = ("1. The sequence and its families", "2. What HAT protects, and what that costs similar tasks",
@@ -50,7 +50,11 @@ def _prefill(entry: RunEntry, method: str) -> None:
 
 def _offer_training(entry: RunEntry, absent: list[str]) -> None:
     st.warning(fig.missing_sentence(entry, absent), icon=":material/group_off:")
-    if entry.sequence not in available_sequences():
+    try:
+        present = entry.sequence in available_sequences()
+    except DataError:  # $PRM_DATA names a folder that cannot be read: the data is not here
+        present = False
+    if not present:
         st.caption(f"The data of {md(entry.sequence)} is not present here, so they cannot be trained in Train live.")
         return
     cols = st.columns(min(len(absent), 7))

@@ -80,11 +80,14 @@ def known_storages(root: Path) -> dict[str, str]:
     """URL -> label of the storages offered without typing, those that exist: the runs
     folders' ``optuna.db`` (the folder shown, then the default one, where the CLI writes),
     then the bundled sample's."""
+    try:
+        default = keys.runs_root(keys.DEFAULT_RUNS_DIR, catalog.ROOT) / "optuna.db"
+    except ValueError:  # $PRM_EXPLORER_RUNS names a home folder this machine does not have
+        default = None
     found = {}
-    for where, path in (("your runs folder", root / "optuna.db"),
-                        ("default runs folder", keys.runs_root(keys.DEFAULT_RUNS_DIR, catalog.ROOT) / "optuna.db"),
+    for where, path in (("your runs folder", root / "optuna.db"), ("default runs folder", default),
                         ("bundled sample", BUNDLED)):
-        if path.is_file():
+        if path is not None and path.is_file():
             found.setdefault(file_url(path), f"{where}: {catalog.key_of(path)}")
     return found
 
@@ -207,8 +210,8 @@ def _open(folder: Path) -> None:
 
 def _open_trial(study: tune.Study, local: dict[int, Path | None]) -> None:
     parents = {p.parent for p in local.values() if p is not None}
-    listed = {p.resolve() for parent in parents for p in list_runs(parent)}  # what the run picker will list
-    openable = {n: p for n, p in local.items() if p is not None and p.resolve() in listed}
+    listed = {catalog.resolved(p) for parent in parents for p in list_runs(parent)} - {None}  # what the picker lists
+    openable = {n: p for n, p in local.items() if p is not None and catalog.resolved(p) in listed}
     if not openable:
         hosts = sorted({t.host for t in study.trials if t.host})
         st.caption("No trial's run folder is on this machine" + (f" (recorded on {md(', '.join(hosts))})" if hosts

@@ -8,8 +8,6 @@ are compared with it: the decision forced, Acc and BWT, and child minus parent a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from explorer import catalog, live
@@ -27,25 +25,18 @@ EXPLAIN = ("A what-if re-learns this run from the chosen task with DTD's decisio
            "difference below is what the decision cost or gained.")
 
 
-def _same(a: str | Path, b: Path) -> bool:
-    try:
-        return Path(a).resolve() == b.resolve()
-    except OSError:
-        return False
-
-
 def _children(ctx: Context) -> list[fig.Pair]:
     """What-if runs among the listed runs whose parent is the open run."""
     return [fig.Pair(name=e.name, link=e.parent, child=load(e.path).state, parent=ctx.run.state)
             for e in ctx.entries if e.parent is not None and e.status != "unreadable"
-            and not _same(e.path, ctx.run.path) and _same(e.parent.run, ctx.run.path)]
+            and not catalog.same_folder(e.path, ctx.run.path) and catalog.same_folder(e.parent.run, ctx.run.path)]
 
 
 def _own_parent(ctx: Context, link: RunParent) -> fig.Pair | None:
     """The open run against the parent it names, when that parent is among the listed runs (a
     path written in a run file is never opened unless the run list holds it)."""
     for entry in ctx.entries:
-        if entry.status != "unreadable" and _same(link.run, entry.path):
+        if entry.status != "unreadable" and catalog.same_folder(link.run, entry.path):
             return fig.Pair(name=ctx.run.name, link=link, child=ctx.run.state, parent=load(entry.path).state)
     return None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from prm.datasets.classsplit import class_split_tasks
-from prm.datasets.core import DataError, Task, file_key, need_data_dir
+from prm.datasets.core import DataError, Task, file_key, need_data_dir, read_data
 
 NAME = "CIFAR100-10T"
 RECORD = 2 + 3072
@@ -52,13 +52,10 @@ def _read(key: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray]:
         )
     if size // RECORD > MAX_RECORDS:
         raise DataError(f"{path} holds {size // RECORD} records, more than CIFAR-100's files (at most {MAX_RECORDS})")
-    try:
-        raw = np.fromfile(path, dtype=np.uint8, count=size)
-    except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc})") from None
+    raw = read_data(path, limit=MAX_RECORDS * RECORD)
     if len(raw) != size:
         raise DataError(f"{path} changed while it was read ({len(raw)} of {size} bytes)")
-    records = raw.reshape(-1, RECORD)
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD)
     coarse, fine = records[:, 0], records[:, 1]
     if coarse.max() >= 20 or fine.max() >= 100:
         raise DataError(f"{path} has labels out of range (coarse < 20, fine < 100 expected): not CIFAR-100 binary")

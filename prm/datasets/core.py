@@ -2,7 +2,16 @@
 
 A data set module turns files into :class:`Task` objects; ``prm.data`` names
 the sequences and assembles them. Everything here is independent of where the
-pixels come from, so the split and sampling rules are written once.
+pixels come from, so the split and sampling rules are written once, and so are
+the rules for reading a data file (:func:`data_file`).
+
+A data folder is the user's own, not an upload: they chose it, filled it and may
+have made links in it (to a shared copy of a data set on another disk), so links
+are followed, anywhere in the path, where ``prm.safeio`` follows none inside a run
+folder. What is read must still be a regular file, opened non-blocking and checked
+on its open descriptor, no larger than its reader's bound: a FIFO, a device
+(``/dev/zero``), a folder or an oversized file is one DataError, never a hang or a
+read until memory runs out.
 """
 
 from __future__ import annotations
@@ -10,11 +19,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
+
+from prm import safeio
 
 # Environment variable naming the data folder when no ``data_dir`` is given.
 DATA_ENV = "PRM_DATA"
@@ -218,11 +232,36 @@ def split_count(n: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------- files
 
 
+def expand_home(path: str | os.PathLike) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` replaced by that home folder.
+
+    ``Path.expanduser`` raises RuntimeError when it cannot (an unknown user; no ``HOME`` and no
+    passwd entry). A path typed by a user or set in the environment is input, so that is a
+    ValueError saying which part could not be expanded; callers word it as their own error.
+    """
+    try:
+        return Path(path).expanduser()
+    except (RuntimeError, ValueError):  # ValueError: a NUL in the user name
+        head = str(path).split("/", 1)[0]
+        raise ValueError(f"{str(path)!r}: {head!r} names no home folder on this machine") from None
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
-    """The data folder: ``data_dir`` if given, else ``$PRM_DATA``, else None."""
+    """The data folder: ``data_dir`` if given, else ``$PRM_DATA``, else None, with ``~`` expanded.
+
+    A folder that cannot be expanded is a DataError for every sequence, also the bundled ones
+    that read none: it was asked for, and quietly ignoring it would hide the typo.
+    """
+    source = "data folder"
     if data_dir is None:
         data_dir = os.environ.get(DATA_ENV) or None
-    return None if data_dir is None else Path(data_dir).expanduser()
+        source = f"data folder (${DATA_ENV})"
+    if data_dir is None:
+        return None
+    try:
+        return expand_home(data_dir)
+    except ValueError as exc:
+        raise DataError(f"{source} {exc}") from None
 
 
 def need_data_dir(data_dir: Path | None, what: str) -> Path:
@@ -240,3 +279,42 @@ def file_key(path: Path) -> tuple[str, int, int]:
     except OSError as exc:
         raise DataError(f"{path} cannot be read ({exc})") from None
     return str(path), st.st_size, st.st_mtime_ns
+
+
+@contextmanager
+def data_file(path: Path, *, limit: int) -> Iterator[tuple[BinaryIO, int]]:
+    """A read handle of the data file ``path`` and its size: a regular file no larger than
+    ``limit``, else a DataError naming ``path`` (see the module's docstring for the rules).
+
+    Links are resolved once, then the file is opened by ``prm.safeio.opened`` from its own
+    folder without following anything further, non-blocking, and checked on the descriptor.
+    """
+    path = Path(path)
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, no permission, a NUL
+        raise DataError(f"{path} cannot be read ({exc})") from None
+    stack = ExitStack()
+    try:
+        handle, size = stack.enter_context(safeio.opened(real.parent, real.name, limit=limit))
+    except FileNotFoundError:
+        raise DataError(f"{path} was removed while it was opened") from None
+    except safeio.UnsafeFile as exc:
+        shown = f"{path} (a link to {real})" if path.is_symlink() else str(path)
+        raise DataError(f"{shown}: {str(exc).removeprefix(f'{real.name}: ')}") from None
+    with stack:
+        yield handle, size
+
+
+def read_data(path: Path, *, limit: int) -> bytes:
+    """All bytes of the data file ``path``, under :func:`data_file`'s rules."""
+    with data_file(path, limit=limit) as (handle, size):
+        try:
+            data = handle.read(size)
+        except OSError as exc:
+            raise DataError(f"{path} cannot be read ({exc})") from None
+    if len(data) != size:
+        raise DataError(f"{path} changed while it was read ({len(data)} of {size} bytes)")
+    return data

