@@ -124,7 +124,13 @@ def _create_log(folder: Path) -> int:
         logs.mkdir()
     except FileExistsError:
         pass
-    logs_fd = os.open(logs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        logs_fd = os.open(logs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if os.path.islink(logs) or not logs.is_dir():
+            raise OSError(exc.errno, f"{logs} is a link or not a folder; live runs write their console output "
+                                     "there, so it must be a plain folder") from None
+        raise
     try:
         return os.open(log_path(folder).name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
                        dir_fd=logs_fd)

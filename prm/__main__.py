@@ -14,6 +14,8 @@ starts, and a run that fails while being written keeps every whole record it wro
 as 'failed' (one that recorded nothing is removed: only the files it wrote). Ctrl-C exits
 with 130. When the reader of stdout goes away (``python -m prm show RUN | head -1``) the
 command stops quietly with status 141 (128 + SIGPIPE), as a program killed by SIGPIPE would.
+Every line printed, on stdout or stderr, passes through ``prm.text.terminal``: a name from a
+run folder, a data file or a storage cannot act on the terminal or fail the print.
 """
 
 from __future__ import annotations
@@ -36,16 +38,25 @@ from prm.config import (COMPILE_MODES, MAX_LAYERS, METHOD_HELP, METHODS, PRESETS
                         RunConfig, preset)
 from prm.data import DATA_ENV, SEQUENCES, DataError, make_sequence
 from prm.methods import STRATEGIES
+from prm.text import terminal
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one clear line, not the whole usage block
         command = " ".join(["python -m prm", *self.prog.split()[1:]])  # prog is "prm" or "prm run"
-        self.exit(2, f"prm: error: {message} (see '{command} --help')\n")
+        self.exit(2, f"prm: error: {terminal(message)} (see '{command} --help')\n")
+
+
+def _say(*lines: str, err: bool = False) -> None:
+    """Print ``lines``, one each, on stdout (stderr with ``err``), each made safe for a
+    terminal first (:func:`prm.text.terminal`). Every line the CLI prints goes through here:
+    nearly all quote a run folder, a data file or a storage, untrusted input all (a task
+    name carrying an escape sequence, a folder name that is not UTF-8: a lone surrogate)."""
+    print("\n".join(map(terminal, lines)), file=sys.stderr if err else sys.stdout)
 
 
 def _fail(message: str) -> None:
-    print(f"prm: error: {message}", file=sys.stderr)
+    _say(f"prm: error: {message}", err=True)
     raise SystemExit(2)
 
 
@@ -58,14 +69,52 @@ def _path(text: str) -> str:
     return text
 
 
+def _once(values: list, what: str, text: str) -> None:
+    """Refuse a list naming one item twice: compare would train it twice and keep one (or,
+    with --out-dir, write its run folder twice and fail half-way)."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise argparse.ArgumentTypeError(f"{text!r} names {what} {value} twice; give each once")
+        seen.add(value)
+
+
 def _int_list(text: str) -> list[int]:
+    """``--seeds``: comma-separated non-negative integers, at least one, each once."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    _once(values, "seed", text)
     return values
+
+
+def _name_list(what: str) -> Callable[[str], list[str]]:
+    """An argparse type for ``compare --sequence`` and ``--methods``: comma-separated names,
+    at least one, each once (``--methods ,`` trained STL alone and printed an empty table)."""
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(f"{text!r} names no {what}")
+        _once(names, what, text)
+        return names
+
+    return parse
+
+
+def _study(text: str) -> str:
+    """``--study``: a study name that is also one plain folder name, since it names the folder
+    its runs go to (RUNS_DIR/STUDY for tune, runs/compare/STUDY for compare): no '/', not '.'
+    or '..' (``../../x`` put the runs three folders above RUNS_DIR), printable characters
+    only (no newline, NUL or right-to-left override) and at most 255 bytes."""
+    plain = (text.strip() and text not in (".", "..") and "/" not in text and (os.altsep or "/") not in text
+             and text.isprintable() and len(os.fsencode(text)) <= 255)
+    if not plain:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain folder name (printable characters, no '/', "
+                                         "not '.' or '..', at most 255 bytes); the study names its runs' folder")
+    return text
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -144,15 +193,26 @@ _OVERRIDES = {  # CLI option -> (config section, field)
 }
 
 
-def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) -> RunConfig:
-    if args.device.startswith("cuda"):
-        import torch
+def _device_problem(device: str) -> str | None:
+    """Why ``device`` cannot train on this machine (no CUDA, no CUDA device of that index),
+    None when it can: the one check of ``run``, ``compare`` and ``tune`` (their --device) and
+    of ``whatif`` (the device its parent was recorded on)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
 
-        if not torch.cuda.is_available():
-            _fail(f"--device {args.device}: no CUDA device is available on this machine")
-        index = args.device.partition(":")[2]
-        if index and (re.fullmatch("[0-9]{1,4}", index) is None or int(index) >= torch.cuda.device_count()):
-            _fail(f"--device {args.device}: this machine has CUDA devices 0 to {torch.cuda.device_count() - 1}")
+    if not torch.cuda.is_available():
+        return "no CUDA device is available on this machine"
+    index = device.partition(":")[2]
+    if index and (re.fullmatch("[0-9]{1,4}", index) is None or int(index) >= torch.cuda.device_count()):
+        return f"this machine has CUDA devices 0 to {torch.cuda.device_count() - 1}"
+    return None
+
+
+def _config(args: argparse.Namespace, *, sequence: str, method: str, seed: int) -> RunConfig:
+    problem = _device_problem(args.device)
+    if problem:
+        _fail(f"--device {args.device}: {problem}")
     base = preset(args.preset, method=method).to_dict()
     for option, (section, name) in _OVERRIDES.items():
         if getattr(args, option) is not None:
@@ -291,7 +351,7 @@ def _record(out: Path, writer: Any, *, tasks: int, quiet: bool,
             if writer.ended:  # its status is settled, whatever it is: the summary follows it
                 write_summary(out)
     except KeyboardInterrupt:
-        print(_interrupted(out, writer), file=sys.stderr)
+        _say(_interrupted(out, writer), err=True)
         return 130
     except OSError as exc:  # a full disk, a folder removed under us ...
         if isinstance(exc, BrokenPipeError):
@@ -346,17 +406,17 @@ def _write_projections(out: Path, writer: Any, *, quiet: bool) -> bool:
             for bar in bars:
                 bar.close()
     except KeyboardInterrupt:
-        print(_interrupted(out, writer), file=sys.stderr)
+        _say(_interrupted(out, writer), err=True)
         return False
     except OSError as exc:
         _fail(f"could not write the run {out}: {exc}; {_settle_failed_write(out, writer, exc)}")
     except Exception as exc:  # UMAP or numba failing: the run stands, the explorer tries again
-        print(f"prm: warning: projections failed ({type(exc).__name__}: {str(exc)[:200]}); the run finished "
-              f"and is saved in {out}; the explorer computes projections when it opens the run", file=sys.stderr)
+        _say(f"prm: warning: projections failed ({type(exc).__name__}: {str(exc)[:200]}); the run finished "
+             f"and is saved in {out}; the explorer computes projections when it opens the run", err=True)
         return True
     if count and not quiet:
-        print(f"projections: {count} in {time.perf_counter() - started:.1f} s, in {out / 'projections.npz'}",
-              file=sys.stderr)
+        _say(f"projections: {count} in {time.perf_counter() - started:.1f} s, in {out / 'projections.npz'}",
+             err=True)
     return True
 
 
@@ -396,10 +456,14 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         seq = whatif.sequence(plan)
     except whatif.WhatIfError as exc:
         _fail(str(exc))
+    problem = _device_problem(plan.config.device)
+    if problem:  # the child replays its parent on the parent's device (prm.whatif), or not at all
+        _fail(f"{args.run} was recorded on {plan.config.device}, and {problem}; a what-if replays its parent "
+              "on the parent's device (docs/whatif.md): ask it on a machine that has one")
     writer = _open_writer(out, config=plan.config, parent=plan.link())
     similar = ", ".join(f"T{i + 1}" for i in plan.link().similar(0)) or "none"
-    print(f"what-if of {args.run} from task {args.task}: similar {similar}, every other earlier task dissimilar",
-          file=sys.stderr)
+    _say(f"what-if of {args.run} from task {args.task}: similar {similar}, every other earlier task dissimilar",
+         err=True)
     return _record(out, writer, tasks=len(seq.tasks), quiet=args.quiet,
                    train=lambda emit: train_sequence(plan.config, emit=whatif.replaying(plan, emit), sequence=seq,
                                                      resume=plan.resume(), compile=plan.compile))
@@ -448,13 +512,14 @@ def _shown(value: Any, limit: int = 60) -> str:
     number = _number(value)
     if number is not None:
         return f"{number:.4g}"
-    if isinstance(value, str) and value.isprintable():
-        text = value
+    if isinstance(value, str):
+        text = terminal(value)
     else:
         try:
             text = repr(value)
         except (ValueError, RecursionError):  # an int past Python's 4300-digit limit, deep nesting
             text = f"<{type(value).__name__}>"
+        text = terminal(text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -480,7 +545,8 @@ def _print_summary(folder: Path) -> None:
     if run.state.tasks_done:
         lines.append("accuracy matrix R[j, i] (row: after learning task Tj; column: tested on task Ti)")
         for j in range(run.state.tasks_done):
-            lines.append(f"  T{j + 1:<3} {names[j][:18]:<18} " + " ".join(_fmt(v, 2).rjust(4) for v in R[j, : j + 1]))
+            lines.append(f"  T{j + 1:<3} {terminal(names[j])[:18]:<18} "
+                         + " ".join(_fmt(v, 2).rjust(4) for v in R[j, : j + 1]))
     if run.state.dtd:
         lines.append("DTD: X-means clusters k and the earlier tasks protected as dissimilar, per masked layer "
                      "(the rule or ablation that decided instead of X-means in brackets)")
@@ -499,7 +565,7 @@ def _print_summary(folder: Path) -> None:
                      f"(similar: {', '.join(f'T{j + 1}' for j in test.similar) or 'none'})")
     for warning in filter(None, [run.status_note, *run.warnings]):
         lines.append(f"warning: {warning}")
-    print("\n".join(lines))
+    _say(*lines)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -602,6 +668,9 @@ def _cell(v: tuple[float, float] | None, digits: int = 3) -> str:
 
 
 def _layout(head: list[str], body: list[list[str]], *, markdown: bool) -> str:
+    """The table's text; its cells made safe for a terminal first, so that the columns are
+    measured as they are printed (a family or sequence name comes from a run file)."""
+    body = [[terminal(x) for x in line] for line in body]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
@@ -626,10 +695,7 @@ def format_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    sequences = [s for s in args.sequence.split(",") if s]
-    methods = [m for m in args.methods.split(",") if m]
+    sequences, methods = args.sequence, args.methods  # lists, none empty or repeating (_name_list)
     for s in sequences:
         _check_sequence(s)
     for m in methods:
@@ -672,28 +738,47 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     outs.append(out)
                     keys.append((sequence, method, seed))
                 batches.append((configs, outs, args.compile))
+    _print_tables(args, _train_batches(args, batches, keys), methods=methods, tuned=tuned)
+    return 0
+
+
+def _workers(jobs: int, batches: int) -> int:
+    """How many worker processes ``--jobs`` starts: never more than there are batches (stacks
+    of runs) to train, nor than CPUs, since each worker trains on one thread and more would
+    only share the CPUs and multiply the memory (``--jobs 100000`` forked 100000). The CPU
+    bound is said on stderr where it lowers the count."""
+    cpus = os.cpu_count() or 1
+    if min(jobs, batches) > cpus:
+        _say(f"prm: --jobs {jobs}: this machine has {cpus} CPU(s), so {cpus} stack(s) of runs train at a time",
+             err=True)
+    return min(jobs, batches, cpus)
+
+
+def _train_batches(args: argparse.Namespace, batches: list[tuple], keys: list[tuple[str, str, int]]) -> Results:
+    """Train compare's batches, here or in worker processes (:func:`_workers`); each run's
+    output under its key, ``keys`` being the runs of every batch in order."""
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    workers = _workers(args.jobs, len(batches))
     results = {}
     pending = iter(keys)
     try:
-        with tqdm(total=len(keys), unit="run", disable=args.quiet) as bar:
-            if args.jobs == 1:
-                done = (_compare_stack(batch) for batch in batches)
-                for outputs in done:
-                    for output in outputs:
-                        results[next(pending)] = output
-                    bar.update(len(outputs))
+        with tqdm(total=len(keys), unit="run", disable=args.quiet) as bar, ExitStack() as stack:
+            if workers == 1:
+                done = map(_compare_stack, batches)
             else:
-                with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-                    for outputs in pool.map(_compare_stack, batches):
-                        for output in outputs:
-                            results[next(pending)] = output
-                        bar.update(len(outputs))
+                done = stack.enter_context(ProcessPoolExecutor(max_workers=workers)).map(_compare_stack, batches)
+            for outputs in done:
+                for output in outputs:
+                    results[next(pending)] = output
+                bar.update(len(outputs))
     except OSError as exc:  # the failing run's folder records it as failed
         if isinstance(exc, BrokenPipeError):
             raise
         _fail(f"could not write the runs under {args.out_dir}: {exc}")
-    _print_tables(args, results, methods=methods, tuned=tuned)
-    return 0
+    return results
 
 
 def _print_tables(args: argparse.Namespace, results: Results, *, methods: list[str], tuned: dict) -> None:
@@ -702,10 +787,16 @@ def _print_tables(args: argparse.Namespace, results: Results, *, methods: list[s
         for r in rows:
             study = tuned.get((r["sequence"], r["method"]))
             r["ps"] = None if study is None else study.ps
-    print(format_table(rows, markdown=args.markdown))
-    if args.families:
-        print("\nper task family (FWT against STL of the same seed):")
-        print(format_family_table([r for r in family_table(results) if r["method"] in methods], markdown=args.markdown))
+    families = [r for r in family_table(results) if r["method"] in methods] if args.families else None
+    _say_tables(rows, families, markdown=args.markdown)
+
+
+def _say_tables(rows: list[dict[str, Any]], families: list[dict[str, Any]] | None, *, markdown: bool) -> None:
+    """compare's table, and the per-family one unless ``families`` is None (compare, table)."""
+    _say(*format_table(rows, markdown=markdown).split("\n"))
+    if families is not None:
+        _say("", "per task family (FWT against STL of the same seed):",
+             *format_family_table(families, markdown=markdown).split("\n"))
 
 
 def _storage(args: argparse.Namespace) -> str:
@@ -729,11 +820,11 @@ def _tuned(args: argparse.Namespace, sequences: list[str], methods: list[str], *
             study = tune.load_study(url, name) if name in names else None
             if study is None or study.best is None:
                 if method in shown:
-                    print(f"prm: {sequence} {method}: no study {name} on {tune.safe_url(url)}; the given options "
-                          "are used", file=sys.stderr)
+                    _say(f"prm: {sequence} {method}: no study {name} on {tune.safe_url(url)}; the given options "
+                         "are used", err=True)
                 continue
-            print(f"prm: {sequence} {method}: best of study {study.name} (trial {study.best.number} of "
-                  f"{len(study.complete)} by validation Acc): {_params_text(study.best.params, ', ')}", file=sys.stderr)
+            _say(f"prm: {sequence} {method}: best of study {study.name} (trial {study.best.number} of "
+                 f"{len(study.complete)} by validation Acc): {_params_text(study.best.params, ', ')}", err=True)
             found[(sequence, method)] = study
     return found
 
@@ -765,6 +856,7 @@ def _compare_shared(args: argparse.Namespace, configs: dict, *, methods: list[st
 
     url = _storage(args)
     out_dir = Path(args.out_dir or f"runs/compare/{args.study}")
+    _check_out(out_dir, "--out-dir", may_hold_files=True)  # the default one too, before the storage is opened
     bar = tqdm(total=len(configs), unit="cell", disable=args.quiet, dynamic_ncols=True)
 
     sequences: dict[tuple, Any] = {}  # each cell's sequence, built once for its families and its run
@@ -787,16 +879,16 @@ def _compare_shared(args: argparse.Namespace, configs: dict, *, methods: list[st
             study = tune.compare_grid(configs=configs, url=url, study_name=args.study, out_dir=out_dir, train=train,
                                       families=lambda c: [t.family for t in sequence_of(c).tasks], after=after)
     except KeyboardInterrupt:
-        print(f"prm: interrupted; the cells finished so far are kept in study {args.study} on {tune.safe_url(url)}; the same "
-              "command trains the rest", file=sys.stderr)
+        _say(f"prm: interrupted; the cells finished so far are kept in study {args.study} on {tune.safe_url(url)}; the same "
+             "command trains the rest", err=True)
         return 130
     results: Results = {}
     for t in study.complete:
         results[tune.cell_of(t.params)] = (t.test_matrix, t.seconds or 0.0, list(t.families))
     missing = len(configs) - len(results)
     if missing:
-        print(f"prm: {missing} of {len(configs)} cells are still running on other workers; the table holds "
-              "the finished ones (run the command again later for all)", file=sys.stderr)
+        _say(f"prm: {missing} of {len(configs)} cells are still running on other workers; the table holds "
+             "the finished ones (run the command again later for all)", err=True)
     _print_tables(args, results, methods=methods, tuned=tuned)
     return 0
 
@@ -842,9 +934,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     name = args.study or tune.default_study(args.sequence, args.method)
     url = _storage(args)
     runs_dir = Path(args.runs_dir) / name
+    _check_out(runs_dir, "--runs-dir", may_hold_files=True)  # before the storage is opened or made
     seq = _sequence(cfg)
     if args.fail_running:
-        print(f"prm: {tune.fail_running(url, name)} running trial(s) of {name} marked failed", file=sys.stderr)
+        _say(f"prm: {tune.fail_running(url, name)} running trial(s) of {name} marked failed", err=True)
     bar = tqdm(total=args.trials, unit="trial", disable=args.quiet, dynamic_ncols=True)
 
     def train(config: RunConfig, run_dir: Path, number: int) -> Any:
@@ -867,8 +960,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             study = tune.tune(config=cfg, url=url, study_name=name, trials=args.trials, runs_dir=runs_dir,
                               train=train, families=[t.family for t in seq.tasks], after=after)
     except KeyboardInterrupt:
-        print(f"prm: interrupted; the trials finished so far are kept in study {name} on {tune.safe_url(url)}; the same command "
-              "resumes it", file=sys.stderr)
+        _say(f"prm: interrupted; the trials finished so far are kept in study {name} on {tune.safe_url(url)}; the same command "
+             "resumes it", err=True)
         return 130
     _print_study(study, url=url, target=args.trials)
     return 0
@@ -892,7 +985,7 @@ def _print_study(study: Any, *, url: str, target: int) -> None:
         recorded = "not recorded" if best.run_dir is None else f"{_shown(best.run_dir, 300)} (on {_shown(best.host)})"
         lines.append(f"  run folder: {folder if folder else recorded}")
     lines.append(f"PS (std of test Acc over the {len(done)} complete trials): {_fmt(study.ps, 4)}")
-    print("\n".join(lines))
+    _say(*lines)
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -904,10 +997,10 @@ def cmd_table(args: argparse.Namespace) -> int:
         try:
             run = load_run(Path(folder))
         except RunFormatError as exc:
-            print(f"prm: skipped {folder}: {exc}", file=sys.stderr)
+            _say(f"prm: skipped {folder}: {exc}", err=True)
             continue
         if run.status != "finished":
-            print(f"prm: skipped {folder}: status {run.status}", file=sys.stderr)
+            _say(f"prm: skipped {folder}: status {run.status}", err=True)
             continue
         cfg = run.config
         key = (run.state.sequence, cfg.method, cfg.seed)
@@ -917,10 +1010,7 @@ def cmd_table(args: argparse.Namespace) -> int:
                         [t["family"] for t in run.state.tasks])
     if not results:
         _fail("no finished run among the folders given")
-    print(format_table(compare_table(results), markdown=args.markdown))
-    if args.families:
-        print("\nper task family (FWT against STL of the same seed):")
-        print(format_family_table(family_table(results), markdown=args.markdown))
+    _say_tables(compare_table(results), family_table(results) if args.families else None, markdown=args.markdown)
     return 0
 
 
@@ -944,11 +1034,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     comp = sub.add_parser("compare", help="Acc/BWT/FWT/CT table over methods and seeds")
-    comp.add_argument("--sequence", default="digits-mixed", help="one or more sequences, comma-separated")
-    comp.add_argument("--methods", default="prm,hat,ncl,stl", help="comma-separated [%(default)s]")
-    comp.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated [0,1,2]")
+    comp.add_argument("--sequence", type=_name_list("sequence"), default="digits-mixed",
+                      help="one or more sequences, comma-separated, each once [%(default)s]")
+    comp.add_argument("--methods", type=_name_list("method"), default="prm,hat,ncl,stl",
+                      help="comma-separated, each once [%(default)s]")
+    comp.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated, each once [0,1,2]")
     comp.add_argument("--out-dir", type=_path, default=None, help="also record every run under this folder")
-    comp.add_argument("--jobs", type=int, default=1, help="runs in parallel processes [%(default)s]")
+    comp.add_argument("--jobs", type=int, default=1,
+                      help="runs in parallel processes, at most one per stack of runs and per CPU [%(default)s]")
     comp.add_argument("--stack", type=int, default=8,
                       help="seeds of one method trained together, their networks stacked so that one step trains "
                            "all (results equal to separate runs to float rounding; CT is then the stack's); "
@@ -963,7 +1056,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--storage", type=_path, default=None,
                       help="Optuna storage: sqlite:///file.db, journal:///file.log or postgresql://user@host/db "
                            "[sqlite:///runs/optuna.db]")
-    comp.add_argument("--study", default=None,
+    comp.add_argument("--study", type=_study, default=None,
                       help="share the comparison as this study on --storage: the same command on several machines "
                            "trains each cell once, and the table comes from the storage (docs/tuning.md)")
     _add_training_options(comp)
@@ -979,7 +1072,8 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--storage", type=_path, default=None,
                      help="Optuna storage: sqlite:///file.db, journal:///file.log (a shared folder) or "
                           "postgresql://user@host/db [sqlite:///runs/optuna.db]")
-    tun.add_argument("--study", default=None, help="study name [tune-SEQUENCE-METHOD]")
+    tun.add_argument("--study", type=_study, default=None,
+                     help="study name, also the folder of its trials under --runs-dir [tune-SEQUENCE-METHOD]")
     tun.add_argument("--runs-dir", type=_path, default="runs/tune", help="trial run folders go to RUNS_DIR/STUDY/trial-NNNN "
                                                              "[%(default)s]")
     tun.add_argument("--fail-running", action="store_true",
@@ -1023,7 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:  # before or after training (cmd_run handles it during training)
-        print("prm: interrupted", file=sys.stderr)
+        _say("prm: interrupted", err=True)
         return 130
     except BrokenPipeError:
         # The reader left (``| head -1``): nothing more can be shown. Point stdout at devnull

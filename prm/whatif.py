@@ -11,6 +11,12 @@ and its event log holds the whole sequence, the parent's records of the tasks be
 replayed through the same writer (array and checkpoint files too), then the resumed
 training. With the parent's own decision the child reproduces the parent's accuracy matrix
 exactly on the same machine (tests/test_whatif.py; limits in docs/whatif.md).
+
+The child trains on the parent's device (``config.device``) and nowhere else: its checkpoints
+hold that device's generator state, and on another device the floats would differ from the
+first step, so child minus parent would mix the device's effect into the decision's. The
+CLI refuses a parent whose device this machine lacks, with the check ``run`` applies to
+``--device`` (``prm.__main__._device_problem``).
 """
 
 from __future__ import annotations

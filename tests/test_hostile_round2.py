@@ -44,7 +44,7 @@ def test_a_logs_folder_that_is_a_link_is_never_written_through(tmp_path):
     outside.mkdir()
     (root / ".logs").symlink_to(outside)
     before = dict(live._children)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="is a link or not a folder"):
         live.start(live.LiveOptions(sequence="digits-classes", n_tasks=2, epochs=1), root=root)
     assert list(outside.iterdir()) == []
     assert live._children == before

@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 import re
 import string
-import unicodedata
 import zlib
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+
+from prm.text import terminal
 
 TASK_COLOURS = qualitative.D3 + qualitative.Dark24
 FAMILY_COLOURS = {"classes": "#4C78A8", "writers": "#F58518", "people": "#54A24B", "style-A": "#E45756",
@@ -66,20 +67,6 @@ PHASE_LABELS = {
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 """Control characters (Unicode category Cc: C0, DEL and C1), which break or erase lines."""
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-_ESCAPED = frozenset({"Cf", "Cs", "Zl", "Zp"})
-"""Format characters (bidi overrides, embeddings, isolates and marks, zero-width joiners and
-spaces, BOM, tag characters), lone surrogates (which no page can encode) and the line and
-paragraph separators: they draw nothing, reorder or hide what follows, or break lines."""
-
-
-def _escaped(match: re.Match) -> str:
-    char = match.group()
-    if unicodedata.category(char) not in _ESCAPED:
-        return char
-    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
-
-
 def visible(text: Any) -> str:
     """Text from a run file as it may be shown anywhere (Markdown, widget options, table cells,
     plotly): every control character, or run of them, becomes one space, and every character
@@ -87,7 +74,7 @@ def visible(text: Any) -> str:
     'run\\u202egpj.exe' into 'runexe.jpg', an isolate, a zero-width joiner, a line separator)
     becomes its visible escape, ``\\u202e``. Letters, digits and emoji of every script stay
     as they are. Idempotent, so a string may pass through it twice (``task_label``, then ``md``)."""
-    return _NON_ASCII.sub(_escaped, _CONTROL.sub(" ", str(text)))
+    return terminal(_CONTROL.sub(" ", str(text)))  # prm's rule for the rest: one rule, app and CLI
 
 
 def md(text: Any) -> str:

@@ -192,6 +192,7 @@ def _one(folder: Path) -> bool:
             st.error(f"This run cannot be read: {md(exc)}")
             return False
         state = run.state
+        running = running and state.end is None  # the log may have gained its closing record since is_running read it
         fraction, text = live.progress(state)
         st.progress(fraction, text=md(text if running or state.end else f"{run.status}: {text}"))
         if running and live.can_stop(folder):
