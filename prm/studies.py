@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from prm.records import MAX_TASKS
+from prm.records import MAX_TASKS, fits
 from prm.storages import StorageError, file_of, one_line, read_storage
 
 # ----------------------------------------------------------------------------- reading studies
@@ -192,8 +192,7 @@ def _number(value: Any, what: str, low: float = -math.inf, high: float = math.in
     """A finite number in [low, high]; None where there is none (NaN too: a value not measured)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and low <= value <= high):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and fits(value) and low <= value <= high):
         raise _Bad(f"{what} must be a finite number in [{low:g}, {high:g}], got {_show(value)}")
     return float(value)
 
@@ -356,6 +355,6 @@ def _param(value: Any, name: str, kind: str) -> Any:
         return _integer(value, name)
     if kind == "compare" and name in ("sequence", "method"):
         return _text(value, name, none=False)
-    if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value)):
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and fits(value)):
         return value
     return _text(value, name)

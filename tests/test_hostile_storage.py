@@ -370,3 +370,13 @@ def test_compare_survives_a_hostile_trial_in_the_runs_folders_storage(tmp_path, 
     assert dict(zip(groups["method"], groups["PS"]))["prm"] == f"{PS:.3f}"
     shown = texts(at)
     assert "trial 6" in shown and "run\\_dir" in shown and "study attribute tasks" in shown
+
+
+def test_a_number_beyond_float_range_is_named_as_the_trials_fault(tmp_path):
+    """10**400 is valid JSON that Optuna reads; the field reader refuses it by name (it used to
+    overflow, so the study was read a second time and the trial blamed on Optuna)."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    write_hostile_study(url, "test_acc", 10**400)
+    study = tune.load_study(url, "s")
+    assert [t.state for t in study.trials] == ["complete", "unreadable", "complete"]
+    assert study.trials[1].problem.startswith("test_acc") and "Optuna cannot read" not in study.trials[1].problem
