@@ -3,6 +3,7 @@
     python -m prm run --sequence digits-mixed --method prm --seed 0 --out runs/my-run
     python -m prm compare --sequence digits-mixed --methods prm,hat,ncl,stl --seeds 0,1,2
     python -m prm table runs/compare/* --families   # compare's tables from recorded run folders
+    python -m prm table runs/paper/* --paper        # beside the paper's Tables 2-5 (docs/results.md)
     python -m prm show runs/my-run
     python -m prm whatif runs/my-run --task 3 --similar 1 --out runs/my-run-whatif   # docs/whatif.md
     python -m prm tune --sequence digits-mixed-few --method prm --trials 20   # docs/tuning.md
@@ -127,8 +128,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="folder with the paper's data sets (EMNIST, CIFAR-100 binary, LEAF); default $PRM_DATA")
     g.add_argument("--n-tasks", type=int, default=None, help="number of tasks [the sequence's default]")
     g.add_argument("--shots", type=int, default=None,
-                   help="few-shot (-few) sequences: training images per class of each writer or style task "
-                        "[the sequence's default]")
+                   help="few-shot (-few) and binary (-binary) sequences: training images per class (per answer) of "
+                        "each writer or style task [the sequence's default]")
     g.add_argument("--width", type=int, help=f"units per hidden layer [{d.model.hidden[0]}]")
     g.add_argument("--layers", type=int, help=f"masked hidden layers [{len(d.model.hidden)}]")
     g.add_argument("--epochs", type=int, help=f"max epochs per task [{d.optim.max_epochs}]")
@@ -989,9 +990,13 @@ def _print_study(study: Any, *, url: str, target: int) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    """compare's tables from recorded runs: finished runs only, keyed by (sequence, method, seed)."""
+    """compare's tables from recorded runs: finished runs only, keyed by (sequence, method, seed),
+    the method as :func:`prm.paper.method_label` names it; ``--paper``: the paper's layout."""
+    from prm import paper
     from prm.runs import RunFormatError, load_run
 
+    if args.paper and args.families:
+        _fail("--families is for the plain table; --paper prints the paper's layout")
     results: Results = {}
     for folder in args.runs:
         try:
@@ -1003,15 +1008,42 @@ def cmd_table(args: argparse.Namespace) -> int:
             _say(f"prm: skipped {folder}: status {run.status}", err=True)
             continue
         cfg = run.config
-        key = (run.state.sequence, cfg.method, cfg.seed)
+        key = (run.state.sequence, paper.method_label(cfg), cfg.seed)
         if key in results:
             _fail(f"{folder}: a second run of {key[0]} {key[1]} seed {key[2]}; give each once")
         results[key] = (run.state.accuracy_matrix("test"), run.state.end.seconds or 0.0,
                         [t["family"] for t in run.state.tasks])
     if not results:
         _fail("no finished run among the folders given")
-    _say_tables(compare_table(results), family_table(results) if args.families else None, markdown=args.markdown)
+    rows = compare_table(results)
+    ps = None
+    if args.storage is not None:  # PS per (sequence, method), as compare --tuned and the Compare view give it
+        from prm.studies import tuned_studies
+
+        ps = {pair: study.ps for pair, study in tuned_studies(args.storage).items()}
+        for r in rows:
+            r["ps"] = ps.get((r["sequence"], r["method"]))
+    if args.paper:
+        _say_paper(rows, ps, storage=args.storage, markdown=args.markdown)
+        return 0
+    _say_tables(rows, family_table(results) if args.families else None, markdown=args.markdown)
     return 0
+
+
+def _say_paper(rows: list[dict[str, Any]], ps: dict | None, *, storage: str | None, markdown: bool) -> None:
+    """``table --paper``: a block per slot of the paper's table (:mod:`prm.paper`)."""
+    from prm import paper
+    from prm.storages import safe_url
+
+    if not [r for r in rows if paper.slot_of(r["sequence"])]:
+        _fail(f"no run of a sequence in the paper's table among the folders given (its analogues: "
+              f"{', '.join(s.analogue for s in paper.SLOTS)}; or the paper's own sequences)")
+    for sequence in paper.unplaced(rows):
+        _say(f"prm: left out {sequence}: not a sequence of the paper's table", err=True)
+    for block in paper.blocks(rows, ps=ps):
+        table = _layout(block.head, block.body, markdown=markdown).split("\n")
+        _say(f"**{block.title}**" if markdown else block.title, *([""] if markdown else []), *table, "")
+    _say(*paper.notes(storage=storage and safe_url(storage)))
 
 
 # ----------------------------------------------------------------------------- main
@@ -1087,6 +1119,11 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("runs", type=_path, nargs="+", help="run folders")
     table.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     table.add_argument("--families", action="store_true", help="also print the per-family table")
+    table.add_argument("--paper", action="store_true",
+                       help="the paper's layout: per slot #1-#6, the runs of its bundled analogue (or of the paper's "
+                            "own sequence) beside the paper's published numbers (docs/results.md)")
+    table.add_argument("--storage", type=_path, default=None,
+                       help="Optuna storage whose tune studies give a PS column (sqlite:///file.db ...)")
     table.set_defaults(func=cmd_table)
 
     show = sub.add_parser("show", help="summary of a recorded run")

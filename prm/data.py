@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from prm.datasets import cifar, emnist, leaf
-from prm.datasets.core import (DATA_ENV, DataError, Task, TaskSequence, few_shot, interleave, resolve_data_dir,
-                               split_count)
+from prm.datasets.core import (DATA_ENV, HIGH_DIGIT, Concept, DataError, Task, TaskSequence, few_shot, interleave,
+                               resolve_data_dir, split_count)
 from prm.datasets.digits import CLASS_PAIRS, _digits, digits_tasks, infer_template, n_forms, recover_forms
 from prm.datasets.fashion import fashion_files, fashion_tasks
 from prm.datasets.mnist5k import MAX_STYLE_UNITS, mnist5k_tasks
@@ -53,6 +53,7 @@ class Spec:
     available: Callable[[Path | None], bool]
     oracle: bool = False  # attach the measured oracle_transfer matrix
     shots: int | None = None  # few-shot: default training images per class of every non-class-pair task
+    concept: Concept | None = None  # binary: the yes/no question every non-class-pair task becomes
 
 
 def _always(_data_dir) -> bool:
@@ -176,6 +177,20 @@ def _few(base: str, shots: int, what: str, default_n: int | None = None) -> Spec
                                f"every {what} task (validation and test as in {base})", shots=shots, default_n=n)
 
 
+def _binary(base: str, shots: int, what: str, default_n: int | None = None) -> Spec:
+    """``base`` with every non-class-pair task asking :data:`HIGH_DIGIT` of its own images, few-shot.
+
+    This is the shape of the paper's F-CelebA: one shared yes/no concept per identity
+    (writer or style), a few images each. The class-pair tasks are unchanged.
+    """
+    few = _few(base, shots, what, default_n)
+    head = few.description.split("; few-shot")[0]
+    return dataclasses.replace(
+        few, concept=HIGH_DIGIT,
+        description=f"{head}; binary: every {what} task asks '{HIGH_DIGIT.question}' (2-way) with {shots} training "
+                    f"images per answer (validation and test: the {what}'s own, relabelled)")
+
+
 # Default shots: the count where joint training of all tasks most beats one network per
 # task (STL), measured without PRM by scripts/few_shot_k.py (numbers in docs/data.md).
 SPECS.update({
@@ -185,6 +200,10 @@ SPECS.update({
     # 14 tasks: 5 digit pairs + 7 styles + 2 controls, so that every style family has 2-3
     # tasks (mnist5k-mixed's default 10 has one task per family: nothing is truly similar).
     "mnist5k-mixed-few": _few("mnist5k-mixed", 5, "style", default_n=14),
+    "digits-writers-binary": _binary("digits-writers", 10, "writer"),
+    "digits-mixed-binary": _binary("digits-mixed", 10, "writer"),
+    "mnist5k-styles-binary": _binary("mnist5k-styles", 20, "style"),
+    "mnist5k-mixed-binary": _binary("mnist5k-mixed", 20, "style", default_n=14),
 })
 
 SEQUENCES: dict[str, str] = {name: spec.description for name, spec in SPECS.items()}
@@ -251,6 +270,8 @@ def make_sequence(
     n = int(n)
     tasks = tuple(spec.build(n=n, seed=seed, data_dir=resolve_data_dir(data_dir), sizes=_check_sizes(sizes),
                              min_samples=min_samples))
+    if spec.concept is not None:
+        tasks = tuple(t if t.family == "classes" else spec.concept.apply(t) for t in tasks)
     if spec.shots is not None:
         k = spec.shots if shots is None else int(shots)
         tasks = tuple(t if t.family == "classes" else few_shot(t, k, seed=seed) for t in tasks)

@@ -84,3 +84,14 @@ def summarise(R: np.ndarray, *, stl: np.ndarray | None = None) -> dict[str, floa
         "fwt": None if stl is None else forward_transfer(R, stl),
         "tasks_done": completed_rows(R),
     }
+
+
+def median_seed(gains: dict[int, float]) -> int:
+    """The representative seed of a claim: the seed whose gain (say Acc of PRM − Acc of HAT on
+    the same seed) is the median over seeds, the lower middle for an even count, ties broken by
+    the smaller seed. Samples and the app's default run use it so that what is shown is a
+    typical seed, never the best of several."""
+    if not gains:
+        raise ValueError("median_seed needs at least one seed")
+    ranked = sorted(gains, key=lambda s: (gains[s], s))
+    return ranked[(len(ranked) - 1) // 2]

@@ -59,11 +59,15 @@ class RunFormatError(ValueError):
 
 
 def _versions() -> dict[str, str]:
+    """The libraries' versions and the engine's own (``"prm"``: ``prm.__version__``), which
+    says whether two runs' times compare (see ``Run.engine_version``)."""
     import sklearn
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__}
+    from prm import __version__
+
+    return {"prm": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__}
 
 
 def _replace_atomic(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
@@ -492,6 +496,12 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def engine_version(self) -> str | None:
+        """The version of the engine that recorded the run (``prm.__version__``), None for a
+        run recorded before run.json held it: only runs of one version have comparable times."""
+        return self.meta["versions"].get("prm")
 
     @property
     def config(self) -> RunConfig:

@@ -45,11 +45,14 @@ def cosine_distances(points: np.ndarray) -> np.ndarray:
     return dist
 
 
-def average_linkage(dist: np.ndarray, threshold: float) -> np.ndarray:
-    """Cluster labels of average-linkage agglomerative clustering on a distance matrix, merging
-    while the closest pair of clusters is nearer than ``threshold`` (on average over members)."""
-    n = len(dist)
-    clusters = [[i] for i in range(n)]
+def linkage_merges(dist: np.ndarray, *, below: float = np.inf) -> list[tuple[int, int, float]]:
+    """Average-linkage agglomeration on a distance matrix, merge by merge: ``(a, b, d)`` means
+    cluster ``b`` of the list as it then stands (singletons in row order at first) joined
+    cluster ``a`` (a < b) at average distance ``d`` between their members. Stops before the first
+    merge at ``d >= below``. Heights never fall (average linkage is monotone), so cutting the tree
+    at a threshold keeps exactly the merges below it: one sequence serves the rule and its drawing."""
+    clusters = [[i] for i in range(len(dist))]
+    merges = []
     while len(clusters) > 1:
         best, pair = np.inf, None
         for a in range(len(clusters)):
@@ -57,9 +60,20 @@ def average_linkage(dist: np.ndarray, threshold: float) -> np.ndarray:
                 d = float(dist[np.ix_(clusters[a], clusters[b])].mean())
                 if d < best:
                     best, pair = d, (a, b)
-        if best >= threshold:
+        if best >= below:
             break
         a, b = pair
+        merges.append((a, b, best))
+        clusters[a] = clusters[a] + clusters.pop(b)
+    return merges
+
+
+def average_linkage(dist: np.ndarray, threshold: float) -> np.ndarray:
+    """Cluster labels of average-linkage agglomerative clustering on a distance matrix, merging
+    while the closest pair of clusters is nearer than ``threshold`` (on average over members)."""
+    n = len(dist)
+    clusters = [[i] for i in range(n)]
+    for a, b, _ in linkage_merges(dist, below=threshold):
         clusters[a] = clusters[a] + clusters.pop(b)
     labels = np.empty(n, dtype=int)
     for label, members in enumerate(clusters):

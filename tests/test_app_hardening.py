@@ -283,7 +283,7 @@ def test_help_says_what_this_runs_charts_encode(run, clusters):
     own families (with their symbols); the Overview help names them too."""
     at = open_app(keys.EMBEDDINGS, run=run, projection="pca")
     help_text = next(m.value for m in at.markdown if "**In this run**" in m.value)
-    assert ("= the X-means cluster" in help_text) == clusters
+    assert ("= the clusters that decided" in help_text) == clusters
     assert ("**Colour** = task" in help_text) != clusters
     families = {t["family"] for t in load_run(catalog.ROOT / run).state.tasks}
     assert all(md(f) in help_text for f in families)

@@ -120,7 +120,7 @@ def test_agreement_table_is_signed_and_has_no_none():
     table = pd.DataFrame({"step": ["T2", "T3"], "layer": ["l0", "l0"], "k": [1, 2], "ARI": [-0.25, 0.0],
                           "right": [1, 1], "earlier": [1, 2], "calls right": [1.0, 0.5]})
     shown = clustering.agreement_shown(table)
-    assert list(shown["ARI"]) == ["-0.25", "0.00"] and list(shown["calls right"]) == ["1 of 1", "1 of 2"]
+    assert list(shown["ARI"]) == ["−0.25", "0.00"] and list(shown["calls right"]) == ["1 of 1", "1 of 2"]
 
 
 def _state(*, seed_acc: float, n_tasks: int = 3, method: str = "prm") -> SimpleNamespace:
@@ -151,7 +151,7 @@ def test_mean_and_sd_matrix_over_seeds():
     assert fig.data[0].zmin == pytest.approx(0.4) and fig.data[0].zmax == pytest.approx(0.8)  # the data's range
     summary = compare.shown(compare.per_method(table)).set_index("method")
     assert summary.loc["prm", "Acc"] == f"0.700 ± {np.sqrt(2 / 3) * 0.1:.3f}" and summary.loc["prm", "FWT"] == "n/a"
-    assert summary.loc["prm", "BWT"] == "-0.100 ± 0.000" and summary.loc["hat", "Acc"] == "0.500"
+    assert summary.loc["prm", "BWT"] == "−0.100 ± 0.000" and summary.loc["hat", "Acc"] == "0.500"
 
 
 def test_matrix_titles_wrap_to_fit_their_subplot():

@@ -182,6 +182,28 @@ def test_sequence_strip_and_symbols_cover_every_family():
     assert len({family_colour(f) for f in families}) == len(families)
 
 
+def test_units_are_counted_protected_partially_relaxed_or_free_on_hand_made_masks():
+    """Six units: 0 protected as by HAT, 1 partially relaxed (0.7: prm.relax 0.3), 2 free, 3
+    protected (0.97 is within RELAXED_BY of HAT's 1), 4 partially (0.06 is not below 0.05),
+    5 unused by every earlier task (not counted, whatever its protection)."""
+    from types import SimpleNamespace
+
+    accumulated, protected = np.array([1, 1, 1, 1, 1, 0.2]), np.array([1, 0.7, 0.0, 0.97, 0.06, 0])
+    run = SimpleNamespace(accumulated=lambda t, layer: accumulated if t == 2 else None,
+                          protected=lambda t, layer: protected, meta={"config": {"method": "prm+"}})
+    parts = masks.relaxed_units(run, 3, 0)
+    assert parts["free"].tolist() == [0, 0, 1, 0, 0, 0] and parts["partial"].tolist() == [0, 1, 0, 0, 1, 0]
+    assert masks.unit_counts(parts) == {"used": 5, "protected": 2, "partial": 2, "free": 1}
+    assert masks.kept_gradient(parts) == pytest.approx((0.3 + 0.94) / 2)  # the median of two
+    assert masks.unit_sentence(parts, 3, layer=0) == (
+        "While learning T4, HAT would protect the 5 units of layer 0 that earlier tasks used; this run kept 2 "
+        "protected, relaxed 2 partially (to 0.62 of the gradient) and freed 1.")
+    third = masks.relaxed_figure(run, 3, 0).data[0].z[2]
+    assert sorted(third) == [0, 0, 0, 1.5, 1.5, 2]  # partial and free told apart in the chart too
+    hat = {**parts, "protected": accumulated, "partial": np.zeros(6), "free": np.zeros(6), "relaxed": np.zeros(6)}
+    assert masks.unit_sentence(hat, 3, layer=0).endswith("kept 5 protected, relaxed 0 partially and freed 0.")
+
+
 def test_a_partly_relaxed_unit_counts_as_relaxed():
     from prm.runs import load_run
 
@@ -190,5 +212,9 @@ def test_a_partly_relaxed_unit_counts_as_relaxed():
     parts = masks.relaxed_units(run, task, 0)
     partly = (parts["accumulated"] > 0.5) & (parts["protected"] > 0.5) & (parts["protected"] < 0.8)
     assert partly.any() and parts["relaxed"][partly].all()
+    assert parts["partial"][partly].all() and not parts["free"][partly].any()  # never counted as free
+    counts = masks.unit_counts(parts)
+    assert counts["partial"] == partly.sum() and counts["free"] == 0
+    assert masks.kept_gradient(parts) == pytest.approx(0.3, abs=0.01)  # prm.relax, as the masks record it
     full = masks.relaxed_units(load_run("sample_runs/digits-mixed-few-hat-s4"), task, 0)
     assert full["relaxed"].sum() == 0

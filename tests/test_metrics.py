@@ -48,3 +48,14 @@ def test_empty_matrix_is_an_error_not_a_nan():
 def test_summarise_includes_fwt_only_with_stl():
     assert metrics.summarise(R)["fwt"] is None
     assert metrics.summarise(R, stl=np.ones(3))["tasks_done"] == 3
+
+
+def test_median_seed_is_the_middle_gain_lower_middle_for_an_even_count_ties_by_seed():
+    from prm.metrics import median_seed
+
+    assert median_seed({0: 0.02, 1: -0.01, 2: 0.05, 3: 0.00, 4: 0.03}) == 0  # -0.01, 0.00, [0.02], 0.03, 0.05
+    assert median_seed({7: 0.1, 3: 0.2, 5: 0.3, 9: 0.4}) == 3  # lower middle of four
+    assert median_seed({4: 0.1, 2: 0.1, 6: 0.1}) == 4  # all tied: ranked by seed 2, 4, 6
+    assert median_seed({8: -0.5}) == 8
+    with pytest.raises(ValueError):
+        median_seed({})

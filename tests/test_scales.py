@@ -88,14 +88,14 @@ def test_change_since_learnt_is_diverging_symmetric_and_signed():
     assert np.allclose(change, expected, equal_nan=True)
     trace = accuracy.heatmap(change, [], diverging=True, what="change since learnt").data[0]
     assert trace.zmid == 0 and trace.zmin == -trace.zmax == pytest.approx(-0.18)
-    assert [list(row) for row in trace.text] == [["0.00", "", ""], ["-0.10", "0.00", ""], ["-0.18", "+0.05", "0.00"]]
+    assert [list(row) for row in trace.text] == [["0.00", "", ""], ["−0.10", "0.00", ""], ["−0.18", "+0.05", "0.00"]]
     assert trace.textfont.size >= 12
 
 
 def test_difference_heatmap_text_is_signed_and_never_minus_zero():
     diff = np.array([[0.05, np.nan], [-0.0004, -0.17]])
     trace = accuracy.heatmap(diff, [], diverging=True, what="difference").data[0]
-    assert [list(row) for row in trace.text] == [["+0.05", ""], ["0.00", "-0.17"]]
+    assert [list(row) for row in trace.text] == [["+0.05", ""], ["0.00", "−0.17"]]
     assert trace.zmin == -trace.zmax == pytest.approx(-0.17) and trace.colorscale
     assert "difference: 0.000" in trace.hovertext[1][0]
 
@@ -137,7 +137,7 @@ def test_no_formula_labels_and_legible_fonts_in_the_mask_figures():
         assert "a_<=" not in spec and "p_<=" not in spec and "≤t" not in spec
         assert fig.layout.font.size >= 12
     assert list(figures[0].data[0].y) == ["HAT: every unit an earlier task used", "protected while learning T5",
-                                          "relaxed units"]
+                                          "relaxed: magenta free,<br>light magenta partially"]
     assert figures[1].layout.yaxis.title.text == "share of units in use"
 
 
@@ -163,7 +163,7 @@ def test_embedding_points_are_outlined_by_their_call():
     outline = {}
     for trace in fig.data:
         if trace.text is not None:
-            outline |= dict(zip(trace.text, trace.marker.line.color))
+            outline |= {text.split()[0]: colour for text, colour in zip(trace.text, trace.marker.line.color)}
     assert outline["T5"] == RIGHT_COLOUR and outline["T1"] == WRONG_COLOUR and outline["T10"] == "black"
     legend = {t.name for t in fig.data if t.showlegend is not False}
     assert {"call right ✓", "call wrong ✗", "new task", "writers", "classes"} <= legend

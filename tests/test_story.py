@@ -1,10 +1,14 @@
 """The Story view: its builders against hand-checked numbers on the default sample run and on
 small hand-made inputs, and the view itself (AppTest) on every sample run, with the
-missing-sibling message, the Train-live prefill and the links to the detailed tabs."""
+missing-sibling message, the Train-live prefill, the links to the detailed tabs and the length
+of what the page asks a reader to read (a two-minute story)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer import state as keys
 from explorer.catalog import RunEntry
-from explorer.figures import story
+from explorer.figures import consequence, story
 from explorer.views.story import STEPS
 from prm.runs import RunParent, load_run
 
@@ -85,8 +89,7 @@ def test_sequence_sentences_name_families_and_true_groups():
     assert story.similar_groups(state) == [[3, 5, 6, 8, 9]]
     first, second = story.sequence_sentences(state)
     assert first == "The sequence digits\\-mixed\\-few has 10 tasks in 2 families: classes (5), writers (5)."
-    assert second == ("Truly similar (same family and label set): T4, T6, T7, T9, T10; 5 tasks are similar to "
-                      "no other task.")
+    assert second == "Truly similar: T4, T6, T7, T9, T10; the other 5 are alone."
     fig = story.sequence_figure(state)
     assert sorted(trace.name for trace in fig.data) == ["family: classes", "family: writers"]
     assert fig.layout.font.size >= 12
@@ -105,8 +108,13 @@ def test_protection_table_reads_hat_capacity_on_arrival_and_accuracy_just_after_
     assert writers["STL"].mean() == pytest.approx((0.9 + 0.8333 + 1.0 + 1.0 + 0.9667) / 5, abs=1e-3)
     assert table["joint"].isna().all()
     first, second = story.protection_sentences(table, layer=0, state=hat)
-    assert "protected 81% of the units of layer 0" in first
-    assert "writers (similar tasks): HAT 0.920 against STL 0.940 (-0.020)" in second
+    assert first == "When the last task arrived, HAT protected 81% of layer 0's units."
+    assert second == ("Just after learning, the similar tasks scored 0.920 under HAT against 0.940 when learnt alone "
+                      "(STL): −0.020.")  # the five writers, as above
+    details = story.protection_details(table, state=hat)
+    assert "writers (similar tasks): HAT 0.920 against STL 0.940 (−0.020)" in details
+    no_stl = story.protection_sentences(story.protection_table(hat, layer=0), layer=0, state=hat)[1]
+    assert no_stl == "Just after learning, the similar tasks scored 0.920 under HAT; no STL run is listed to compare."
 
 
 # ----------------------------------------------------------------------------- step 3
@@ -117,9 +125,13 @@ def test_calls_of_prm_on_the_default_sequence_right_and_wrong():
     assert int(table["right"].sum()) == 30
     per = table.groupby("family", sort=False)["right"].agg(["sum", "count"])
     assert per.loc["classes"].tolist() == [8, 14] and per.loc["writers"].tolist() == [22, 31]
-    first, second = story.calls_sentences(table, layer=0)
-    assert first.startswith("On layer 0, 30 of 45 calls were right (67%); of the 15 wrong ones, 15 called")
-    assert second == "Right calls by the family of the new task: classes tasks 8 of 14; writers tasks 22 of 31."
+    who = story.decider(sample("prm").state)
+    assert who == "PRM's DTD decided by X-means on the task embeddings"
+    first, second = story.calls_sentences(table, layer=0, who=who)
+    assert first == "PRM's DTD decided by X-means on the task embeddings: on layer 0, 30 of 45 calls were right (67%)."
+    assert second == "Of the 15 wrong, 15 called a dissimilar task similar and 0 missed a similar one."
+    assert story.calls_details(table) == ("Right calls by the family of the new task: classes tasks 8 of 14; "
+                                          "writers tasks 22 of 31.")
     fig = story.calls_figure(table, n_tasks=10, layer=0, method="prm")
     marks = {trace.name: len(trace.x) for trace in fig.data if trace.type == "scatter"}
     assert marks == {"✓ right": 30, "✗ wrong": 15}
@@ -128,6 +140,14 @@ def test_calls_of_prm_on_the_default_sequence_right_and_wrong():
 def test_prm_plus_calls_judge_the_rule_it_used_and_ablations_judge_x_means():
     prm_plus = sample("prm+").state  # linkage rule: every call right on this seed
     assert int(story.calls_table(prm_plus, layer=0)["right"].sum()) == 45
+    who = story.decider(prm_plus)  # step 3 names the rule and threshold the run was configured with
+    assert who == "PRM\\+'s DTD decided by average linkage on the cosine distance of binarised embeddings, cut at 0.3"
+    assert story.calls_sentences(story.calls_table(prm_plus, layer=0), layer=0, who=who)[1] == ""
+    cut = {**prm_plus.config, "prm": {**prm_plus.config["prm"], "clustering": "cut", "features": "raw"}}
+    assert story.decider(SimpleNamespace(config=cut)).endswith(
+        "decided by a cut at cosine distance 0.3 of raw embeddings")
+    assert story.decider(sample("prm-t").state) == "PRM\\(T\\) protects by the truth; judged here is its X-means"
+    assert story.decider(load_run(ROOT / "sample_runs" / "digits-mixed-cat-s0").state) == "CAT decided by transfer tests"
     truth = sample("prm-t").state  # PRM(T) protects by the truth; X-means' own calls are judged
     table = story.calls_table(truth, layer=0)
     own = sum(len(set(truth.dtd[t].layers[0]["dissimilar_xmeans"]) ^ set(truth.dtd[t].layers[0]["dissimilar"]))
@@ -143,48 +163,56 @@ def test_relaxed_counts_and_choice():
     assert story.relaxed_choice(counts, 9) == (9, "T10 is the task picked in the sidebar")
     task, why = story.relaxed_choice(counts, 2)
     assert task == 6 and why == ("T3, the sidebar task, has none, so this shows T7, the task with the most "
-                                 "relaxed units (29)")
+                                 "units relaxed (29)")
     assert story.relaxed_choice({1: 0, 2: 0}, 1)[0] is None
     assert story.relaxed_choice({}, 0)[0] is None
 
 
-def test_relaxed_sentences_name_the_similar_tasks():
-    first, second = story.relaxed_sentences(sample("prm+"), task=9, layer=0, why="T10 is the task picked")
-    assert "23 of the 209 units of layer 0" in first
-    assert second.startswith("They belong to T4, T6, T7, T9, the earlier tasks the run treated as similar to T10; "
-                             "the units of T1, T2, T3, T5, T8")
+def test_relaxed_sentences_count_partial_and_free_units_apart_and_name_the_similar_tasks():
+    """PRM+ (relax 0.3) relaxes units partially: they are never counted as free. The paper's
+    PRM (relax 1) frees them."""
+    first, second = story.relaxed_sentences(sample("prm+"), task=9, layer=0)
+    assert first == ("While learning T10, HAT would protect the 209 units of layer 0 that earlier tasks used; PRM\\+ "
+                     "kept 186 protected, relaxed 23 partially (to 0.30 of the gradient) and freed 0.")
+    assert second == "They belong to T4, T6, T7, T9, the tasks called similar."
+    assert story.relaxed_details(sample("prm+"), task=9, layer=0, why="T10 is the task picked") == (
+        "T10 is the task picked. The units of T1, T2, T3, T5, T8 (called dissimilar) stayed protected.")
     fig = story.relaxed_figure(sample("prm+"), task=9, layer=0)
-    assert len(fig.data[0].x) == 209 and fig.layout.shapes[0].x1 == pytest.approx(22.5)
+    assert len(fig.data[0].x) == 209 and [s.x1 for s in fig.layout.shapes] == [pytest.approx(22.5)]
+    assert fig.layout.annotations[0].text == "23 partially relaxed"
+    paper = story.relaxed_sentences(sample("prm"), task=9, layer=0)[0]
+    free = story.relaxed_counts(sample("prm"), layer=0)[9]
+    assert f"relaxed 0 partially and freed {free}." in paper and free > 0
 
 
 # ----------------------------------------------------------------------------- step 5
 
 def test_difference_matrix_and_its_sentence():
     a, b = sample("prm+").state, sample("hat").state
-    fig = story.difference_figure(a, b, a_name="PRM+", b_name="HAT")
+    fig = consequence.difference_figure(a, b, a_name="PRM+", b_name="HAT")
     z = np.array(fig.data[0].z, dtype=float)
     assert z[9, 8] == pytest.approx(0.8852 - 1.0, abs=1e-3) and z[9, 5] == pytest.approx(0.9333 - 0.7667, abs=1e-3)
     assert fig.data[0].zmin == -fig.data[0].zmax == pytest.approx(-np.nanmax(np.abs(z)))
-    assert fig.data[0].text[9][8] == "-0.12" and fig.data[0].text[0][5] == ""  # not learnt yet: blank
-    assert story.difference_sentence(a, b, a_name="PRM+", b_name="HAT") == (
-        "After T10, PRM+ − HAT averages +0.018 over 10 tasks, from -0.115 on T9 to +0.167 on T6.")
+    assert fig.data[0].text[9][8] == "−0.12" and fig.data[0].text[0][5] == ""  # not learnt yet: blank
+    assert consequence.difference_sentence(a, b, a_name="PRM+", b_name="HAT") == (
+        "After T10, PRM+ − HAT averages +0.018 over 10 tasks, from −0.115 on T9 to +0.167 on T6.")
 
 
 def test_bwt_and_fwt_per_family():
     stl = sample("stl").state
-    table = story.family_transfer({"prm+": sample("prm+").state, "hat": sample("hat").state}, stl)
+    table = consequence.family_transfer({"prm+": sample("prm+").state, "hat": sample("hat").state}, stl)
     table = table.set_index(["method", "family"])
-    assert table.loc["HAT"].values.ravel().tolist() == ["0.000", "+0.003", "0.000", "-0.020"]  # HAT never forgets
+    assert table.loc["HAT"].values.ravel().tolist() == ["0.000", "+0.003", "0.000", "−0.020"]  # HAT never forgets
     # PRM+ writers: final minus just-learnt on T4, T6, T7, T9, T10 = 0, +0.067, 0, 0, 0
     assert table.loc[("PRM+", "writers"), "BWT"] == "+0.013"
     assert table.loc[("PRM+", "writers"), "FWT"] == "+0.004"
-    no_stl = story.family_transfer({"hat": sample("hat").state}, None).set_index("family")
+    no_stl = consequence.family_transfer({"hat": sample("hat").state}, None).set_index("family")
     assert no_stl.loc["writers", "FWT"] == "n/a" and not no_stl.isna().any().any()
 
 
 def test_stability_points_mean_and_sd_over_seeds():
     hat, ncl, stl = sample("hat").state, sample("ncl").state, sample("stl").state
-    points = story.stability_points({"hat": [(hat, stl)], "mixed": [(hat, stl), (ncl, stl)], "alone": [(ncl, None)]})
+    points = consequence.stability_points({"hat": [(hat, stl)], "mixed": [(hat, stl), (ncl, stl)], "alone": [(ncl, None)]})
     points = points.set_index("method")
     assert points.loc["hat", "BWT"] == pytest.approx(0.0) and points.loc["hat", "BWT sd"] == 0
     ncl_bwt = float(np.mean(ncl.accuracy_matrix()[9] - np.diag(ncl.accuracy_matrix())))
@@ -192,10 +220,10 @@ def test_stability_points_mean_and_sd_over_seeds():
     assert points.loc["mixed", "BWT sd"] == pytest.approx(abs(ncl_bwt) / 2)
     assert points.loc["mixed", "seeds"] == 2
     assert np.isnan(points.loc["alone", "FWT"])  # no STL run: BWT only
-    fig = story.stability_figure(points.reset_index())
+    fig = consequence.stability_figure(points.reset_index())
     assert [t.name for t in fig.data] == ["HAT", "mixed"] and fig.data[1].error_y.visible
     assert {a.text for a in fig.layout.annotations} >= {"keeps, does not transfer", "forgets, does not transfer"}
-    assert story.stability_figure(pd.DataFrame(columns=points.reset_index().columns)).layout.annotations
+    assert consequence.stability_figure(pd.DataFrame(columns=points.reset_index().columns)).layout.annotations
 
 
 # ----------------------------------------------------------------------------- the view
@@ -211,18 +239,66 @@ def open_story(run: str, *, task: str | None = None) -> AppTest:
     return at
 
 
+BODY_WORDS = 200
+"""The most words the Story's body may ask a reader to read (about two minutes at a careful
+pace, charts included): every text outside the "How to read this" expanders, headings, buttons
+and tables left out, missing-sibling notices too (they ask for an action, not a read)."""
+
+
+def body(node, out: dict[str, list[str]] | None = None, step: list[str] | None = None) -> dict[str, list[str]]:
+    """The texts the Story's body shows, per step (the subheader above them; "intro" before
+    the first), in page order, skipping everything inside an expander."""
+    out, step = ({}, ["intro"]) if out is None else (out, step)
+    for child in getattr(node, "children", {}).values():
+        kind = type(child).__name__
+        if kind == "Expander":
+            continue
+        if kind == "Subheader":
+            step[0] = child.value
+        elif kind in ("Markdown", "Caption", "Info"):
+            out.setdefault(step[0], []).append(child.value)
+        body(child, out, step)
+    return out
+
+
+def words(text: str) -> int:
+    """Words as read: Markdown escapes undone, a token counts when it holds a letter or digit."""
+    return len([w for w in re.sub(r"\\(.)", r"\1", text).split() if re.search(r"\w", w)])
+
+
+def sentences(text: str) -> int:
+    """Sentences: a full stop (or ! or ?) ends one when a space and a capital or the end follow
+    ("0.920" and "T10," end none)."""
+    return len([s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z*])", text.strip()) if s])
+
+
+def test_the_word_and_sentence_counters():
+    assert words("PRM\\+ 0.976 here, HAT − 0.957; (STL): −0.020.") == 7  # a lone "−" is no word
+    assert sentences("When T10 arrived, 0.920 (STL): −0.020. Of the 15 wrong, 15 did. **Bold** too.") == 3
+    assert sentences("One, T4, T6; the other 5 are alone.") == 1
+
+
 @pytest.mark.parametrize("run", SAMPLES)
-def test_story_renders_every_sample_run_with_five_steps(run):
+def test_story_renders_every_sample_run_with_five_short_steps(run):
+    """Every step's body is at most two short sentences and one chart, and the whole body
+    stays within BODY_WORDS."""
     at = open_story(run)
     assert [h.value for h in at.subheader] == list(STEPS)
     assert not at.error
     assert len(at.get("plotly_chart")) >= 1
     assert "None" not in "\n".join(m.value for m in at.markdown)
+    texts = body(at.tabs[0])
+    assert set(texts) <= {"intro", *STEPS}
+    for step in STEPS:
+        assert sum(sentences(t) for t in texts.get(step, [])) <= 2, (step, texts.get(step))
+    assert " decided by " in texts[STEPS[2]][-1] or " protects by " in texts[STEPS[2]][-1]  # the rule is named
+    assert sum(words(t) for t in sum(texts.values(), [])) <= BODY_WORDS, texts
 
 
 def test_story_of_the_default_run_draws_every_step_and_links_to_the_details():
     at = open_story(DEFAULT.format("prm+"))
-    assert len(at.get("plotly_chart")) == 6  # one per step, two in step 5
+    assert len(at.get("plotly_chart")) == 6  # one per step, and the stability chart in step 5's details
+    assert sum(len(e.get("plotly_chart")) for e in at.tabs[0].expander) == 1
     text = "\n".join(m.value for m in at.markdown)
     assert "45 of 45 calls were right" in text
     assert not at.warning  # every sibling of the default run is listed

@@ -50,10 +50,11 @@ def calls(tasks, *, task: int, dissimilar) -> pd.DataFrame:
                         columns=["", "task", "called", "truly"])
 
 
-def calls_styled(frame: pd.DataFrame) -> Styler:
-    """The calls with their marks in the right/wrong colours."""
+def calls_styled(frame: pd.DataFrame, marks: tuple[str, ...] = ("",)) -> Styler:
+    """The calls with their marks (the columns ``marks``) in the right/wrong colours."""
     colours = {mark(True): RIGHT_COLOUR, mark(False): WRONG_COLOUR}
-    return frame.style.map(lambda v: f"color: {colours[v]}; font-weight: bold" if v in colours else "", subset=[""])
+    return frame.style.map(lambda v: f"color: {colours[v]}; font-weight: bold" if v in colours else "",
+                           subset=list(marks))
 
 
 def count_line(frame: pd.DataFrame) -> str:
@@ -158,6 +159,12 @@ def cluster_order(labels) -> list[int]:
     return sorted(range(len(labels)), key=lambda i: (int(labels[i]), i))
 
 
+METRIC_TITLES = {"euclidean": "Euclidean distance", "cosine": "Cosine similarity",
+                 "cosine distance": "Cosine distance"}
+"""What :func:`pairwise_figure` draws: X-means' measure, the cosine similarity beside it, and
+the cosine distance the linkage and cut rules decide by (``prm.similarity.cosine_distances``)."""
+
+
 def pairwise(points: np.ndarray, metric: str) -> np.ndarray:
     """Euclidean distance (what X-means uses) or cosine similarity between embeddings."""
     points = np.asarray(points, dtype=float)
@@ -178,17 +185,19 @@ def ordered(matrix: np.ndarray, labels) -> tuple[list[int], np.ndarray]:
     return order, out
 
 
-def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]) -> go.Figure:
-    """The distances (or cosine similarities) among the step's tasks, grouped by X-means
-    cluster with the cluster boundaries drawn; bright = close in both measures, the colours
-    spanning only the off-diagonal values."""
+def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int],
+                    grouped_by: str = "X-means") -> go.Figure:
+    """The distances (or cosine similarities) among the step's tasks, grouped by the clusters
+    ``labels`` (X-means', or the linkage rule's) with the cluster boundaries drawn; bright =
+    close in every measure (:data:`METRIC_TITLES`), the colours spanning only the off-diagonal
+    values."""
     order, z = ordered(matrix, labels)
     n = len(order)
     full = plain_names(tasks, n)
     ticks = [f"{short(i)} c{labels[i]}" for i in order]
     hover = [["" if a == b else f"{full[a]}<br>{full[b]}<br>{metric}: {fmt(matrix[a, b])}" for b in order]
              for a in order]
-    digits = 2 if metric == "cosine" else 0  # distances run to tens: whole numbers fit a cell, decimals do not
+    digits = 0 if metric == "euclidean" else 2  # distances run to tens: whole numbers fit a cell, decimals do not
     text = [["" if np.isnan(v) else fmt(v, digits) for v in row] for row in z] if n <= CELL_TEXT_UP_TO else None
     fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=list(range(n)), text=text,
                                texttemplate="%{text}" if text else None, hovertext=hover, hoverinfo="text",
@@ -201,8 +210,7 @@ def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]
     axis = dict(tickvals=list(range(n)), ticktext=ticks, tickfont=dict(size=FONT))
     fig.update_xaxes(**axis, tickangle=-90 if n > 8 else 0)
     fig.update_yaxes(**axis, autorange="reversed")
-    title = "Cosine similarity" if metric == "cosine" else "Euclidean distance"
-    return style(fig, title=f"{title}, grouped by cluster cN", height=max(420, 160 + 16 * n))
+    return style(fig, title=f"{METRIC_TITLES[metric]}, grouped by {grouped_by} cluster cN", height=max(420, 160 + 16 * n))
 
 
 def normalised_transfer(oracle, tasks, n: int) -> np.ndarray:

@@ -178,12 +178,18 @@ def empty(message: str, *, height: int = 200) -> go.Figure:
     return style(fig, height=height)
 
 
+MINUS = "\u2212"
+"""The minus sign (U+2212) of every number shown to users: as wide as "+", never read as a hyphen."""
+
+
 def fmt(value: float | None, digits: int = 3, *, signed: bool = False) -> str:
-    """A number as shown: "n/a" for a missing one, never "-0.000" (a value that rounds to zero
-    is shown as 0), and with an explicit + when ``signed`` (changes, BWT, FWT)."""
+    """A number as shown: "n/a" for a missing one, never "−0.000" (a value that rounds to zero
+    is shown as 0), negative with the minus sign :data:`MINUS`, and with an explicit + when
+    ``signed`` (changes, BWT, FWT)."""
     if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return "n/a"
     value = float(value)
     if round(value, digits) == 0:
         value = 0.0
-    return f"{value:+.{digits}f}" if signed and value else f"{value:.{digits}f}"
+    text = f"{value:+.{digits}f}" if signed and value else f"{value:.{digits}f}"
+    return text.replace("-", MINUS)

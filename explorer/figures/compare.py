@@ -3,6 +3,8 @@
 Only like runs are averaged: the same sequence, method, tasks learnt out of how many, and
 configuration apart from the seed; the spread is over distinct seeds (copies of one seed
 count once), so a stopped 2-of-10 run or a 3-task run never blurs a finished 10-task one.
+Times (CT, the time per task) are compared only between runs of one engine version
+(:func:`split_by_engine`): a new engine may step faster or slower, so older seconds mislead.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import textwrap
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,15 +24,63 @@ from explorer.catalog import config_key
 from explorer.figures.accuracy import colour_range
 from explorer.figures.common import DETECTION_PHASES, FONT, SEQUENTIAL, fmt, md, method_colour, plain, short, style
 from explorer.figures.overview import run_metrics
+from prm.methods import STRATEGIES
 from prm.runs import RunState
 
 METRICS = {"acc": "Acc", "bwt": "BWT", "fwt": "FWT", "ct": "CT (s)"}
+CT = METRICS["ct"]
 SIGNED = ("BWT", "FWT")
 """Metrics that are changes: shown with their sign."""
 TITLE_CHARS = 44
 """Longest line of a matrix title: fits half of a 1280-pixel page at FONT (about 7.5 px a character)."""
 CELL_TEXT_UP_TO = 12
 """Matrices with more tasks carry their numbers in the hover only (cells too small for "0.95 ± 0.02")."""
+NOT_TIMED = "–"
+"""A CT cell of a run whose engine version differs from the open run's (:func:`split_by_engine`)."""
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+PATTERNS = ("", "/", "x", ".", "\\", "+")
+"""A method's first, second, ... configuration: same colour (the method's), its own line dash
+(time chart) or bar pattern (metric bars), so two experiments of one method never look alike."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSplit:
+    """Runs whose times compare with the open run's (``comparable``, by name) and the others
+    (``left_out``: name -> the engine version that recorded it, None where it recorded none)."""
+
+    reference: str | None
+    comparable: tuple[str, ...]
+    left_out: dict[str, str | None]
+
+
+def split_by_engine(versions: Mapping[str, str | None], *, reference: str | None) -> EngineSplit:
+    """Split runs (name -> ``Run.engine_version``) by the open run's version ``reference``:
+    only runs of that very version have comparable seconds, since a new engine version is cut
+    exactly when the step's speed or results change (``prm.__version__``). A run of unknown
+    version never compares, and when the open run's own version is unknown nothing does."""
+    if reference is None:
+        return EngineSplit(reference=None, comparable=(), left_out=dict(versions))
+    return EngineSplit(reference=reference, comparable=tuple(n for n, v in versions.items() if v == reference),
+                       left_out={n: v for n, v in versions.items() if v != reference})
+
+
+def _engine(version: str | None) -> str:
+    return "an engine that did not record its version" if version is None else f"engine {md(version)}"
+
+
+def engine_caption(split: EngineSplit, *, what: str) -> str:
+    """What ``what`` (the times shown: "CT", "The time chart") covers under :func:`split_by_engine`:
+    the open run's engine version, and each run left out by name with the engine that recorded it
+    (Markdown)."""
+    if split.reference is None:
+        return (f"{what}: none shown. The open run was recorded by {_engine(None)}, so no run's seconds are "
+                "known to compare with its own.")
+    text = f"{what}: only runs recorded by {_engine(split.reference)}, as the open run was"
+    if not split.left_out:
+        return text + "."
+    return (text + "; another engine's steps may be faster or slower. Left out: "
+            + ", ".join(f"{md(name)} (recorded by {_engine(v)})" for name, v in sorted(split.left_out.items()))
+            + ".")
 
 
 def stl_for(state: RunState, seed: int | None, others: dict[str, tuple[RunState, int | None]]) -> RunState | None:
@@ -50,15 +101,19 @@ GROUP = ["sequence", "method", "tasks", "config"]
 """What makes runs alike enough to average: everything but the seed."""
 
 
-def per_run(runs: dict[str, tuple[RunState, int | None]], *, variants: Mapping[str, str] | None = None) -> pd.DataFrame:
+def per_run(runs: dict[str, tuple[RunState, int | None]], *, variants: Mapping[str, str] | None = None,
+            timed: Collection[str] | None = None) -> pd.DataFrame:
     """One row per run: sequence, method, seed, tasks learnt of all, how it ended, its
     configuration id and the four metrics (FWT None without STL). ``variants`` names what
     sets a run apart that its config does not say (a what-if run: the decision it forced), so
-    it is never averaged with its parent's experiment."""
+    it is never averaged with its parent's experiment. ``timed`` names the runs whose CT
+    compares (``EngineSplit.comparable``); the others' CT is None (all are timed without it)."""
     rows = []
     for name, (state, seed) in runs.items():
         values = run_metrics(state, stl=stl_for(state, seed, runs))
         variant = (variants or {}).get(name)
+        if timed is not None and name not in timed:
+            values["ct"] = None
         rows.append({"run": name, "sequence": state.sequence, "method": state.config.get("method"), "seed": seed,
                      "tasks": f"{values['tasks_done']}/{state.n_tasks}",
                      "ended": state.end.status if state.end is not None else "not ended",
@@ -70,7 +125,8 @@ def per_run(runs: dict[str, tuple[RunState, int | None]], *, variants: Mapping[s
 
 def per_method(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over distinct seeds for each group of like runs (GROUP);
-    copies of one seed are averaged first and count as one seed."""
+    copies of one seed are averaged first and count as one seed. A metric a run lacks (FWT
+    without STL, CT of a run of another engine) is averaged over the seeds that have it."""
     rows = []
     for group, part in table.groupby(GROUP, sort=False, dropna=False):
         row = {**dict(zip(GROUP, group)), "runs": len(part), "seeds": part["seed"].nunique(dropna=False)}
@@ -94,14 +150,15 @@ def with_ps(summary: pd.DataFrame, ps: Mapping[tuple[str, str], float | None]) -
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """A :func:`per_run` or :func:`per_method` table as shown: each metric as one text cell,
     "0.912 ± 0.013" where there is a spread over seeds, BWT and FWT signed, "n/a" for a
-    missing value (FWT without an STL run), never "None" or "-0.000"; PS (:func:`with_ps`)
-    "–" where no tune study gives one."""
+    missing value (FWT without an STL run), never "None" or "-0.000"; CT "–" where it is not
+    compared (:data:`NOT_TIMED`); PS (:func:`with_ps`) "–" where no tune study gives one."""
     out = table.drop(columns=[c for c in table.columns if c.endswith(" sd")])
     for label in METRICS.values():
-        digits = 1 if label == "CT (s)" else 3
+        digits = 1 if label == CT else 3
         signed = label in SIGNED
         sds = table[f"{label} sd"] if f"{label} sd" in table else [None] * len(table)
-        out[label] = [fmt(_number(v), digits, signed=signed) + ("" if _number(sd) is None else
+        out[label] = [NOT_TIMED if label == CT and _number(v) is None else
+                      fmt(_number(v), digits, signed=signed) + ("" if _number(sd) is None else
                                                                 f" ± {fmt(_number(sd), digits)}")
                       for v, sd in zip(table[label], sds)]
     if "PS" in out:
@@ -131,18 +188,21 @@ def zoomed_range(mean, sd) -> list[float]:
 
 def bars(summary: pd.DataFrame) -> go.Figure:
     """One panel per metric, a bar per group of like runs in its method's colour with ±1 sd
-    error bars over seeds; Acc on a zoomed axis (:func:`zoomed_range`)."""
+    error bars over seeds; Acc on a zoomed axis (:func:`zoomed_range`). A method's groups of
+    several configurations are named and patterned apart (:func:`_groups`)."""
     labels = list(METRICS.values())
     fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels, horizontal_spacing=0.06)
-    names = [f"{plain(m)} · {t}" + (f" · {c}" if summary["config"].nunique() > 1 else "")
-             + (f"<br>{plain(s)}" if summary["sequence"].nunique() > 1 else "")
-             for s, m, t, c in zip(summary["sequence"], summary["method"], summary["tasks"], summary["config"])]
+    groups = _groups(summary)
+    pairs = list(zip(summary["method"], summary["config"]))
+    names = [f"{plain(groups[k][0])} · {t}" + (f"<br>{plain(s)}" if summary["sequence"].nunique() > 1 else "")
+             for k, s, t in zip(pairs, summary["sequence"], summary["tasks"])]
+    marker = dict(color=[method_colour(m) for m, _ in pairs],
+                  pattern=dict(shape=[PATTERNS[groups[k][1] % len(PATTERNS)] for k in pairs]))
     for col, label in enumerate(labels, start=1):
         values = pd.to_numeric(summary[label], errors="coerce")
         sd = pd.to_numeric(summary[f"{label} sd"], errors="coerce").fillna(0)
         fig.add_bar(x=names, y=values, error_y=dict(type="data", array=sd, visible=True), showlegend=False,
-                    marker_color=[method_colour(m) for m in summary["method"]], customdata=summary["seeds"],
-                    row=1, col=col,
+                    marker=marker, customdata=summary["seeds"], row=1, col=col,
                     hovertemplate="%{x}<br>" + label + " %{y:.3f} (seeds: %{customdata})<extra></extra>")
     fig.update_yaxes(range=zoomed_range(summary["Acc"], summary["Acc sd"]), row=1, col=1)
     fig.update_annotations(font_size=FONT)
@@ -225,14 +285,6 @@ def matrices(groups: list[dict]) -> go.Figure:
 TIME = ["run", "method", "config", "seed", "task", "seconds", "detection", "accumulated"]
 
 
-def older_engine(state: RunState) -> bool:
-    """Whether the run was recorded by the engine before its hand-written step (``compiled``
-    absent from run_started): that engine's steps were slower (docs/speed.md), so its times do
-    not compare with a run recorded now (the bundled digits-mixed-few samples: HAT took 85 s
-    there, 7-11 s now)."""
-    return state.started is not None and state.started.compiled is None
-
-
 def task_times(runs: dict[str, tuple[RunState, int | None]]) -> pd.DataFrame:
     """One row per run and learnt task: its seconds, summed over every timing phase of
     ``RunState.task_seconds`` (training, evaluation, DTD, CAT's transfer and reference
@@ -270,27 +322,32 @@ def time_per_method(table: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["method", "config", "task"], kind="stable").reset_index(drop=True)
 
 
-def _line_names(summary: pd.DataFrame) -> dict[tuple, str]:
-    """A legend name per (method, config): the method, with the config id where one method
-    has several configurations."""
-    several = summary.groupby("method")["config"].nunique()
-    return {(m, c): m if several[m] == 1 else f"{m} · {c}"
-            for m, c in summary[["method", "config"]].drop_duplicates().itertuples(index=False)}
+def _groups(summary: pd.DataFrame) -> dict[tuple, tuple[str, int]]:
+    """Per (method, config), in order of appearance: its name (the method, with the config id
+    only where one method has several configurations) and its rank among its method's
+    configurations (0, 1, ...: picks its dash, :data:`DASHES`, or bar pattern, :data:`PATTERNS`)."""
+    pairs = summary[["method", "config"]].drop_duplicates()
+    rank = pairs.groupby("method", dropna=False).cumcount()
+    several = pairs.groupby("method", dropna=False)["config"].transform("size") > 1
+    return {(m, c): (f"{m} · {c}" if many else str(m), int(r))
+            for m, c, many, r in zip(pairs["method"], pairs["config"], several, rank)}
 
 
 def time_figure(summary: pd.DataFrame) -> go.Figure:
     """The paper's Figure 3: time per task (left) and accumulated time (right, log axis: CAT's
-    quadratic total and NCL's seconds fit one chart), a line per method in its colour, means
-    over seeds (the hover says over how many)."""
+    quadratic total and NCL's seconds fit one chart), a line per method in its colour (a
+    method's second configuration dashed, :func:`_groups`), means over seeds (the hover says
+    over how many)."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["time per task (s)", "accumulated time (s, log scale)"])
-    for (method, config), name in _line_names(summary).items():
+    for (method, config), (name, rank) in _groups(summary).items():
         part = summary[(summary["method"] == method) & (summary["config"] == config)]
+        line = dict(color=method_colour(method), dash=DASHES[rank % len(DASHES)])
         x = [short(t) for t in part["task"]]
         custom = np.column_stack([part["seeds"], part["detection"]])
         for col, column, what in ((1, "seconds", "took"), (2, "accumulated", "in all after")):
             fig.add_scatter(x=x, y=part[column], mode="lines+markers", name=plain(name), legendgroup=name,
-                            showlegend=col == 1, line=dict(color=method_colour(method)), customdata=custom,
+                            showlegend=col == 1, line=line, customdata=custom,
                             hovertemplate=f"{plain(name)} {what} %{{x}}: %{{y:.2f}} s (similarity detection "
                                           "%{customdata[1]:.2f} s of that task; mean of %{customdata[0]} seed(s))"
                                           "<extra></extra>", row=1, col=col)
@@ -324,10 +381,27 @@ def time_sentence(summary: pd.DataFrame) -> str:
     or cluster against) and at its last, and its accumulated time: what the chart's slope says,
     in numbers (Markdown)."""
     parts = []
-    for (method, config), name in _line_names(summary).items():
+    for (method, config), (name, _) in _groups(summary).items():
         part = summary[(summary["method"] == method) & (summary["config"] == config)].set_index("task")
         first, last = (1 if 1 in part.index else part.index[0]), part.index[-1]
         parts.append(f"{md(name)} {fmt(part.loc[first, 'seconds'], 1)} s at {short(first)}, "
                      f"{fmt(part.loc[last, 'seconds'], 1)} s at {short(last)} "
                      f"({fmt(part.loc[last, 'accumulated'], 1)} s in all)")
     return "Time per task: " + "; ".join(parts) + "." if parts else "No run of this sequence has learnt a task."
+
+
+def time_caption(summary: pd.DataFrame) -> str:
+    """The time chart's caption, about the lines it draws only: why CAT's time per task grows
+    where a CAT line is drawn, why PRM's should stay flat where a line of a PRM variant (every
+    one runs DTD) is, then :func:`time_sentence`'s numbers (Markdown)."""
+    drawn = sorted({m for m in summary["method"] if m in STRATEGIES}, key=str)
+    cat = [m for m in drawn if STRATEGIES[m].cat]
+    prm = [m for m in drawn if STRATEGIES[m].runs_dtd]
+    why = []
+    if cat:
+        why.append("CAT's time per task grows with the number of earlier tasks, because before each new task it "
+                   "trains one transfer network per earlier task.")
+    if prm:
+        why.append(f"PRM's ({', '.join(md(m) for m in prm)}) should stay about flat: one DTD pass per task, "
+                   "whatever the number of earlier tasks.")
+    return " ".join([*why, "The accumulated time is on a log axis.", time_sentence(summary)])

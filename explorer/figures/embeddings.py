@@ -1,8 +1,9 @@
-"""Task embeddings in 2-D: where each task's embedding lies, and how X-means grouped them.
+"""Task embeddings in 2-D: where each task's embedding lies, and how the rule that decided
+(X-means, or a cosine rule of PRM+) grouped them.
 
 Coordinates come for the whole layer at once (every final embedding plus each DTD step's
 new-task embedding, the rows of ``prm.runs.embedding_points``), so all steps of a run share
-one picture; a step then shows the subset X-means saw when that task arrived.
+one picture; a step then shows the subset DTD saw when that task arrived.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from sklearn.decomposition import PCA
 
-from explorer.figures.common import (RIGHT_COLOUR, WRONG_COLOUR, cluster_colour, family_symbol, mark, plain, short,
-                                     style, task_colour, task_label)
+from explorer.figures.common import (DISSIMILAR_COLOUR, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, cluster_colour,
+                                     family_symbol, mark, plain, short, style, task_colour, task_label)
+from explorer.figures.linkage import rule_step
 from prm.methods import judged_right, true_groups
 from prm.projection import project
 from prm.runs import Run, embedding_points
@@ -70,24 +73,58 @@ def compute(run: Run, layer: int, method: str, seed: int = 0) -> Projection:
                       source="computed")
 
 
-def _rows(run: Run, layer: int, step: str) -> tuple[list[tuple[int, bool]], np.ndarray, list[int] | None, list[int]]:
-    """(task, is_dtd) of the points shown at ``step``, their embeddings, X-means labels
-    (None at the end) and the dissimilar set used for the new task."""
+CALL = "call"
+"""The grouping shown when no clustering implies the step's calls: called similar (with the new
+task) or dissimilar."""
+GROUPINGS = {"xmeans": "X-means cluster", "linkage": "linkage cluster"}
+"""The DTD sources that decide by clusters, and the name their clusters go by."""
+
+
+def colouring(run: Run, layer: int, task: int, dissimilar: list[int]) -> tuple[str, list[int]]:
+    """(grouping, label per row 0..task) the colours show when ``task`` arrived: the clusters that
+    decided (X-means' for an X-means step, the linkage rule's for a linkage step), when the tasks
+    outside the new task's cluster are exactly the dissimilar set used; otherwise (a cut rule, an
+    ablation, a what-if, X-means undecided, or a decision on all layers together that this layer's
+    X-means clusters do not show) the call itself: 0 = similar, with the new task, 1 = dissimilar.
+    So the colours never tell another story than the calls."""
+    record = run.state.dtd[task]
+    labels = None
+    if record.source == "xmeans":
+        labels = [int(v) for v in record.layers[layer]["xmeans"]["labels"]]
+    elif record.source == "linkage":
+        found = rule_step(run, task, layer)
+        labels = None if found is None else [int(v) for v in found.labels]
+    if labels is not None and {i for i in range(task) if labels[i] != labels[task]} == set(dissimilar):
+        return GROUPINGS[record.source], labels
+    return CALL, [int(i in set(dissimilar)) for i in range(task + 1)]
+
+
+def _rows(run: Run, layer: int, step: str, dissimilar: list[int] | None = None):
+    """(task, is_dtd) of the points shown at ``step``, their embeddings, the grouping and labels
+    the colours show ("" and None at the end) and the dissimilar set shown for the new task: the
+    one used, or ``dissimilar`` (another decision, shown by its call)."""
     if step == END:
         done = [t for t in sorted(t for kind, t in run.arrays if kind == "task") if run.embedding(t, layer) is not None]
         points = np.array([run.embedding(t, layer) for t in done]).reshape(len(done), -1)
-        return [(t, False) for t in done], points, None, []
+        return [(t, False) for t in done], points, "", None, []
     t = int(step[1:]) - 1
     points = run.dtd_embeddings(t, layer)
-    entry = run.state.dtd[t].layers[layer]
-    return [(i, i == t) for i in range(t + 1)], points, list(entry["xmeans"]["labels"]), list(entry["dissimilar"])
+    if dissimilar is None:
+        dissimilar = list(run.state.dtd[t].layers[layer]["dissimilar"])
+        grouping, labels = colouring(run, layer, t, dissimilar)
+    else:
+        grouping, labels = CALL, [int(i in set(dissimilar)) for i in range(t + 1)]
+    return [(i, i == t) for i in range(t + 1)], points, grouping, labels, list(dissimilar)
 
 
-def step_frame(run: Run, layer: int, projection: Projection, step: str) -> pd.DataFrame:
-    """One row per point shown at ``step``: coordinates, task, family, X-means cluster (blank
-    at the end of the run, where none ran), the call on each earlier task marked ✓/✗ against
-    the truth (``prm.methods.judged_right``; blank for the new task and at the end), nearest tasks."""
-    shown, points, labels, dissimilar = _rows(run, layer, step)
+def step_frame(run: Run, layer: int, projection: Projection, step: str,
+               dissimilar: list[int] | None = None) -> pd.DataFrame:
+    """One row per point shown at ``step``: coordinates, task, family, the cluster that decided
+    (:func:`colouring`; blank at the end of the run, where none ran, and where the colours show
+    the call), the call on each earlier task marked ✓/✗ against the truth
+    (``prm.methods.judged_right``; blank for the new task and at the end), nearest tasks.
+    ``dissimilar`` shows another decision than the one used (X-means alone, beside a rule)."""
+    shown, points, grouping, labels, dissimilar = _rows(run, layer, step, dissimilar)
     right = {} if step == END else judged_right(groups=true_groups(run.state.tasks), task=int(step[1:]) - 1,
                                                 dissimilar=dissimilar)
     lookup = {(int(t), bool(d)): i for i, (t, d) in enumerate(zip(projection.tasks, projection.is_dtd))}
@@ -102,11 +139,12 @@ def step_frame(run: Run, layer: int, projection: Projection, step: str) -> pd.Da
         rows.append({
             "task": short(t), "name": task_label(tasks, t), "family": tasks[t]["family"] if t < len(tasks) else "?",
             "kind": "new task (DTD embedding)" if is_dtd else "final embedding",
-            "cluster": "" if labels is None else str(int(labels[n])),
+            "cluster": "" if labels is None or grouping == CALL else str(labels[n]),
             "relation": "new task" if new else ("" if step == END else
                                                 "dissimilar (protected)" if t in dissimilar else "similar (relaxed)"),
             "call": "" if new else mark(right.get(t)),
             "x": float(xy[0]), "y": float(xy[1]), "nearest": nearest or "-", "task_index": t, "is_dtd": is_dtd,
+            "group": -1 if labels is None else labels[n], "grouping": grouping,
         })
     return pd.DataFrame(rows)
 
@@ -151,40 +189,65 @@ def _outline(row) -> tuple[str, int]:
     return "white", 1
 
 
-def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray]] | None = None) -> go.Figure:
-    """Scatter of one step, one meaning per visual channel, each named in the legend:
-    colour = X-means cluster (task colour at the end, where no clustering ran), symbol = true
-    family, outline = the call on each earlier task (green right, red wrong) with the new task
-    ringed in black."""
-    fig = go.Figure()
-    for task, path in paths or []:
-        fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", showlegend=False,
-                        line=dict(color=task_colour(task), width=1, dash="dot"), marker=dict(size=4, opacity=0.5),
-                        hovertemplate=f"{short(task)} epoch snapshot %{{pointNumber}}<extra></extra>")
-    if frame.empty:
-        return style(fig, title=title, height=480)
-    clustered = frame["cluster"].ne("").any()
-    colour_legend = "colour = X-means cluster" if clustered else "colour = task"
-    groups = frame.groupby("cluster" if clustered else "task_index", sort=True)
-    for key, part in sorted(groups, key=lambda kv: int(kv[0])):
-        colour = cluster_colour(int(key)) if clustered else task_colour(int(key))
-        name = f"cluster {key}" if clustered else plain(part["name"].iloc[0])
-        hover = [f"<b>{plain(r.name)}</b><br>family: {plain(r.family)}<br>{r.kind}<br>" +
-                 (f"X-means cluster: {r.cluster}<br>" if clustered else "") +
-                 (f"{r.relation}" + (f" ({'right' if r.call == mark(True) else 'wrong'} call {r.call})"
-                                     if r.call else "") + "<br>" if r.relation else "") + f"nearest: {r.nearest}"
-                 for r in part.itertuples()]
-        outlines = [_outline(r) for r in part.itertuples()]
+DECIDERS = {"xmeans": "X-means", "linkage": "linkage rule", "cut": "cut rule"}
+
+
+def decided_by(run: Run, step: str) -> str:
+    """Who decided the calls shown at ``step``, in words: X-means, a cosine rule, or the DTD source
+    that replaced them (an ablation, a what-if)."""
+    source = run.state.dtd[int(step[1:]) - 1].source
+    return DECIDERS.get(source, f"DTD ({source})")
+
+
+CALL_NAMES = {0: ("called similar, with the new task", SIMILAR_COLOUR), 1: ("called dissimilar", DISSIMILAR_COLOUR)}
+
+
+def _colour_groups(frame: pd.DataFrame) -> tuple[str, list[tuple[str, str, pd.DataFrame]]]:
+    """The colour legend's title and (name, colour, rows) per colour: the deciding clusters, the
+    call (:data:`CALL`), or the task at the end of the run, where nothing was decided."""
+    grouping = frame["grouping"].iloc[0]
+    if not grouping:
+        return "colour = task", [(plain(part["name"].iloc[0]), task_colour(int(t)), part)
+                                 for t, part in frame.groupby("task_index", sort=True)]
+    if grouping == CALL:
+        return "colour = DTD's call", [(*CALL_NAMES[int(g)], part) for g, part in frame.groupby("group", sort=True)]
+    return f"colour = {grouping}", [(f"{grouping} {g}" + (" (the new task's)" if part["is_dtd"].any() else ""),
+                                     cluster_colour(int(g)), part) for g, part in frame.groupby("group", sort=True)]
+
+
+def _hover(r) -> str:
+    grouped = f"{r.grouping}: {r.cluster}<br>" if r.cluster else ""
+    judged = f" ({'right' if r.call == mark(True) else 'wrong'} call {r.call})" if r.call else ""
+    return (f"<b>{plain(r.name)}</b><br>family: {plain(r.family)}<br>{r.kind}<br>{grouped}"
+            + (f"{r.relation}{judged}<br>" if r.relation else "") + f"nearest: {r.nearest}")
+
+
+def _colour_legend(fig: go.Figure, frame: pd.DataFrame) -> None:
+    """Legend entries for the colours of ``frame`` (every panel's rows, where panels share them)."""
+    title, groups = _colour_groups(frame)
+    for n, (name, colour, _) in enumerate(groups):
         fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=name,  # legend: colour only
-                        legendgrouptitle_text=colour_legend if key == min(groups.groups, key=int) else None,
+                        legendgrouptitle_text=title if n == 0 else None,
                         marker=dict(symbol="square", color=colour, size=12))
+
+
+def _add_points(fig: go.Figure, frame: pd.DataFrame, *, col: int | None = None) -> None:
+    """One step's points, one meaning per visual channel: colour (:func:`_colour_groups`), symbol
+    = true family, outline = the call on each earlier task (green right, red wrong, the mark
+    beside the name too) with the new task ringed in black. ``col``: the panel of a subplot grid."""
+    where = {} if col is None else dict(row=1, col=col)
+    for name, colour, part in _colour_groups(frame)[1]:
+        outlines = [_outline(r) for r in part.itertuples()]
         fig.add_scatter(
             x=part["x"], y=part["y"], mode="markers+text", name=name, legendgroup=name, showlegend=False,
-            text=part["task"], textposition="top center",
+            text=[f"{r.task} {r.call}".strip() for r in part.itertuples()], textposition="top center",
             marker=dict(size=[20 if d else 15 for d in part["is_dtd"]], color=colour,
                         symbol=[family_symbol(f) for f in part["family"]],
                         line=dict(color=[c for c, _ in outlines], width=[w for _, w in outlines])),
-            hovertext=hover, hoverinfo="text")
+            hovertext=[_hover(r) for r in part.itertuples()], hoverinfo="text", **where)
+
+
+def _symbol_and_outline_legend(fig: go.Figure, frame: pd.DataFrame) -> None:
     for n, fam in enumerate(sorted(frame["family"].unique())):  # legend entries for the symbols
         fig.add_scatter(x=[None], y=[None], mode="markers", name=plain(fam), legendgroup="families",
                         legendgrouptitle_text="symbol = family" if n == 0 else None,
@@ -195,7 +258,45 @@ def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray
             fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup="outlines",
                             legendgrouptitle_text="outline = DTD's call" if n == 0 else None,
                             marker=dict(symbol="circle-open", color=colour, size=13, line=dict(width=3)))
+
+
+def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray]] | None = None) -> go.Figure:
+    """Scatter of one step (:func:`_add_points`), each channel named in the legend, with each
+    task's per-epoch trajectory dotted behind its point when ``paths`` are given."""
+    fig = go.Figure()
+    for task, path in paths or []:
+        fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", showlegend=False,
+                        line=dict(color=task_colour(task), width=1, dash="dot"), marker=dict(size=4, opacity=0.5),
+                        hovertemplate=f"{short(task)} epoch snapshot %{{pointNumber}}<extra></extra>")
+    if frame.empty:
+        return style(fig, title=title, height=480)
+    _colour_legend(fig, frame)
+    _add_points(fig, frame)
+    _symbol_and_outline_legend(fig, frame)
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
     fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor=None)
     fig.update_layout(legend=dict(groupclick="toggleitem", tracegroupgap=12))
     return style(fig, title=title, height=520)
+
+
+def right_count(frame: pd.DataFrame) -> tuple[int, int]:
+    """(calls right, earlier tasks) of a step's frame: its ✓ marks out of its marked calls."""
+    marked = frame["call"].ne("")
+    return int(frame.loc[marked, "call"].eq(mark(True)).sum()), int(marked.sum())
+
+
+def comparison_figure(panels: list[tuple[str, pd.DataFrame]], *, title: str) -> go.Figure:
+    """The same points side by side, one panel per decision (``(name, step_frame(...,
+    dissimilar=its set))``), each coloured by its call and every earlier task marked ✓/✗; each
+    panel's title says how many calls it got right. One colour legend serves every panel, since
+    colour means the call in each."""
+    titles = [f"{name}: {right} of {total} right" for name, frame in panels for right, total in [right_count(frame)]]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, horizontal_spacing=0.04)
+    _colour_legend(fig, pd.concat([frame for _, frame in panels]))
+    for col, (_, frame) in enumerate(panels, start=1):
+        _add_points(fig, frame, col=col)
+    _symbol_and_outline_legend(fig, panels[0][1])
+    fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
+    fig.update_yaxes(showticklabels=False, title=None, zeroline=False)
+    fig.update_layout(legend=dict(groupclick="toggleitem", tracegroupgap=12))
+    return style(fig, title=title, height=520).update_layout(margin=dict(t=80))  # room for the panel titles

@@ -13,7 +13,9 @@ from prm.methods import STRATEGIES
 from prm.runs import Run, RunState
 
 RELAXED_COLOUR = "#C51B7D"
-"""Magenta for relaxed units: not a method's, a family's or the right/wrong red."""
+"""Magenta for free units: not a method's, a family's or the right/wrong red."""
+PARTIAL_COLOUR = "#F1B6DA"
+"""Light magenta for partially relaxed units: the same hue as free, less of it."""
 LAYER_LINES = ("solid", "dash", "dot", "dashdot")
 """Capacity lines tell layers apart by dash, in black: colours here belong to tasks only."""
 
@@ -21,7 +23,9 @@ THRESHOLD = 0.5
 """Masks are recorded at s = smax, so they are almost binary; 0.5 splits used / free."""
 RELAXED_BY = 0.05
 """A used unit counts as relaxed when its protection is this much below HAT's: a partial
-relaxation (``prm.relax`` 0.3 protects similar tasks' units at 0.7) shows, rounding does not."""
+relaxation (``prm.relax`` 0.3 protects similar tasks' units at 0.7) shows, rounding does not.
+It is free (fully trainable again) when its protection is below this: the paper's PRM
+(``prm.relax`` 1) frees the units only similar tasks use; PRM+ (0.3) relaxes them partially."""
 
 
 def task_masks(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
@@ -59,8 +63,11 @@ def mask_heatmap(run: Run, layer: int) -> go.Figure:
 def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | None:
     """HAT's accumulated mask a_<=t-1 and the mask that actually protected task t (PRM's
     relaxed p_<=t-1; CAT's a_<=t-1 without the units tasks it called similar claimed first;
-    equal to a_<=t-1 for HAT); relaxed = used before and protected less than HAT would: freed
-    (``prm.relax`` 1, the paper) or partly, gradients scaled by ``prm.relax``."""
+    equal to a_<=t-1 for HAT); relaxed = used before and protected less than HAT would, split
+    into ``free`` (protection about 0: ``prm.relax`` 1, the paper) and ``partial`` (protection
+    between: with ``prm.relax`` r < 1 a unit only similar tasks use is protected at 1 − r, so
+    its bias keeps a fraction r of its gradient). A unit counted here as protected is
+    protected as under HAT; one still 0.7 protected is never counted beside the free ones."""
     previous = run.accumulated(task - 1, layer) if task >= 1 else None
     if previous is None:
         return None
@@ -68,7 +75,34 @@ def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | No
     protected = run.protected(task, layer)
     protected = accumulated if protected is None else np.asarray(protected, dtype=float)
     relaxed = (accumulated > THRESHOLD) & (protected < accumulated - RELAXED_BY)
-    return {"accumulated": accumulated, "protected": protected, "relaxed": relaxed.astype(float)}
+    free = relaxed & (protected < RELAXED_BY)
+    return {"accumulated": accumulated, "protected": protected, "relaxed": relaxed.astype(float),
+            "free": free.astype(float), "partial": (relaxed & ~free).astype(float)}
+
+
+def unit_counts(parts: dict[str, np.ndarray]) -> dict[str, int]:
+    """The units earlier tasks used (``used``, what HAT protects), in three groups that add up
+    to it: ``protected`` as under HAT, ``partial`` (partially relaxed) and ``free``."""
+    used = parts["accumulated"] > THRESHOLD
+    counts = {name: int(parts[name].sum()) for name in ("partial", "free")}
+    return {"used": int(used.sum()), "protected": int((used & (parts["relaxed"] == 0)).sum()), **counts}
+
+
+def kept_gradient(parts: dict[str, np.ndarray]) -> float | None:
+    """The median share of its gradient a partially relaxed unit keeps (1 − its protection:
+    ``prm.relax`` as recorded in the masks); None without such a unit."""
+    partial = parts["partial"] > 0
+    return float(np.median(1.0 - parts["protected"][partial])) if partial.any() else None
+
+
+def unit_sentence(parts: dict[str, np.ndarray], task: int, *, layer: int, who: str = "this run") -> str:
+    """'While learning T10, HAT would protect the 209 units of layer 0 that earlier tasks used;
+    this run kept 186 protected, relaxed 23 partially (to 0.30 of the gradient) and
+    freed 0.' (Markdown: ``who`` is escaped by the caller)."""
+    counts, kept = unit_counts(parts), kept_gradient(parts)
+    return (f"While learning {short(task)}, HAT would protect the {counts['used']} units of layer {layer} that earlier "
+            f"tasks used; {who} kept {counts['protected']} protected, relaxed {counts['partial']} partially"
+            + (f" (to {fmt(kept, 2)} of the gradient)" if kept is not None else "") + f" and freed {counts['free']}.")
 
 
 def row_labels(run: Run, task: int) -> list[str]:
@@ -78,7 +112,8 @@ def row_labels(run: Run, task: int) -> list[str]:
         return ["HAT: every unit an earlier task used",
                 f"CAT protected while learning {short(task)}:<br>claimed first by tasks it called dissimilar",
                 "relaxed: claimed first<br>by tasks CAT called similar"]
-    return ["HAT: every unit an earlier task used", "protected while learning " + short(task), "relaxed units"]
+    return ["HAT: every unit an earlier task used", "protected while learning " + short(task),
+            "relaxed: magenta free,<br>light magenta partially"]
 
 
 def relaxed_figure(run: Run, task: int, layer: int) -> go.Figure:
@@ -87,15 +122,18 @@ def relaxed_figure(run: Run, task: int, layer: int) -> go.Figure:
         return empty("pick a task after the first one that has been learnt")
     order = np.lexsort((-parts["protected"], -parts["accumulated"]))
     rows = row_labels(run, task)
-    z = np.stack([parts["accumulated"][order], parts["protected"][order], parts["relaxed"][order] * 2])
-    n_rel = int(parts["relaxed"].sum())
-    n_used = int((parts["accumulated"] > THRESHOLD).sum())
+    # protection spans z 0-1 (white to grey, a full 1 still grey); the third row is 1.5 (partial) or 2 (free)
+    relaxed = parts["partial"] * 1.5 + parts["free"] * 2
+    z = np.stack([parts["accumulated"][order], parts["protected"][order], relaxed[order]])
+    counts = unit_counts(parts)
     fig = go.Figure(go.Heatmap(
-        z=z, y=rows, colorscale=[[0, "#f7f7f7"], [0.5, "#636363"], [1, RELAXED_COLOUR]], zmin=0, zmax=2, showscale=False,
+        z=z, y=rows, zmin=0, zmax=2, showscale=False,
+        colorscale=[[0, "#f7f7f7"], [0.5, "#636363"], [0.51, "#636363"], [0.51, PARTIAL_COLOUR], [0.875, PARTIAL_COLOUR],
+                    [0.875, RELAXED_COLOUR], [1, RELAXED_COLOUR]],
         customdata=np.tile(order, (3, 1)), hovertemplate="%{y}<br>unit %{customdata}<br>value %{z:.2f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(showticklabels=False, title=f"units of layer {layer}: {n_rel} of {n_used} used units relaxed "
-                     f"(magenta: trainable again for {short(task)})")
+    fig.update_xaxes(showticklabels=False, title=f"units of layer {layer} for {short(task)}: of {counts['used']} used, "
+                     f"{counts['free']} free, {counts['partial']} partially relaxed, {counts['protected']} protected")
     fig.update_yaxes(automargin=True)
     return style(fig, title=f"What HAT would protect vs what this run protected for {short(task)}, layer {layer}",
                  height=250)

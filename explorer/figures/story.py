@@ -1,10 +1,12 @@
-"""Story: the five steps that tell what a run shows, each a chart and two sentences from data.
+"""Story: the five steps that tell what a run shows, each a chart and at most two short
+sentences from data (the body), with the rest of what the data says as details.
 
 A run is told next to its *siblings*: the runs of the same sequence, seed and task count with
 the other methods (HAT, PRM, PRM+, PRM(T), NCL, STL, joint, and CAT where one is listed). Every
 builder here is pure: run states, runs or catalogue rows in, a plotly figure, a DataFrame or
 Markdown sentences out (names from run files escaped with ``md``/``plain``), so each number can
-be checked in a test.
+be checked in a test. Step 5 is in :mod:`explorer.figures.consequence`, which seed is told
+and the spread over seeds in :mod:`explorer.figures.seeds`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.catalog import RunEntry
-from explorer.figures.accuracy import difference
-from explorer.figures.common import (DETECTION_PHASES, DISSIMILAR_COLOUR, DIVERGING, FONT, RIGHT_COLOUR,
+from explorer.figures.common import (DETECTION_PHASES, DISSIMILAR_COLOUR, FONT, RIGHT_COLOUR,
                                      SIMILAR_COLOUR, WRONG_COLOUR, empty, family_colour, fmt, mark, md, method_colour,
                                      plain, short, style)
-from explorer.figures.masks import THRESHOLD, relaxed_units
+from explorer.figures.masks import THRESHOLD, relaxed_units, unit_counts, unit_sentence
 from explorer.figures.overview import run_metrics
-from prm import metrics
 from prm.methods import STRATEGIES, judged_right, true_groups
 from prm.runs import Run, RunState
 
@@ -47,7 +47,7 @@ def label(method: str | None) -> str:
     return LABELS.get(method or "", str(method))
 
 
-def _projector(fig: go.Figure, *, title: str, height: int) -> go.Figure:
+def projector(fig: go.Figure, *, title: str, height: int) -> go.Figure:
     """The common look with a larger title and room for it on one line."""
     style(fig, title=title, height=height)
     fig.update_layout(title_font_size=FONT + 3, margin_t=60)
@@ -137,7 +137,8 @@ def stl_of(entry: RunEntry, entries: Sequence[RunEntry]) -> RunEntry | None:
 
 # ----------------------------------------------------------------------------- step 1
 
-def _families(state: RunState) -> dict[str, list[int]]:
+def families(state: RunState) -> dict[str, list[int]]:
+    """Family -> its tasks, in order of first appearance (steps 1 and 5 group by it)."""
     out: dict[str, list[int]] = {}
     for t, task in enumerate(state.tasks):
         out.setdefault(task["family"], []).append(t)
@@ -158,7 +159,7 @@ def sequence_figure(state: RunState) -> go.Figure:
     sizes = Counter(groups)
     letters = {g: chr(ord("A") + n % 26) for n, g in enumerate(g for g in dict.fromkeys(groups) if sizes[g] > 1)}
     fig = go.Figure()
-    for fam, tasks in _families(state).items():
+    for fam, tasks in families(state).items():
         text = [f"{short(t)}<br>{'group ' + letters[groups[t]] if groups[t] in letters else 'alone'}" for t in tasks]
         hover = [f"{short(t)} {plain(state.tasks[t]['name'])}<br>family {plain(fam)}<br>"
                  + ("truly similar to " + ", ".join(short(o) for o in range(state.n_tasks)
@@ -172,23 +173,20 @@ def sequence_figure(state: RunState) -> go.Figure:
     fig.update_yaxes(visible=False)
     fig.update_layout(bargap=0.05, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right",
                                                title_text="colour:"))
-    return _projector(fig, title="The sequence: tasks coloured by family, lettered by true group", height=230)
+    return projector(fig, title="The sequence: tasks coloured by family, lettered by true group", height=230)
 
 
 def sequence_sentences(state: RunState) -> tuple[str, str]:
-    fams = _families(state)
+    fams = families(state)
     first = (f"The sequence {md(state.sequence)} has {state.n_tasks} task{'s' if state.n_tasks != 1 else ''} "
              f"in {len(fams)} famil{'ies' if len(fams) != 1 else 'y'}: "
              + ", ".join(f"{md(f)} ({len(ts)})" for f, ts in fams.items()) + ".")
     groups = similar_groups(state)
     alone = state.n_tasks - sum(len(g) for g in groups)
-    if groups:
-        second = ("Truly similar (same family and label set): "
-                  + "; ".join(", ".join(short(t) for t in g) for g in groups)
-                  + f"; {alone} task{'s are' if alone != 1 else ' is'} similar to no other task.")
-    else:
-        second = f"No two tasks share a family and a label set: all {state.n_tasks} are dissimilar to each other."
-    return first, second
+    if not groups:
+        return first, "No two tasks are truly similar."
+    return first, ("Truly similar: " + "; ".join(", ".join(short(t) for t in g) for g in groups)
+                   + f"; the other {alone} {'are' if alone != 1 else 'is'} alone.")
 
 
 # ----------------------------------------------------------------------------- step 2
@@ -237,31 +235,42 @@ def protection_figure(table: pd.DataFrame, *, layer: int) -> go.Figure:
     fig.update_yaxes(title_text="accuracy just<br>after learning", row=2, col=1)
     fig.update_xaxes(categoryorder="array", categoryarray=list(table["task"]))
     fig.update_xaxes(title_text="task", row=2, col=1)
-    return _projector(fig, title="What HAT protects when each task arrives, and the task's accuracy", height=470)
+    return projector(fig, title="What HAT protects when each task arrives, and the task's accuracy", height=470)
 
 
 def protection_sentences(table: pd.DataFrame, *, layer: int, state: RunState) -> tuple[str, str]:
+    """The body of step 2: the share HAT held when the last task arrived, and what the truly
+    similar tasks (all tasks where none is) scored just after learning under HAT and STL."""
     shares = table["protected on arrival"].dropna()
     if table.empty or shares.empty:
         return "HAT has learnt no task with a recorded capacity.", ""
-    first = (f"When the last task arrived, HAT's accumulated mask already protected {fmt(shares.iloc[-1] * 100, 0)}% "
-             f"of the units of layer {layer} (mean over tasks on arrival: {fmt(shares.mean() * 100, 0)}%).")
+    first = f"When the last task arrived, HAT protected {fmt(shares.iloc[-1] * 100, 0)}% of layer {layer}'s units."
+    similar = [t for g in similar_groups(state) for t in g if t < len(table)]
+    part = table.iloc[similar] if similar else table
+    who = "the similar tasks" if similar else "the tasks"
+    hat, stl = part["HAT"].mean(), part["STL"].mean()
+    if np.isnan(stl):
+        return first, f"Just after learning, {who} scored {fmt(hat)} under HAT; no STL run is listed to compare."
+    return first, (f"Just after learning, {who} scored {fmt(hat)} under HAT against {fmt(stl)} when learnt "
+                   f"alone (STL): {fmt(hat - stl, signed=True)}.")
+
+
+def protection_details(table: pd.DataFrame, *, state: RunState) -> str:
+    """Step 2's details: the mean share on arrival and each family's accuracy just after learning."""
+    if table.empty:
+        return ""
     similar = {state.tasks[g[0]]["family"] for g in similar_groups(state)}
     parts = []
-    reference = "STL" if table["STL"].notna().any() else None
     for fam, part in sorted(table.groupby("family", sort=False), key=lambda kv: kv[0] not in similar):
-        hat = part["HAT"].mean()
-        text = f"{md(fam)}{' (similar tasks)' if fam in similar else ''}: HAT {fmt(hat)}"
-        if reference:
-            ref = part[reference].mean()
-            text += f" against STL {fmt(ref)} ({fmt(hat - ref, signed=True)})"
+        text = f"{md(fam)}{' (similar tasks)' if fam in similar else ''}: HAT {fmt(part['HAT'].mean())}"
+        if part["STL"].notna().any():
+            text += (f" against STL {fmt(part['STL'].mean())} "
+                     f"({fmt(part['HAT'].mean() - part['STL'].mean(), signed=True)})")
         if part["joint"].notna().any():
             text += f", joint {fmt(part['joint'].mean())}"
         parts.append(text)
-    second = "Mean accuracy just after learning, by family: " + "; ".join(parts) + "."
-    if reference is None:
-        second += " No STL run is listed, so the cost cannot be measured against a task learnt alone."
-    return first, second
+    return (f"Mean share protected on arrival: {fmt(table['protected on arrival'].mean() * 100, 0)}%. "
+            "Mean accuracy just after learning, by family: " + "; ".join(parts) + ".")
 
 
 # ----------------------------------------------------------------------------- step 3
@@ -314,23 +323,52 @@ def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str) 
     fig.update_layout(legend=dict(orientation="h", y=-0.18, x=0))
     title = (f"{label(method)}'s transfer-test calls (every layer): each earlier task, right or wrong" if cat else
              f"DTD's calls of {label(method)}, layer {layer}: each earlier task, right or wrong")
-    return _projector(fig, title=title, height=max(340, 120 + 34 * size))
+    return projector(fig, title=title, height=max(340, 120 + 34 * size))
 
 
-def calls_sentences(table: pd.DataFrame, *, layer: int, cat: bool = False) -> tuple[str, str]:
-    """What :func:`calls_table` says, in two sentences; ``cat``: CAT's calls, one for every layer."""
+FEATURES = {"raw": "raw", "binary": "binarised", "standardised": "standardised", "unit": "unit-length"}
+FIXED_RULES = {"all-similar": "calling every earlier task similar", "all-dissimilar": "calling every earlier task "
+               "dissimilar", "true": "the truth"}
+
+
+def decider(state: RunState) -> str:
+    """Who made the calls step 3 judges, naming the rule from the run's own configuration:
+    X-means (the paper's PRM), the linkage or cut rule and its threshold (PRM+), CAT's transfer
+    tests, or, in an ablation, the X-means calls its fixed rule overrode (Markdown)."""
+    method = state.config.get("method")
+    strategy = STRATEGIES.get(method)
+    if strategy is not None and strategy.cat:
+        return "CAT decided by transfer tests"
+    if strategy is not None and strategy.similarity in FIXED_RULES:
+        return f"{md(label(method))} protects by {FIXED_RULES[strategy.similarity]}; judged here is its X-means"
+    prm = state.config.get("prm", {})
+    rule, features = prm.get("clustering", "xmeans"), FEATURES.get(prm.get("features", "raw"), "raw")
+    how = ("X-means on the task embeddings" if rule == "xmeans" else
+           f"average linkage on the cosine distance of {features} embeddings, cut at {prm.get('threshold')}"
+           if rule == "linkage" else f"a cut at cosine distance {prm.get('threshold')} of {features} embeddings")
+    return f"{md(label(method))}'s DTD decided by {how}"
+
+
+def calls_sentences(table: pd.DataFrame, *, layer: int, who: str, cat: bool = False) -> tuple[str, str]:
+    """Step 3's body: who decided by which rule (``who``, :func:`decider`) and how many calls
+    were right; then what the wrong ones did. ``cat``: CAT's calls, one for every layer."""
     where = "every layer" if cat else f"layer {layer}"
     if table.empty:
-        return f"No {'transfer-test' if cat else 'DTD'} call was recorded for {where}.", ""
+        return f"{who}; no call was recorded for {where}.", ""
     n, right = len(table), int(table["right"].sum())
+    first = f"{who}: on {where}, {right} of {n} calls were right ({fmt(100 * right / n, 0)}%)."
+    if right == n:
+        return first, ""
     false_similar = int((table["similar"] & ~table["right"]).sum())
-    first = f"On {where}, {right} of {n} calls were right ({fmt(100 * right / n, 0)}%)" + (
-        "." if right == n else
-        f"; of the {n - right} wrong ones, {false_similar} called a truly dissimilar task similar (its units "
-        f"freed) and {n - right - false_similar} missed a truly similar one (its units kept protected).")
+    return first, (f"Of the {n - right} wrong, {false_similar} called a dissimilar task similar and "
+                   f"{n - right - false_similar} missed a similar one.")
+
+
+def calls_details(table: pd.DataFrame) -> str:
+    """Step 3's details: right calls by the family of the new task."""
     per = [f"{md(fam)} tasks {int(part['right'].sum())} of {len(part)}"
            for fam, part in table.groupby("family", sort=False)]
-    return first, "Right calls by the family of the new task: " + "; ".join(per) + "."
+    return "Right calls by the family of the new task: " + "; ".join(per) + "." if per else ""
 
 
 def calls_side_by_side(states: Mapping[str, RunState], *, layer: int) -> pd.DataFrame:
@@ -373,7 +411,8 @@ def calls_right_sentence(states: Mapping[str, RunState], *, layer: int) -> str:
 # ----------------------------------------------------------------------------- step 4
 
 def relaxed_counts(run: Run, *, layer: int) -> dict[int, int]:
-    """Relaxed units of ``layer`` per learnt task (as the Masks view counts them)."""
+    """Relaxed units of ``layer`` per learnt task, free or partially (as the Masks view counts
+    them): the units each task could change that HAT would have frozen."""
     out = {}
     for t in range(1, run.state.tasks_done):
         parts = relaxed_units(run, t, layer)
@@ -391,19 +430,20 @@ def relaxed_choice(counts: Mapping[int, int], task: int) -> tuple[int | None, st
     if best is None or counts[best] == 0:
         return None, "no task of this run has a relaxed unit"
     why = "the first task has nothing earlier to relax" if task == 0 else f"{short(task)}, the sidebar task, has none"
-    return best, f"{why}, so this shows {short(best)}, the task with the most relaxed units ({counts[best]})"
+    return best, f"{why}, so this shows {short(best)}, the task with the most units relaxed ({counts[best]})"
 
 
 def relaxed_figure(run: Run, *, task: int, layer: int) -> go.Figure:
     """Per unit of ``layer`` used by an earlier task: its protection under HAT (the accumulated
-    mask) and under this run while ``task`` was learnt; relaxed units first, shaded."""
+    mask) and under this run while ``task`` was learnt; free units first, then partially
+    relaxed ones, each group shaded and counted apart."""
     parts = relaxed_units(run, task, layer)
     if parts is None:
         return empty("no masks recorded for this task")
     used = np.flatnonzero(parts["accumulated"] > THRESHOLD)
-    order = used[np.lexsort((parts["protected"][used], -parts["relaxed"][used]))]
+    order = used[np.lexsort((parts["protected"][used], -parts["partial"][used], -parts["free"][used]))]
     x = np.arange(len(order))
-    n_relaxed = int(parts["relaxed"].sum())
+    counts = unit_counts(parts)
     method = run.meta["config"]["method"]
     fig = go.Figure()
     fig.add_scatter(x=x, y=parts["accumulated"][order], mode="lines", name="protected under HAT",
@@ -412,141 +452,43 @@ def relaxed_figure(run: Run, *, task: int, layer: int) -> go.Figure:
     fig.add_scatter(x=x, y=parts["protected"][order], mode="markers", name=f"protected under {label(method)}",
                     marker=dict(color=method_colour(method), size=6), customdata=order,
                     hovertemplate="unit %{customdata}: this run %{y:.2f}<extra></extra>")
-    if n_relaxed:
-        fig.add_vrect(x0=-0.5, x1=n_relaxed - 0.5, fillcolor="#999", opacity=0.15, line_width=0,
-                      annotation_text=f"{n_relaxed} relaxed", annotation_position="top left",
-                      annotation_font_size=FONT)
-    fig.update_xaxes(title=f"units of layer {layer} used by an earlier task ({len(order)}), relaxed first")
+    start = 0
+    for group, text, shade in (("free", "free", 0.2), ("partial", "partially relaxed", 0.1)):
+        if counts[group]:
+            fig.add_vrect(x0=start - 0.5, x1=start + counts[group] - 0.5, fillcolor="#999", opacity=shade,
+                          line_width=0, annotation_text=f"{counts[group]} {text}", annotation_position="top left",
+                          annotation_font_size=FONT)
+        start += counts[group]
+    fig.update_xaxes(title=f"units of layer {layer} used by an earlier task ({len(order)}): free, then partially "
+                     "relaxed, then protected")
     fig.update_yaxes(title="protection (1 = frozen)", range=[-0.05, 1.12])
     fig.update_layout(legend=dict(orientation="h", y=-0.3, x=0))
-    return _projector(fig, title=f"Units protected while {short(task)} was learnt: HAT vs {label(method)}", height=360)
+    return projector(fig, title=f"Units protected while {short(task)} was learnt: HAT vs {label(method)}", height=360)
 
 
-def relaxed_sentences(run: Run, *, task: int, layer: int, why: str) -> tuple[str, str]:
-    parts = relaxed_units(run, task, layer)
-    n_used = int((parts["accumulated"] > THRESHOLD).sum())
-    n_relaxed = int(parts["relaxed"].sum())
-    first = (f"{why}: {n_relaxed} of the {n_used} units of layer {layer} that earlier tasks used were protected "
-             f"less than HAT would protect them, so {short(task)} could change them.")
+def relaxed_sentences(run: Run, *, task: int, layer: int) -> tuple[str, str]:
+    """Step 4's body: the used units in three groups (protected, partially relaxed, free:
+    :func:`explorer.figures.masks.unit_sentence`), and the earlier tasks they belong to."""
+    method = run.meta["config"]["method"]
+    first = unit_sentence(relaxed_units(run, task, layer), task, layer=layer, who=md(label(method)))
+    similar, _ = _split(run, task, layer)
+    if similar is None:
+        return first, "No DTD decision is recorded for this task."
+    return first, f"They belong to {', '.join(similar) or 'no task'}, the tasks called similar."
+
+
+def relaxed_details(run: Run, *, task: int, layer: int, why: str) -> str:
+    """Step 4's details: why this task is shown, and which earlier tasks stayed protected."""
+    _, kept = _split(run, task, layer)
+    return f"{why[0].upper()}{why[1:]}." + (f" The units of {', '.join(kept) or 'no task'} (called dissimilar) "
+                                           "stayed protected." if kept is not None else "")
+
+
+def _split(run: Run, task: int, layer: int) -> tuple[list[str] | None, list[str] | None]:
+    """The earlier tasks DTD called similar and dissimilar to ``task`` on ``layer`` (None, None
+    without a recorded decision)."""
     record = run.state.dtd.get(task)
     if record is None or layer >= len(record.layers):
-        return first, "No DTD decision is recorded for this task."
+        return None, None
     dissimilar = set(record.layers[layer]["dissimilar"])
-    similar = [short(i) for i in range(task) if i not in dissimilar]
-    kept = [short(i) for i in sorted(dissimilar)]
-    second = (f"They belong to {', '.join(similar) or 'no task'}, the earlier task{'s' if len(similar) != 1 else ''} "
-              f"the run treated as similar to {short(task)}; the units of {', '.join(kept) or 'no task'} "
-              f"(treated as dissimilar) stayed protected.")
-    return first, second
-
-
-# ----------------------------------------------------------------------------- step 5
-
-def difference_figure(a: RunState, b: RunState, *, a_name: str, b_name: str) -> go.Figure:
-    """R_a − R_b, diverging around 0 on a symmetric range, every known cell written out."""
-    D = difference(a, b)
-    n = len(D)
-    if np.isnan(D).all():
-        return empty("the two runs share no learnt task")
-    bound = max(float(np.nanmax(np.abs(D))), 0.05)
-    ticks = [short(t) for t in range(n)]
-    text = [["" if np.isnan(v) else fmt(v, 2, signed=True) for v in row] for row in D]
-    fig = go.Figure(go.Heatmap(z=D, x=ticks, y=ticks, zmin=-bound, zmax=bound, colorscale=DIVERGING, text=text,
-                               texttemplate="%{text}", textfont=dict(size=FONT - 1), xgap=1, ygap=1,
-                               colorbar=dict(title=dict(text=f"{a_name} − {b_name}", side="right")),
-                               hovertemplate="after %{y}, on %{x}: %{z:+.3f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title="after learning task")
-    fig.update_xaxes(title="tested on task")
-    return _projector(fig, title=f"Accuracy of {a_name} minus {b_name} (red: {b_name} better, blue: {a_name} better)",
-                      height=max(380, 150 + 34 * n))
-
-
-def family_transfer(states: Mapping[str, RunState], stl: RunState | None) -> pd.DataFrame:
-    """One row per method and family: BWT and FWT over that family's learnt tasks ("n/a" where
-    a value cannot be computed: no STL run, or no task of that family learnt). Long, not wide,
-    so the table fits a narrow column whatever the number of families."""
-    rows = []
-    stl_diag = None
-    if stl is not None and metrics.completed_rows(stl.accuracy_matrix("test")):
-        stl_diag = np.diag(stl.accuracy_matrix("test"))
-    for method, state in states.items():
-        R = state.accuracy_matrix("test")
-        done = metrics.completed_rows(R)
-        for fam, tasks in _families(state).items():
-            learnt = [t for t in tasks if t < done]
-            bwt = metrics.backward_transfer(R, tasks=learnt) if learnt else None
-            known = [t for t in learnt if stl_diag is not None and t < len(stl_diag) and not np.isnan(stl_diag[t])]
-            fwt = metrics.forward_transfer(R, stl_diag, tasks=known) if known else None
-            rows.append({"method": label(method), "family": fam, "BWT": fmt(bwt, signed=True),
-                         "FWT": fmt(fwt, signed=True)})
-    return pd.DataFrame(rows, columns=["method", "family", "BWT", "FWT"])
-
-
-def stability_points(groups: Mapping[str, Sequence[tuple[RunState, RunState | None]]]) -> pd.DataFrame:
-    """Per method: mean and sd over its seeds of FWT (each seed against its own STL run) and
-    BWT; seeds without an STL run count for BWT only."""
-    rows = []
-    for method, runs in groups.items():
-        values = [run_metrics(state, stl=stl) for state, stl in runs]
-        bwt = [v["bwt"] for v in values if v["bwt"] is not None]
-        fwt = [v["fwt"] for v in values if v["fwt"] is not None]
-        rows.append({"method": method, "seeds": len(values),
-                     "BWT": float(np.mean(bwt)) if bwt else np.nan, "BWT sd": float(np.std(bwt)) if bwt else np.nan,
-                     "FWT": float(np.mean(fwt)) if fwt else np.nan, "FWT sd": float(np.std(fwt)) if fwt else np.nan})
-    return pd.DataFrame(rows, columns=["method", "seeds", "BWT", "BWT sd", "FWT", "FWT sd"])
-
-
-def stability_figure(points: pd.DataFrame) -> go.Figure:
-    """FWT (plasticity) against BWT (stability), a point per method with ±1 sd over seeds;
-    the corners are named."""
-    shown = points.dropna(subset=["BWT", "FWT"])
-    if shown.empty:
-        return empty("FWT needs an STL run of the same seed: none is listed")
-    fig = go.Figure()
-    for row in shown.to_dict("records"):
-        spread = row["seeds"] > 1
-        name = label(row["method"])
-        fig.add_scatter(x=[row["FWT"]], y=[row["BWT"]], mode="markers+text", name=name, text=[name],
-                        textposition="top center", textfont=dict(size=FONT),
-                        marker=dict(color=method_colour(row["method"]), size=14, line=dict(color="white", width=1)),
-                        error_x=dict(type="data", array=[row["FWT sd"] if spread else 0], visible=spread),
-                        error_y=dict(type="data", array=[row["BWT sd"] if spread else 0], visible=spread),
-                        hovertemplate=f"{name}: FWT %{{x:+.3f}}, BWT %{{y:+.3f}} "
-                                      f"({row['seeds']} seed{'s' if row['seeds'] != 1 else ''})<extra></extra>")
-    xs = np.concatenate([shown["FWT"] - shown["FWT sd"].fillna(0), shown["FWT"] + shown["FWT sd"].fillna(0), [0.0]])
-    ys = np.concatenate([shown["BWT"] - shown["BWT sd"].fillna(0), shown["BWT"] + shown["BWT sd"].fillna(0), [0.0]])
-    pad_x, pad_y = max(np.ptp(xs) * 0.25, 0.02), max(np.ptp(ys) * 0.25, 0.02)
-    fig.update_xaxes(range=[xs.min() - pad_x, xs.max() + pad_x], zeroline=True, zerolinecolor="#999",
-                     title="FWT: accuracy just after learning − STL (right: transfers)")
-    fig.update_yaxes(range=[ys.min() - pad_y, ys.max() + pad_y], zeroline=True, zerolinecolor="#999",
-                     title="BWT: final − just learnt (down: forgets)")
-    for x, y, text, anchor in ((0.01, 0.99, "keeps, does not transfer", "left"),
-                               (0.99, 0.99, "keeps and transfers", "right"),
-                               (0.01, 0.01, "forgets, does not transfer", "left"),
-                               (0.99, 0.01, "transfers but forgets", "right")):
-        fig.add_annotation(x=x, y=y, xref="paper", yref="paper", text=text, showarrow=False, xanchor=anchor,
-                           yanchor="top" if y > 0.5 else "bottom", font=dict(size=FONT, color="#666"))
-    fig.update_layout(showlegend=False)
-    return _projector(fig, title="Stability against plasticity: one point per method (±1 sd over seeds)", height=440)
-
-
-def difference_sentence(a: RunState, b: RunState, *, a_name: str, b_name: str) -> str:
-    """The last shared row of R_a − R_b: its mean, its lowest and its highest cell."""
-    D = difference(a, b)
-    done = min(metrics.completed_rows(a.accuracy_matrix("test")), metrics.completed_rows(b.accuracy_matrix("test")))
-    if not done:
-        return "The two runs share no learnt task."
-    final = D[done - 1, :done]
-    worst, best = int(np.nanargmin(final)), int(np.nanargmax(final))
-    return (f"After {short(done - 1)}, {a_name} − {b_name} averages {fmt(float(np.nanmean(final)), signed=True)} "
-            f"over {done} task{'s' if done != 1 else ''}, from {fmt(final[worst], signed=True)} on {short(worst)} "
-            f"to {fmt(final[best], signed=True)} on {short(best)}.")
-
-
-def stability_sentence(points: pd.DataFrame) -> str:
-    """Each method's BWT and FWT (means over seeds), in the chart's order."""
-    shown = points.dropna(subset=["BWT"])
-    if shown.empty:
-        return "No method has a learnt task to measure."
-    return "Over all tasks: " + "; ".join(f"{label(r.method)} BWT {fmt(r.BWT, signed=True)}, FWT {fmt(r.FWT, signed=True)}"
-                                          for r in shown.itertuples()) + "."
+    return [short(i) for i in range(task) if i not in dissimilar], [short(i) for i in sorted(dissimilar)]

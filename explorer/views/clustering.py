@@ -1,5 +1,6 @@
-"""Clustering, 'why together?': X-means' decision record for one task and layer, and the
-evidence for any pair of tasks; for a CAT run, its transfer tests for one task instead."""
+"""Clustering, 'why together?': the rule that decided one task and layer (a PRM+ cosine rule's
+tree and distances first, X-means' record after it for reference; or X-means' record alone for
+PRM), and the evidence for any pair of tasks; for a CAT run, its transfer tests instead."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import streamlit as st
 
 from explorer import state as keys
 from explorer.figures import clustering as fig
+from explorer.figures import linkage
 from explorer.figures.common import TRUTH_RULE, fmt, md, names, short
+from explorer.figures.linkage import RuleStep
 from explorer.views import whatif
 from explorer.views.common import Context, chart, how_to_read, shown_frame, table, url_choice
 from prm.methods import STRATEGIES
@@ -35,13 +38,20 @@ clustering against the true groups (+1 = exactly, 0 = chance level, below 0 = wo
 With only 2 tasks X-means cannot split at all (a 2-point cluster has no meaningful
 split): PRM then protects the first task as HAT would, and the step is marked *undecided*.
 
-**Other rules** (config `prm.clustering`): besides X-means (the paper), a run may decide with **cut** (an
+**Other rules** (config `prm.clustering`, PRM+): besides X-means (the paper), a run may decide with **cut** (an
 earlier task is similar when its cosine distance to the new task is below `prm.threshold`) or **linkage**
 (average-linkage clusters on cosine distance, merged while nearer than `prm.threshold`; similar = in the
-new task's cluster). X-means is still run and recorded next to them: the tree, the table, "calls right" and
-the pair evidence below are X-means' own, while the similar/dissimilar sets above are what the rule decided
-and what protected the weights. `prm.features` says what was clustered (raw embeddings, their signs, each
-unit standardised, or each row scaled to length 1).
+new task's cluster). On such a run the view explains that rule first, recomputed from the recorded embeddings
+(a warning says so if the recomputation ever differs from the record): the **tree** of average linkage, each
+merge drawn at the average cosine distance between the two clusters it joins, with the threshold dashed
+(merges below it are the linkage clusters); the **bars**, each earlier task's cosine distance to the new task
+against the same line (the cut rule is exactly this chart; the linkage rule compares cluster averages, so a
+task above the line may still join the new task's cluster through its neighbours); the cosine distance
+matrix grouped by linkage cluster; and the rule's calls beside what **X-means alone** said (it is still run
+and recorded at every step), each marked right or wrong. X-means' tree, table, distance matrix, agreement and
+pair evidence follow, for reference only: they did not decide. `prm.features` says what was measured (raw
+embeddings, their signs, each unit standardised, or each row scaled to length 1); with `prm.layers` =
+together, one decision was taken on every layer's units side by side.
 
 For a **pair** of tasks: their distance compared with how spread the clusters are, the overlap of their
 final binarised masks (Jaccard: shared units / units either uses), and how the BIC would change if
@@ -144,49 +154,49 @@ def _cat(ctx: Context) -> None:
     how_to_read(CAT_HELP)
 
 
-def render(ctx: Context) -> None:
-    state, run = ctx.run.state, ctx.run
-    if STRATEGIES[run.meta["config"]["method"]].cat:
-        _cat(ctx)
-        return
-    if not ctx.masked or not state.dtd:
-        st.info("This run has no dissimilar-task detection (only PRM and its ablations cluster tasks, and CAT "
-                "runs transfer tests).")
-        return
-    steps = run.dtd_steps()
-    if not steps:
-        st.warning("DTD records exist but their embedding arrays are missing.")
-        return
-    step = _step(ctx, steps, "DTD step")
-    record = state.dtd[step]
-    layer = ctx.layer
-    entry = record.layers[layer]
-    labels = entry["xmeans"]["labels"]
-    label_names = names(state.tasks)  # plain text, for the pickers
-    shown = [md(n) for n in label_names]  # Markdown-safe, for the text
-    st.markdown(f"#### {shown[step]} arrives · layer {layer} · X-means found k = {entry['xmeans']['k']} "
-                f"cluster(s) among {step + 1} tasks")
-    calls = fig.calls(state.tasks, task=step, dissimilar=entry["dissimilar"])
-    st.markdown(f"**{fig.count_line(calls)}** (✓ right, ✗ wrong against the truth; the rule is under "
-                "\"How to read this\")")
-    c1, c2 = st.columns(2)
-    _calls(c1, ":green-background[**Similar (relaxed)**]", calls[calls["called"] == "similar"])
-    _calls(c2, ":red-background[**Dissimilar (protected)**]", calls[calls["called"] == "dissimilar"])
-    rule = _rule_text(record.source, state.config.get("prm", {}))
-    if entry.get("undecided"):
-        if record.source == "xmeans":
-            st.caption("Undecided: with two tasks X-means has no split it can test, so PRM protects the earlier "
-                       "task as HAT would (config prm.undecided).")
-        else:
-            st.caption("Undecided: with two tasks X-means has no split it can test (its recorded call follows "
-                       f"config prm.undecided); this run did not use it but decided by {rule}.")
-    if set(entry["dissimilar_xmeans"]) != set(entry["dissimilar"]) or record.source in RULES:
-        st.caption(f"This run decided by {rule}; X-means alone said dissimilar = "
-                   f"{', '.join(short(i) for i in entry['dissimilar_xmeans']) or 'none'}.")
+def _rule(ctx: Context, rule: RuleStep, layer: int) -> None:
+    """A step a cosine rule decided: its tree and distances, then its calls beside X-means' own."""
+    state, step = ctx.run.state, rule.task
+    if not rule.reproduced:
+        st.warning(f"Recomputing the '{rule.rule}' rule from the recorded embeddings gives dissimilar = "
+                   f"{', '.join(short(i) for i in rule.dissimilar) or 'none'}, not the recorded "
+                   f"{', '.join(short(i) for i in rule.recorded) or 'none'}: the charts show the recomputation.")
+    units = "every layer's units side by side (prm.layers = together)" if rule.together else f"layer {layer}'s units"
+    st.caption(f"Cosine distance between the tasks' '{md(rule.features)}' embeddings over {units}, recomputed from "
+               f"the record; threshold {fmt(rule.threshold, 2)} (prm.threshold).")
+    left, right = st.columns(2)
+    with left:
+        chart(linkage.dendrogram_figure(rule, state.tasks), key="cl-dendrogram", name=f"linkage-tree-{short(step)}")
+    with right:
+        chart(linkage.distance_figure(rule, state.tasks), key="cl-distance", name=f"cosine-to-new-{short(step)}")
+    st.caption("**The tree decided**: the tasks in the new task's cluster below the dashed line are similar; a bar "
+               "above the line can still be similar when its task joined the cluster through its neighbours (linkage "
+               "compares cluster averages)." if rule.rule == "linkage" else
+               "**The bars decided**: an earlier task at or above the dashed line is dissimilar. The tree shows how "
+               "the tasks group among themselves, which the cut rule does not use.")
+    st.markdown("#### The rule's calls against X-means alone")
+    frame = linkage.two_calls(state.tasks, task=step, xmeans=rule.xmeans, rule=rule.recorded, name=rule.rule)
+    st.markdown(" · ".join(f"**{md(name)}: {count}**" for name, count in linkage.two_counts(frame).items())
+                + " (X-means is recorded at every step but did not decide)")
+    m1, m2 = st.columns([3, 2])
+    with m1:
+        chart(fig.pairwise_figure(rule.distance, state.tasks, metric="cosine distance", labels=list(rule.labels),
+                                  grouped_by="linkage"), key="cl-cosine", name=f"cosine-distance-{short(step)}")
+    with m2:
+        marks = tuple(c for c in frame.columns if c.endswith("✓✗"))
+        st.dataframe(fig.calls_styled(shown_frame(frame), marks=marks), hide_index=True,
+                     height=min(38 + 35 * len(frame), 320))
+        table(linkage.steps_right(state, layer), key="cl-rule-steps", name=f"rule-vs-xmeans-l{layer}", height=240)
+    st.markdown("#### X-means, for reference only: not the rule this run used")
+
+
+def _xmeans(ctx: Context, step: int, layer: int) -> None:
+    """X-means' record of the step: its tree and table of splits, the distances it saw."""
+    run, entry = ctx.run, ctx.run.state.dtd[step].layers[layer]
     left, right = st.columns([3, 2])
     with left:
-        chart(fig.decision_tree(record, layer), key="cl-tree", name=f"xmeans-tree-{short(step)}-l{layer}")
-        table(fig.decision_table(record, layer), key="cl-table", name=f"xmeans-{short(step)}-l{layer}",
+        chart(fig.decision_tree(run.state.dtd[step], layer), key="cl-tree", name=f"xmeans-tree-{short(step)}-l{layer}")
+        table(fig.decision_table(run.state.dtd[step], layer), key="cl-table", name=f"xmeans-{short(step)}-l{layer}",
               column_config={"cluster": st.column_config.NumberColumn(
                   width=60, help="X-means' own id of the cluster tried (as in the tree's hover); cN in the "
                                  "charts numbers the final clusters"),
@@ -203,26 +213,25 @@ def render(ctx: Context) -> None:
         metric = st.segmented_control("measure", list(keys.MEASURES), key=keys.MEASURE, required=True)
         st.query_params[keys.MEASURE] = metric
         points = run.dtd_embeddings(step, layer)
-        chart(fig.pairwise_figure(fig.pairwise(points, metric), state.tasks, metric=metric, labels=labels),
+        chart(fig.pairwise_figure(fig.pairwise(points, metric), ctx.run.state.tasks, metric=metric,
+                                  labels=entry["xmeans"]["labels"]),
               key="cl-pairwise", name=f"pairwise-{metric}-{short(step)}-l{layer}")
         st.caption("Tasks grouped by X-means cluster (black lines between clusters); the diagonal is blank so "
                    "the colours span only the values between different tasks.")
-    st.markdown("#### Agreement with the truth")
-    ari = fig.agreement(state)
+    st.markdown("#### Agreement with the truth" + (" (X-means')" if run.state.dtd[step].source in RULES else ""))
+    ari = fig.agreement(run.state)
     a1, a2 = st.columns([3, 2])
     with a1:
         chart(fig.agreement_figure(ari), key="cl-ari", name="ari-per-step")
     with a2:
         table(fig.agreement_shown(ari), key="cl-ari", name="ari-per-step", height=300)
-    if state.oracle_transfer is not None:
-        st.markdown("#### Measured transfer: the truth in data")
-        chart(fig.oracle_figure(state.oracle_transfer, state.tasks, step=step, labels=labels), key="cl-oracle",
-              name=f"oracle-{short(step)}")
-        st.caption("A simple classifier trained on the row task, tested on the column task, scaled so that 0 = "
-                   "chance on the column task (1 / its classes) and 1 = the column task's own classifier (the "
-                   "diagonal); blue = transfers, red = worse than chance; raw accuracies in the hover. Tasks "
-                   "X-means put together (same cN) should transfer well to each other.")
-    st.markdown("#### Why is this pair together (or apart)?")
+
+
+def _pair(ctx: Context, step: int, layer: int) -> None:
+    """Why two tasks ended together or apart in X-means' clusters."""
+    label_names = names(ctx.run.state.tasks)  # plain text, for the pickers
+    st.markdown("#### Why is this pair together (or apart)?" + (
+        " (in X-means' clusters)" if ctx.run.state.dtd[step].source in RULES else ""))
     p1, p2 = st.columns(2)
     options = list(range(step + 1))
     session = st.session_state
@@ -233,19 +242,77 @@ def render(ctx: Context) -> None:
     j = p2.selectbox("task B", options, format_func=lambda t: label_names[t], key="cl-b")
     if i == j:
         st.info("Pick two different tasks.")
-    else:
-        ev = fig.pair_evidence(run, step, layer, i, j)
-        verdict = "in the **same** cluster" if ev["together"] else "in **different** clusters"
-        st.markdown(f"{short(i)} and {short(j)} are {verdict} at this step.")
-        e1, e2, e3, e4 = st.columns(4)
-        e1.metric("their distance", fmt(ev["distance"], 2))
-        e2.metric("mean distance inside clusters", fmt(ev["within_mean"], 2))
-        e3.metric("mean distance across clusters", fmt(ev["between_mean"], 2))
-        e4.metric("cosine similarity", fmt(ev["cosine"], 2, signed=True))
-        j1, j2 = st.columns(2)
-        j1.metric(f"BIC change if {ev['change']}", fmt(ev["bic_change"], 1, signed=True),
-                  help="X-means keeps a split only when the whole-model BIC rises (positive change)")
-        j2.markdown("**Mask overlap (Jaccard of final masks)**  \n" + "  \n".join(
-            f"layer {k[1:]}: " + fmt(v, 2) for k, v in ev["jaccard"].items()))
+        return
+    ev = fig.pair_evidence(ctx.run, step, layer, i, j)
+    verdict = "in the **same** cluster" if ev["together"] else "in **different** clusters"
+    st.markdown(f"{short(i)} and {short(j)} are {verdict} at this step.")
+    e1, e2, e3, e4 = st.columns(4)
+    e1.metric("their distance", fmt(ev["distance"], 2))
+    e2.metric("mean distance inside clusters", fmt(ev["within_mean"], 2))
+    e3.metric("mean distance across clusters", fmt(ev["between_mean"], 2))
+    e4.metric("cosine similarity", fmt(ev["cosine"], 2, signed=True))
+    j1, j2 = st.columns(2)
+    j1.metric(f"BIC change if {ev['change']}", fmt(ev["bic_change"], 1, signed=True),
+              help="X-means keeps a split only when the whole-model BIC rises (positive change)")
+    j2.markdown("**Mask overlap (Jaccard of final masks)**  \n" + "  \n".join(
+        f"layer {k[1:]}: " + fmt(v, 2) for k, v in ev["jaccard"].items()))
+
+
+def _header(ctx: Context, step: int, layer: int, rule: RuleStep | None) -> None:
+    """The step's title, its calls (similar, dissimilar) marked right or wrong, and what decided."""
+    state = ctx.run.state
+    record, entry = state.dtd[step], state.dtd[step].layers[layer]
+    title = f"#### {md(names(state.tasks)[step])} arrives · layer {layer} · "
+    st.markdown(title + (f"X-means found k = {entry['xmeans']['k']} cluster(s) among {step + 1} tasks" if rule is None
+                         else f"decided by the '{rule.rule}' rule on cosine distance"))
+    calls = fig.calls(state.tasks, task=step, dissimilar=entry["dissimilar"])
+    st.markdown(f"**{fig.count_line(calls)}** (✓ right, ✗ wrong against the truth; the rule is under "
+                "\"How to read this\")")
+    c1, c2 = st.columns(2)
+    _calls(c1, ":green-background[**Similar (relaxed)**]", calls[calls["called"] == "similar"])
+    _calls(c2, ":red-background[**Dissimilar (protected)**]", calls[calls["called"] == "dissimilar"])
+    decided = _rule_text(record.source, state.config.get("prm", {}))
+    if entry.get("undecided"):
+        if record.source == "xmeans":
+            st.caption("Undecided: with two tasks X-means has no split it can test, so PRM protects the earlier "
+                       "task as HAT would (config prm.undecided).")
+        else:
+            st.caption("Undecided: with two tasks X-means has no split it can test (its recorded call follows "
+                       f"config prm.undecided); this run did not use it but decided by {decided}.")
+    if set(entry["dissimilar_xmeans"]) != set(entry["dissimilar"]) or record.source in RULES:
+        st.caption(f"This run decided by {decided}; X-means alone said dissimilar = "
+                   f"{', '.join(short(i) for i in entry['dissimilar_xmeans']) or 'none'}.")
+
+
+def render(ctx: Context) -> None:
+    state, run = ctx.run.state, ctx.run
+    if STRATEGIES[run.meta["config"]["method"]].cat:
+        _cat(ctx)
+        return
+    if not ctx.masked or not state.dtd:
+        st.info("This run has no dissimilar-task detection (only PRM and its ablations cluster tasks, and CAT "
+                "runs transfer tests).")
+        return
+    steps = run.dtd_steps()
+    if not steps:
+        st.warning("DTD records exist but their embedding arrays are missing.")
+        return
+    step, layer = _step(ctx, steps, "DTD step"), ctx.layer
+    rule = linkage.rule_step(run, step, layer)
+    _header(ctx, step, layer, rule)
+    if rule is not None:
+        _rule(ctx, rule, layer)
+    _xmeans(ctx, step, layer)
+    if state.oracle_transfer is not None:
+        grouped = "X-means" if rule is None else "the linkage rule"
+        labels = state.dtd[step].layers[layer]["xmeans"]["labels"] if rule is None else list(rule.labels)
+        st.markdown("#### Measured transfer: the truth in data")
+        chart(fig.oracle_figure(state.oracle_transfer, state.tasks, step=step, labels=labels), key="cl-oracle",
+              name=f"oracle-{short(step)}")
+        st.caption("A simple classifier trained on the row task, tested on the column task, scaled so that 0 = "
+                   "chance on the column task (1 / its classes) and 1 = the column task's own classifier (the "
+                   "diagonal); blue = transfers, red = worse than chance; raw accuracies in the hover. Tasks "
+                   f"{grouped} put together (same cN) should transfer well to each other.")
+    _pair(ctx, step, layer)
     whatif.render(ctx, step=step, layer=layer)
     how_to_read(HELP)

@@ -137,9 +137,11 @@ def link(label: str, *, view: str, task: int | None = None, layer: int | None = 
               type="tertiary")
 
 
-def how_to_read(text: str) -> None:
-    with st.expander("How to read this", icon=":material/school:"):
-        st.markdown(text)
+def how_to_read(text: str):
+    """The expander every view explains itself in; returned, so a view can put more in it."""
+    box = st.expander("How to read this", icon=":material/school:")
+    box.markdown(text)
+    return box
 
 
 @dataclass(frozen=True, kw_only=True)

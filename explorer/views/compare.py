@@ -49,10 +49,18 @@ the bundled sample's, and reads "–" where none holds a study of that sequence 
 whatever is picked above and finished or not (an unfinished run counts for the tasks it has learnt): per method,
 the seconds each task took (training, evaluation, and the similarity detection: PRM's DTD, CAT's transfer and
 reference trainings), the mean over its seeds, and on the right the time accumulated since the first task, on a
-log axis. CAT trains one transfer network per earlier task before each new task, so its time per task grows with
-the number of tasks learnt and its total grows quadratically; PRM's one DTD pass per task keeps its time per task
-flat. The times are wall-clock seconds of runs that may have shared a machine: compare shapes and ratios, not the
-last decimal.
+log axis. A method with runs of several configurations gets a line per configuration, named "method · config",
+in the method's colour with its own dash (in the bars: its own pattern). CAT trains one transfer network per
+earlier task before each new task, so its time per task grows with the number of tasks learnt and its total grows
+quadratically; PRM's one DTD pass per task should keep its time per task flat.
+
+**Times compare only within one engine version.** Every run records the version of the engine that trained it
+(`prm.__version__` in its run.json), and a new version is cut whenever the training step's speed or results
+change. So CT (tables and bars) and the time chart use only runs recorded by the open run's engine version; any
+other run keeps its Acc, BWT and FWT, its CT reads "–", and a caption names it with the engine that recorded it.
+A run recorded before versions were recorded compares with none; when the open run is one, no times are shown.
+The times are wall-clock seconds of runs that may have shared a machine: compare shapes and ratios, not the last
+decimal; `python bench/cat_time.py` times CAT, PRM and HAT in one process.
 """
 
 
@@ -76,34 +84,27 @@ def _alike(entry, current) -> bool:
     return entry.sequence == current.sequence and entry.n_tasks == current.n_tasks and entry.parent is None
 
 
-def _times(readable, current) -> None:
+def _times(readable, current, reference: str | None) -> None:
     """Time per task and accumulated time of every method with runs of the open run's
-    sequence and task count, finished or not."""
-    runs, older = {}, []
+    sequence and task count, finished or not, recorded by the open run's engine version
+    (``reference``)."""
+    runs = {}
     for e in readable:
         if not _alike(e, current):
             continue
         try:
-            state = load(e.path).state
+            run = load(e.path)
         except RunFormatError:  # became unreadable since it was listed: the others still count
             continue
-        if fig.older_engine(state):  # slower steps: its seconds would not compare with today's
-            older.append(e.name)
-            continue
-        runs[e.name if e.name not in runs else e.key] = (state, e.seed)
-    summary = fig.time_per_method(fig.task_times(runs))
-    st.markdown(f"**Time per task and accumulated time** (every run of {md(current.sequence)} with "
+        runs[e.name if e.name not in runs else e.key] = (run, e.seed)
+    split = fig.split_by_engine({name: run.engine_version for name, (run, _) in runs.items()}, reference=reference)
+    st.markdown(f"**Time per task and accumulated time** (runs of {md(current.sequence)} with "
                 f"{current.n_tasks} tasks, finished or not; mean over seeds)")
-    chart(fig.time_figure(summary), key="cmp-time", name="compare-time-per-task")
-    why = ("CAT's time per task grows with the number of earlier tasks, because before each new task it trains one "
-           "transfer network per earlier task; PRM's stays flat, one DTD pass per task. " if "cat" in set(summary["method"])
-           else "")
-    st.caption(why + "The accumulated time is on a log axis. " + fig.time_sentence(summary))
-    if older:
-        st.caption(f"Left out: {len(older)} run(s) recorded by the engine before its hand-written step, which "
-                   "was slower, so their times do not compare with these: "
-                   + ", ".join(md(n) for n in sorted(older)) + ". `python bench/cat_time.py` times CAT, PRM and "
-                   "HAT in one process.")
+    if split.comparable:
+        summary = fig.time_per_method(fig.task_times({n: (runs[n][0].state, runs[n][1]) for n in split.comparable}))
+        chart(fig.time_figure(summary), key="cmp-time", name="compare-time-per-task")
+        st.caption(fig.time_caption(summary))
+    st.caption(fig.engine_caption(split, what="The time chart"))
 
 
 def render(*, entries, current_key: str | None, root: Path) -> None:
@@ -129,15 +130,19 @@ def render(*, entries, current_key: str | None, root: Path) -> None:
         st.info("Pick one or more runs.")
         return
     picked = [by_key[k] for k in chosen]
-    states, variants = {}, {}
+    states, variants, versions = {}, {}, {}
     for e in picked:  # titles by run name; the full key only where two names collide
         name = e.name if e.name not in states else e.key
-        states[name] = (load(e.path).state, e.seed)
+        run = load(e.path)
+        states[name], versions[name] = (run.state, e.seed), run.engine_version
         if e.parent is not None:
             variants[name] = catalog.whatif_tag(e.parent)
-    per_run = fig.per_run(states, variants=variants)
+    reference = load(current.path).engine_version
+    split = fig.split_by_engine(versions, reference=reference)
+    per_run = fig.per_run(states, variants=variants, timed=split.comparable)
     st.markdown("**Per run**")
     table(fig.shown(per_run), key="cmp-runs", name="compare-runs")
+    st.caption(fig.engine_caption(split, what="CT"))
     summary, notes = _ps(fig.per_method(per_run), root)
     st.markdown("**Per method** (groups of like runs: mean ± sd over distinct seeds; PS from the group's tune study)")
     table(fig.shown(summary), key="cmp-methods", name="compare-methods")
@@ -146,7 +151,7 @@ def render(*, entries, current_key: str | None, root: Path) -> None:
     chart(fig.bars(summary), key="cmp-bars", name="compare-metrics")
     st.caption("Acc is drawn on a zoomed axis (from just below the lowest mean − sd), so its bars start below "
                "the axis; the error bars are ±1 sd over seeds.")
-    _times(readable, current)
+    _times(readable, current, reference)
     st.markdown("**Accuracy matrices** (a group of several seeds: their mean, each cell mean ± sd)")
     chart(fig.matrices(fig.group_matrices(per_run, {name: s for name, (s, _) in states.items()})),
           key="cmp-matrices", name="compare-matrices")

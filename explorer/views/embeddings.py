@@ -6,22 +6,24 @@ import streamlit as st
 
 from explorer import state as keys
 from explorer.figures import embeddings as emb
-from explorer.figures.common import TRUTH_RULE, family_symbol, md, short
+from explorer.figures.common import TRUTH_RULE, family_symbol, md, parse_short, short
 from explorer.views.common import Context, chart, how_to_read, projection, start_from_task, table, url_choice
 from prm.methods import STRATEGIES
 from prm.runs import embedding_points
+from prm.similarity import RULES
 
 HELP = """
 Each task *t* owns one real number per unit of a masked layer: its **embedding** e_t. HAT turns it into
 the mask a_t = sigmoid(s · e_t), so two tasks with similar embeddings use similar units. PRM exploits this:
 before learning a new task it trains a throw-away copy of the network on it (DTD), takes the new task's
 embedding and clusters it with the earlier ones using **X-means** (k-means that keeps splitting while
-the BIC improves, so no k is given).
+the BIC improves, so no k is given); PRM+ decides instead by a rule on cosine distance (`prm.clustering`
+= linkage or cut, see the Clustering tab).
 
 Each point is one embedding squeezed to 2-D. PCA keeps distances most faithfully, t-SNE and UMAP keep
 neighbourhoods. The default is PCA when the run has fewer than {few} points to project (UMAP on a
 handful of points scatters one cluster into pieces) and UMAP otherwise; the choice is kept in the link.
-2-D distances are only a sketch: the Clustering tab shows the real distances X-means used. Trajectories
+2-D distances are only a sketch: the Clustering tab shows the real distances the rule used. Trajectories
 show where each embedding travelled during training (one dot every few epochs); they are drawn in PCA
 coordinates, so the projection switches to PCA while they are on.
 
@@ -29,11 +31,20 @@ coordinates, so the projection switches to PCA while they are on.
 task chosen in the sidebar.
 """
 
-CLUSTER_COLOURS = """**Colour** = the X-means cluster when the task chosen with "after task" arrived, and the
-point **ringed in black** is that new task: tasks in its cluster were *similar* (their units became
-trainable again), all others *dissimilar* (protected). The **outline** of every earlier task says whether
-that call was right (green) or wrong (red): {truth} At "end of run", where no clustering ran, colour =
-task and there are no outlines."""
+CLUSTER_COLOURS = """**Colour** = the clusters that decided when the task chosen with "after task" arrived:
+X-means' clusters for PRM, the average-linkage clusters on cosine distance for a PRM+ run with the linkage
+rule. The point **ringed in black** is that new task: tasks in its cluster were *similar* (their units
+became trainable again), all others *dissimilar* (protected). Where no clustering implies the calls (the
+cut rule, an ablation, a what-if, X-means undecided with two tasks), colour = the call itself: warm =
+similar, cool = dissimilar. So the colours always agree with the table's relation. The **outline** of every
+earlier task, and the mark beside its name, say whether that call was right (green ✓) or wrong (red ✗):
+{truth} At "end of run", where nothing was decided, colour = task and there are no outlines.{rules}"""
+
+RULE_COMPARISON = """
+
+**X-means alone against the rule** (PRM+ runs): X-means is still run and recorded at every step of a run
+that decided by a cosine rule. The two panels show the same points coloured by each decision's call, every
+earlier task marked ✓/✗, and each panel's title counts its calls right."""
 
 TASK_COLOURS = """**Colour** = task: this run has no X-means clustering to show (only PRM and its ablations
 cluster tasks, and only when their DTD embeddings were recorded)."""
@@ -51,7 +62,8 @@ def help_text(run) -> str:
     """What the chart encodes for this run: cluster or task colours, and its own families."""
     families = dict.fromkeys(task["family"] for task in run.state.tasks)
     symbols = ", ".join(f"{md(f)} = {family_symbol(f).replace('-', ' ')}" for f in families) or "none"
-    colour = (CLUSTER_COLOURS.format(truth=TRUTH_RULE) if run.dtd_steps() else
+    rules = RULE_COMPARISON if any(r.source in RULES for r in run.state.dtd.values()) else ""
+    colour = (CLUSTER_COLOURS.format(truth=TRUTH_RULE, rules=rules) if run.dtd_steps() else
               CAT_COLOURS if STRATEGIES[run.meta["config"]["method"]].cat else TASK_COLOURS)
     return HELP.format(colour=colour, symbols=symbols, few=emb.FEW_POINTS)
 
@@ -105,16 +117,34 @@ def render(ctx: Context) -> None:
                 frame, paths = emb.trajectory_projection(run, layer, frame)
                 used = "PCA with trajectories"
             title = f"Layer {layer} · {used} · " + (
-                "final embeddings" if step == emb.END else f"X-means when {step} arrived")
+                "final embeddings" if step == emb.END else f"{emb.decided_by(run, step)} when {step} arrived")
             chart(emb.figure(frame, title=title, paths=paths), key=f"emb-{layer}", name=f"embeddings-l{layer}")
             note = "stored with the run" if proj.source == "precomputed" else "computed here"
             fallback = "" if proj.method == method else f" ({method.upper()} needs ≥ 4 points: PCA used)"
             st.caption(f"Projection {note}{fallback}.")
             if layer == ctx.layer:
-                shown = frame.drop(columns=["task_index", "is_dtd"])
+                shown = frame.drop(columns=["task_index", "is_dtd", "group", "grouping"])
     if shown is not None:
         st.markdown(f"**Points of layer {ctx.layer}** (choose the layer in the sidebar)")
         table(shown, key="emb-points", name=f"embeddings-{step}-l{ctx.layer}",
               column_config={"x": st.column_config.NumberColumn(format="%.2f"),
                              "y": st.column_config.NumberColumn(format="%.2f")})
+    if step != emb.END and run.state.dtd[parse_short(step)].source in RULES:
+        _against_xmeans(ctx, step, method)
     how_to_read(help_text(run))
+
+
+def _against_xmeans(ctx: Context, step: str, method: str) -> None:
+    """The rule's calls beside X-means' own (recorded, not used), on the same points."""
+    run, layer = ctx.run, ctx.layer
+    proj = projection(run, layer, method)
+    entry = run.state.dtd[parse_short(step)].layers[layer]
+    if len(proj.tasks) == 0:
+        return
+    rule = emb.decided_by(run, step)
+    st.markdown(f"#### X-means alone against the {rule}, layer {layer}")
+    panels = [(name, emb.step_frame(run, layer, proj, step, dissimilar=entry[key]))
+              for name, key in (("X-means alone (not used)", "dissimilar_xmeans"), (f"the {rule} (used)", "dissimilar"))]
+    chart(emb.comparison_figure(panels, title=f"When {step} arrived: each decision's calls, ✓ right, ✗ wrong"),
+          key="emb-against", name=f"xmeans-vs-rule-{step}-l{layer}")
+    st.caption(f"The same {proj.method.upper()} coordinates in both panels; colour = each decision's call.")

@@ -7,7 +7,6 @@ import streamlit as st
 from explorer.figures import masks as fig
 from explorer.figures.common import md, short
 from explorer.views.common import Context, chart, how_to_read, start_from_task, table
-from prm.methods import STRATEGIES
 
 HELP = """
 A **mask** says which units of a layer a task uses (recorded at s = smax, so practically 0 or 1). In the
@@ -17,11 +16,12 @@ each task's *new* units form a block, and dark cells left of it are units it *re
 HAT protects every unit any earlier task used (the top row of the middle chart, *HAT: every unit an earlier
 task used*). Weights into protected units cannot change, so there is no forgetting — and no backward
 transfer. PRM protects only the units of the tasks DTD judged **dissimilar** (the second row, *protected
-while learning* the chosen task). The **magenta** units are the difference: used before, but trainable
-again while that task is learnt, because only similar tasks use them. With `prm.relax` below 1 (PRM+ uses
-0.3) they are only partly freed: their protection is 1 − relax (a lighter shade in the middle row) and
-their gradients are scaled by relax. For HAT (and PRM(D)) there are no magenta units. The slider picks the
-task being learnt; it starts at the task chosen in the sidebar.
+while learning* the chosen task). The difference, units used before that only similar tasks use, is counted
+in three groups: **protected** as under HAT; **free** (magenta), fully trainable again, as in the paper's PRM
+(`prm.relax` = 1); **partially relaxed** (light magenta), protected at 1 − r and so keeping only a fraction r
+of their gradient, with `prm.relax` = r below 1 (PRM+ uses 0.3: protected at 0.7, trainable at 0.3 of the
+gradient). A partially relaxed unit is never counted as free. For HAT (and PRM(D)) there are no magenta units.
+The slider picks the task being learnt; it starts at the task chosen in the sidebar.
 
 **CAT** relaxes by ownership instead: a unit belongs to the earlier task that *claimed it first*. While a new
 task is learnt, the units claimed first by tasks CAT's transfer tests called **similar** are trainable (magenta),
@@ -35,13 +35,6 @@ units they both use (Jaccard).
 """
 
 STEP = "mask-task"
-
-
-def _partly(run) -> str:
-    if STRATEGIES[run.meta["config"]["method"]].protect != "relaxed":  # prm.relax is PRM's alone
-        return ""
-    relax = run.state.config.get("prm", {}).get("relax", 1.0)
-    return f" (partly: gradients scaled by prm.relax = {relax:g})" if isinstance(relax, float) and relax < 1 else ""
 
 
 def render(ctx: Context) -> None:
@@ -63,9 +56,7 @@ def render(ctx: Context) -> None:
     chart(fig.relaxed_figure(run, task, layer), key="mask-relaxed", name=f"relaxed-{short(task)}-l{layer}")
     parts = fig.relaxed_units(run, task, layer)
     if parts is not None:
-        st.caption(f"While learning {short(task)}: HAT would protect {int((parts['accumulated'] > 0.5).sum())} units, "
-                   f"this run protected {int((parts['protected'] > 0.5).sum())}, "
-                   f"relaxed {int(parts['relaxed'].sum())}{_partly(run)}.")
+        st.caption(fig.unit_sentence(parts, task, layer=layer))
     left, right = st.columns(2)
     with left:
         capacity = fig.capacity_table(run.state)

@@ -1,7 +1,9 @@
 """Story: the run told in five numbered steps, next to its siblings (same sequence, seed and
-task count with HAT, PRM, PRM+, PRM(T), NCL, STL, joint, and CAT where one is listed). Each
-step is one chart, two sentences computed from the data and a button to the tab with the
-details; where a sibling is missing the step says so and the page offers to train it."""
+task count with HAT, PRM, PRM+, PRM(T), NCL, STL, joint, and CAT where one is listed), after a
+line on which seed it is and the spread over the listed seeds. Each step is one chart, at most
+two short sentences computed from the data (a two-minute read in all), a "How to read this"
+with the rest, and a button to the tab with the details; where a sibling is missing the step
+says so and the page offers to train it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import streamlit as st
 
 from explorer import state as keys
 from explorer.catalog import RunEntry
+from explorer.figures import consequence, seeds
 from explorer.figures import story as fig
 from explorer.figures.common import TRUTH_RULE, md
 from explorer.views.common import Context, chart, goto, how_to_read, link, load, table
@@ -19,25 +22,40 @@ STEPS = ("1. The sequence and its families", "2. What HAT protects, and what tha
          "3. What DTD decided, each call right or wrong", "4. The relaxed units of one task",
          "5. The consequence in accuracy")
 
-HELP = f"""
+INTRO_HELP = """
 The story reads the open run together with its **siblings**: the listed runs of the same sequence, seed and
 number of tasks trained with the other methods. HAT protects every unit an earlier task used; PRM asks
-dissimilar-task detection (DTD) which earlier tasks are similar and leaves their units trainable (*relaxed*).
-Step 2 counts what HAT's accumulated mask holds when each task arrives (the share of units any earlier task
-used) and compares each task's accuracy just after it was learnt with STL (a network trained on that task alone)
-and joint (all data so far at once). Step 3 judges DTD's calls: the set the run used (X-means, or the configured linkage
-or cut rule), and in the ablations PRM(S), PRM(D) and PRM(T), whose protected sets come from a fixed rule, what
-X-means said. Where a **CAT** run of the same sequence and seed is listed, its calls stand beside DTD's: CAT
-trains, for each new task, one transfer network per earlier task (that task's frozen masked features with a new
-head) and one reference network from scratch, and calls an earlier task similar when its transfer network is more
-accurate on the new task's validation set; the table counts the calls right of both and the seconds each spent
-deciding (DTD's passes and X-means; CAT's transfer and reference trainings, one more training per earlier task).
-{TRUTH_RULE} Step 4 counts a unit as relaxed when an
-earlier task used it (accumulated mask above 0.5) and the run protected it at least 0.05 less than HAT would, as
-the Masks view does. Step 5: **BWT** is the mean of final minus just-learnt accuracy (negative: forgetting), **FWT**
-the mean of just-learnt accuracy minus STL's, both per family; the seed spread is the standard deviation over the
-finished runs of the same sequence, method, task count and configuration. Details: docs/story.md.
+dissimilar-task detection (DTD) which earlier tasks are similar and relaxes their units. **Which seed:** the
+finished runs of this sequence, method, task count and configuration (one per seed) are ranked by their Acc
+minus the Acc of HAT of the same seed; the median seed is the typical one (with an even number of seeds, the
+lower middle). Beside this seed's Acc stand the mean ± sd (population) over those seeds. Each step shows one
+chart and at most two sentences; its "How to read this" holds the rest. Details: docs/story.md.
 """
+
+HELP = (
+    TRUTH_RULE,
+    "The bars: the share of the layer's units HAT's accumulated mask held when each task arrived (the capacity "
+    "after the task before). The lines: each task's accuracy just after it was learnt under HAT, STL (a network "
+    "trained on that task alone) and joint (all data so far at once).",
+    "Each cell is one call: when the new task (row) arrived, was the earlier task (column) called similar? Judged "
+    "is the set the run used (X-means in the paper's PRM; the linkage or cut rule and its threshold in PRM+) and, "
+    "in the ablations PRM(S), PRM(D) and PRM(T), whose protected set is a fixed rule, what X-means said. A "
+    "dissimilar task called similar has its units relaxed; a similar task missed keeps them protected (the truth: "
+    "step 1). Where a **CAT** run of the same sequence and seed is listed, its calls stand beside DTD's: CAT trains, for "
+    "each new task, one transfer network per earlier task (that task's frozen masked features with a new head) "
+    "and one reference network from scratch, and calls an earlier task similar when its transfer network is more "
+    "accurate; the table counts the calls right of both and the seconds each spent deciding.",
+    "Every unit an earlier task used (accumulated mask above 0.5) is in one of three groups while the task is "
+    "learnt: **protected** as under HAT; **free**, fully trainable again (protection below 0.05: the paper's PRM, "
+    "`prm.relax` = 1); **partially relaxed**, protected at least 0.05 less than HAT but not free (with `prm.relax` "
+    "= r below 1, a unit only similar tasks use is protected at 1 − r and keeps a fraction r of its gradient; "
+    "PRM+ uses 0.3). The Masks view counts the same way.",
+    "Each cell is the run's accuracy minus HAT's on the same task at the same moment (blue: the run is better). "
+    "**BWT** is the mean of final minus just-learnt accuracy (negative: forgetting), **FWT** the mean of "
+    "just-learnt accuracy minus STL's, per family in the table; the chart puts one point per method with ±1 sd "
+    "over the finished runs of the same sequence, method, task count and configuration.",
+)
+"""Each step's "How to read this", before the details the data gives."""
 
 
 def _prefill(entry: RunEntry, method: str) -> None:
@@ -82,6 +100,11 @@ def _sentences(pair: tuple[str, str]) -> None:
     st.markdown(" ".join(s for s in pair if s))
 
 
+def _more(step: int, *details: str):
+    """The step's "How to read this": its help, then what the data says beyond the body."""
+    return how_to_read(" ".join(t for t in (HELP[step], *details) if t))
+
+
 def render(ctx: Context) -> None:
     method = ctx.run.meta["config"]["method"]
     found = fig.siblings(ctx.entry, ctx.entries)
@@ -89,8 +112,11 @@ def render(ctx: Context) -> None:
     absent = fig.missing(ctx.entry, found)
     others = [fig.label(m) for m in found if m not in runs]
     st.caption(f"**{md(fig.label(method))}** on {md(ctx.entry.sequence)}, seed {ctx.entry.seed}, told with "
-               f"{md(', '.join(fig.label(m) for m in runs if m != method)) or 'no sibling'}"
-               + (f"; also listed, compared in the Compare tab: {md(', '.join(others))}" if others else "") + ".")
+               f"{md(', '.join(fig.label(m) for m in runs if m != method)) or 'no sibling'}.")
+    spread = seeds.spread_of(ctx.entry, ctx.entries)
+    if spread is not None:
+        st.markdown(seeds.seed_sentence(spread, method=method))
+    how_to_read(INTRO_HELP + (f" Also listed, compared in the Compare tab: {md(', '.join(others))}." if others else ""))
     if absent:
         _offer_training(ctx.entry, absent)
     dtd = fig.dtd_sibling(method, runs)
@@ -99,13 +125,13 @@ def render(ctx: Context) -> None:
     _calls(ctx, runs, dtd)
     _relaxed(ctx, runs, dtd)
     _accuracy(ctx, runs, found, dtd)
-    how_to_read(HELP)
 
 
 def _sequence(ctx: Context) -> None:
     st.subheader(STEPS[0])
     chart(fig.sequence_figure(ctx.run.state), key="story-sequence", name="story-sequence")
     _sentences(fig.sequence_sentences(ctx.run.state))
+    _more(0)
     link("Overview", view=keys.OVERVIEW, task=ctx.task, layer=ctx.layer, key="story-go-1")
 
 
@@ -124,6 +150,7 @@ def _hat(ctx: Context, runs: dict[str, Run]) -> None:
                                 joint=joint.state if joint else None)
     chart(fig.protection_figure(data, layer=ctx.layer), key="story-hat", name="story-hat-protection")
     _sentences(fig.protection_sentences(data, layer=ctx.layer, state=hat.state))
+    _more(1, fig.protection_details(data, state=hat.state))
     link("Masks", view=keys.MASKS, task=ctx.task, layer=ctx.layer, key="story-go-2")
 
 
@@ -139,16 +166,19 @@ def _calls(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
     run = runs[shown]
     if shown != method:
         st.caption(f"{md(fig.label(method))} runs no DTD; these are the decisions of its {md(fig.label(shown))} sibling"
-                   + (", and CAT's own calls stand beside them below." if method == cat else "."))
+                   + (", and CAT's own calls stand beside them in the details." if method == cat else "."))
     if ctx.layer >= run.n_layers:
         st.info(f"The {md(fig.label(shown))} run has {run.n_layers} masked layer(s); pick one of them in the sidebar.")
         return
     data = fig.calls_table(run.state, layer=ctx.layer)
     chart(fig.calls_figure(data, n_tasks=run.state.n_tasks, layer=ctx.layer, method=shown), key="story-calls",
           name="story-dtd-calls")
-    _sentences(fig.calls_sentences(data, layer=ctx.layer, cat=bool(run.state.transfer)))
-    if cat is not None and shown != cat:
-        _beside(ctx, {shown: run.state, cat: runs[cat].state})
+    first, second = fig.calls_sentences(data, layer=ctx.layer, who=fig.decider(run.state), cat=bool(run.state.transfer))
+    borrowed = shown != method  # the caption is a sentence of the body: what the wrong calls did goes below
+    _sentences((first, "" if borrowed else second))
+    with _more(2, second if borrowed else "", fig.calls_details(data)):
+        if cat is not None and shown != cat:
+            _beside(ctx, {shown: run.state, cat: runs[cat].state})
     link("Clustering", view=keys.CLUSTERING, task=ctx.task, layer=ctx.layer, key="story-go-3")
 
 
@@ -176,7 +206,8 @@ def _relaxed(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
         st.info(f"In the {md(fig.label(dtd))} run, {why} on layer {ctx.layer}: every task was protected as under HAT.")
         return
     chart(fig.relaxed_figure(run, task=task, layer=ctx.layer), key="story-relaxed", name="story-relaxed-units")
-    _sentences(fig.relaxed_sentences(run, task=task, layer=ctx.layer, why=why))
+    _sentences(fig.relaxed_sentences(run, task=task, layer=ctx.layer))
+    _more(3, fig.relaxed_details(run, task=task, layer=ctx.layer, why=why))
     link("Masks", view=keys.MASKS, task=task, layer=ctx.layer, key="story-go-4")
 
 
@@ -201,28 +232,25 @@ def _accuracy(ctx: Context, runs: dict[str, Run], found: dict[str, RunEntry], dt
     method = ctx.run.meta["config"]["method"]
     subject = dtd if method == "hat" else method
     hat = runs.get("hat")
-    compared = hat is not None and subject in runs
-    if not compared:
+    if hat is None or subject not in runs:
         st.info("The difference matrix needs a HAT run and another method of the same sequence and seed; "
                 + ("no HAT run is listed." if hat is None else "no PRM-family run is listed beside this HAT run."))
     else:
         if subject != method:
             st.caption(f"This is the HAT run; the difference is taken with its {md(fig.label(subject))} sibling.")
-        chart(fig.difference_figure(runs[subject].state, hat.state, a_name=fig.label(subject), b_name="HAT"),
+        chart(consequence.difference_figure(runs[subject].state, hat.state, a_name=fig.label(subject), b_name="HAT"),
               key="story-diff", name="story-difference")
+        st.markdown(consequence.difference_sentence(runs[subject].state, hat.state, a_name=fig.label(subject),
+                                                    b_name="HAT"))
     stl = runs.get("stl")
-    points = fig.stability_points(_stability_groups(ctx, runs, found))
-    left, right = st.columns([2, 3])
-    with left:
+    points = consequence.stability_points(_stability_groups(ctx, runs, found))
+    with _more(4, consequence.stability_sentence(points)):
         st.markdown("**BWT and FWT per family** (FWT against the STL sibling"
                     + ("" if stl is not None else ": none listed, so n/a") + ")")
-        table(fig.family_transfer({m: r.state for m, r in runs.items() if m != "stl"},
-                                  stl.state if stl is not None else None),
+        table(consequence.family_transfer({m: r.state for m, r in runs.items() if m != "stl"},
+                                          stl.state if stl is not None else None),
               key="story-families", name="story-transfer-per-family")
-    with right:
-        chart(fig.stability_figure(points), key="story-stability", name="story-stability-plasticity")
-    _sentences((fig.difference_sentence(runs[subject].state, hat.state, a_name=fig.label(subject), b_name="HAT")
-                if compared else "", fig.stability_sentence(points)))
+        chart(consequence.stability_figure(points), key="story-stability", name="story-stability-plasticity")
     c1, c2 = st.columns(2)
     with c1:
         link("Accuracy matrix", view=keys.ACCURACY, task=ctx.task, layer=ctx.layer, key="story-go-5")

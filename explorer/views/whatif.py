@@ -106,7 +106,7 @@ def render(ctx: Context, *, step: int, layer: int) -> None:
     else:
         st.info(f"What-if is not available for this run: it has no checkpoint for the start of {short(step)}. "
                 "Runs keep one per task unless recorded with --no-checkpoints (of the bundled samples only the "
-                "default run, digits-mixed-few-prm+-s4, keeps them, to keep the repository small); "
+                "default run, the paper's PRM on digits-writers-binary, keeps them, to keep the repository small); "
                 "record a run with checkpoints (python -m prm run, or the Train live tab) to ask what-if questions.")
     children = _children(ctx)
     if children:

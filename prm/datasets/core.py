@@ -148,6 +148,35 @@ def few_shot(task: Task, shots: int, *, seed: int) -> Task:
                                rows=(train_rows, task.rows[1], task.rows[2]))
 
 
+@dataclass(frozen=True, kw_only=True)
+class Concept:
+    """One yes/no question asked of every image of a multi-class task.
+
+    The paper's similar tasks are one binary question per identity (F-CelebA: "is this
+    celebrity smiling?"), so tasks share a concept while their people differ. A concept
+    turns a 10-way writer or style task into that shape: ``positive`` lists the head
+    indices answered "yes". Head indices, not digits, so that a style task's
+    label-permuted twin keeps asking a different question (the control stays a control).
+    """
+
+    name: str
+    question: str
+    positive: frozenset[int]
+
+    def apply(self, task: Task) -> Task:
+        """``task`` relabelled to head 0 = "no", head 1 = "yes"; images and splits unchanged."""
+        if task.n_classes <= max(self.positive):
+            raise DataError(f"concept {self.name!r} needs {max(self.positive) + 1} classes; {task.name} has "
+                            f"{task.n_classes}")
+        yes = torch.zeros(task.n_classes, dtype=torch.int64)
+        yes[sorted(self.positive)] = 1
+        return dataclasses.replace(task, name=f"{task.name} {self.name}", n_classes=2, classes=(0, 1),
+                                   y_train=yes[task.y_train], y_val=yes[task.y_val], y_test=yes[task.y_test])
+
+
+HIGH_DIGIT = Concept(name=">=5?", question="is the digit 5 or more?", positive=frozenset(range(5, 10)))
+
+
 def pick(x: np.ndarray, y: np.ndarray, splits) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """(x[idx], y[idx]) for each index array: the ``parts`` of :func:`make_task` from one array."""
     return tuple((x[idx], y[idx]) for idx in splits)

@@ -1,0 +1,128 @@
+"""Story, step 5: the consequence in accuracy, the run − HAT difference matrix (the step's
+chart and sentence) and, among its details, BWT and FWT per family and a stability-plasticity
+chart over the listed seeds. Pure builders, as in :mod:`explorer.figures.story`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from explorer.figures.accuracy import difference
+from explorer.figures.common import DIVERGING, FONT, empty, fmt, method_colour, short
+from explorer.figures.overview import run_metrics
+from explorer.figures.story import families, label, projector
+from prm import metrics
+from prm.runs import RunState
+
+
+def difference_figure(a: RunState, b: RunState, *, a_name: str, b_name: str) -> go.Figure:
+    """R_a − R_b, diverging around 0 on a symmetric range, every known cell written out."""
+    D = difference(a, b)
+    n = len(D)
+    if np.isnan(D).all():
+        return empty("the two runs share no learnt task")
+    bound = max(float(np.nanmax(np.abs(D))), 0.05)
+    ticks = [short(t) for t in range(n)]
+    text = [["" if np.isnan(v) else fmt(v, 2, signed=True) for v in row] for row in D]
+    fig = go.Figure(go.Heatmap(z=D, x=ticks, y=ticks, zmin=-bound, zmax=bound, colorscale=DIVERGING, text=text,
+                               texttemplate="%{text}", textfont=dict(size=FONT - 1), xgap=1, ygap=1,
+                               colorbar=dict(title=dict(text=f"{a_name} − {b_name}", side="right")),
+                               hovertemplate="after %{y}, on %{x}: %{z:+.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="after learning task")
+    fig.update_xaxes(title="tested on task")
+    return projector(fig, title=f"Accuracy of {a_name} minus {b_name} (red: {b_name} better, blue: {a_name} better)",
+                      height=max(380, 150 + 34 * n))
+
+
+def family_transfer(states: Mapping[str, RunState], stl: RunState | None) -> pd.DataFrame:
+    """One row per method and family: BWT and FWT over that family's learnt tasks ("n/a" where
+    a value cannot be computed: no STL run, or no task of that family learnt). Long, not wide,
+    so the table fits a narrow column whatever the number of families."""
+    rows = []
+    stl_diag = None
+    if stl is not None and metrics.completed_rows(stl.accuracy_matrix("test")):
+        stl_diag = np.diag(stl.accuracy_matrix("test"))
+    for method, state in states.items():
+        R = state.accuracy_matrix("test")
+        done = metrics.completed_rows(R)
+        for fam, tasks in families(state).items():
+            learnt = [t for t in tasks if t < done]
+            bwt = metrics.backward_transfer(R, tasks=learnt) if learnt else None
+            known = [t for t in learnt if stl_diag is not None and t < len(stl_diag) and not np.isnan(stl_diag[t])]
+            fwt = metrics.forward_transfer(R, stl_diag, tasks=known) if known else None
+            rows.append({"method": label(method), "family": fam, "BWT": fmt(bwt, signed=True),
+                         "FWT": fmt(fwt, signed=True)})
+    return pd.DataFrame(rows, columns=["method", "family", "BWT", "FWT"])
+
+
+def stability_points(groups: Mapping[str, Sequence[tuple[RunState, RunState | None]]]) -> pd.DataFrame:
+    """Per method: mean and sd over its seeds of FWT (each seed against its own STL run) and
+    BWT; seeds without an STL run count for BWT only."""
+    rows = []
+    for method, runs in groups.items():
+        values = [run_metrics(state, stl=stl) for state, stl in runs]
+        bwt = [v["bwt"] for v in values if v["bwt"] is not None]
+        fwt = [v["fwt"] for v in values if v["fwt"] is not None]
+        rows.append({"method": method, "seeds": len(values),
+                     "BWT": float(np.mean(bwt)) if bwt else np.nan, "BWT sd": float(np.std(bwt)) if bwt else np.nan,
+                     "FWT": float(np.mean(fwt)) if fwt else np.nan, "FWT sd": float(np.std(fwt)) if fwt else np.nan})
+    return pd.DataFrame(rows, columns=["method", "seeds", "BWT", "BWT sd", "FWT", "FWT sd"])
+
+
+def stability_figure(points: pd.DataFrame) -> go.Figure:
+    """FWT (plasticity) against BWT (stability), a point per method with ±1 sd over seeds;
+    the corners are named."""
+    shown = points.dropna(subset=["BWT", "FWT"])
+    if shown.empty:
+        return empty("FWT needs an STL run of the same seed: none is listed")
+    fig = go.Figure()
+    for row in shown.to_dict("records"):
+        spread = row["seeds"] > 1
+        name = label(row["method"])
+        fig.add_scatter(x=[row["FWT"]], y=[row["BWT"]], mode="markers+text", name=name, text=[name],
+                        textposition="top center", textfont=dict(size=FONT),
+                        marker=dict(color=method_colour(row["method"]), size=14, line=dict(color="white", width=1)),
+                        error_x=dict(type="data", array=[row["FWT sd"] if spread else 0], visible=spread),
+                        error_y=dict(type="data", array=[row["BWT sd"] if spread else 0], visible=spread),
+                        hovertemplate=f"{name}: FWT %{{x:+.3f}}, BWT %{{y:+.3f}} "
+                                      f"({row['seeds']} seed{'s' if row['seeds'] != 1 else ''})<extra></extra>")
+    xs = np.concatenate([shown["FWT"] - shown["FWT sd"].fillna(0), shown["FWT"] + shown["FWT sd"].fillna(0), [0.0]])
+    ys = np.concatenate([shown["BWT"] - shown["BWT sd"].fillna(0), shown["BWT"] + shown["BWT sd"].fillna(0), [0.0]])
+    pad_x, pad_y = max(np.ptp(xs) * 0.25, 0.02), max(np.ptp(ys) * 0.25, 0.02)
+    fig.update_xaxes(range=[xs.min() - pad_x, xs.max() + pad_x], zeroline=True, zerolinecolor="#999",
+                     title="FWT: accuracy just after learning − STL (right: transfers)")
+    fig.update_yaxes(range=[ys.min() - pad_y, ys.max() + pad_y], zeroline=True, zerolinecolor="#999",
+                     title="BWT: final − just learnt (down: forgets)")
+    for x, y, text, anchor in ((0.01, 0.99, "keeps, does not transfer", "left"),
+                               (0.99, 0.99, "keeps and transfers", "right"),
+                               (0.01, 0.01, "forgets, does not transfer", "left"),
+                               (0.99, 0.01, "transfers but forgets", "right")):
+        fig.add_annotation(x=x, y=y, xref="paper", yref="paper", text=text, showarrow=False, xanchor=anchor,
+                           yanchor="top" if y > 0.5 else "bottom", font=dict(size=FONT, color="#666"))
+    fig.update_layout(showlegend=False)
+    return projector(fig, title="Stability against plasticity: one point per method (±1 sd over seeds)", height=440)
+
+
+def difference_sentence(a: RunState, b: RunState, *, a_name: str, b_name: str) -> str:
+    """The last shared row of R_a − R_b: its mean, its lowest and its highest cell."""
+    D = difference(a, b)
+    done = min(metrics.completed_rows(a.accuracy_matrix("test")), metrics.completed_rows(b.accuracy_matrix("test")))
+    if not done:
+        return "The two runs share no learnt task."
+    final = D[done - 1, :done]
+    worst, best = int(np.nanargmin(final)), int(np.nanargmax(final))
+    return (f"After {short(done - 1)}, {a_name} − {b_name} averages {fmt(float(np.nanmean(final)), signed=True)} "
+            f"over {done} task{'s' if done != 1 else ''}, from {fmt(final[worst], signed=True)} on {short(worst)} "
+            f"to {fmt(final[best], signed=True)} on {short(best)}.")
+
+
+def stability_sentence(points: pd.DataFrame) -> str:
+    """Each method's BWT and FWT (means over seeds), in the chart's order."""
+    shown = points.dropna(subset=["BWT"])
+    if shown.empty:
+        return "No method has a learnt task to measure."
+    return "Over all tasks: " + "; ".join(f"{label(r.method)} BWT {fmt(r.BWT, signed=True)}, FWT {fmt(r.FWT, signed=True)}"
+                                          for r in shown.itertuples()) + "."
