@@ -95,7 +95,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", nargs="?", default=str(ROOT / "docs" / "screenshot.png"))
     parser.add_argument("--view", default="Task embeddings")
-    parser.add_argument("--run", default="sample_runs/digits-mixed-few-prm+-s4")
+    parser.add_argument("--run", default="sample_runs/digits-writers-binary-prm-s2")
     parser.add_argument("--task", default=None)
     parser.add_argument("--full-page", action="store_true")
     parser.add_argument("--size", default="1500x1000", help="viewport WIDTHxHEIGHT (1280x720: a projector)")

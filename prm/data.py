@@ -202,8 +202,8 @@ SPECS.update({
     "mnist5k-mixed-few": _few("mnist5k-mixed", 5, "style", default_n=14),
     "digits-writers-binary": _binary("digits-writers", 10, "writer"),
     "digits-mixed-binary": _binary("digits-mixed", 10, "writer"),
-    "mnist5k-styles-binary": _binary("mnist5k-styles", 20, "style"),
-    "mnist5k-mixed-binary": _binary("mnist5k-mixed", 20, "style", default_n=14),
+    "mnist5k-styles-binary": _binary("mnist5k-styles", 40, "style"),
+    "mnist5k-mixed-binary": _binary("mnist5k-mixed", 40, "style", default_n=14),
 })
 
 SEQUENCES: dict[str, str] = {name: spec.description for name, spec in SPECS.items()}

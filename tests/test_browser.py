@@ -17,7 +17,7 @@ import pytest
 from explorer.browser import CHROMIUM, browser_page, exceptions, open_view, serve
 
 SAMPLE = "sample_runs/digits-mixed-prm-s0"
-DEFAULT = "sample_runs/digits-mixed-few-prm+-s4"  # the run the app opens on: its Story is the README's picture
+DEFAULT = "sample_runs/digits-writers-binary-prm-s2"  # the run the app opens on: its Story is the README's picture
 
 _REQUIRED = os.environ.get("PRM_REQUIRE_BROWSER") == "1"
 pytestmark = [] if _REQUIRED else [

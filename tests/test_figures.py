@@ -204,11 +204,18 @@ def test_units_are_counted_protected_partially_relaxed_or_free_on_hand_made_mask
     assert masks.unit_sentence(hat, 3, layer=0).endswith("kept 5 protected, relaxed 0 partially and freed 0.")
 
 
-def test_a_partly_relaxed_unit_counts_as_relaxed():
-    from prm.runs import load_run
+def test_a_partly_relaxed_unit_counts_as_relaxed(tmp_path, tiny):
+    from prm.config import PRMConfig
+    from prm.engine import train_sequence
+    from prm.runs import RunWriter, load_run
 
-    run = load_run("sample_runs/digits-mixed-few-prm+-s4")  # relax 0.3: similar-only units protected at 0.7
-    task = 9  # writer 00: four earlier writers called similar
+    def recorded(method: str, **prm):  # three writers: every earlier one truly similar
+        cfg = tiny(sequence="digits-writers", method=method, prm=PRMConfig(dtd_epochs=4, head_epochs=2, **prm))
+        train_sequence(cfg, emit=RunWriter(tmp_path / method, config=cfg))
+        return load_run(tmp_path / method)
+
+    run = recorded("prm-t", relax=0.3)  # similar-only units protected at 0.7, kept 0.3 of their gradient
+    task = 2
     parts = masks.relaxed_units(run, task, 0)
     partly = (parts["accumulated"] > 0.5) & (parts["protected"] > 0.5) & (parts["protected"] < 0.8)
     assert partly.any() and parts["relaxed"][partly].all()
@@ -216,5 +223,5 @@ def test_a_partly_relaxed_unit_counts_as_relaxed():
     counts = masks.unit_counts(parts)
     assert counts["partial"] == partly.sum() and counts["free"] == 0
     assert masks.kept_gradient(parts) == pytest.approx(0.3, abs=0.01)  # prm.relax, as the masks record it
-    full = masks.relaxed_units(load_run("sample_runs/digits-mixed-few-hat-s4"), task, 0)
+    full = masks.relaxed_units(recorded("hat"), task, 0)
     assert full["relaxed"].sum() == 0

@@ -24,7 +24,7 @@ from prm.runs import RunParent, load_run
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "explorer" / "app.py")
 SAMPLES = sorted(p.name for p in (ROOT / "sample_runs").iterdir() if (p / "run.json").exists())
-DEFAULT = "digits-mixed-few-{}-s4"
+DEFAULT = "digits-mixed-binary-{}-s4"
 pytestmark = pytest.mark.skipif(not (ROOT / "sample_runs" / DEFAULT.format("prm+") / "run.json").exists(),
                                 reason="the default sample runs are missing (scripts/make_sample_runs.py)")
 
@@ -321,8 +321,8 @@ def test_story_names_missing_siblings_and_fills_the_train_live_form():
 
 
 def test_story_of_an_unmasked_run_borrows_the_dtd_sibling():
-    at = open_story("digits-mixed-few-ncl-s4", task="T3")
+    at = open_story("digits-mixed-ncl-s0", task="T3")
     captions = "\n".join(c.value for c in at.caption)
-    assert "NCL runs no DTD; these are the decisions of its PRM\\+ sibling" in captions
+    assert "NCL runs no DTD; these are the decisions of its PRM sibling" in captions
     text = "\n".join(m.value for m in at.markdown)
     assert "T3, the sidebar task, has none, so this shows T7" in text

@@ -141,6 +141,6 @@ def test_table_from_recorded_runs_matches_compare(tmp_path, capsys):
 def test_show_names_the_rule_that_decided_instead_of_calling_it_undecided(capsys):
     from prm.__main__ import main
 
-    assert main(["show", "sample_runs/digits-mixed-few-prm+-s4"]) == 0
+    assert main(["show", "sample_runs/digits-mixed-binary-prm+-s4"]) == 0
     printed = capsys.readouterr().out
     assert "T2   layer 0: k=1 dissimilar=[T1] (linkage)" in printed and "(undecided)" not in printed
