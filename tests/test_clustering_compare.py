@@ -194,7 +194,8 @@ def test_clustering_view_keeps_the_measure_in_the_url_and_warns_on_a_bad_one():
 
 def test_compare_view_on_the_default_sample_run(tmp_path):
     """The default run (no run in the URL) and all like runs of its sequence and task count are
-    picked; the tables have no None; one matrix per group, titles wrapped."""
+    picked; the tables have no None; one matrix per group of like runs (the mean over its
+    seeds), titles wrapped."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state[keys.RUNS_DIR] = str(tmp_path)  # only the samples
     at.query_params[keys.VIEW] = keys.COMPARE
@@ -210,6 +211,8 @@ def test_compare_view_on_the_default_sample_run(tmp_path):
         cells = frame.value.astype(str).to_numpy().ravel()
         assert not any(c in ("None", "nan", "<NA>") for c in cells)
     matrices = json.loads(charts(at)[-1].proto.spec)
-    assert [d["type"] for d in matrices["data"]] == ["heatmap"] * len(like)  # each a single run: its own matrix
+    groups = {(e.method, e.config) for e in found if e.key in like}  # the bundled story: six methods of five seeds
+    assert [d["type"] for d in matrices["data"]] == ["heatmap"] * len(groups) and len(groups) < len(like)
+    assert sum("mean of 5 seeds" in a["text"].replace("<br>", " ") for a in matrices["layout"]["annotations"]) == 6
     assert all(len(line) <= compare.TITLE_CHARS for a in matrices["layout"]["annotations"]
                for line in a["text"].split("<br>"))

@@ -138,7 +138,9 @@ def test_a_bad_record_is_skipped_with_a_warning_and_the_rest_kept(run_copy, muta
     assert run.state.tasks_done >= 2  # what came before the damage is still there
 
 
-def test_a_split_tree_with_a_cycle_is_refused(run_copy):
+def test_a_split_tree_with_a_cycle_is_refused(tmp_path):
+    run_copy = tmp_path / "copy"
+    shutil.copytree(ROOT / "sample_runs" / "digits-mixed-prm-s0", run_copy)  # X-means kept splits at step 5
     records = events(run_copy)
     dtd = next(r for r in records if r["type"] == "dtd" and r["task"] == 4)
     kept = [a for a in dtd["layers"][0]["xmeans"]["attempts"] if a["kept"]]

@@ -74,8 +74,8 @@ def test_the_help_quotes_measured_numbers_and_how_to_reproduce_them():
 
 
 def test_finished_runs_of_the_runs_folder_are_listed_after_a_reload(tmp_path):
-    names = ["digits-mixed-hat-s0", "digits-classes-hat-s0", "digits-writers-hat-s0", "digits-mixed-stl-s0",
-             "digits-classes-stl-s0", "digits-writers-stl-s0"]
+    names = ["digits-mixed-hat-s0", "digits-classes-hat-s0", "digits-mixed-binary-hat-s4", "digits-mixed-stl-s0",
+             "digits-classes-stl-s0", "digits-mixed-binary-stl-s4"]
     folders = copy_runs(names, tmp_path)
     at = open_live(tmp_path)  # a new session: nothing in LIVE_STARTED
     assert keys.LIVE_STARTED not in at.session_state

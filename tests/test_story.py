@@ -1,7 +1,13 @@
-"""The Story view: its builders against hand-checked numbers on the default sample run and on
-small hand-made inputs, and the view itself (AppTest) on every sample run, with the
-missing-sibling message, the Train-live prefill, the links to the detailed tabs and the length
-of what the page asks a reader to read (a two-minute story)."""
+"""The Story view: its builders against numbers worked out from the sample runs' raw records
+(accuracy matrices, recorded masks and DTD records, ``prm.methods.true_groups``) or by hand,
+on small hand-made inputs and on a tiny sibling set trained here, and the view itself (AppTest)
+on every sample run, with the missing-sibling message, the Train-live prefill, the links to the
+detailed tabs and the length of what the page asks a reader to read (a two-minute story).
+
+Samples used: ``digits-mixed-binary-*-s4`` (two families, writers truly similar: X-means' PRM
+calls many wrongly similar, PRM+ calls every earlier task dissimilar), ``digits-mixed-prm-s0``
+(the paper's PRM freeing units on some tasks, none on others) and the app's default,
+``digits-writers-binary-prm-s2`` (one family, every task truly similar)."""
 
 from __future__ import annotations
 
@@ -19,14 +25,23 @@ from explorer import state as keys
 from explorer.catalog import RunEntry
 from explorer.figures import consequence, story
 from explorer.views.story import STEPS
-from prm.runs import RunParent, load_run
+from prm.config import PRMConfig
+from prm.engine import train_sequence
+from prm.methods import true_groups
+from prm.runs import RunParent, RunWriter, load_run
+from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "explorer" / "app.py")
 SAMPLES = sorted(p.name for p in (ROOT / "sample_runs").iterdir() if (p / "run.json").exists())
 DEFAULT = "digits-mixed-binary-{}-s4"
-pytestmark = pytest.mark.skipif(not (ROOT / "sample_runs" / DEFAULT.format("prm+") / "run.json").exists(),
-                                reason="the default sample runs are missing (scripts/make_sample_runs.py)")
+WRITERS = "digits-writers-binary-prm-s2"
+"""The app's default run (PRM at the median seed of PRM − HAT over the five bundled seeds)."""
+FREEING = "digits-mixed-prm-s0"
+"""The paper's PRM (relax 1) freeing units on some tasks and none on others."""
+pytestmark = pytest.mark.skipif(not all((ROOT / "sample_runs" / name / "run.json").exists()
+                                        for name in (DEFAULT.format("prm+"), WRITERS, FREEING)),
+                                reason="the sample runs are missing (scripts/make_sample_runs.py)")
 
 
 def sample(method: str, name: str = DEFAULT):
@@ -39,6 +54,55 @@ def entry(method: str, *, seed: int = 4, status: str = "finished", sequence: str
                     name=f"{sequence}-{method}-s{seed}", sequence=sequence, method=method, seed=seed, n_tasks=n_tasks,
                     tasks_done=n_tasks, acc=0.9, status=status, started=None, config=f"{method}-{config}",
                     setup=setup, parent=parent)
+
+
+def calls_by_hand(state, layer: int = 0) -> dict[str, int]:
+    """Right calls, wrong 'similar' calls and missed similar tasks, straight from the recorded
+    DTD sets and the true groups (a call is right when 'dissimilar' matches 'other group')."""
+    groups, out = true_groups(state.tasks), {"right": 0, "false similar": 0, "missed": 0, "calls": 0}
+    for t, record in state.dtd.items():
+        called = set(record.layers[layer]["dissimilar"])
+        for i in range(t):
+            same = groups[i] == groups[t]
+            out["calls"] += 1
+            out["right"] += (i in called) != same
+            out["false similar"] += i not in called and not same
+            out["missed"] += i in called and same
+    return out
+
+
+def units_by_hand(run, task: int, layer: int = 0) -> dict[str, int]:
+    """Used, free and partially relaxed units while ``task`` was learnt, from the raw task masks
+    and the DTD record alone: protection p = max over the called-dissimilar tasks' masks and
+    (1 − relax) × the called-similar ones' (the paper's p_<=t-1 with ``prm.relax``); a used unit
+    (HAT's a_<=t-1 above 0.5) is relaxed when p is at least 0.05 below it, free when p < 0.05.
+    The recomputed p must be the mask the run recorded as protecting."""
+    masks = np.stack([run.mask(i, layer) for i in range(task)])
+    called, relax = set(run.state.dtd[task].layers[layer]["dissimilar"]), run.meta["config"]["prm"]["relax"]
+    p = np.max([m if i in called else (1 - relax) * m for i, m in enumerate(masks)], axis=0)
+    assert p == pytest.approx(run.protected(task, layer), abs=1e-6)
+    a = masks.max(axis=0)
+    used, relaxed = a > 0.5, (a > 0.5) & (p < a - 0.05)
+    return {"used": int(used.sum()), "free": int((relaxed & (p < 0.05)).sum()),
+            "partial": int((relaxed & (p >= 0.05)).sum())}
+
+
+TINY = ("hat", "prm", "prm+", "prm-t", "ncl", "stl", "joint")
+
+
+@pytest.fixture(scope="module")
+def tiny_siblings(tmp_path_factory) -> Path:
+    """Every sibling method on a 3-task digits-writers-binary (all tasks truly similar), seed 0.
+    Its PRM+ cuts at cosine distance 1.99 (every earlier task similar: every call right) with
+    ``prm.relax`` 0.3, so its units are relaxed partially, never freed: what no bundled PRM+
+    run shows, since each calls every earlier task dissimilar."""
+    root = tmp_path_factory.mktemp("story-runs")
+    for method in TINY:
+        rule = {"clustering": "cut", "threshold": 1.99, "relax": 0.3} if method == "prm+" else {}
+        cfg = tiny_config(sequence="digits-writers-binary", n_tasks=3, method=method,
+                          prm=PRMConfig(dtd_epochs=4, head_epochs=2, **rule))
+        train_sequence(cfg, emit=RunWriter(root / f"digits-writers-binary-{method}-s0", config=cfg))
+    return root
 
 
 # ----------------------------------------------------------------------------- siblings
@@ -86,63 +150,89 @@ def test_like_runs_take_one_finished_run_per_distinct_seed_of_the_same_configura
 
 def test_sequence_sentences_name_families_and_true_groups():
     state = sample("prm+").state
-    assert story.similar_groups(state) == [[3, 5, 6, 8, 9]]
+    writers = [t for t, task in enumerate(state.tasks) if task["family"] == "writers"]
+    assert writers == [3, 5, 6, 8, 9]  # run.json: T4, T6, T7, T9, T10; every classes task has its own digits
+    assert story.similar_groups(state) == [writers]
     first, second = story.sequence_sentences(state)
-    assert first == "The sequence digits\\-mixed\\-few has 10 tasks in 2 families: classes (5), writers (5)."
+    assert first == "The sequence digits\\-mixed\\-binary has 10 tasks in 2 families: classes (5), writers (5)."
     assert second == "Truly similar: T4, T6, T7, T9, T10; the other 5 are alone."
     fig = story.sequence_figure(state)
     assert sorted(trace.name for trace in fig.data) == ["family: classes", "family: writers"]
     assert fig.layout.font.size >= 12
+    assert story.sequence_sentences(sample("prm", WRITERS).state) == (  # one family, one group
+        "The sequence digits\\-writers\\-binary has 10 tasks in 1 family: writers (10).",
+        "All 10 tasks are truly similar.")
+    task = lambda family, classes: {"family": family, "classes": classes, "name": family}  # noqa: E731
+    pairs = SimpleNamespace(sequence="s", n_tasks=4, tasks=[task("a", [0, 1]), task("b", [0, 1]), task("a", [0, 1]),
+                                                            task("b", [0, 1])])
+    assert story.sequence_sentences(pairs)[1] == "Truly similar: T1, T3; T2, T4."  # no task alone: no tail
+    apart = SimpleNamespace(sequence="s", n_tasks=2, tasks=[task("classes", [0, 1]), task("classes", [2, 3])])
+    assert story.sequence_sentences(apart)[1] == "No two tasks are truly similar."
 
 
 def test_protection_table_reads_hat_capacity_on_arrival_and_accuracy_just_after_learning():
-    hat, stl = sample("hat").state, sample("stl").state
+    hat_run = sample("hat")
+    hat, stl = hat_run.state, sample("stl").state
     table = story.protection_table(hat, layer=0, stl=stl)
     assert table["protected on arrival"].iloc[0] == 0.0
     for t in range(1, 10):  # the share HAT held on arrival is the capacity recorded after the task before
         assert table["protected on arrival"].iloc[t] == hat.task_ends[t - 1].capacity[0]
-    assert table["protected on arrival"].iloc[9] == pytest.approx(0.8125)
+    assert int((hat_run.accumulated(8, 0) > 0.5).sum()) == 202  # HAT's recorded mask after T9: 202 of 256 units
+    assert table["protected on arrival"].iloc[9] == 202 / 256
     writers = table[table["family"] == "writers"]
     assert list(writers["task"]) == ["T4", "T6", "T7", "T9", "T10"]
-    assert writers["HAT"].mean() == pytest.approx((0.9333 + 0.7667 + 0.9333 + 1.0 + 0.9667) / 5, abs=1e-3)
-    assert writers["STL"].mean() == pytest.approx((0.9 + 0.8333 + 1.0 + 1.0 + 0.9667) / 5, abs=1e-3)
+    hat_diag, stl_diag = np.diag(hat.accuracy_matrix("test")), np.diag(stl.accuracy_matrix("test"))
+    assert hat_diag[[3, 5, 6, 8, 9]] == pytest.approx([0.8, 0.8667, 0.8, 0.8077, 0.8], abs=1e-4)
+    assert stl_diag[[3, 5, 6, 8, 9]] == pytest.approx([0.9333, 0.8, 0.8667, 0.8846, 0.9], abs=1e-4)
+    assert writers["HAT"].mean() == pytest.approx(4.0744 / 5, abs=1e-4)  # 0.815
+    assert writers["STL"].mean() == pytest.approx(4.3846 / 5, abs=1e-4)  # 0.877
     assert table["joint"].isna().all()
     first, second = story.protection_sentences(table, layer=0, state=hat)
-    assert first == "When the last task arrived, HAT protected 81% of layer 0's units."
-    assert second == ("Just after learning, the similar tasks scored 0.920 under HAT against 0.940 when learnt alone "
-                      "(STL): −0.020.")  # the five writers, as above
+    assert first == "When the last task arrived, HAT protected 79% of layer 0's units."  # 202 / 256
+    assert second == ("Just after learning, the similar tasks scored 0.815 under HAT against 0.877 when learnt alone "
+                      "(STL): −0.062.")  # the five writers, as above
     details = story.protection_details(table, state=hat)
-    assert "writers (similar tasks): HAT 0.920 against STL 0.940 (−0.020)" in details
+    assert "writers (similar tasks): HAT 0.815 against STL 0.877 (−0.062)" in details
     no_stl = story.protection_sentences(story.protection_table(hat, layer=0), layer=0, state=hat)[1]
-    assert no_stl == "Just after learning, the similar tasks scored 0.920 under HAT; no STL run is listed to compare."
+    assert no_stl == "Just after learning, the similar tasks scored 0.815 under HAT; no STL run is listed to compare."
 
 
 # ----------------------------------------------------------------------------- step 3
 
 def test_calls_of_prm_on_the_default_sequence_right_and_wrong():
-    table = story.calls_table(sample("prm").state, layer=0)
+    """X-means' sets (recorded): T2 {T1}, T3 {T2}, T4 {T1, T3}, every later task {} (all
+    similar). Right, by new task: 1, 1, 2, 0, 1, 2, 0, 3, 4 = 14 of 45; the 31 wrong all call a
+    dissimilar task similar (no writer ever called dissimilar to a writer)."""
+    state = sample("prm").state
+    table = story.calls_table(state, layer=0)
     assert len(table) == 45  # 1 + 2 + ... + 9 earlier tasks
-    assert int(table["right"].sum()) == 30
+    assert calls_by_hand(state) == {"right": 14, "false similar": 31, "missed": 0, "calls": 45}
+    assert int(table["right"].sum()) == 14
     per = table.groupby("family", sort=False)["right"].agg(["sum", "count"])
-    assert per.loc["classes"].tolist() == [8, 14] and per.loc["writers"].tolist() == [22, 31]
-    who = story.decider(sample("prm").state)
+    assert per.loc["classes"].tolist() == [2, 14] and per.loc["writers"].tolist() == [12, 31]
+    who = story.decider(state)
     assert who == "PRM's DTD decided by X-means on the task embeddings"
     first, second = story.calls_sentences(table, layer=0, who=who)
-    assert first == "PRM's DTD decided by X-means on the task embeddings: on layer 0, 30 of 45 calls were right (67%)."
-    assert second == "Of the 15 wrong, 15 called a dissimilar task similar and 0 missed a similar one."
-    assert story.calls_details(table) == ("Right calls by the family of the new task: classes tasks 8 of 14; "
-                                          "writers tasks 22 of 31.")
+    assert first == "PRM's DTD decided by X-means on the task embeddings: on layer 0, 14 of 45 calls were right (31%)."
+    assert second == "Of the 31 wrong, 31 called a dissimilar task similar and 0 missed a similar one."
+    assert story.calls_details(table) == ("Right calls by the family of the new task: classes tasks 2 of 14; "
+                                          "writers tasks 12 of 31.")
     fig = story.calls_figure(table, n_tasks=10, layer=0, method="prm")
     marks = {trace.name: len(trace.x) for trace in fig.data if trace.type == "scatter"}
-    assert marks == {"✓ right": 30, "✗ wrong": 15}
+    assert marks == {"✓ right": 14, "✗ wrong": 31}
 
 
 def test_prm_plus_calls_judge_the_rule_it_used_and_ablations_judge_x_means():
-    prm_plus = sample("prm+").state  # linkage rule: every call right on this seed
-    assert int(story.calls_table(prm_plus, layer=0)["right"].sum()) == 45
+    prm_plus = sample("prm+").state  # linkage rule: every earlier task called dissimilar on this seed
+    assert all(set(r.layers[0]["dissimilar"]) == set(range(t)) for t, r in prm_plus.dtd.items())
+    # so the wrong calls are the C(5, 2) = 10 pairs of writers, each missed
+    assert calls_by_hand(prm_plus) == {"right": 35, "false similar": 0, "missed": 10, "calls": 45}
+    assert int(story.calls_table(prm_plus, layer=0)["right"].sum()) == 35
     who = story.decider(prm_plus)  # step 3 names the rule and threshold the run was configured with
     assert who == "PRM\\+'s DTD decided by average linkage on the cosine distance of binarised embeddings, cut at 0.3"
-    assert story.calls_sentences(story.calls_table(prm_plus, layer=0), layer=0, who=who)[1] == ""
+    assert story.calls_sentences(story.calls_table(prm_plus, layer=0), layer=0, who=who) == (
+        f"{who}: on layer 0, 35 of 45 calls were right (78%).",
+        "Of the 10 wrong, 0 called a dissimilar task similar and 10 missed a similar one.")
     cut = {**prm_plus.config, "prm": {**prm_plus.config["prm"], "clustering": "cut", "features": "raw"}}
     assert story.decider(SimpleNamespace(config=cut)).endswith(
         "decided by a cut at cosine distance 0.3 of raw embeddings")
@@ -152,61 +242,105 @@ def test_prm_plus_calls_judge_the_rule_it_used_and_ablations_judge_x_means():
     table = story.calls_table(truth, layer=0)
     own = sum(len(set(truth.dtd[t].layers[0]["dissimilar_xmeans"]) ^ set(truth.dtd[t].layers[0]["dissimilar"]))
               for t in truth.dtd)
-    assert len(table) - int(table["right"].sum()) == own
+    assert own > 0 and len(table) - int(table["right"].sum()) == own
+
+
+def test_every_call_right_leaves_the_second_sentence_empty(tiny_siblings):
+    """The tiny PRM+ calls both earlier writers similar at every step, as the truth has it."""
+    state = load_run(tiny_siblings / "digits-writers-binary-prm+-s0").state
+    assert calls_by_hand(state) == {"right": 3, "false similar": 0, "missed": 0, "calls": 3}
+    who = story.decider(state)
+    assert who == "PRM\\+'s DTD decided by a cut at cosine distance 1.99 of raw embeddings"
+    assert story.calls_sentences(story.calls_table(state, layer=0), layer=0, who=who) == (
+        f"{who}: on layer 0, 3 of 3 calls were right (100%).", "")
 
 
 # ----------------------------------------------------------------------------- step 4
 
 def test_relaxed_counts_and_choice():
-    counts = story.relaxed_counts(sample("prm+"), layer=0)
-    assert counts == {1: 0, 2: 0, 3: 0, 4: 0, 5: 11, 6: 29, 7: 0, 8: 19, 9: 23}
+    run = sample("prm", FREEING)
+    counts = story.relaxed_counts(run, layer=0)
+    by_hand = {t: units_by_hand(run, t)["free"] for t in range(1, 10)}
+    assert counts == by_hand == {1: 0, 2: 38, 3: 0, 4: 7, 5: 1, 6: 85, 7: 6, 8: 16, 9: 1}
     assert story.relaxed_choice(counts, 9) == (9, "T10 is the task picked in the sidebar")
-    task, why = story.relaxed_choice(counts, 2)
-    assert task == 6 and why == ("T3, the sidebar task, has none, so this shows T7, the task with the most "
-                                 "units relaxed (29)")
+    task, why = story.relaxed_choice(counts, 3)
+    assert task == 6 and why == ("T4, the sidebar task, has none, so this shows T7, the task with the most "
+                                 "units relaxed (85)")
+    assert story.relaxed_choice(counts, 0)[1].startswith("the first task has nothing earlier to relax, so this shows T7")
+    assert story.relaxed_choice({1: 4, 2: 4, 3: 0}, 3)[0] == 1  # the earliest among equals
     assert story.relaxed_choice({1: 0, 2: 0}, 1)[0] is None
     assert story.relaxed_choice({}, 0)[0] is None
 
 
-def test_relaxed_sentences_count_partial_and_free_units_apart_and_name_the_similar_tasks():
-    """PRM+ (relax 0.3) relaxes units partially: they are never counted as free. The paper's
-    PRM (relax 1) frees them."""
-    first, second = story.relaxed_sentences(sample("prm+"), task=9, layer=0)
-    assert first == ("While learning T10, HAT would protect the 209 units of layer 0 that earlier tasks used; PRM\\+ "
-                     "kept 186 protected, relaxed 23 partially (to 0.30 of the gradient) and freed 0.")
-    assert second == "They belong to T4, T6, T7, T9, the tasks called similar."
-    assert story.relaxed_details(sample("prm+"), task=9, layer=0, why="T10 is the task picked") == (
-        "T10 is the task picked. The units of T1, T2, T3, T5, T8 (called dissimilar) stayed protected.")
-    fig = story.relaxed_figure(sample("prm+"), task=9, layer=0)
-    assert len(fig.data[0].x) == 209 and [s.x1 for s in fig.layout.shapes] == [pytest.approx(22.5)]
-    assert fig.layout.annotations[0].text == "23 partially relaxed"
-    paper = story.relaxed_sentences(sample("prm"), task=9, layer=0)[0]
-    free = story.relaxed_counts(sample("prm"), layer=0)[9]
-    assert f"relaxed 0 partially and freed {free}." in paper and free > 0
+def test_relaxed_sentences_count_free_units_and_name_the_similar_tasks():
+    """The paper's PRM (relax 1) frees the units of the tasks called similar: none is partial.
+    T7 of digits-mixed seed 0: DTD called only T2 dissimilar."""
+    run = sample("prm", FREEING)
+    assert run.state.dtd[6].layers[0]["dissimilar"] == [1]
+    units = units_by_hand(run, 6)
+    assert units["free"] == 85 and units["partial"] == 0
+    first, second = story.relaxed_sentences(run, task=6, layer=0)
+    assert first == (f"While learning T7, HAT would protect the {units['used']} units of layer 0 that earlier tasks "
+                     f"used; PRM kept {units['used'] - 85} protected, relaxed 0 partially and freed 85.")
+    assert second == "They belong to T1, T3, T4, T5, T6, the tasks called similar."
+    assert story.relaxed_details(run, task=6, layer=0, why="T7 is the task picked") == (
+        "T7 is the task picked. The units of T2 (called dissimilar) stayed protected.")
+    fig = story.relaxed_figure(run, task=6, layer=0)
+    assert len(fig.data[0].x) == units["used"] and [s.x1 for s in fig.layout.shapes] == [pytest.approx(84.5)]
+    assert fig.layout.annotations[0].text == "85 free"
+
+
+def test_relaxed_sentences_count_partial_units_apart_from_free_ones(tiny_siblings):
+    """PRM+ with relax 0.3 protects a similar task's unit at 0.7: relaxed partially, never
+    counted free. The tiny PRM+ called both earlier tasks similar when T3 arrived."""
+    run = load_run(tiny_siblings / "digits-writers-binary-prm+-s0")
+    assert run.state.dtd[2].layers[0]["dissimilar"] == []
+    units = units_by_hand(run, 2)
+    assert units["free"] == 0 and units["partial"] == units["used"] > 0
+    first, second = story.relaxed_sentences(run, task=2, layer=0)
+    assert first == (f"While learning T3, HAT would protect the {units['used']} units of layer 0 that earlier tasks "
+                     f"used; PRM\\+ kept 0 protected, relaxed {units['used']} partially (to 0.30 of the gradient) "
+                     "and freed 0.")
+    assert second == "They belong to T1, T2, the tasks called similar."
+    fig = story.relaxed_figure(run, task=2, layer=0)
+    assert [s.x1 for s in fig.layout.shapes] == [pytest.approx(units["used"] - 0.5)]
+    assert fig.layout.annotations[0].text == f"{units['used']} partially relaxed"
 
 
 # ----------------------------------------------------------------------------- step 5
 
 def test_difference_matrix_and_its_sentence():
-    a, b = sample("prm+").state, sample("hat").state
-    fig = consequence.difference_figure(a, b, a_name="PRM+", b_name="HAT")
+    """PRM − HAT: the final rows (accuracy matrices) are PRM 0.9861, 1, 0.875, 0.7333, 1, 0.8333,
+    0.9, 0.9437, 0.8462, 0.9333 and HAT 1, 1, 1, 0.8, 1, 0.8667, 0.8, 0.9577, 0.8077, 0.8:
+    differences summing to +0.0188, lowest −0.125 on T3, highest +0.1333 on T10."""
+    a, b = sample("prm").state, sample("hat").state
+    A, B = a.accuracy_matrix("test"), b.accuracy_matrix("test")
+    assert A[9] == pytest.approx([0.9861, 1, 0.875, 0.7333, 1, 0.8333, 0.9, 0.9437, 0.8462, 0.9333], abs=1e-4)
+    assert B[9] == pytest.approx([1, 1, 1, 0.8, 1, 0.8667, 0.8, 0.9577, 0.8077, 0.8], abs=1e-4)
+    fig = consequence.difference_figure(a, b, a_name="PRM", b_name="HAT")
     z = np.array(fig.data[0].z, dtype=float)
-    assert z[9, 8] == pytest.approx(0.8852 - 1.0, abs=1e-3) and z[9, 5] == pytest.approx(0.9333 - 0.7667, abs=1e-3)
-    assert fig.data[0].zmin == -fig.data[0].zmax == pytest.approx(-np.nanmax(np.abs(z)))
-    assert fig.data[0].text[9][8] == "−0.12" and fig.data[0].text[0][5] == ""  # not learnt yet: blank
-    assert consequence.difference_sentence(a, b, a_name="PRM+", b_name="HAT") == (
-        "After T10, PRM+ − HAT averages +0.018 over 10 tasks, from −0.115 on T9 to +0.167 on T6.")
+    assert z == pytest.approx(A - B, nan_ok=True)
+    assert np.isnan(z[np.triu_indices(10, 1)]).all()  # not learnt yet
+    assert fig.data[0].zmin == -fig.data[0].zmax == pytest.approx(-np.nanmax(np.abs(A - B)))
+    assert fig.data[0].text[9][3] == "−0.07" and fig.data[0].text[9][9] == "+0.13" and fig.data[0].text[0][5] == ""
+    assert consequence.difference_sentence(a, b, a_name="PRM", b_name="HAT") == (
+        "After T10, PRM − HAT averages +0.002 over 10 tasks, from −0.125 on T3 to +0.133 on T10.")
 
 
 def test_bwt_and_fwt_per_family():
-    stl = sample("stl").state
-    table = consequence.family_transfer({"prm+": sample("prm+").state, "hat": sample("hat").state}, stl)
-    table = table.set_index(["method", "family"])
-    assert table.loc["HAT"].values.ravel().tolist() == ["0.000", "+0.003", "0.000", "−0.020"]  # HAT never forgets
-    # PRM+ writers: final minus just-learnt on T4, T6, T7, T9, T10 = 0, +0.067, 0, 0, 0
-    assert table.loc[("PRM+", "writers"), "BWT"] == "+0.013"
-    assert table.loc[("PRM+", "writers"), "FWT"] == "+0.004"
-    no_stl = consequence.family_transfer({"hat": sample("hat").state}, None).set_index("family")
+    """PRM's classes (T1, T2, T3, T5, T8): final − just learnt −0.0139, 0, −0.125, 0, −0.0422, mean
+    −0.036; its writers: −0.1, 0, 0, 0, 0, mean −0.020, and just learnt − STL −0.1, +0.0333,
+    +0.0333, −0.0385, +0.0333, mean −0.008. HAT's writers: 0.815 − 0.877 (step 2's test)."""
+    prm, hat, stl = sample("prm").state, sample("hat").state, sample("stl").state
+    table = consequence.family_transfer({"prm": prm, "hat": hat}, stl).set_index(["method", "family"])
+    assert table.loc["HAT"].values.ravel().tolist() == ["0.000", "0.000", "0.000", "−0.062"]  # HAT never forgets
+    assert table.loc[("PRM", "classes"), "BWT"] == "−0.036" and table.loc[("PRM", "classes"), "FWT"] == "+0.006"
+    assert table.loc[("PRM", "writers"), "BWT"] == "−0.020" and table.loc[("PRM", "writers"), "FWT"] == "−0.008"
+    R, S = prm.accuracy_matrix("test"), np.diag(stl.accuracy_matrix("test"))
+    writers = [3, 5, 6, 8, 9]
+    assert np.mean(R[9, writers] - np.diag(R)[writers]) == pytest.approx(-0.02, abs=1e-4)
+    assert np.mean(np.diag(R)[writers] - S[writers]) == pytest.approx(-0.0077, abs=1e-4)
+    no_stl = consequence.family_transfer({"hat": hat}, None).set_index("family")
     assert no_stl.loc["writers", "FWT"] == "n/a" and not no_stl.isna().any().any()
 
 
@@ -228,12 +362,17 @@ def test_stability_points_mean_and_sd_over_seeds():
 
 # ----------------------------------------------------------------------------- the view
 
-def open_story(run: str, *, task: str | None = None) -> AppTest:
+def open_story(run: str | None, *, task: str | None = None, runs_dir: Path | None = None) -> AppTest:
+    """The Story of a sample run (``run`` a folder name), of a run of ``runs_dir`` (a path), or
+    of the run the app opens on (None)."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params[keys.VIEW] = keys.STORY
-    at.query_params[keys.RUN] = f"sample_runs/{run}"
+    if run is not None:
+        at.query_params[keys.RUN] = run if runs_dir is not None else f"sample_runs/{run}"
     if task:
         at.query_params[keys.TASK] = task
+    if runs_dir is not None:
+        at.session_state[keys.RUNS_DIR] = str(runs_dir)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -296,21 +435,37 @@ def test_story_renders_every_sample_run_with_five_short_steps(run):
 
 
 def test_story_of_the_default_run_draws_every_step_and_links_to_the_details():
-    at = open_story(DEFAULT.format("prm+"))
+    """The app opens on PRM at seed 2 of digits-writers-binary. X-means called T1 dissimilar to
+    T2 and T1, T2 to T3, every other earlier writer similar: 3 wrong of 45."""
+    at = open_story(None)
+    assert at.caption[0].value.startswith("**PRM** on digits\\-writers\\-binary, seed 2, told with ")
     assert len(at.get("plotly_chart")) == 6  # one per step, and the stability chart in step 5's details
     assert sum(len(e.get("plotly_chart")) for e in at.tabs[0].expander) == 1
+    assert calls_by_hand(sample("prm", WRITERS).state)["right"] == 42
     text = "\n".join(m.value for m in at.markdown)
-    assert "45 of 45 calls were right" in text
-    assert not at.warning  # every sibling of the default run is listed
+    assert "42 of 45 calls were right (93%)" in text
+    assert [w.value for w in at.warning] == [  # no PRM(T) or joint run is bundled for it
+        "No PRM\\(T\\) or joint run of digits\\-writers\\-binary seed 2 (10 tasks) is listed; the steps that need one "
+        "say so."]
     masks = [b for b in at.button if b.key == "story-go-4"][0]
     masks.click().run()
     assert at.session_state[keys.VIEW] == keys.MASKS and at.session_state[keys.TASK] == "T10"
 
 
+def test_story_with_every_sibling_listed_warns_of_none(tiny_siblings):
+    at = open_story(str(tiny_siblings / "digits-writers-binary-prm+-s0"), runs_dir=tiny_siblings)
+    assert [h.value for h in at.subheader] == list(STEPS)
+    assert not at.warning and not at.error  # every sibling (SIBLING_METHODS) is listed
+    assert set(story.SIBLING_METHODS) == set(TINY)
+    text = "\n".join(m.value for m in at.markdown)
+    assert "3 of 3 calls were right (100%)" in text and "partially (to 0.30 of the gradient)" in text
+
+
 def test_story_names_missing_siblings_and_fills_the_train_live_form():
-    at = open_story("digits-mixed-prm-d-s0")
+    """digits-mixed seed 0 has PRM, HAT, CAT, NCL and STL runs bundled; no PRM+, PRM(T) or joint."""
+    at = open_story(FREEING)
     assert "No PRM\\+\\, PRM\\(T\\) or joint run of digits\\-mixed seed 0 (10 tasks) is listed" in at.warning[0].value
-    assert "decisions of its PRM" not in "\n".join(c.value for c in at.caption)  # PRM(D) runs DTD itself
+    assert "decisions of its PRM" not in "\n".join(c.value for c in at.caption)  # PRM runs DTD itself
     train = [b for b in at.button if b.key == "story-train-joint"][0]
     train.click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -321,8 +476,11 @@ def test_story_names_missing_siblings_and_fills_the_train_live_form():
 
 
 def test_story_of_an_unmasked_run_borrows_the_dtd_sibling():
-    at = open_story("digits-mixed-ncl-s0", task="T3")
+    """T4 of digits-mixed seed 0: its PRM freed no unit; T7 freed the most (85, as counted from
+    the masks in test_relaxed_counts_and_choice)."""
+    assert units_by_hand(sample("prm", FREEING), 3)["free"] == 0
+    at = open_story("digits-mixed-ncl-s0", task="T4")
     captions = "\n".join(c.value for c in at.caption)
     assert "NCL runs no DTD; these are the decisions of its PRM sibling" in captions
     text = "\n".join(m.value for m in at.markdown)
-    assert "T3, the sidebar task, has none, so this shows T7" in text
+    assert "T4, the sidebar task, has none, so this shows T7, the task with the most units relaxed (85)" in text

@@ -185,8 +185,10 @@ def sequence_sentences(state: RunState) -> tuple[str, str]:
     alone = state.n_tasks - sum(len(g) for g in groups)
     if not groups:
         return first, "No two tasks are truly similar."
+    if alone == 0 and len(groups) == 1:  # listing every task would say less in more words
+        return first, f"All {state.n_tasks} tasks are truly similar."
     return first, ("Truly similar: " + "; ".join(", ".join(short(t) for t in g) for g in groups)
-                   + f"; the other {alone} {'are' if alone != 1 else 'is'} alone.")
+                   + (f"; the other {alone} {'are' if alone != 1 else 'is'} alone." if alone else "."))
 
 
 # ----------------------------------------------------------------------------- step 2

@@ -16,8 +16,9 @@ from explorer.views import tuning
 from explorer.views.common import chart, how_to_read, load, table
 from prm.runs import RunFormatError
 
-MAX_DEFAULT = 12
-"""At most this many runs are picked for a new current run: the open run and its like runs."""
+MAX_DEFAULT = 40
+"""At most this many runs are picked for a new current run: the open run and its like runs (the
+bundled story's six methods of five seeds fit, so its spread shows the moment Compare opens)."""
 
 HELP = """
 One row per run, then one per group of **like runs**: the same sequence, method, tasks learnt out of
