@@ -198,8 +198,7 @@ def default_key(entries: list[RunEntry]) -> str | None:
     chosen = representative_key(entries, sequence=sequence, method=method, baseline=baseline)
     if chosen is not None:
         return chosen
-    preferred = ["sample_runs/digits-mixed-prm-s0", "sample_runs/digits-writers-prm-s0",
-                 "sample_runs/digits-classes-prm-s0"]
+    preferred = ["sample_runs/digits-mixed-prm-s0", "sample_runs/digits-classes-prm-s0"]
     keys = [e.key for e in entries]
     for key in preferred:
         if key in keys:

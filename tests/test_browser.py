@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from explorer.browser import CHROMIUM, browser_page, exceptions, open_view, serve
+from prm.runs import load_run
 
 SAMPLE = "sample_runs/digits-mixed-prm-s0"
 DEFAULT = "sample_runs/digits-writers-binary-prm-s2"  # the run the app opens on: its Story is the README's picture
@@ -94,6 +95,7 @@ def test_story_on_a_projector_and_its_links(served, tmp_path):
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
         page.locator('[class*="st-key-story-go-3"]').get_by_role("button").click()
-        page.get_by_text("T7 writer 11 arrives · layer 1").wait_for()
+        seventh = load_run(Path(__file__).resolve().parents[1] / DEFAULT).state.tasks[6]["name"]
+        page.get_by_text(f"T7 {seventh} arrives · layer 1").wait_for()
         assert "view=Clustering" in page.url and "task=T7" in page.url and "layer=1" in page.url
         assert exceptions(page) == []
