@@ -163,32 +163,25 @@ SPECS: dict[str, Spec] = {
 }
 
 
-def _few(base: str, shots: int, what: str, default_n: int | None = None) -> Spec:
-    """``base`` with ``shots`` training images per class in every task that is not a class pair.
+def _few(base: str, shots: int, what: str, default_n: int | None = None, *, concept: Concept | None = None) -> Spec:
+    """``base`` with ``shots`` training images per class in every task that is not a class pair,
+    and, with a ``concept``, every such task asking that yes/no question of its own images.
 
     The paper's similar tasks are small (F-EMNIST: about 20 images per class, F-CelebA: 400
-    images); there one writer alone learns poorly and sharing pays. Class-pair tasks keep
-    their full data: they are the dissimilar tasks whose protection is under test.
+    images); there one writer alone learns poorly and sharing pays. F-CelebA also has the shape
+    a concept gives: one shared yes/no question per identity (writer or style). Class-pair
+    tasks keep their full data: they are the dissimilar tasks whose protection is under test.
     """
     spec = SPECS[base]
     n = spec.default_n if default_n is None else default_n
     description = spec.description if default_n is None else f"{spec.description.split(' (default')[0]} (default {n})"
-    return dataclasses.replace(spec, description=f"{description}; few-shot: {shots} training images per class in "
-                               f"every {what} task (validation and test as in {base})", shots=shots, default_n=n)
-
-
-def _binary(base: str, shots: int, what: str, default_n: int | None = None) -> Spec:
-    """``base`` with every non-class-pair task asking :data:`HIGH_DIGIT` of its own images, few-shot.
-
-    This is the shape of the paper's F-CelebA: one shared yes/no concept per identity
-    (writer or style), a few images each. The class-pair tasks are unchanged.
-    """
-    few = _few(base, shots, what, default_n)
-    head = few.description.split("; few-shot")[0]
-    return dataclasses.replace(
-        few, concept=HIGH_DIGIT,
-        description=f"{head}; binary: every {what} task asks '{HIGH_DIGIT.question}' (2-way) with {shots} training "
-                    f"images per answer (validation and test: the {what}'s own, relabelled)")
+    if concept is None:
+        description += f"; few-shot: {shots} training images per class in every {what} task (validation and test as " \
+                       f"in {base})"
+    else:
+        description += f"; binary: every {what} task asks '{concept.question}' (2-way) with {shots} training images " \
+                       f"per answer (validation and test: the {what}'s own, relabelled)"
+    return dataclasses.replace(spec, description=description, shots=shots, default_n=n, concept=concept)
 
 
 # Default shots: the count where joint training of all tasks most beats one network per
@@ -200,10 +193,10 @@ SPECS.update({
     # 14 tasks: 5 digit pairs + 7 styles + 2 controls, so that every style family has 2-3
     # tasks (mnist5k-mixed's default 10 has one task per family: nothing is truly similar).
     "mnist5k-mixed-few": _few("mnist5k-mixed", 5, "style", default_n=14),
-    "digits-writers-binary": _binary("digits-writers", 10, "writer"),
-    "digits-mixed-binary": _binary("digits-mixed", 10, "writer"),
-    "mnist5k-styles-binary": _binary("mnist5k-styles", 40, "style"),
-    "mnist5k-mixed-binary": _binary("mnist5k-mixed", 40, "style", default_n=14),
+    "digits-writers-binary": _few("digits-writers", 10, "writer", concept=HIGH_DIGIT),
+    "digits-mixed-binary": _few("digits-mixed", 10, "writer", concept=HIGH_DIGIT),
+    "mnist5k-styles-binary": _few("mnist5k-styles", 40, "style", concept=HIGH_DIGIT),
+    "mnist5k-mixed-binary": _few("mnist5k-mixed", 40, "style", default_n=14, concept=HIGH_DIGIT),
 })
 
 SEQUENCES: dict[str, str] = {name: spec.description for name, spec in SPECS.items()}

@@ -39,7 +39,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prm.config import RunConfig, preset  # noqa: E402
 from prm.engine import train_sequence  # noqa: E402
 from prm.metrics import median_seed  # noqa: E402
-from prm.runs import RunWriter, load_run  # noqa: E402
+from prm.runs import RunWriter  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4)
 QUIET_TRAJECTORY = 10**6
@@ -91,30 +90,26 @@ def record(out: Path, sequence: str, method: str, seed: int, *, default: bool) -
     return acc
 
 
-def acc_of(folder: Path) -> float:
-    return float(np.nanmean(load_run(folder).state.accuracy_matrix("test")[-1]))
-
-
 def bundle(out: Path, sequence: str, sample: Sample) -> None:
-    for method in sample.every_seed:
-        for seed in SEEDS:
-            record(out, sequence, method, seed, default=False)
+    accs = {(m, s): record(out, sequence, m, s, default=False) for m in sample.every_seed for s in SEEDS}
     seed = sample.seed
-    if sample.judge is not None:
-        method, baseline = sample.judge
-        with tempfile.TemporaryDirectory() as scratch:  # judge runs not bundled at every seed are thrown away
-            where = {m: out if m in sample.every_seed else Path(scratch) for m in sample.judge}
+    with tempfile.TemporaryDirectory() as scratch:  # judge runs are bundled at the chosen seed only
+        if sample.judge is not None:
             for m in sample.judge:
                 if m not in sample.every_seed:
-                    for s in SEEDS:
-                        record(where[m], sequence, m, s, default=False)
-            gains = {s: acc_of(where[method] / f"{sequence}-{method}-s{s}")
-                     - acc_of(where[baseline] / f"{sequence}-{baseline}-s{s}") for s in SEEDS}
-        seed = median_seed(gains)
-        print(f"{sequence}: {method} − {baseline} per seed "
-              + ", ".join(f"s{s} {g:+.3f}" for s, g in gains.items()) + f"; median seed {seed}", flush=True)
-    for method in sample.methods:
-        record(out, sequence, method, seed, default=False)
+                    accs.update({(m, s): record(Path(scratch), sequence, m, s, default=False) for s in SEEDS})
+            method, baseline = sample.judge
+            gains = {s: accs[(method, s)] - accs[(baseline, s)] for s in SEEDS}
+            seed = median_seed(gains)
+            print(f"{sequence}: {method} − {baseline} per seed "
+                  + ", ".join(f"s{s} {g:+.3f}" for s, g in gains.items()) + f"; median seed {seed}", flush=True)
+        for method in sample.methods:
+            judged = Path(scratch) / f"{sequence}-{method}-s{seed}"
+            if judged.exists():  # trained to find the seed: bundled as it is, not trained again
+                shutil.rmtree(out / judged.name, ignore_errors=True)
+                shutil.move(judged, out / judged.name)
+            else:
+                record(out, sequence, method, seed, default=False)
     if sample.default is not None:  # recorded again with checkpoints and trajectory: the same run (deterministic)
         record(out, sequence, sample.default, seed, default=True)
 

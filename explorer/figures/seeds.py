@@ -23,14 +23,18 @@ from prm.metrics import median_seed
 @dataclass(frozen=True, kw_only=True)
 class SeedSpread:
     """The told ``seed``, each seed's Acc (``own``) and its HAT sibling's (``hat``: None when
-    the method is HAT itself), and ``gains`` (own − HAT, or own Acc for HAT) ranked ``ranked``
-    from lowest to highest over the seeds that have one."""
+    the method is HAT itself), and ``gains`` (own − HAT, or own Acc for HAT) over the seeds
+    that have one."""
 
     seed: int
     own: Mapping[int, float]
     hat: Mapping[int, float] | None
     gains: Mapping[int, float]
-    ranked: tuple[int, ...]
+
+    @property
+    def ranked(self) -> tuple[int, ...]:
+        """The seeds with a gain, lowest gain first (ties by seed, as ``median_seed`` ranks)."""
+        return tuple(sorted(self.gains, key=lambda s: (self.gains[s], s)))
 
     @property
     def median(self) -> int | None:
@@ -48,8 +52,7 @@ def seed_spread(own: Mapping[int, float], hat: Mapping[int, float] | None, *, se
     """Rank the seeds of ``own`` by their gain over ``hat`` of the same seed (a seed without a
     HAT run is left out of the ranking, not of ``own``'s mean); ``hat`` None ranks by Acc."""
     gains = {s: a - hat[s] for s, a in own.items() if s in hat} if hat is not None else dict(own)
-    ranked = tuple(sorted(gains, key=lambda s: (gains[s], s)))
-    return SeedSpread(seed=seed, own=dict(own), hat=None if hat is None else dict(hat), gains=gains, ranked=ranked)
+    return SeedSpread(seed=seed, own=dict(own), hat=None if hat is None else dict(hat), gains=gains)
 
 
 def _mean_sd(values: Sequence[float]) -> str:
