@@ -45,11 +45,11 @@ sys.path.insert(0, str(ROOT))
 
 from prm import masks as M  # noqa: E402
 from prm import step as S  # noqa: E402
+from prm.analysis import calls_right, true_groups  # noqa: E402
 from prm.config import PRMConfig, RecordConfig, RunConfig  # noqa: E402
 from prm.engine import train_sequence  # noqa: E402
 from prm.events import DTDResult, RunStarted, TaskEnd  # noqa: E402
-from prm.methods import calls_right, true_groups  # noqa: E402
-from prm.runs import RunWriter  # noqa: E402
+from prm.run import RunWriter  # noqa: E402
 from prm.xmeans import xmeans  # noqa: E402
 
 BATCH, INPUT, CLASSES = RunConfig().optim.batch_size, 64, 10

@@ -26,7 +26,7 @@ from explorer.figures.common import md, short, task_label, visible  # noqa: E402
 from explorer.views import (accuracy, clustering, compare, embeddings, live, masks, overview, story,  # noqa: E402
                             tuning)
 from explorer.views.common import Context, entries, link_warning, load, table, url_choice  # noqa: E402
-from prm.runs import RunFormatError  # noqa: E402
+from prm.run import RunFormatError  # noqa: E402
 
 RUN_VIEWS = {keys.STORY: story.render, keys.OVERVIEW: overview.render, keys.ACCURACY: accuracy.render, keys.EMBEDDINGS: embeddings.render,
              keys.CLUSTERING: clustering.render, keys.MASKS: masks.render}

@@ -8,7 +8,7 @@ name, and within the size limits. Each member must be plainly stored or deflated
 encrypted, its bytes must lie between its own header and the next one, and it must unpack to
 exactly the size it declares with the right CRC. It is extracted under a fresh name in the
 user's runs folder, marked as uploaded in its run.json (so it is never taken for a running run,
-whatever pid it names), and must then load with ``prm.runs.load_run`` without a single warning,
+whatever pid it names), and must then load with ``prm.run.load_run`` without a single warning,
 or it is refused and removed again.
 
 Every failure, whatever part of the zip reader or the run loader raised it, leaves this module
@@ -30,7 +30,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from explorer.catalog import runs_folder_problem
-from prm.runs import UPLOADED, load_run, read_meta
+from prm.run import UPLOADED, load_run, read_meta
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_EXTRACTED_BYTES = 200 * 1024 * 1024

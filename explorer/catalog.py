@@ -2,44 +2,37 @@
 
 A finished run's ``summary.json`` has everything the picker shows, so only runs without one
 (running, killed, broken), or whose event log does not bear theirs out
-(``prm.runs.trusted_summary``: a bounded read of the log's last records), are loaded in full.
+(``prm.run.trusted_summary``: a bounded read of the log's last records), are loaded in full.
 Nothing here touches Streamlit; the app caches :func:`describe` on :func:`fingerprint`, which
 changes whenever a run moves on.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.figures.common import visible
-from prm.config import results_relevant
+from prm.analysis import BASELINE, Listed
+from prm.compare import config_key, setup_key
 from prm.metrics import median_seed
-from prm.runs import (UPLOADED, RunFormatError, RunParent, load_run, read_meta, summarise, trusted_summary,
-                      writer_alive)
+from prm.run import UPLOADED, RunFormatError, RunParent, load_run, read_meta, summarise, trusted_summary, writer_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_runs"
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunEntry:
-    key: str  # what the URL holds: the path relative to the repository, or absolute
+class RunEntry(Listed):
+    """A row of the run picker: what choosing runs needs (``prm.analysis.Listed``: its ``key``
+    is what the URL holds, the path relative to the repository or absolute), and the folder,
+    the tasks learnt so far, when it started and why it is unreadable."""
+
     path: Path
     name: str
-    sequence: str | None
-    method: str | None
-    seed: int | None
-    n_tasks: int | None
     tasks_done: int
-    acc: float | None
-    status: str  # finished | running | stopped | failed | unreadable
     started: str | None
-    config: str | None = None  # the config without its seed, as canonical JSON: runs that differ only in seed share it
-    setup: str | None = None  # the config without seed and method settings: runs that can stand side by side
-    parent: RunParent | None = None  # a what-if run's parent link (prm whatif), None for an ordinary run
     problem: str | None = None
 
     @property
@@ -123,27 +116,6 @@ def fingerprint(folder: Path) -> tuple:
     return tuple(parts)
 
 
-def config_key(config: dict) -> str:
-    """A config without its seed and its recording options (what was written to disk, such as
-    checkpoints or the trajectory dtype, changes no result), as canonical JSON: the grouping key
-    of 'the same experiment'. Sections the method never reads (``results_relevant``: CAT's
-    settings outside CAT runs) are left out too, so a run recorded now still groups with an
-    earlier one of the same experiment."""
-    return json.dumps({k: v for k, v in results_relevant(config).items() if k not in ("seed", "record")},
-                      sort_keys=True, default=list)
-
-
-METHOD_SETTINGS = ("seed", "record", "method", "prm", "cat", "ewc_lambda", "device", "data_dir")
-"""What may differ between runs told side by side (HAT next to PRM+): the method and its own
-settings, the seed, where the data and the computation were, what was written to disk."""
-
-
-def setup_key(config: dict) -> str:
-    """A config without :data:`METHOD_SETTINGS`, as canonical JSON: runs of different methods
-    on the same set-up (sequence, tasks, network, optimiser, HAT's settings) share it."""
-    return json.dumps({k: v for k, v in config.items() if k not in METHOD_SETTINGS}, sort_keys=True, default=list)
-
-
 def whatif_tag(parent: RunParent) -> str:
     """How a what-if run differs from its parent's experiment, e.g. 'what-if T6: similar T4'
     (layer 0's set; the CLI forces one set on every layer)."""
@@ -174,9 +146,10 @@ def describe(folder: Path) -> RunEntry:
                     parent=parent)
 
 
-DEFAULT_STORY = ("digits-writers-binary", "prm", "hat")
+DEFAULT_STORY = ("digits-writers-binary", "prm", BASELINE)
 """The sequence, method and baseline of the run the app opens on: the paper's PRM where it pays
-(one yes/no concept per writer, docs/results.md), judged against HAT."""
+(one yes/no concept per writer, docs/results.md), judged against HAT (the registry's baseline).
+The method is a choice, like the sequence: no role singles PRM out among the methods."""
 
 
 def representative_key(entries: list[RunEntry], *, sequence: str, method: str, baseline: str) -> str | None:

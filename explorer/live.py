@@ -30,7 +30,7 @@ from explorer import catalog
 from explorer.catalog import ROOT
 from prm import safeio
 from prm.config import RunConfig
-from prm.runs import RunFormatError, RunState, list_runs, read_meta, writer_alive
+from prm.run import RunFormatError, RunState, list_runs, read_meta, writer_alive
 
 _DEFAULTS = RunConfig()
 
@@ -39,8 +39,8 @@ _DEFAULTS = RunConfig()
 class LiveOptions:
     """What the Train-live form asks for; defaults are the engine's (``prm.config``)."""
 
-    sequence: str = "digits-mixed"
-    method: str = "prm"
+    sequence: str = _DEFAULTS.sequence
+    method: str = _DEFAULTS.method
     seed: int = 0
     n_tasks: int | None = None
     width: int = _DEFAULTS.model.hidden[0]
@@ -161,7 +161,7 @@ def log_tail(folder: Path, lines: int = 15) -> str:
 
 def is_running(folder: Path) -> bool:
     """The run is still being written: by a child this server started (its handle says), or
-    by a process whose run.json identity holds (``prm.runs.writer_alive``) and which has not
+    by a process whose run.json identity holds (``prm.run.writer_alive``) and which has not
     written its closing record."""
     proc = _children.get(str(folder))
     if proc is not None and proc.poll() is not None:
@@ -213,9 +213,9 @@ def _refuse(*args: object, **kwargs: object) -> NoReturn:
 
 
 def _parse_prm(argv: list[str]) -> argparse.Namespace | None:
-    """``argv`` read by ``prm.__main__.build_parser()``, None where that parser would have
+    """``argv`` read by ``prm.cli.build_parser()``, None where that parser would have
     printed or exited: it runs inside the server, where neither may happen."""
-    from prm.__main__ import build_parser  # here: it imports torch, seconds the app spends only on a proof
+    from prm.cli import build_parser  # here: it imports torch, seconds the app spends only on a proof
 
     parser = build_parser()
     for each in (parser, *parser.commands.values()):  # the sub-command parsers report their own errors

@@ -1,7 +1,7 @@
 """CAT's knowledge-transfer attention (KTA) and the step that trains it beside the main head.
 
 CAT (Ke, Liu and Huang, NeurIPS 2020; docs/cat.md) learns task t with the earlier tasks S its
-transfer tests called similar (``prm.engine``) as HAT does, plus a second head: for each
+transfer tests called similar (:func:`transfer_test`) as HAT does, plus a second head: for each
 input x, the features of x under every similar task's frozen mask (the shared weights, each
 j in S gating the units it learnt with) are attended over, with a learnt query per task, and
 a head of t's own reads the result. Both heads' losses are summed, the KTA head's weighted
@@ -18,18 +18,25 @@ CAT's pre-norm residual block with a feed-forward layer and a final layer norm.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prm import masks as M
-from prm.config import RunConfig
+from prm import trainer as T
+from prm.data import TaskSequence
+from prm.events import TransferTest
 from prm.model import MaskedMLP
 from prm.stack import Request
+
+if TYPE_CHECKING:  # types only: the config module imports the method registry, which imports this one
+    from prm.config import RunConfig
 
 Gates = Sequence[Sequence[Tensor]]
 """Per similar task, its frozen mask of every masked layer (at smax)."""
@@ -157,3 +164,43 @@ def choose_head(model: MaskedMLP, kta: TransferAttention, task: int, gates: Gate
     main_test, kta_test = head_scores(model, kta, task, gates, data["x_test"], data["y_test"], smax)
     use = kta_val[1] > main_val[1]
     return use, (kta_val if use else main_val)[1], (kta_test if use else main_test)[1]
+
+
+def transfer_test(ctx: T.Context, seq: TaskSequence, model: MaskedMLP, task: int,
+                  data: dict[str, Tensor]) -> TransferTest:
+    """CAT's similarity detection for ``task``: per earlier task j, a transfer network (the
+    shared weights under j's mask at smax, frozen, with a fresh head trained on ``task``),
+    and one reference network (fresh, unmasked, trained on ``task`` alone); j is similar when
+    its transfer network is strictly more accurate on ``task``'s validation set. Every
+    training has its own patience schedule capped at ``cat.detect_epochs``; the networks are
+    thrown away, only the calls and their times are kept."""
+    cfg, smax = ctx.cfg, ctx.cfg.hat.smax
+    budget = min(cfg.cat.detect_epochs, cfg.optim.max_epochs)  # CAT's code: the main budget for every phase
+    accs, epochs = [], []
+    clock = time.perf_counter()
+    for j in range(task):
+        with T.run_rng(ctx):
+            net = T.build_model(cfg, seq, masked=True, device=ctx.device)  # its head for ``task`` is the fresh one
+        with torch.no_grad():
+            net.layers.load_state_dict(model.layers.state_dict())
+            net.embedding.weight[task] = model.embedding.weight[j]
+        ran, _ = T.apart(ctx, net, T.fit(ctx, net, task, data, phase="transfer", max_epochs=budget, head_only=True,
+                                         anneal=False))
+        epochs.append(ran)
+        accs.append(T.evaluate(net, task, data["x_val"], data["y_val"], smax)[1])
+    seconds = {"transfer": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    with T.run_rng(ctx):
+        reference = T.build_model(cfg, seq, masked=False, device=ctx.device)
+    reference_epochs, _ = T.apart(ctx, reference, T.fit(ctx, reference, task, data, phase="reference",
+                                                        max_epochs=budget))
+    reference_acc = T.evaluate(reference, task, data["x_val"], data["y_val"], smax)[1]
+    seconds["reference"] = time.perf_counter() - clock
+    return TransferTest(task=task, transfer_acc=accs, reference_acc=reference_acc,
+                        similar=[j for j in range(task) if accs[j] > reference_acc], epochs=epochs,
+                        reference_epochs=reference_epochs, seconds=seconds)
+
+
+def gates(task_masks: Sequence[Sequence[Tensor]], tasks: Sequence[int], device: torch.device) -> list[list[Tensor]]:
+    """The smax masks of ``tasks``, every layer, on the device: what CAT's attention reads."""
+    return [[m.to(device) for m in task_masks[j]] for j in tasks]

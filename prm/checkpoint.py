@@ -44,7 +44,7 @@ from prm import safeio
 from prm.config import MAX_INPUT, MAX_WEIGHTS, CATConfig, RunConfig
 from prm.events import TaskCheckpoint
 from prm.records import MAX_TASKS
-from prm.runs import RunFormatError
+from prm.run.errors import RunFormatError
 
 FORMAT = "prm-checkpoint"
 VERSION = "1"
@@ -77,7 +77,7 @@ def config_hash(config: RunConfig) -> str:
 def capture(*, task: int, model: torch.nn.Module, task_masks: Sequence[Sequence[Tensor]],
             generator: torch.Generator, config: RunConfig, rng_torch: Tensor) -> TaskCheckpoint:
     """The engine's state at the start of ``task``, as copies (training goes on meanwhile).
-    ``rng_torch``: the run's stream of torch's global generator (``prm.engine._run_rng``)."""
+    ``rng_torch``: the run's stream of torch's global generator (``prm.trainer.run_rng``)."""
     def copy(t: Tensor) -> Tensor:
         return t.detach().cpu().clone().contiguous()
 

@@ -2,13 +2,13 @@
 
 Every hyper-parameter of a run lives here, so that a run folder's ``run.json`` holds the
 whole recipe and ``RunConfig.from_dict(json)`` rebuilds it exactly. Defaults follow HAT's
-reference code as restated in ``shared/PRM-NOTES.md`` (SGD lr 0.05, divided by 3 after 5
+reference code (docs/method.md; SGD lr 0.05, divided by 3 after 5
 epochs without validation improvement, stop below 1e-4, smax 400, lamb 0.75, clip 10000),
 except three settings sized for the bundled 8x8 digits, whose tasks hold 80-220 training
 images: layer width 256 (``bench/engine.py``), batch 16 and lr 0.1. With HAT's batch of 64
 a writer task has two batches per epoch, s jumps from 1/smax straight to smax, and HAT
 reached 0.91-0.93 mean accuracy on four writer tasks where batch 16 / lr 0.1 reached 0.966
-in fewer epochs (``scripts/sweep_defaults.py``; numbers in the README).
+in fewer epochs (``scripts/sweep_defaults.py``; numbers in docs/speed.md).
 """
 
 from __future__ import annotations
@@ -19,55 +19,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from prm import methods
+from prm.limits import (FLOAT32_MAX, MAX_BATCH, MAX_EPOCHS, MAX_INPUT, MAX_LAYERS, MAX_SEED, MAX_WEIGHTS,  # noqa: F401
+                        MAX_WIDTH)
 from prm.similarity import FEATURES, RULES
-
-METHODS = ("prm", "prm+", "prm-s", "prm-d", "prm-t", "hat", "cat", "ncl", "ewc", "stl", "joint")
-"""Every method the engine knows; ``prm-*`` are the paper's ablations."""
-
-METHOD_HELP = {
-    "prm": "PRM: DTD (X-means on task embeddings) then learning with partially relaxed masks",
-    "prm+": "PRM+ (this project's variant, not the paper's): DTD by average linkage on the cosine distance of "
-            "binarised embeddings (both layers, cut 0.3), similar tasks' units relaxed to 0.3 of their gradient, "
-            "the new head copied from the nearest similar task (docs/dtd-study.md)",
-    "prm-s": "PRM(S) ablation: every previous task treated as similar (nothing protected in LwPRM)",
-    "prm-d": "PRM(D) ablation: every previous task treated as dissimilar (HAT plus the DTD pass)",
-    "prm-t": "PRM(T) ablation: the true similarity (same family and label set) replaces the clustering",
-    "hat": "HAT: hard attention to the task, every previous task protected",
-    "cat": "CAT (Ke et al. 2020): per earlier task a transfer network and per new task a reference network "
-           "decide which earlier tasks are similar; their first-claimed units stay trainable and a knowledge-"
-           "transfer attention over their masked features adds a second head (docs/cat.md)",
-    "ncl": "naive continual learning: fine-tune the same unmasked network, no protection",
-    "ewc": "EWC on the same unmasked network (Fisher from the task's training data)",
-    "stl": "single-task learning: a fresh unmasked network per task (the reference for FWT)",
-    "joint": "joint training (not continual): after each task t, a fresh unmasked network trained on the data "
-             "of tasks 1..t at once, one head per task (the upper bound of transfer)",
-}
-
 
 class ConfigError(ValueError):
     """An impossible or unknown setting; the message names the field and the valid range."""
-
-
-# Upper bounds, so that a typo (``--width 1000000000``) is refused up front instead of
-# allocating until the machine swaps, or failing deep inside torch with a traceback.
-MAX_WIDTH = 16384
-"""Units in one hidden layer (8x the paper's 2000)."""
-MAX_LAYERS = 8
-"""Masked hidden layers (HAT and PRM use 2)."""
-MAX_INPUT = 3072
-"""The largest input of any sequence (CIFAR-100, CelebA: 3x32x32), used to bound the weights."""
-MAX_WEIGHTS = 200_000_000
-"""Hidden weights, counted as MAX_INPUT*w1 + w1*w2 + ...: 800 MB of float32 per copy of the
-network (training keeps several: gradients, the best state, DTD's saved state; STL one per task).
-The paper's 2 x 2000 set-up has about 10 million."""
-MAX_EPOCHS = 100_000
-"""Epochs of any phase, and patience: far beyond where the lr schedule stops."""
-MAX_BATCH = 1_000_000
-"""Batch size; a batch larger than a task's training set is the whole set anyway."""
-FLOAT32_MAX = 3.4028234663852886e38
-"""Largest float32: every float setting reaches float32 tensors (an lr of 1e39 overflows in SGD)."""
-MAX_SEED = 2**32 - 1
-"""Seeds reach numpy, torch and UMAP; UMAP (numpy's RandomState) takes 32-bit seeds only."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,7 +60,7 @@ class OptimConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class HATConfig:
-    """HAT's mask mechanics (PRM-NOTES, 'HAT')."""
+    """HAT's mask mechanics (docs/method.md, "HAT")."""
 
     smax: float = 400.0
     lamb: float = 0.75
@@ -211,26 +169,51 @@ class RecordConfig:
     checkpoints: bool = True
 
 
+PARTS = ("setup", "method", "seed", "place", "record")
+"""What each top-level RunConfig field is part of, so every "same experiment" key follows one
+rule (:func:`key_view`): ``setup`` (the sequence, the network, the optimiser, HAT's settings),
+``method`` (the method and its own settings), ``seed``, ``place`` (where the data and the
+computation were: the data folder, the device) and ``record`` (what was written to disk)."""
+
+
+def _known(method: Any) -> bool:
+    return isinstance(method, str) and method in methods.REGISTRY
+
+
+def _levers(method: Any) -> dict[str, Any]:
+    """The PRMConfig fields ``method`` starts from (none for an unknown name: validation says why)."""
+    return dict(methods.REGISTRY[method].levers) if _known(method) else {}
+
+
+def _part(part: str, default: Any = None, *, factory: Any = None) -> Any:
+    assert part in PARTS
+    if factory is not None:
+        return field(default_factory=factory, metadata={"part": part})
+    return field(default=default, metadata={"part": part})
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """One run: a method learning one task sequence from one seed."""
 
-    sequence: str = "digits-mixed"
-    n_tasks: int | None = None
-    shots: int | None = None  # training images per class of a few-shot (-few) sequence; None: its default
-    data_dir: str | None = None
-    method: str = "prm"
-    seed: int = 0
-    device: str = "cpu"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    hat: HATConfig = field(default_factory=HATConfig)
-    prm: PRMConfig = field(default_factory=PRMConfig)
-    cat: CATConfig = field(default_factory=CATConfig)
-    record: RecordConfig = field(default_factory=RecordConfig)
-    ewc_lambda: float = 5000.0
+    sequence: str = _part("setup", "digits-mixed")
+    n_tasks: int | None = _part("setup", None)
+    shots: int | None = _part("setup", None)  # training images per class of a few-shot sequence; None: its default
+    data_dir: str | None = _part("place", None)
+    method: str = _part("method", "prm")
+    seed: int = _part("seed", 0)
+    device: str = _part("place", "cpu")
+    model: ModelConfig = _part("setup", factory=ModelConfig)
+    optim: OptimConfig = _part("setup", factory=OptimConfig)
+    hat: HATConfig = _part("setup", factory=HATConfig)
+    prm: PRMConfig = _part("method", None)  # None: the method's own starting point (its ``levers``)
+    cat: CATConfig = _part("method", factory=CATConfig)
+    record: RecordConfig = _part("record", factory=RecordConfig)
+    ewc_lambda: float = _part("method", 5000.0)
 
     def __post_init__(self) -> None:
+        if self.prm is None:  # a variant's levers belong to it: RunConfig(method="prm+") runs PRM+
+            object.__setattr__(self, "prm", PRMConfig(**_levers(self.method)))
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -242,12 +225,14 @@ class RunConfig:
         return _build(cls, data)
 
     def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes``. A new ``method`` without a new ``prm`` moves the levers: the
+        old method's return to their defaults and the new method's apply, every other PRM
+        setting kept (``replace(method="prm+")`` of a PRM config is PRM+ with its settings)."""
+        if "method" in changes and "prm" not in changes:
+            defaults = PRMConfig()
+            reset = {name: getattr(defaults, name) for name in _levers(self.method)}
+            changes["prm"] = dataclasses.replace(self.prm, **{**reset, **_levers(changes["method"])})
         return dataclasses.replace(self, **changes)
-
-
-COMPILE_MODES = ("auto", "on", "off")
-"""How SGD steps run (``prm.step``): ``auto`` compiled where that was measured to pay
-(``prm.step.compile_pays``), ``on`` always compiled, ``off`` eager (the same function, op by op)."""
 
 
 PRM_CHOICES: dict[str, tuple[str, ...]] = {
@@ -258,17 +243,6 @@ PRM_CHOICES: dict[str, tuple[str, ...]] = {
     "layers": ("each", "together"),
 }
 """The valid values of PRMConfig's string levers (the first is the paper's recipe)."""
-
-
-VARIANT_LEVERS: dict[str, dict[str, Any]] = {
-    "prm+": {"features": "binary", "clustering": "linkage", "threshold": 0.3, "layers": "together", "relax": 0.3,
-             "head_init": "similar"},
-}
-"""PRMConfig fields a named method variant starts from (before any explicit setting). PRM+ is
-PRM with what the study in docs/dtd-study.md chose on seeds 100-102 (tested on seeds 0-4):
-DTD calls by average linkage on the cosine distance of the binarised embeddings of both
-layers together, cut at 0.3; similar tasks' units relaxed to 0.3 of their gradient; the
-new head started from its nearest similar task's head."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -285,26 +259,35 @@ data sets (``EMNIST-10T`` ...), far too slow and large for the bundled 8x8 digit
 
 
 def results_relevant(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict (``RunConfig.to_dict``) without the sections its method never reads: CAT's
-    settings (``cat``) change no other method's result, and runs and studies recorded before
-    CAT existed carry none, so keys that say "the same experiment" (the explorer's grouping,
-    tune's set-up) leave them out for every other method."""
-    return config if config.get("method") == "cat" else {k: v for k, v in config.items() if k != "cat"}
+    """A config dict (``RunConfig.to_dict``) without the sections its method never reads: a
+    section one method alone reads (CAT's ``cat``, ``Method.sections``) changes no other
+    method's result, and runs and studies recorded before it existed carry none, so keys that
+    say "the same experiment" leave it out for every other method."""
+    foreign = {s for m in methods.REGISTRY.values() if m.name != config.get("method") for s in m.sections}
+    return {k: v for k, v in config.items() if k not in foreign}
+
+
+def key_view(config: dict[str, Any], *, without: tuple[str, ...]) -> dict[str, Any]:
+    """The config dict as a "same experiment" key sees it: :func:`results_relevant`, without
+    the top-level fields that are part of ``without`` (:data:`PARTS`). Every such key (the
+    explorer's grouping of runs and of set-ups, a study's set-up) is one of these views."""
+    assert set(without) <= set(PARTS)
+    dropped = {f.name for f in dataclasses.fields(RunConfig) if f.metadata["part"] in without}
+    return {k: v for k, v in results_relevant(config).items() if k not in dropped}
 
 
 def preset(name: str, **overrides: Any) -> RunConfig:
     """A RunConfig from a named preset, with top-level fields overridden (sequence, seed ...).
 
-    A method variant (``method="prm+"``) starts from its ``VARIANT_LEVERS``; a ``prm`` mapping
-    among the overrides is applied on top of them. Build variant runs through this function
-    (the CLI does): ``RunConfig(method="prm+")`` alone keeps the paper's PRM settings.
+    A method variant (``method="prm+"``) starts from its levers (``Method.levers``); a ``prm``
+    mapping among the overrides is applied on top of them.
     """
     if name not in PRESETS:
         raise ConfigError(f"preset: unknown {name!r}; choose one of {', '.join(PRESETS)}")
     base = RunConfig().to_dict()
     for section, values in PRESETS[name].items():
         base[section].update(values)
-    base["prm"].update(VARIANT_LEVERS.get(overrides.get("method"), {}))
+    base["prm"].update(_levers(overrides.get("method", base["method"])))
     base["prm"].update(overrides.pop("prm", {}))
     return RunConfig.from_dict({**base, **overrides})
 
@@ -373,13 +356,22 @@ def validate(cfg: RunConfig) -> None:
     _check_types(cfg)
     _check(isinstance(cfg.sequence, str), f"sequence: must be a name, got {cfg.sequence!r}")
     _check(cfg.data_dir is None or isinstance(cfg.data_dir, str), f"data_dir: must be a path, got {cfg.data_dir!r}")
-    _check(cfg.method in METHODS, f"method: unknown {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    _check(_known(cfg.method), f"method: unknown {cfg.method!r}; choose one of {', '.join(methods.NAMES)}")
     _check(cfg.n_tasks is None or cfg.n_tasks >= 1, f"n_tasks: must be a positive integer, got {cfg.n_tasks!r}")
     _check(cfg.shots is None or cfg.shots >= 1, f"shots: must be a positive integer, got {cfg.shots!r}")
     _check(0 <= cfg.seed <= MAX_SEED, f"seed: must be an integer from 0 to {MAX_SEED}, got {cfg.seed!r}")
     _check(isinstance(cfg.device, str) and re.fullmatch(r"cpu|cuda(:[0-9]{1,4})?", cfg.device) is not None,
            f"device: 'cpu' or 'cuda[:N]', got {cfg.device!r}")
-    m = cfg.model
+    _check_model(cfg.model)
+    _check_optim(cfg.optim)
+    _check_hat(cfg.hat)
+    _check_prm(cfg.prm)
+    _check_cat(cfg.cat, cfg.model)
+    _check_record(cfg.record)
+    _check(cfg.ewc_lambda >= 0, f"ewc_lambda: must be >= 0, got {cfg.ewc_lambda!r}")
+
+
+def _check_model(m: ModelConfig) -> None:
     _check(isinstance(m.hidden, (tuple, list)) and len(m.hidden) >= 1 and all(_is_int(h) and h >= 1 for h in m.hidden),
            f"model.hidden: one or more positive layer widths, got {m.hidden!r}")
     _check(len(m.hidden) <= MAX_LAYERS, f"model.hidden: at most {MAX_LAYERS} hidden layers (MAX_LAYERS), "
@@ -393,7 +385,9 @@ def validate(cfg: RunConfig) -> None:
     for name in ("input_dropout", "hidden_dropout"):
         p = getattr(m, name)
         _check(0.0 <= p < 1.0, f"model.{name}: must be in [0, 1), got {p!r}")
-    o = cfg.optim
+
+
+def _check_optim(o: OptimConfig) -> None:
     _check(o.lr > 0, f"optim.lr: must be > 0, got {o.lr!r}")
     _check(0 < o.lr_min <= o.lr, f"optim.lr_min: must be in (0, lr], got {o.lr_min!r}")
     _check(o.lr_factor > 1, f"optim.lr_factor: must be > 1, got {o.lr_factor!r}")
@@ -402,11 +396,15 @@ def validate(cfg: RunConfig) -> None:
     _check(1 <= o.batch_size <= MAX_BATCH, f"optim.batch_size: must be from 1 to {MAX_BATCH}, got {o.batch_size!r}")
     _check(1 <= o.min_batches <= MAX_BATCH, f"optim.min_batches: must be from 1 to {MAX_BATCH}, got {o.min_batches!r}")
     _check(o.clip > 0, f"optim.clip: must be > 0, got {o.clip!r}")
-    h = cfg.hat
+
+
+def _check_hat(h: HATConfig) -> None:
     _check(h.smax > 1, f"hat.smax: must be > 1, got {h.smax!r}")
     _check(h.lamb >= 0, f"hat.lamb: must be >= 0, got {h.lamb!r}")
     _check(h.thres_cosh > 0 and h.thres_emb > 0, "hat.thres_cosh and hat.thres_emb: must be > 0")
-    d = cfg.prm
+
+
+def _check_prm(d: PRMConfig) -> None:
     _check(0 <= d.head_epochs <= MAX_EPOCHS, f"prm.head_epochs: must be from 0 to {MAX_EPOCHS}, got {d.head_epochs!r}")
     _check(1 <= d.dtd_epochs <= MAX_EPOCHS, f"prm.dtd_epochs: must be from 1 to {MAX_EPOCHS}, got {d.dtd_epochs!r}")
     _check(0 <= d.settle <= MAX_EPOCHS, f"prm.settle: must be from 0 to {MAX_EPOCHS}, got {d.settle!r}")
@@ -420,17 +418,20 @@ def validate(cfg: RunConfig) -> None:
         _check(getattr(d, name) in choices, f"prm.{name}: one of {', '.join(choices)}, got {getattr(d, name)!r}")
     _check(0.0 < d.threshold < 2.0, f"prm.threshold: a cosine distance in (0, 2), got {d.threshold!r}")
     _check(0.0 <= d.relax <= 1.0, f"prm.relax: must be in [0, 1], got {d.relax!r}")
-    c = cfg.cat
+
+
+def _check_cat(c: CATConfig, m: ModelConfig) -> None:
     _check(1 <= c.detect_epochs <= MAX_EPOCHS, f"cat.detect_epochs: must be from 1 to {MAX_EPOCHS}, "
            f"got {c.detect_epochs!r}")
     _check(1 <= c.heads <= m.hidden[-1] and m.hidden[-1] % c.heads == 0,
            f"cat.heads: must divide the last hidden layer's width ({m.hidden[-1]}), got {c.heads!r}")
     _check(c.kta_weight >= 0, f"cat.kta_weight: must be >= 0, got {c.kta_weight!r}")
     _check(0.0 <= c.attention_dropout < 1.0, f"cat.attention_dropout: must be in [0, 1), got {c.attention_dropout!r}")
-    r = cfg.record
+
+
+def _check_record(r: RecordConfig) -> None:
     _check(r.trajectory_every >= 1, f"record.trajectory_every: must be >= 1, got {r.trajectory_every!r}")
     _check(r.trajectory_dtype in ("float16", "float32"),
            f"record.trajectory_dtype: 'float16' or 'float32', got {r.trajectory_dtype!r}")
     _check(isinstance(r.projections, (tuple, list)) and all(p in ("pca", "umap") for p in r.projections),
            f"record.projections: subset of pca, umap, got {r.projections!r}")
-    _check(cfg.ewc_lambda >= 0, f"ewc_lambda: must be >= 0, got {cfg.ewc_lambda!r}")

@@ -1,7 +1,9 @@
-"""Pure mask maths of HAT and PRM (PRM-NOTES, 'HAT' and 'PRM').
+"""Pure mask maths of HAT and PRM (``docs/method.md``), each rule written once.
 
 Every function here is a pure function of tensors, so that each rule can be tested against
-numbers worked out by hand and the engine stays a thin loop around them.
+numbers worked out by hand and the engine stays a thin loop around them. Both training steps
+use these rules: the readable one (``prm.reference``) and the fast one (``prm.step``), which
+passes per-run columns (R x 1 tensors) where a rule takes a slope or a constant.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def anneal_s(batch: int, n_batches: int, smax: float) -> float:
     return 1.0 / smax + (smax - 1.0 / smax) * batch / (n_batches - 1)
 
 
-def task_mask(embedding: Tensor, s: float) -> Tensor:
+def task_mask(embedding: Tensor, s: float | Tensor) -> Tensor:
     """a_t = sigmoid(s * e_t): HAT's gate on a layer's units."""
     return torch.sigmoid(s * embedding)
 
@@ -117,7 +119,8 @@ def cat_keeps(accumulated: Sequence[Tensor], free: Sequence[Tensor]) -> list[tup
     return keeps
 
 
-def embedding_compensation(embedding: Tensor, s: float, smax: float, thres_cosh: float) -> Tensor:
+def embedding_compensation(embedding: Tensor, s: float | Tensor, smax: float | Tensor,
+                           thres_cosh: float | Tensor) -> Tensor:
     """HAT's Eq. 4 factor: smax (cosh(clamp(s e)) + 1) / (s (cosh(e) + 1)).
 
     It undoes the vanishing sigmoid gradient at low s, so that embeddings learn at a pace
@@ -139,6 +142,12 @@ def regulariser_weights(used: Sequence[Tensor] | None, widths: Sequence[int]) ->
         return torch.ones(total), torch.tensor(float(total))
     free = 1.0 - torch.cat(list(used))
     return free, torch.clamp(free.sum(), min=1.0)
+
+
+def regulariser_gradient(weights: Tensor, norm: Tensor, lamb: float | Tensor) -> Tensor:
+    """d(lamb R)/da = lamb w / n: what the regulariser adds to each mask value's gradient
+    (w, n from :func:`regulariser_weights`), for a step that writes its backward pass by hand."""
+    return lamb * weights / norm
 
 
 def sparsity_regulariser(masks: Sequence[Tensor], used: Sequence[Tensor] | None) -> Tensor:

@@ -1,4 +1,4 @@
-"""Continual-learning metrics as pure functions over the accuracy matrix (PRM-NOTES, 'Metrics').
+"""Continual-learning metrics as pure functions over the accuracy matrix.
 
 R is a (T, T) array: R[j, i] = test accuracy on task i after learning task j (0-based), NaN
 where task i has not been learnt yet (i > j) or was never evaluated. Every function accepts a
@@ -67,23 +67,6 @@ def forward_transfer(R: np.ndarray, stl: np.ndarray, tasks=None) -> float:
         raise ValueError(f"need STL accuracies for {n} tasks, got {len(stl)}")
     index = _pick(n, tasks)
     return float(np.mean(np.diag(R)[index] - stl[index]))
-
-
-def forgetting(R: np.ndarray) -> np.ndarray:
-    """Per task: the best accuracy it ever had minus its final accuracy (>= 0)."""
-    R, n = _last(R)
-    best = np.nanmax(R[:n, :n], axis=0)
-    return best - R[n - 1, :n]
-
-
-def summarise(R: np.ndarray, *, stl: np.ndarray | None = None) -> dict[str, float | None]:
-    """Acc, BWT and (when single-task accuracies are given) FWT in one dict."""
-    return {
-        "acc": average_accuracy(R),
-        "bwt": backward_transfer(R),
-        "fwt": None if stl is None else forward_transfer(R, stl),
-        "tasks_done": completed_rows(R),
-    }
 
 
 def median_seed(gains: dict[int, float]) -> int:

@@ -15,7 +15,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prm.config import VARIANT_LEVERS, RunConfig
+from prm import methods
+from prm.config import RunConfig
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -108,12 +109,16 @@ SLOTS: tuple[Slot, ...] = tuple(
 ones, few-shot writers for F-EMNIST's ~20 images a class, and one yes/no question per writer
 for F-CelebA's "smiling?" per celebrity."""
 
-ENGINE = {"STL": "stl", "NCL": "ncl", "HAT": "hat", "EHAT": "ewc", "CAT": "cat", "PRM": "prm",
-          "PRM(S)": "prm-s", "PRM(D)": "prm-d", "PRM(T)": "prm-t", "w/o 2SO": "prm --no-2so"}
-"""The paper's methods this engine has, as :func:`method_label` names their runs (EHAT is the
-paper's EWC as HAT's code implements it, on an unmasked network, as ``ewc`` here)."""
+ENGINE = {m.paper: m.name for m in methods.REGISTRY.values() if m.paper is not None}
+ENGINE["w/o 2SO"] = f"{ENGINE['PRM']} --no-2so"
+"""The paper's methods this engine has (``Method.paper``), as :func:`method_label` names their
+runs (EHAT is the paper's EWC as HAT's code implements it, on an unmasked network, as ``ewc``
+here), and the paper's "w/o 2SO" ablation, PRM without DTD's head-only 1st optimisation."""
 NOT_HERE = tuple(m for m in BASELINES if m not in ENGINE)
-PROJECT_ORDER = ("prm+", "prm-t+", "joint")
+_VARIANT = next(m for m in methods.REGISTRY.values() if m.levers)
+"""This project's variant of PRM (PRM+), the one method with levers of its own."""
+_TRUTH = ENGINE["PRM(T)"]
+PROJECT_ORDER = (_VARIANT.name, f"{_TRUTH}+", methods.with_role("upper-bound").name)
 """This project's methods, shown after the paper's; any other label follows alphabetically."""
 
 
@@ -121,11 +126,11 @@ def method_label(config: RunConfig) -> str:
     """The method a run stands for in a table: its ``method``, except for the variants a
     table must keep apart from it: PRM(T) with PRM+'s relaxation and head copy (``prm-t+``)
     and DTD without the head-only 1st optimisation (the paper's "w/o 2SO", ``--no-2so``)."""
-    levers = VARIANT_LEVERS["prm+"]
+    levers = _VARIANT.levers
     label = config.method
-    if label == "prm-t" and (config.prm.relax, config.prm.head_init) == (levers["relax"], levers["head_init"]):
-        label = "prm-t+"
-    if config.method.startswith("prm") and not config.prm.two_stage:
+    if label == _TRUTH and (config.prm.relax, config.prm.head_init) == (levers["relax"], levers["head_init"]):
+        label += "+"
+    if methods.get(config.method).runs_dtd and not config.prm.two_stage:
         label += " --no-2so"
     return label
 

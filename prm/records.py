@@ -7,129 +7,53 @@ that name earlier tasks, an X-means record whose split tree is a tree. Anything 
 :class:`BadRecord` whose message names the field; the fold skips that record with a warning,
 so one bad line never takes a run, a view or the run picker down.
 
-Every JSON file of a run (``run.json``, ``summary.json``, each event line) is parsed by
-:func:`load_json`, which lets through only numbers a float can hold (:func:`fits`): JSON allows
-an integer of any length, and Python's ``json`` reads ``NaN`` and ``Infinity``; either would
-otherwise raise ``OverflowError`` (or ``ValueError`` past 4300 digits) far from the file.
+Each event declares its fields' bounds (``prm.events.bound``); this module compiles those
+declarations once per event type into one generic check, so no event's limits are restated
+here. JSON text is parsed before (``prm.strictjson.load_json``: only numbers a float can hold).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import re
-import sys
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
-from prm.config import METHODS, PRM_CHOICES, ConfigError, RunConfig
-from prm.events import (PHASES, STATUSES, ArraysWritten, DTDResult, EpochEnd, Event, RunEnd, RunStarted, TaskEnd,
-                        TransferTest)
-from prm.methods import STRATEGIES
+from prm import methods
+from prm.config import PRM_CHOICES, ConfigError, RunConfig
+from prm.events import (MAX_NAME, MAX_TASKS, PER, SPLIT_REASONS, STATUSES, TIMING_PHASES, ArraysWritten, Choice, Config,
+                        DTDResult, EpochEnd, Event, Flag, Int, Items, Keyed, Num, Record, RunEnd, RunStarted,
+                        SplitTree, TaskEnd, Tasks, Text, TransferTest, bounds)
+from prm.strictjson import FLOAT_MAX, BadRecord, fits
 
-MAX_TASKS = 1000
-"""The longest sequence a run may describe (the accuracy matrix is T x T)."""
-MAX_NAME = 200
+
+class MethodFlags(NamedTuple):
+    """What the run format needs to know of a method: whether it has masks (and so arrays of
+    embeddings), whether it makes CAT's transfer tests instead of DTD records, and which fixed
+    similarity an ablation of PRM uses (None: DTD's own decision)."""
+    masked: bool
+    cat: bool
+    similarity: str | None
+
+
+def method_flags(method: str) -> MethodFlags:
+    """The one place the run format asks the method registry anything."""
+    entry = methods.get(method)
+    return MethodFlags(masked=entry.masked, cat=entry.transfer_tests, similarity=entry.hooks.source)
+
+
 MAX_TREE_DEPTH = 200
 """Levels of X-means' split tree (a real one has at most one level per task); the views draw
 it recursively."""
-TIMING_PHASES = ("dtd", "train", "eval", *PHASES)
-ENDED = tuple(s for s in STATUSES if s != "running")
-"""What a run_end line may say: a run that ended is not running."""
 DTD_SOURCES = tuple(dict.fromkeys([*PRM_CHOICES["clustering"],
-                                   *(s.similarity for s in STRATEGIES.values() if s.similarity is not None),
+                                   *methods.dtd_sources(),
                                    "whatif"]))
 """What a DTD record's ``source`` may say: the clustering rule PRM used (``prm.clustering``:
-xmeans, linkage, cut), the ablation's fixed similarity (``prm.methods.dissimilar_set``), or
+xmeans, linkage, cut), the ablation's fixed similarity (``prm.methods.base.Hooks.source``), or
 ``whatif``: a what-if run forced this decision (``prm.whatif``)."""
-SPLIT_REASONS = ("bic-improved", "bic-not-improved", "too-few-points", "zero-variance", "k-max")
-
-
-class BadRecord(ValueError):
-    """A record that is not the event it claims to be; the message names the field."""
-
-
-# ----------------------------------------------------------------------------- numbers
-
-FLOAT_DIGITS = len(str(int(sys.float_info.max)))
-"""Digits of the largest finite float. An integer literal with more is beyond float range,
-known from its length alone, before Python converts it (a conversion of millions of digits
-is slow, and past 4300 digits Python refuses it)."""
-_FLOAT_MAX = sys.float_info.max
-
-
-def fits(value: int | float) -> bool:
-    """Is ``value`` a number a float can hold: finite and within float range? The one test
-    every number read from a run file passes (in :func:`load_json` and in :func:`_num`);
-    comparing an int with a float is exact and never raises, unlike ``float(value)`` or
-    ``math.isfinite(value)`` on an integer beyond float range (OverflowError)."""
-    return -_FLOAT_MAX <= value <= _FLOAT_MAX
-
-
-class _UnfitNumber(Exception):
-    """A number literal that fails :func:`fits`; the message says what it was."""
-
-
-def _int_literal(text: str) -> int:
-    digits = len(text) - text.startswith("-")
-    if digits >= FLOAT_DIGITS and (digits > FLOAT_DIGITS or not fits(int(text))):  # shorter ones all fit
-        raise _UnfitNumber(f"a {digits}-digit integer, beyond float range")
-    return int(text)
-
-
-def _float_literal(text: str) -> float:
-    value = float(text)
-    if not fits(value):
-        raise _UnfitNumber(f"{text[:24]}{'…' if len(text) > 24 else ''}, beyond float range")
-    return value
-
-
-def _constant_literal(name: str) -> float:
-    raise _UnfitNumber(f"{name}, not a finite number")
-
-
-def _marking(parse):
-    """The literal parser returning the refusal in place of the number, so that
-    :func:`_unfit_field` can find where it sits."""
-    def mark(text: str) -> Any:
-        try:
-            return parse(text)
-        except _UnfitNumber as exc:
-            return exc
-    return mark
-
-
-_HOOKS = {"parse_int": _int_literal, "parse_float": _float_literal, "parse_constant": _constant_literal}
-_STRICT = json.JSONDecoder(**_HOOKS)
-_MARKING = json.JSONDecoder(**{name: _marking(hook) for name, hook in _HOOKS.items()})
-_KEY = re.compile(r"[\w-]{1,40}", re.ASCII)
-
-
-def load_json(text: str) -> Any:
-    """Parse one JSON document of a run folder, or raise :class:`BadRecord` naming the field
-    whose number fails :func:`fits` (``layers[0].xmeans.bic: NaN, not a finite number``). Text
-    that is not JSON raises ``ValueError`` (``json.JSONDecodeError``) and nesting deeper than
-    the parser's stack ``RecursionError``, as ``json.loads`` does. The field is looked up only
-    after a refusal, by parsing the text again: a good document is parsed once."""
-    try:
-        return _STRICT.decode(text)
-    except _UnfitNumber:
-        raise BadRecord(_unfit_field(_MARKING.decode(text))) from None
-
-
-def _unfit_field(document: Any) -> str:
-    """Where the first refused number of a parsed document sits, and what it was (iterative:
-    the document may be nested as deep as the parser allows)."""
-    stack: list[tuple[str, Any]] = [("", document)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, _UnfitNumber):
-            return f"{where or 'the document'}: {value}"
-        if isinstance(value, dict):
-            items = [(f"{where}." if where else "") + (k if _KEY.fullmatch(k) else "…") for k in value]
-            stack.extend(reversed(list(zip(items, value.values()))))
-        elif isinstance(value, list):
-            stack.extend(reversed([(f"{where}[{n}]", v) for n, v in enumerate(value)]))
-    return "a number beyond float range"
+VOCABULARIES = {"dtd source": DTD_SOURCES}
+"""The choices an event names rather than lists (``prm.events.Choice``)."""
 
 
 def _need(ok: bool, message: str) -> None:
@@ -218,48 +142,203 @@ def _show(value: Any) -> str:
     return text[:40]
 
 
-# ----------------------------------------------------------------------------- run_started
+# ----------------------------------------------------------------------------- the generic check
+
+Check = Callable[[Any, str, dict[str, int]], Any]
+"""A compiled bound: ``check(value, what, sizes)`` returns the value as read or raises
+:class:`BadRecord` naming ``what``; ``sizes`` holds the run's dimensions and the record's
+earlier fields (``prm.events.Size``)."""
+Field = tuple[str, Check, Any, bool]
+_SIZE = re.compile(r"([A-Za-z_]+)([+-]\d+)?")
+
+
+def _size(size: int | str) -> Callable[[dict[str, int]], int]:
+    """A :data:`prm.events.Size` as a function of the sizes known."""
+    if isinstance(size, int):
+        return lambda sizes: size
+    name, offset = _SIZE.fullmatch(size).groups()
+    shift = int(offset or 0)
+    return lambda sizes: sizes[name] + shift
+
+
+def _compile(spec: Any) -> Check:
+    """The check of one declared bound (``prm.events``), built once per event type so that a
+    log of thousands of records pays for the checks, not for reading the declarations."""
+    return _COMPILERS[type(spec)](spec)
+
+
+def _nullable(spec: Any, check: Check) -> Check:
+    if not getattr(spec, "none", False):
+        return check
+    return lambda value, what, sizes: None if value is None else check(value, what, sizes)
+
+
+def _compile_int(spec: Int) -> Check:
+    if isinstance(spec.low, int) and isinstance(spec.high, int):  # most bounds: no size to look up
+        low, high = spec.low, spec.high
+
+        def fixed(value: Any, what: str, sizes: dict[str, int]) -> int:
+            if type(value) is int and low <= value <= high:
+                return value
+            return _int(value, what, low, high)  # refuses it, saying why
+        return _nullable(spec, fixed)
+    lowest, highest = _size(spec.low), _size(spec.high)
+    return _nullable(spec, lambda value, what, sizes: _int(value, what, lowest(sizes), highest(sizes)))
+
+
+def _compile_num(spec: Num) -> Check:
+    low, high, none = spec.low, spec.high, spec.none
+
+    def check(value: Any, what: str, sizes: dict[str, int]) -> float | None:
+        if type(value) is float and low <= value <= high and -FLOAT_MAX <= value <= FLOAT_MAX:
+            return value
+        return _num(value, what, low, high, none=none)  # an int, a null, or a refusal
+    return check
+
+
+def _compile_text(spec: Text) -> Check:
+    return lambda value, what, sizes: _str(value, what, none=spec.none, limit=spec.limit)
+
+
+def _compile_choice(spec: Choice) -> Check:
+    values = VOCABULARIES[spec.values] if isinstance(spec.values, str) else spec.values
+    none = spec.none
+
+    def check(value: Any, what: str, sizes: dict[str, int]) -> str | None:
+        return value if value in values and type(value) is str else _str(value, what, choices=values, none=none)
+    return check
+
+
+def _compile_flag(spec: Flag) -> Check:
+    message = " must be true, false or absent" if spec.none else " must be true or false"
+
+    def check(value: Any, what: str, sizes: dict[str, int]) -> bool | None:
+        _need(isinstance(value, bool) or (spec.none and value is None), what + message)
+        return value
+    return check
+
+
+def _compile_items(spec: Items) -> Check:
+    item, limit = _compile(spec.item), _size(spec.limit)
+    length = None if spec.length is None else _size(spec.length)
+    known = None if spec.known is None else _size(spec.known)
+    indexed = isinstance(spec.item, Record)  # an object in a list is named by its place: tasks[3]
+    per = "" if spec.length is None else PER[spec.length]
+
+    def check(value: Any, what: str, sizes: dict[str, int]) -> Any:
+        items = _list(value, what, limit(sizes))
+        _need(len(items) >= spec.least, f"{what} must not be empty")
+        if length is not None and not (spec.empty and not items):
+            want = length(sizes)
+            _need(len(items) == want, f"{what} must have one entry per {per} ({want})")
+        inner = what + "[]"
+        out = spec.kind(item(v, f"{what}[{n}]" if indexed else inner, sizes) for n, v in enumerate(items))
+        if known is not None:
+            k = known(sizes)
+            _need(all(v is not None for v in out[:k]) and all(v is None for v in out[k:]),
+                  f"{what} must hold the tasks learnt so far (1..{k}) and nothing else")
+        return out
+    return _nullable(spec, check)
+
+
+def _compile_tasks(spec: Tasks) -> Check:
+    below = _size(spec.below)
+    return lambda value, what, sizes: _indices(value, what, below(sizes))
+
+
+def _compile_keyed(spec: Keyed) -> Check:
+    key, inner = _compile(spec.keys), _compile(spec.values)
+
+    def check(value: Any, what: str, sizes: dict[str, int]) -> dict:
+        entries = _dict(value, what)
+        return {key(k, f"{what} key", sizes): inner(v, f"{what}.{k}", sizes) for k, v in entries.items()}
+    return check
+
+
+def _compile_fields(declared: dict[str, Any]) -> list[Field]:
+    """A record's fields as (name, check, value when absent, whether a later size names it)."""
+    named = {name for spec in declared.values() for name in _size_names(spec)}
+    return [(name, _compile(spec), getattr(spec, "absent", None), name in named) for name, spec in declared.items()]
+
+
+def _size_names(spec: Any) -> Iterator[str]:
+    """The record fields the sizes of ``spec`` (and of the bounds inside it) name."""
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if f.name in _SIZED and isinstance(value, str):
+            yield _SIZE.fullmatch(value).group(1)
+        elif dataclasses.is_dataclass(value):
+            yield from _size_names(value)
+        elif isinstance(value, dict):  # a Record's fields
+            for inner in value.values():
+                yield from _size_names(inner)
+
+
+_SIZED = ("low", "high", "limit", "length", "known", "below", "points")
+"""The attributes of ``prm.events``' bounds that hold a :data:`prm.events.Size`."""
+
+
+def _compile_record(spec: Record) -> Check:
+    fields = _compile_fields(spec.fields)
+
+    def check(value: Any, what: str, sizes: dict[str, int]) -> dict[str, Any]:
+        return _fields(fields, _dict(value, what), f"{what}.", dict(sizes))
+    return check
+
+
+def _fields(fields: list[Field], record: dict, prefix: str, sizes: dict[str, int]) -> dict[str, Any]:
+    """Each field checked in order, named ``prefix`` + its name; the value of an integer field
+    a later size names, or the length of such a list, joins ``sizes`` (changed in place)."""
+    out = {}
+    for name, check, absent, named in fields:
+        out[name] = value = check(record.get(name, absent), prefix + name, sizes)
+        if named:
+            sizes[name] = value if type(value) is int else len(value)
+    return out
+
+
+def _compile_tree(spec: SplitTree) -> Check:
+    points = _size(spec.points)
+    return lambda value, what, sizes: _xmeans(value, points(sizes), what)
+
+
+def _compile_config(spec: Config) -> Check:
+    def check(value: Any, what: str, sizes: dict[str, int]) -> dict[str, Any]:
+        try:
+            return RunConfig.from_dict(_dict(value, what)).to_dict()
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise BadRecord(f"{what}: {exc}") from None
+    return check
+
+
+_COMPILERS: dict[type, Callable[[Any], Check]] = {
+    Int: _compile_int, Num: _compile_num, Text: _compile_text, Choice: _compile_choice, Flag: _compile_flag,
+    Items: _compile_items, Tasks: _compile_tasks, Keyed: _compile_keyed, Record: _compile_record,
+    SplitTree: _compile_tree, Config: _compile_config}
+
+
+def _event_check(cls: type) -> Callable[[dict, dict[str, int]], Event]:
+    """The generic check of one event type: every declared field, then the event's own
+    :meth:`fault` (a rule between its fields), if it has one."""
+    fields = _compile_fields(bounds(cls))
+    if not hasattr(cls, "fault"):
+        return lambda record, sizes: cls(**_fields(fields, record, "", sizes))
+
+    def parse(record: dict, sizes: dict[str, int]) -> Event:
+        event = cls(**_fields(fields, record, "", sizes))
+        fault = event.fault()
+        _need(fault is None, fault or "")
+        return event
+    return parse
+
+
+# ----------------------------------------------------------------------------- events
 
 
 def parse_started(record: dict[str, Any]) -> RunStarted:
     """The first record: the config and the sequence every later record is checked against."""
     _need(record.get("type") == "run_started", "the first event must be run_started")
-    try:
-        config = RunConfig.from_dict(_dict(record.get("config"), "config"))
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise BadRecord(f"config: {exc}") from None
-    tasks = _list(record.get("tasks"), "tasks", MAX_TASKS)
-    _need(len(tasks) >= 1, "tasks must not be empty")
-    parsed = [_task(t, f"tasks[{n}]") for n, t in enumerate(tasks)]
-    oracle = record.get("oracle_transfer")
-    if oracle is not None:
-        rows = _list(oracle, "oracle_transfer", len(tasks))
-        _need(len(rows) == len(tasks), "oracle_transfer must have one row per task")
-        oracle = [[_num(v, "oracle_transfer[][]", 0.0, 1.0) for v in _list(row, "oracle_transfer[]", len(tasks))]
-                  for row in rows]
-        _need(all(len(row) == len(tasks) for row in oracle), "oracle_transfer must be square")
-    compiled = record.get("compiled")
-    _need(compiled is None or isinstance(compiled, bool), "compiled must be true, false or absent")
-    return RunStarted(config=config.to_dict(), tasks=tuple(parsed), sequence=_str(record.get("sequence"), "sequence"),
-                      input_dim=_int(record.get("input_dim"), "input_dim", 1, 10**7), oracle_transfer=oracle,
-                      compiled=compiled)
-
-
-def _task(value: Any, what: str) -> dict[str, Any]:
-    task = _dict(value, what)
-    sizes = _dict(task.get("sizes"), f"{what}.sizes")
-    n_classes = _int(task.get("n_classes"), f"{what}.n_classes", 1, 100_000)
-    return {
-        "name": _str(task.get("name"), f"{what}.name"),
-        "family": _str(task.get("family"), f"{what}.family"),
-        "n_classes": n_classes,
-        "classes": [_int(c, f"{what}.classes[]", 0, 10**6) for c in _list(task.get("classes"), f"{what}.classes",
-                                                                          n_classes)],
-        "sizes": {k: _int(sizes.get(k), f"{what}.sizes.{k}", 0, 10**9) for k in ("train", "val", "test")},
-    }
-
-
-# ----------------------------------------------------------------------------- the rest
+    return _PARSERS["run_started"](record, {})
 
 
 def parse_record(record: dict[str, Any], *, started: RunStarted) -> Event:
@@ -270,83 +349,11 @@ def parse_record(record: dict[str, Any], *, started: RunStarted) -> Event:
 def parse_event(record: dict[str, Any], *, n_tasks: int, n_layers: int) -> Event:
     """Any record after run_started, checked against a sequence of ``n_tasks`` tasks and a
     network of ``n_layers`` masked layers (known without the log's first record: the run
-    picker checks a summary against the log's last records, ``prm.runs.trusted_summary``)."""
+    picker checks a summary against the log's last records, ``prm.run.trusted_summary``)."""
     kind = record.get("type")
-    parse = _PARSERS.get(kind) if isinstance(kind, str) else None
+    parse = _PARSERS.get(kind) if isinstance(kind, str) and kind != "run_started" else None
     _need(parse is not None, f"unknown event type {_show(kind) if not isinstance(kind, str) else kind[:40]!r}")
-    return parse(record, n_tasks, n_layers)
-
-
-def _epoch(r: dict, T: int, L: int) -> EpochEnd:
-    return EpochEnd(
-        task=_int(r.get("task"), "task", 0, T - 1), phase=_str(r.get("phase"), "phase", choices=PHASES),
-        epoch=_int(r.get("epoch"), "epoch", 0, 10**6),
-        train_loss=_num(r.get("train_loss"), "train_loss", 0.0, none=True),
-        train_acc=_num(r.get("train_acc"), "train_acc", 0.0, 1.0, none=True),
-        val_loss=_num(r.get("val_loss"), "val_loss", 0.0, none=True),
-        val_acc=_num(r.get("val_acc"), "val_acc", 0.0, 1.0, none=True),
-        lr=_num(r.get("lr"), "lr", 0.0, none=True), seconds=_num(r.get("seconds"), "seconds", 0.0))
-
-
-def _accuracies(value: Any, what: str, T: int, task: int) -> list[float | None]:
-    row = _list(value, what, T)
-    _need(len(row) == T, f"{what} must have one entry per task ({T})")
-    out = [_num(v, f"{what}[]", 0.0, 1.0, none=True) for v in row]
-    _need(all(v is not None for v in out[: task + 1]) and all(v is None for v in out[task + 1:]),
-          f"{what} must hold the tasks learnt so far (1..{task + 1}) and nothing else")
-    return out
-
-
-def _task_end(r: dict, T: int, L: int) -> TaskEnd:
-    task = _int(r.get("task"), "task", 0, T - 1)
-    seconds = _dict(r.get("seconds"), "seconds")
-    epochs = _dict(r.get("epochs"), "epochs")
-    capacity = _list(r.get("capacity"), "capacity", L)
-    _need(len(capacity) in (0, L), f"capacity must have one value per masked layer ({L})")
-    kta = r.get("kta")
-    if kta is not None:
-        kta = _list(kta, "kta", T)
-        _need(len(kta) == task + 1 and all(isinstance(v, bool) for v in kta),
-              f"kta must hold true or false for each task learnt so far (1..{task + 1})")
-    return TaskEnd(
-        task=task, test_acc=_accuracies(r.get("test_acc"), "test_acc", T, task),
-        val_acc=_accuracies(r.get("val_acc"), "val_acc", T, task),
-        seconds={_str(k, "seconds key", choices=TIMING_PHASES): _num(v, f"seconds.{k}", 0.0) for k, v in seconds.items()},
-        epochs={_str(k, "epochs key", choices=TIMING_PHASES): _int(v, f"epochs.{k}", 0, 10**6) for k, v in epochs.items()},
-        capacity=[_num(v, "capacity[]", 0.0, 1.0) for v in capacity], kta=kta)
-
-
-def _transfer_test(r: dict, T: int, L: int) -> TransferTest:
-    task = _int(r.get("task"), "task", 1, T - 1)
-    accs = _list(r.get("transfer_acc"), "transfer_acc", task)
-    epochs = _list(r.get("epochs"), "epochs", task)
-    _need(len(accs) == task and len(epochs) == task, f"transfer_acc and epochs must have one entry per earlier task ({task})")
-    seconds = _dict(r.get("seconds"), "seconds")
-    return TransferTest(
-        task=task, transfer_acc=[_num(v, "transfer_acc[]", 0.0, 1.0) for v in accs],
-        reference_acc=_num(r.get("reference_acc"), "reference_acc", 0.0, 1.0),
-        similar=_indices(r.get("similar"), "similar", task), epochs=[_int(v, "epochs[]", 0, 10**6) for v in epochs],
-        reference_epochs=_int(r.get("reference_epochs"), "reference_epochs", 0, 10**6),
-        seconds={_str(k, "seconds key", choices=("transfer", "reference")): _num(v, f"seconds.{k}", 0.0)
-                 for k, v in seconds.items()})
-
-
-def _dtd(r: dict, T: int, L: int) -> DTDResult:
-    task = _int(r.get("task"), "task", 1, T - 1)
-    layers = _list(r.get("layers"), "layers", L)
-    _need(len(layers) == L, f"layers must have one entry per masked layer ({L})")
-    return DTDResult(task=task, layers=[_dtd_layer(e, task, f"layers[{n}]") for n, e in enumerate(layers)],
-                     source=_str(r.get("source"), "source", choices=DTD_SOURCES),
-                     seconds=_num(r.get("seconds"), "seconds", 0.0))
-
-
-def _dtd_layer(value: Any, task: int, what: str) -> dict[str, Any]:
-    entry = _dict(value, what)
-    undecided = entry.get("undecided", False)
-    _need(isinstance(undecided, bool), f"{what}.undecided must be true or false")
-    return {"xmeans": _xmeans(entry.get("xmeans"), task + 1, f"{what}.xmeans"), "undecided": undecided,
-            "dissimilar_xmeans": _indices(entry.get("dissimilar_xmeans"), f"{what}.dissimilar_xmeans", task),
-            "dissimilar": _indices(entry.get("dissimilar"), f"{what}.dissimilar", task)}
+    return parse(record, {"T": n_tasks, "L": n_layers})
 
 
 def _xmeans(value: Any, n: int, what: str) -> dict[str, Any]:
@@ -398,45 +405,23 @@ def _xmeans(value: Any, n: int, what: str) -> dict[str, Any]:
             "k_init": k_init, "var_floor": _num(xm.get("var_floor"), f"{what}.var_floor", 0.0)}
 
 
-def _arrays(r: dict, T: int, L: int) -> ArraysWritten:
-    """Array files are named by kind and task; any other name (a path out, a device) is refused."""
-    kind = _str(r.get("kind"), "kind", choices=("task", "dtd"))
-    task = _int(r.get("task"), "task", 1 if kind == "dtd" else 0, T - 1)
-    expected = ArraysWritten.file_name(kind, task)
-    _need(r.get("file") == expected, f"file must be {expected!r}, got {_show(r.get('file'))}"
-          + (f" {str(r.get('file'))[:80]!r}" if isinstance(r.get("file"), str) else ""))
-    return ArraysWritten(task=task, kind=kind, file=expected)
 
-
-def _run_end(r: dict, T: int, L: int) -> RunEnd:
-    return RunEnd(status=_str(r.get("status"), "status", choices=ENDED),
-                  seconds=_num(r.get("seconds"), "seconds", 0.0, none=True),
-                  error=_str(r.get("error"), "error", none=True, limit=100_000))
-
-
-_PARSERS = {"epoch": _epoch, "task_end": _task_end, "dtd": _dtd, "transfer_test": _transfer_test, "arrays": _arrays, "run_end": _run_end}
+_PARSERS = {cls.type: _event_check(cls) for cls in (RunStarted, EpochEnd, TaskEnd, DTDResult, TransferTest,
+                                                     ArraysWritten, RunEnd)}
 
 
 # ----------------------------------------------------------------------------- summary.json
 
+_SUMMARY = _compile_fields({
+    "name": Text(none=True), "status": Choice(values=STATUSES), "method": Choice(values=methods.NAMES, none=True),
+    "sequence": Text(none=True), "seed": Int(none=True), "n_tasks": Int(high=MAX_TASKS),
+    "tasks_done": Int(high="n_tasks"), "acc": Num(low=0.0, high=1.0, none=True),
+    "bwt": Num(low=-1.0, high=1.0, none=True), "acc_val": Num(low=0.0, high=1.0, none=True),
+    "seconds": Num(low=0.0, none=True),
+    "phase_seconds": Keyed(keys=Choice(values=TIMING_PHASES), values=Num(low=0.0), absent={}),
+    "capacity": Items(item=Num(low=0.0, high=1.0), limit=64, none=True)})
+
 
 def parse_summary(value: Any) -> dict[str, Any]:
-    """``summary.json`` as :func:`prm.runs.summarise` writes it, every field checked."""
-    s = _dict(value, "summary")
-    n_tasks = _int(s.get("n_tasks"), "n_tasks", 0, MAX_TASKS)
-    phases = _dict(s.get("phase_seconds", {}), "phase_seconds")
-    capacity = s.get("capacity")
-    return {
-        "name": _str(s.get("name"), "name", none=True),
-        "status": _str(s.get("status"), "status", choices=STATUSES),
-        "method": _str(s.get("method"), "method", choices=METHODS, none=True),
-        "sequence": _str(s.get("sequence"), "sequence", none=True),
-        "seed": None if s.get("seed") is None else _int(s.get("seed"), "seed"),
-        "n_tasks": n_tasks, "tasks_done": _int(s.get("tasks_done"), "tasks_done", 0, n_tasks),
-        "acc": _num(s.get("acc"), "acc", 0.0, 1.0, none=True), "bwt": _num(s.get("bwt"), "bwt", -1.0, 1.0, none=True),
-        "acc_val": _num(s.get("acc_val"), "acc_val", 0.0, 1.0, none=True),
-        "seconds": _num(s.get("seconds"), "seconds", 0.0, none=True),
-        "phase_seconds": {_str(k, "phase_seconds key", choices=TIMING_PHASES): _num(v, f"phase_seconds.{k}", 0.0)
-                          for k, v in phases.items()},
-        "capacity": None if capacity is None else [_num(v, "capacity[]", 0.0, 1.0) for v in _list(capacity, "capacity", 64)],
-    }
+    """``summary.json`` as :func:`prm.run.summarise` writes it, every field checked."""
+    return _fields(_SUMMARY, _dict(value, "summary"), "", {})

@@ -43,7 +43,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from prm.config import MAX_EPOCHS, MAX_WIDTH
+from prm.limits import MAX_EPOCHS, MAX_WIDTH
 
 MiB = 2**20
 MAX_JSON_BYTES = 4 * MiB

@@ -45,6 +45,18 @@ def cosine_distances(points: np.ndarray) -> np.ndarray:
     return dist
 
 
+def pairwise(points: np.ndarray, metric: str) -> np.ndarray:
+    """Euclidean distance (what X-means uses) or cosine similarity between embeddings: what
+    the Clustering view draws and ``prm.analysis.pair_evidence`` measures a pair by."""
+    points = np.asarray(points, dtype=float)
+    if metric == "cosine":
+        norm = np.linalg.norm(points, axis=1, keepdims=True)
+        unit = points / np.where(norm == 0, 1, norm)
+        return unit @ unit.T
+    diff = points[:, None, :] - points[None, :, :]
+    return np.sqrt((diff ** 2).sum(-1))
+
+
 def linkage_merges(dist: np.ndarray, *, below: float = np.inf) -> list[tuple[int, int, float]]:
     """Average-linkage agglomeration on a distance matrix, merge by merge: ``(a, b, d)`` means
     cluster ``b`` of the list as it then stands (singletons in row order at first) joined

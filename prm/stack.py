@@ -21,14 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from prm import masks as M
 from prm import step as S
-from prm.config import RunConfig
 from prm.model import MaskedMLP
+
+if TYPE_CHECKING:  # types only: the config module imports the method registry, which imports this one
+    from prm.config import RunConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +52,7 @@ class Phase:
         return self.head_only, self.ewc is not None
 
 
-def phase(*, model: MaskedMLP, task: int, head_only: bool, protect: Sequence[Tensor] | None,
+def make_phase(*, model: MaskedMLP, task: int, head_only: bool, protect: Sequence[Tensor] | None,
           reg_used: Sequence[Tensor] | None, ewc=None, keeps: Sequence[tuple[Tensor, Tensor]] | None = None) -> Phase:
     """A run's ``Phase``: HAT's multipliers 1 - min(a_out, a_in) of ``protect`` (none for the
     first task: multipliers of one, so that it runs the same graph), or ``keeps`` as given

@@ -3,8 +3,9 @@
 Why by hand: the network is a fixed MLP (``prm.model``), and at the default width a step is
 a few hundred microseconds, of which autograd's bookkeeping was a third. Spelt out, the step
 is a short chain of batched matrix products and elementwise maths that ``torch.compile``
-fuses into a handful of kernels (``Stepper``), and ``tests/test_step.py`` checks every
-gradient against autograd on the same loss.
+fuses into a handful of kernels (:func:`compiled`). What the step computes is easier read in
+``prm.reference``, the same step for one run with autograd, and ``tests/test_step.py`` checks
+every parameter of this one against it.
 
 Every tensor has a leading run dimension R: R = 1 for one run, R > 1 for runs of equal
 shape trained together (several seeds, or configurations that differ only in numbers), which
@@ -13,14 +14,19 @@ only. Hyper-parameters and the slope s are per-run tensors, not Python numbers, 
 new value never recompiles.
 
 The step updates the parameters in place (they are views of the networks' parameters) and
-returns each run's data loss and logits. The rules are HAT's (PRM-NOTES):
-  forward    h_l = relu(W_l h_{l-1} + b_l) * dropout_l * a_l,  a_l = sigmoid(s e_l)
-  objective  CE(head(h_L), y) + lamb * sum(a * w) / n     (w, n: ``masks.regulariser_weights``)
-  gradients  weights and biases scaled by the keep multipliers (``masks.layer_keeps``),
+returns each run's data loss and logits. The rules are HAT's (``docs/method.md``); those that
+``prm.masks`` states are called from there, not restated:
+  forward    h_l = relu(W_l h_{l-1} + b_l) * dropout_l * a_l,  a_l = sigmoid(s e_l)  (``masks.task_mask``)
+  objective  CE(head(h_L), y) + lamb * sum(a * w) / n     (w, n: ``masks.regulariser_weights``;
+             its gradient ``masks.regulariser_gradient``)
+  gradients  weights and biases scaled by the keep multipliers (``masks.layer_keeps``, passed in),
              the embedding's by HAT's cosh compensation (``masks.embedding_compensation``)
   update     clip the gradient norm at ``clip``, p -= lr * g, clamp e to +-thres_emb.
 Dropout arrives as uniform noise drawn by each run from its own generator (and is turned into
 masks inside the step), so that eager and compiled steps, alone or stacked, see the same draws.
+
+The pieces below are plain functions that ``torch.compile`` inlines into one graph; splitting
+them changed no floating-point operation nor its order.
 """
 
 from __future__ import annotations
@@ -29,13 +35,18 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from prm.config import COMPILE_MODES
+from prm import masks as M
 
 Pair = tuple[Tensor, Tensor]  # (weight R x out x in, bias R x out)
+
+COMPILE_MODES = ("auto", "on", "off")
+"""How SGD steps run: ``auto`` compiled where that was measured to pay (:func:`compile_pays`),
+``on`` always compiled, ``off`` eager (the same function, op by op)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +58,15 @@ class Hyper:
     thres_cosh: Tensor
     thres_emb: Tensor
     clip: Tensor
+
+
+class _Saved(NamedTuple):
+    """What the forward pass keeps for the backward one, per hidden layer."""
+
+    inputs: list[Tensor]  # the layer's input (after the previous layer's dropout and gate)
+    pre: list[Tensor]  # z = W h + b
+    post: list[Tensor]  # relu(z)
+    gates: list[Tensor]  # dropout * mask, the factor relu(z) is multiplied by
 
 
 def _col(v: Tensor, dims: int) -> Tensor:
@@ -91,75 +111,110 @@ def sgd_step(
     """
     masked = embedding is not None
     widths = [w.shape[1] for w, _ in layers]
-    mask = torch.sigmoid(_col(s, 2) * embedding) if masked else None
+    mask = M.task_mask(embedding, _col(s, 2)) if masked else None
     gates = list(torch.split(mask, widths, dim=1)) if masked else [None] * len(layers)
     rates = rates.unsqueeze(1)
     drops = list(torch.split((noise >= rates) / (1.0 - rates), [x.shape[-1], *widths], dim=-1))
-    # forward, keeping what the backward pass needs
-    h = x * drops[0]
-    inputs, pre, post, gate_full = [], [], [], []
-    for (w, b), drop, gate in zip(layers, drops[1:], gates):
-        inputs.append(h)
+    h, saved = _forward(layers, x * drops[0], drops[1:], gates)
+    hw, hb = head
+    loss, logits, d = _cross_entropy(hw, hb, h, y, weight, class_bias)
+    grads: list[Tensor] = [torch.bmm(d.transpose(1, 2), h), d.sum(1)]
+    params: list[Tensor] = [hw, hb]
+    if train_features:
+        layer_grads, mask_grads = _backward_features(layers, torch.bmm(d, hw), saved, drops[1:], keeps=keeps,
+                                                     penalty=penalty, masked=masked)
+        grads = [*layer_grads, *grads]
+        params = [p for pair in layers for p in pair] + params
+        if masked:
+            grads.append(_embedding_gradient(mask_grads, mask, embedding, s, reg_weights, reg_norm, hyper))
+            params.append(embedding)
+    _clip_and_descend(params, grads, clip=hyper.clip, lr=lr)
+    if masked and train_features:
+        _clamp_embedding(embedding, hyper.thres_emb, lr)
+    return loss, logits
+
+
+def _forward(layers: Sequence[Pair], h: Tensor, drops: Sequence[Tensor],
+             gates: Sequence[Tensor | None]) -> tuple[Tensor, _Saved]:
+    """The hidden layers from the dropped-out input ``h``: their output, and what backward needs."""
+    saved = _Saved([], [], [], [])
+    for (w, b), drop, gate in zip(layers, drops, gates):
+        saved.inputs.append(h)
         z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         a = torch.relu(z)
         g = drop if gate is None else drop * gate.unsqueeze(1)
-        pre.append(z)
-        post.append(a)
-        gate_full.append(g)
+        saved.pre.append(z)
+        saved.post.append(a)
+        saved.gates.append(g)
         h = a * g
-    hw, hb = head
+    return h, saved
+
+
+def _cross_entropy(hw: Tensor, hb: Tensor, h: Tensor, y: Tensor, weight: Tensor,
+                   class_bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The head's logits, each run's weighted cross-entropy, and its gradient in the logits."""
     logits = torch.baddbmm(hb.unsqueeze(1), h, hw.transpose(1, 2))
     if class_bias is not None:
         logits = logits + class_bias.unsqueeze(1)
     logp = torch.log_softmax(logits, dim=-1)
     loss = -(logp.gather(-1, y.unsqueeze(-1)).squeeze(-1) * weight).sum(1)
-    # backward of the cross-entropy
     d = torch.exp(logp)
     d = (d - torch.nn.functional.one_hot(y, d.shape[-1]).to(d)) * weight.unsqueeze(-1)
-    grads: list[Tensor] = [torch.bmm(d.transpose(1, 2), h), d.sum(1)]
-    params: list[Tensor] = [hw, hb]
-    if train_features:
-        d = torch.bmm(d, hw)
-        mask_grads: list[Tensor] = []
-        layer_grads: list[Tensor] = []
-        for index in range(len(layers) - 1, -1, -1):
-            w, b = layers[index]
-            if masked:  # d/da of h = relu(z) * drop * a
-                mask_grads.append((d * post[index] * drops[index + 1]).sum(1))
-            dz = d * gate_full[index] * (pre[index] > 0)
-            gw, gb = torch.bmm(dz.transpose(1, 2), inputs[index]), dz.sum(1)
-            if penalty is not None:
-                fisher, anchor, lam = penalty
-                (fw, fb), (aw, ab) = fisher[index], anchor[index]
-                gw = gw + _col(lam, 3) * fw * (w - aw)
-                gb = gb + _col(lam, 2) * fb * (b - ab)
-            if keeps is not None:
-                kw, kb = keeps[index]
-                gw, gb = gw * kw, gb * kb
-            layer_grads = [gw, gb, *layer_grads]
-            if index > 0:
-                d = torch.bmm(dz, w)
-        grads = [*layer_grads, *grads]
-        params = [p for pair in layers for p in pair] + params
-        if masked:
-            dmask = torch.cat(mask_grads[::-1], dim=1)
-            if reg_weights is not None:
-                dmask = dmask + _col(hyper.lamb, 2) * reg_weights / _col(reg_norm, 2)
-            se = _col(s, 2) * embedding
-            compensation = (_col(hyper.smax, 2) / _col(s, 2) * (torch.cosh(torch.clamp(
-                se, -_col(hyper.thres_cosh, 2), _col(hyper.thres_cosh, 2))) + 1.0) / (torch.cosh(embedding) + 1.0))
-            grads.append(dmask * mask * (1.0 - mask) * _col(s, 2) * compensation)
-            params.append(embedding)
-    # clip the whole gradient's norm per run (torch.nn.utils.clip_grad_norm_'s rule), then SGD
+    return loss, logits, d
+
+
+def _backward_features(layers: Sequence[Pair], d: Tensor, saved: _Saved, drops: Sequence[Tensor], *,
+                       keeps: Sequence[Pair] | None, penalty, masked: bool) -> tuple[list[Tensor], list[Tensor]]:
+    """From ``d``, the gradient in the last hidden layer's output, back to the input: each
+    layer's (weight, bias) gradients, EWC's penalty added and the keep multipliers applied, in
+    ``layers``' order; and, when masked, the gradient in each layer's mask values (first to last)."""
+    mask_grads: list[Tensor] = []
+    layer_grads: list[Tensor] = []
+    for index in range(len(layers) - 1, -1, -1):
+        w, b = layers[index]
+        if masked:  # d/da of h = relu(z) * drop * a
+            mask_grads.append((d * saved.post[index] * drops[index]).sum(1))
+        dz = d * saved.gates[index] * (saved.pre[index] > 0)
+        gw, gb = torch.bmm(dz.transpose(1, 2), saved.inputs[index]), dz.sum(1)
+        if penalty is not None:
+            fisher, anchor, lam = penalty
+            (fw, fb), (aw, ab) = fisher[index], anchor[index]
+            gw = gw + _col(lam, 3) * fw * (w - aw)
+            gb = gb + _col(lam, 2) * fb * (b - ab)
+        if keeps is not None:
+            kw, kb = keeps[index]
+            gw, gb = gw * kw, gb * kb
+        layer_grads = [gw, gb, *layer_grads]
+        if index > 0:
+            d = torch.bmm(dz, w)
+    return layer_grads, mask_grads[::-1]
+
+
+def _embedding_gradient(mask_grads: Sequence[Tensor], mask: Tensor, embedding: Tensor, s: Tensor,
+                        reg_weights: Tensor | None, reg_norm: Tensor | None, hyper: Hyper) -> Tensor:
+    """The embedding's gradient: the mask's (plus the regulariser's), through the sigmoid
+    a = sigmoid(s e), times HAT's cosh compensation."""
+    dmask = torch.cat(list(mask_grads), dim=1)
+    if reg_weights is not None:
+        dmask = dmask + M.regulariser_gradient(reg_weights, _col(reg_norm, 2), _col(hyper.lamb, 2))
+    compensation = M.embedding_compensation(embedding, _col(s, 2), _col(hyper.smax, 2), _col(hyper.thres_cosh, 2))
+    return dmask * mask * (1.0 - mask) * _col(s, 2) * compensation
+
+
+def _clip_and_descend(params: Sequence[Tensor], grads: Sequence[Tensor], *, clip: Tensor, lr: Tensor) -> None:
+    """Clip the whole gradient's norm per run (torch.nn.utils.clip_grad_norm_'s rule), then SGD
+    in place."""
     norm = torch.sqrt(sum((g * g).flatten(1).sum(1) for g in grads))
-    scale = torch.where(norm > hyper.clip, hyper.clip / (norm + 1e-6), torch.ones_like(norm)) * lr
+    scale = torch.where(norm > clip, clip / (norm + 1e-6), torch.ones_like(norm)) * lr
     for p, g in zip(params, grads):
         p.sub_(_col(scale, g.dim()) * g)
-    if masked and train_features:
-        limit = _col(hyper.thres_emb, 2)
-        clamped = torch.minimum(torch.maximum(embedding, -limit), limit)
-        embedding.copy_(torch.where(_col(lr > 0, 2), clamped, embedding))
-    return loss, logits
+
+
+def _clamp_embedding(embedding: Tensor, thres_emb: Tensor, lr: Tensor) -> None:
+    """Clamp each stepped run's embedding to +-thres_emb in place; runs with ``lr`` 0 stay exactly."""
+    limit = _col(thres_emb, 2)
+    clamped = torch.minimum(torch.maximum(embedding, -limit), limit)
+    embedding.copy_(torch.where(_col(lr > 0, 2), clamped, embedding))
 
 
 def compiler_available(device: str = "cpu") -> bool:

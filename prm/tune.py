@@ -40,7 +40,8 @@ import numpy as np
 import optuna
 
 from prm import metrics
-from prm.config import RunConfig, results_relevant
+from prm import methods
+from prm.config import RunConfig, key_view
 from prm.storages import StorageError, engine_url, file_of, open_storage, read_storage, safe_url
 from prm.studies import (Study, Trial, default_study, importances, load_study, parameter_sensitivity, read_study,
                          run_folder, study_names, tuned_studies)
@@ -74,6 +75,8 @@ HIDDEN_DROPOUT = Range(name="hidden_dropout", section="model", field="hidden_dro
 LR = Range(name="lr", section="optim", field="lr", low=0.01, high=0.3, log=True)
 LAMB = Range(name="lamb", section="hat", field="lamb", low=0.05, high=5.0, log=True)
 EWC_LAMBDA = Range(name="ewc_lambda", section=None, field="ewc_lambda", low=10.0, high=1e5, log=True)
+METHOD_RANGES = {r.name: r for r in (LAMB, EWC_LAMBDA)}
+"""The ranges a method adds to the common ones by name (``Method.tuned``)."""
 
 
 def search_space(method: str) -> tuple[Range, ...]:
@@ -81,12 +84,7 @@ def search_space(method: str) -> tuple[Range, ...]:
     method's regulariser strength (HAT's and PRM's mask sparsity ``lamb``, EWC's lambda).
     The ranges hold this project's defaults (dropout 0.2/0.5, lr 0.1, lamb 0.75, EWC 5000)
     well inside them; docs/tuning.md says why each bound is where it is."""
-    base = (INPUT_DROPOUT, HIDDEN_DROPOUT, LR)
-    if method in ("hat", "cat") or method.startswith("prm"):
-        return (*base, LAMB)
-    if method == "ewc":
-        return (*base, EWC_LAMBDA)
-    return base
+    return (INPUT_DROPOUT, HIDDEN_DROPOUT, LR, *(METHOD_RANGES[name] for name in methods.get(method).tuned))
 
 
 def apply_params(base: RunConfig, params: dict[str, float]) -> RunConfig:
@@ -137,7 +135,7 @@ def _start(trial: Any, run_dir: Path) -> None:
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
 
 
-def setup_key(config: RunConfig) -> str:
+def study_key(config: RunConfig) -> str:
     """What a study was made for, without the seed, the tuned values and what is written to
     disk: a second command on the same study, or ``compare --tuned``, must use the same set-up."""
     data = _portable(config)
@@ -159,9 +157,7 @@ def _portable(config: RunConfig) -> dict[str, Any]:
     sequence's default task count and shots filled in (``--n-tasks 10`` is the default's 10)."""
     from prm.data import SPECS
 
-    data = results_relevant(config.to_dict())
-    for key in ("seed", "record", "device", "data_dir"):
-        data.pop(key)
+    data = key_view(config.to_dict(), without=("seed", "record", "place"))
     spec = SPECS.get(config.sequence)
     if spec is not None:
         data["n_tasks"] = spec.default_n if config.n_tasks is None else config.n_tasks
@@ -261,7 +257,7 @@ def tune(*, config: RunConfig, url: str, study_name: str, trials: int, runs_dir:
     sampler = _StartupBySeed(seed=config.seed, space=space)
     study = _open(url, study_name, sampler=sampler, attrs={
         "kind": "tune", "sequence": config.sequence, "method": config.method, "seed": config.seed,
-        "tasks": len(families), "setup": setup_key(config),
+        "tasks": len(families), "setup": study_key(config),
         "space": [r.describe() for r in space]})
 
     def objective(trial: Any) -> float:
@@ -435,6 +431,6 @@ class _StartupBySeed(optuna.samplers.BaseSampler):
 
 
 __all__ = ["DEFAULT_STORAGE", "Cell", "cell_of", "compare_grid", "engine_url", "grid_key",
-           "fail_running", "setup_key", "tune", "Range", "Study", "StorageError", "Trial", "apply_params",
+           "fail_running", "study_key", "tune", "Range", "Study", "StorageError", "Trial", "apply_params",
            "default_study", "file_of", "importances", "load_study", "open_storage", "parameter_sensitivity",
            "read_storage", "run_folder", "safe_url", "search_space", "study_names", "tuned_studies"]

@@ -6,7 +6,7 @@ similar cost?": it resumes RUN from the checkpoint at the start of task T
 other earlier task dissimilar, in every masked layer), and learns T and every later task
 exactly as the parent's config says (later tasks run DTD normally).
 
-The child is an ordinary run folder: its ``run.json`` names the parent (``prm.runs.RunParent``),
+The child is an ordinary run folder: its ``run.json`` names the parent (``prm.run.RunParent``),
 and its event log holds the whole sequence, the parent's records of the tasks before T
 replayed through the same writer (array and checkpoint files too), then the resumed
 training. With the parent's own decision the child reproduces the parent's accuracy matrix
@@ -16,7 +16,7 @@ The child trains on the parent's device (``config.device``) and nowhere else: it
 hold that device's generator state, and on another device the floats would differ from the
 first step, so child minus parent would mix the device's effect into the decision's. The
 CLI refuses a parent whose device this machine lacks, with the check ``run`` applies to
-``--device`` (``prm.__main__._device_problem``).
+``--device`` (``prm.cli.options.device_problem``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from prm.config import RunConfig
 from prm.data import TaskSequence, make_sequence
 from prm.engine import Emit, Resume
 from prm.events import Event, RunStarted, TaskArrays
-from prm.methods import STRATEGIES
-from prm.runs import Run, RunFormatError, RunParent, load_run
+from prm import methods
+from prm.run import Run, RunFormatError, RunParent, load_run
 
 
 class WhatIfError(ValueError):
@@ -83,7 +83,7 @@ def plan(folder: str | Path, *, task: int, dissimilar: Sequence[Sequence[int]] |
     except RunFormatError as exc:
         raise WhatIfError(f"cannot read the parent run: {exc}") from None
     cfg = parent.config
-    if not STRATEGIES[cfg.method].runs_dtd:
+    if not methods.get(cfg.method).runs_dtd:
         raise WhatIfError(f"{folder}: method {cfg.method} has no dissimilar-task detection, so there is no "
                           "decision to replace; what-if needs prm, prm+, prm-s, prm-d or prm-t")
     n_tasks, layers = parent.state.n_tasks, len(cfg.model.hidden)
@@ -172,7 +172,7 @@ def run(plan: Plan, out: str | Path, *, emit: Emit | None = None, should_stop: C
     """Record the what-if child in ``out`` (a new folder); returns the engine's ``RunResult``.
     ``emit`` also sees every event (progress)."""
     from prm.engine import train_sequence
-    from prm.runs import RunWriter
+    from prm.run import RunWriter
 
     cfg = plan.config
     seq = sequence(plan)

@@ -2,7 +2,9 @@
 
 PRM uses this to cluster task embeddings (R points = tasks seen so far, 1..50;
 M dims = layer width, 64..2000, so usually M >> R) and to decide which earlier
-tasks are *dissimilar* to the newest one (:func:`dissimilar_to`).
+tasks are *dissimilar* to the newest one (:func:`dtd_call`, :func:`dissimilar_to`).
+docs/xmeans.md has the derivation, the measurements quoted here and a table of
+degenerate cases.
 
 BIC variant (``VARIANT = "pm-perdim"``)
 ---------------------------------------
@@ -17,82 +19,58 @@ point to its own centre, over all M dims)::
     p      = (k - 1) + M k + 1                          # weights, centres, variance
     BIC    = sum_n l_n - (p / 2) log R                  # penalty once per model
 
-Why these choices (details and derivation in docs/xmeans.md):
+Why these choices:
 
-* **Per-dimension variance** ``SSE / (M (R - k))``: SSE sums M independent
-  coordinates, each with R - k degrees of freedom, so this is the unbiased
-  estimate of the variance of one coordinate -- the quantity the density
-  ``(2 pi sigma2)^(-M/2)`` needs.  Pelleg & Moore's ``SSE / (R - k)`` is M times
-  too large when M > 1 and makes the likelihood blind to M.
-* **Exponent term** ``SSE_n / (2 sigma2)``: the exact value at the estimated
-  variance.  Summed over clusters it equals ``M (R - k) / 2`` (when the floor is
-  not active).  The paper writes the per-cluster term as ``(R_n - k) / 2``, which
-  sums to ``(R - k^2) / 2``: a known erratum that rewards every extra cluster by
-  about ``M (k^2 - k) / 2`` nats -- with M = 2000 that outweighs the penalty and
-  splits pure noise.  We therefore do not use it.
-* ``log(2 pi)`` carries the factor M (the paper drops it; it is a constant for
-  fixed R and M either way, so decisions do not depend on it).
+* **Per-dimension variance** ``SSE / (M (R - k))``: SSE sums M coordinates with
+  R - k degrees of freedom each, so this is the unbiased variance of one
+  coordinate -- what the density ``(2 pi sigma2)^(-M/2)`` needs.  Pelleg &
+  Moore's ``SSE / (R - k)`` is M times too large and makes the likelihood blind to M.
+* **Exponent term** ``SSE_n / (2 sigma2)``, the exact value.  The paper's
+  ``(R_n - k) / 2`` is a known erratum that rewards every extra cluster by about
+  ``M (k^2 - k) / 2`` nats -- with M = 2000 it splits pure noise.
+* ``log(2 pi)`` carries the factor M (the paper drops it; constant for fixed R, M).
 
-Variance floor: ``var_floor = 1e-12 * mean(X**2)`` (or 1e-12 when X is all zero)
-unless given.  It keeps the BIC finite when a model has zero residual
-(identical points, children that are exact duplicates).  It is relative, so
-decisions are invariant to rescaling X.  If ``R <= k`` the variance cannot be
-estimated (SSE is 0 then); ``sigma2 = var_floor`` is used.
+Variance floor (:func:`default_var_floor` unless given): keeps the BIC finite
+when a model has zero residual (identical points, duplicate children); relative
+to X, so rescaling X changes no decision.  If ``R <= k``, ``sigma2 = var_floor``.
 
 Algorithm
 ---------
-1. Start with ``k_min`` centres (k = 1: the mean; otherwise KMeans with
-   ``n_init`` restarts and ``random_state=seed``).
+1. Start with ``k_init = min(k_min, distinct points)`` centres (k = 1: the mean;
+   otherwise KMeans with ``n_init`` restarts and ``random_state=seed``).
 2. Improve-structure (one *round*): for every current cluster, in id order,
    run a local 2-means on the cluster's points only (``n_init`` restarts, seed
    derived from ``seed`` and the cluster id).  Keep the split when the BIC of
    the whole model with that cluster replaced by its two children exceeds the
    BIC of the current whole model (every candidate is judged against the model
    at the start of the round).  Children get fresh integer ids.
-   Deviation from the paper, on purpose: Pelleg & Moore compare k=1 vs k=2
-   BIC on the cluster's points alone, i.e. with a variance estimated from that
-   cluster and a ``log R_cluster`` penalty.  For the 3-5 point clusters PRM
-   sees this is unreliable (measured, M=64: 2+3 separated points found 15% of
-   the time, 3+3+3 never, because noise in a 3-point child is split again);
-   the whole-model test pools the variance over all points, as the model
-   (identical spherical Gaussians) says, and finds them 95-100%.  Both tests
-   are identical for the first split (k=1 on all points).
+   Deviation from the paper, on purpose: Pelleg & Moore compare k=1 vs k=2 on
+   the cluster's points alone.  For the 3-5 point clusters PRM sees that is
+   unreliable (M=64: 2+3 separated points found 15% of the time, 3+3+3 never);
+   the whole-model test pools the variance over all points, as the model says,
+   and finds them 95-100%.  Both tests agree for the first split (k=1).
 3. Improve-params: if any split was kept, refit KMeans on *all* points with the
    current centres as init (``n_init=1``); cluster ids follow their centres.
 4. Repeat 2-3 until a round keeps nothing or k reaches ``k_max``.
 
 A cluster whose membership has not changed since its last refused attempt is
-not tried again (the local 2-means seed depends only on ``seed`` and the
-cluster id, so the answer would be identical).
+not tried again (its 2-means seed depends only on ``seed`` and the cluster id,
+so the answer would be identical).  A split is refused without a 2-means when
+the cluster has fewer than ``max(3, min_split_size)`` points
+(``"too-few-points"``: a 2-point cluster could only split into zero-residual
+singletons), when it would take k past ``k_max`` (``"k-max"``), or when its
+points are all identical (``"zero-variance"``).  BIC is asymptotic: for R = 3, 4
+pure noise is sometimes split.
 
-Degenerate cases (also tabulated in docs/xmeans.md):
-
-* fewer than 3 points (or ``min_split_size``) in a cluster: split refused,
-  reason ``"too-few-points"`` (a 2-point cluster has only one 2-way split, into
-  singletons with zero residual).  Hence 2 points always give k = 1.
-* 1 point: k = 1 = k_max, no attempt is recorded.
-* very few points overall (R = 3, 4): BIC is an asymptotic criterion; pure
-  noise is split with the measured rates in docs/xmeans.md.
-* all points of a cluster identical: refused, ``"zero-variance"`` (no KMeans
-  call, so no sklearn ConvergenceWarning).
-* children with zero residual (e.g. two tight duplicate pairs): BIC uses the
-  floor, stays finite, and the split is kept because the parent has a real
-  variance.
-* k reached ``k_max``: remaining clusters of that round are recorded with
-  ``"k-max"`` and not tried.
-* ``k_min`` larger than the number of distinct points is clamped to it.
-
-The decision record (:class:`SplitAttempt`) lists the members of a cluster *at
-the time of the attempt*; improve-params may later move points between
-clusters, so members of kept children need not equal the final clusters.  What
-is guaranteed: final cluster ids = root ids + kept child ids - kept parent ids,
-so ``k == k_init + number of kept attempts``.
+Decision record (:class:`SplitAttempt`): members are those *at the time of the
+attempt* (improve-params may move points later); final cluster ids = root ids +
+kept child ids - kept parent ids, so ``k == k_init + number of kept attempts``.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -100,14 +78,15 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
-    "VARIANT",
     "SplitAttempt",
     "XMeansResult",
     "bic",
-    "default_var_floor",
-    "xmeans",
     "cluster_of",
+    "default_var_floor",
     "dissimilar_to",
+    "dtd_call",
+    "undecided",
+    "xmeans",
 ]
 
 VARIANT = "pm-perdim"
@@ -115,7 +94,7 @@ _REL_FLOOR = 1e-12
 
 
 def default_var_floor(X: np.ndarray) -> float:
-    """Variance floor used when none is given: 1e-12 of the mean squared entry.
+    """Variance floor used when none is given: 1e-12 x mean(X**2), or 1e-12 when X is all zero.
 
     Relative so that scaling X by c scales every sigma2 (floored or not) by c^2,
     which shifts parent and children BIC by the same constant.
@@ -342,72 +321,30 @@ def xmeans(
         raise ValueError("X contains nan or inf")
     if k_min < 1 or n_init < 1:
         raise ValueError("k_min and n_init must be >= 1")
-    R = X.shape[0]
     floor = default_var_floor(X) if var_floor is None else float(var_floor)
-    k_max = R if k_max is None else int(k_max)
     k_init = min(int(k_min), _n_distinct(X))
-    k_max = max(k_max, k_init)
+    k_max = max(X.shape[0] if k_max is None else int(k_max), k_init)
 
-    # -- initial model --------------------------------------------------------
-    if k_init == 1:
-        labels = np.zeros(R, dtype=np.int64)
-        centers = X.mean(axis=0, keepdims=True)
-    else:
-        labels, centers = _kmeans(X, k_init, init="k-means++", n_init=n_init, seed=seed)
-    ids = list(range(k_init))  # ids[j] = stable id of centres[j]
-    next_id = k_init
-    refused: dict[int, tuple[int, ...]] = {}  # id -> members at its last refused attempt
-    attempts: list[SplitAttempt] = []
-
+    labels, centers = _initial_model(X, k_init, n_init=n_init, seed=seed)
+    ids = list(range(k_init))  # ids[j] = stable id of centers[j]
+    search = _Search(X=X, floor=floor, k_max=k_max, seed=seed, n_init=n_init,
+                     min_split_size=min_split_size, next_id=k_init)
     rnd = 0
     while len(ids) < k_max:
-        new_centers: list[np.ndarray] = []
-        new_ids: list[int] = []
-        kept_any = False
-        for j, cid in enumerate(ids):
-            members = tuple(int(i) for i in np.flatnonzero(labels == j))
-            if refused.get(cid) == members:
-                new_centers.append(centers[j])
-                new_ids.append(cid)
-                continue
-            att = _try_split(X, labels, centers, j, cid, members, rnd=rnd, seed=seed, n_init=n_init,
-                             floor=floor, min_split_size=min_split_size,
-                             full=len(new_ids) + (len(ids) - j) >= k_max, next_id=next_id)
-            attempts.append(att)
-            if att.kept:
-                assert att.children is not None and att.child_ids is not None
-                for child, child_id in zip(att.children, att.child_ids):
-                    new_centers.append(X[list(child)].mean(axis=0))
-                    new_ids.append(child_id)
-                next_id += 2
-                kept_any = True
-            else:
-                refused[cid] = members
-                new_centers.append(centers[j])
-                new_ids.append(cid)
-        if not kept_any:
+        kept = search.improve_structure(labels, centers, ids, rnd=rnd)
+        if kept is None:
             break
-        # -- improve-params: global refit from the kept centres ---------------
-        ids = new_ids
+        new_centers, ids = kept
+        # improve-params: global refit from the kept centres; cluster ids follow their centres
         labels, centers = _kmeans(X, len(ids), init=np.asarray(new_centers), n_init=1, seed=seed)
         rnd += 1
 
-    # -- relabel by first appearance -------------------------------------------
-    order: list[int] = []
-    for lab in labels:
-        if int(lab) not in order:
-            order.append(int(lab))
-    order += [j for j in range(len(ids)) if j not in order]  # (empty clusters: not expected)
-    remap = np.empty(len(ids), dtype=np.int64)
-    remap[order] = np.arange(len(ids))
-    labels = remap[labels]
-    centers = centers[order]
-    final_ids = tuple(ids[j] for j in order)
+    labels, centers, final_ids = _by_first_appearance(labels, centers, ids)
     return _make_result(
         labels=labels,
         centers=centers,
         bic_value=bic(X, labels, centers, var_floor=floor),
-        attempts=attempts,
+        attempts=search.attempts,
         variant=VARIANT,
         cluster_ids=final_ids,
         k_init=k_init,
@@ -415,40 +352,119 @@ def xmeans(
     )
 
 
-def _try_split(X, labels, centers, j, cid, members, *, rnd, seed, n_init, floor, min_split_size,
-               full, next_id) -> SplitAttempt:
-    """Decide whether cluster ``j`` (id ``cid``, points ``members``) splits in two.
+def _initial_model(X: np.ndarray, k_init: int, *, n_init: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and centres to start from: the mean for k = 1 (no KMeans call, so no
+    RNG draw), otherwise a k-means++ KMeans with ``n_init`` restarts."""
+    if k_init == 1:
+        return np.zeros(X.shape[0], dtype=np.int64), X.mean(axis=0, keepdims=True)
+    return _kmeans(X, k_init, init="k-means++", n_init=n_init, seed=seed)
 
-    The 2-means runs on the cluster's points only; the BIC comparison is made
-    on the whole model (current k clusters vs. the same model with this one
-    cluster replaced by its two children), see the module docstring for why.
-    """
 
-    def refuse(reason: str) -> SplitAttempt:
-        return SplitAttempt(rnd, cid, members, None, None, None, None, False, reason)
+@dataclass(kw_only=True)
+class _Search:
+    """Settings and bookkeeping of one :func:`xmeans` call that outlive a round, kept
+    together so a round and a split attempt read like the algorithm, not like ten arguments."""
 
-    if len(members) < max(3, min_split_size):
-        return refuse("too-few-points")
-    if full:
-        return refuse("k-max")
-    Xc = X[list(members)]
-    if _n_distinct(Xc) < 2:
-        return refuse("zero-variance")
-    child_labels, child_centers = _kmeans(Xc, 2, init="k-means++", n_init=n_init, seed=_child_seed(seed, cid))
-    a = tuple(members[i] for i in np.flatnonzero(child_labels == 0))
-    b = tuple(members[i] for i in np.flatnonzero(child_labels == 1))
+    X: np.ndarray
+    floor: float
+    k_max: int
+    seed: int
+    n_init: int
+    min_split_size: int
+    next_id: int  # the id the next kept child gets; ids are never reused
+    refused: dict[int, tuple[int, ...]] = field(default_factory=dict)  # id -> members at its last refused attempt
+    attempts: list[SplitAttempt] = field(default_factory=list)
+
+    def improve_structure(self, labels: np.ndarray, centers: np.ndarray, ids: list[int], *,
+                          rnd: int) -> tuple[list[np.ndarray], list[int]] | None:
+        """One improve-structure round over the clusters in id order.
+
+        Returns the centres and ids of the model with every kept split applied
+        (children replace their parent in place), or None when nothing was kept.
+        Every candidate is judged against the model at the start of the round.
+        """
+        new_centers: list[np.ndarray] = []
+        new_ids: list[int] = []
+        kept_any = False
+        for j, cid in enumerate(ids):
+            members = tuple(int(i) for i in np.flatnonzero(labels == j))
+            if self.refused.get(cid) == members:  # same points, same seed: same answer as last time
+                new_centers.append(centers[j])
+                new_ids.append(cid)
+                continue
+            full = len(new_ids) + (len(ids) - j) >= self.k_max
+            att = self.try_split(labels, centers, j, cid, members, rnd=rnd, full=full)
+            self.attempts.append(att)
+            if att.kept:
+                assert att.children is not None and att.child_ids is not None
+                for child, child_id in zip(att.children, att.child_ids):
+                    new_centers.append(self.X[list(child)].mean(axis=0))
+                    new_ids.append(child_id)
+                self.next_id += 2
+                kept_any = True
+            else:
+                self.refused[cid] = members
+                new_centers.append(centers[j])
+                new_ids.append(cid)
+        return (new_centers, new_ids) if kept_any else None
+
+    def try_split(self, labels: np.ndarray, centers: np.ndarray, j: int, cid: int, members: tuple[int, ...], *,
+                  rnd: int, full: bool) -> SplitAttempt:
+        """Decide whether cluster ``j`` (id ``cid``, points ``members``) splits in two.
+
+        The 2-means runs on the cluster's points only; the BIC comparison is made
+        on the whole model (see :func:`_split_bics` and the module docstring for why).
+        ``full``: splitting would take k past ``k_max``.
+        """
+
+        def refuse(reason: str) -> SplitAttempt:
+            return SplitAttempt(rnd, cid, members, None, None, None, None, False, reason)
+
+        if len(members) < max(3, self.min_split_size):
+            return refuse("too-few-points")
+        if full:
+            return refuse("k-max")
+        Xc = self.X[list(members)]
+        if _n_distinct(Xc) < 2:
+            return refuse("zero-variance")
+        child_labels, child_centers = _kmeans(Xc, 2, init="k-means++", n_init=self.n_init,
+                                              seed=_child_seed(self.seed, cid))
+        a = tuple(members[i] for i in np.flatnonzero(child_labels == 0))
+        b = tuple(members[i] for i in np.flatnonzero(child_labels == 1))
+        parent_bic, children_bic = _split_bics(self.X, labels, centers, j, b, child_centers, floor=self.floor)
+        kept = bool(children_bic > parent_bic) and len(a) > 0 and len(b) > 0
+        return SplitAttempt(
+            rnd, cid, members, (a, b), (self.next_id, self.next_id + 1) if kept else None,
+            parent_bic, children_bic, kept, "bic-improved" if kept else "bic-not-improved",
+        )
+
+
+def _split_bics(X: np.ndarray, labels: np.ndarray, centers: np.ndarray, j: int, moved: tuple[int, ...],
+                child_centers: np.ndarray, *, floor: float) -> tuple[float, float]:
+    """Whole-model BIC of the current k clusters, and of the same model with cluster
+    ``j`` replaced by its two children: child 0 takes over label j, child 1 (the
+    points ``moved``) becomes label k.  Pooling the variance over all points is
+    what makes 3-5 point clusters splittable (module docstring, step 2)."""
     k = centers.shape[0]
     split_labels = labels.copy()
-    split_labels[list(b)] = k
+    split_labels[list(moved)] = k
     split_centers = np.vstack([centers, child_centers[1:2]])
     split_centers[j] = child_centers[0]
-    parent_bic = bic(X, labels, centers, var_floor=floor)
-    children_bic = bic(X, split_labels, split_centers, var_floor=floor)
-    kept = bool(children_bic > parent_bic) and len(a) > 0 and len(b) > 0
-    return SplitAttempt(
-        rnd, cid, members, (a, b), (next_id, next_id + 1) if kept else None,
-        parent_bic, children_bic, kept, "bic-improved" if kept else "bic-not-improved",
-    )
+    return bic(X, labels, centers, var_floor=floor), bic(X, split_labels, split_centers, var_floor=floor)
+
+
+def _by_first_appearance(labels: np.ndarray, centers: np.ndarray,
+                         ids: list[int]) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Renumber clusters so that labels appear in order 0, 1, ... along the points
+    (point 0 is in cluster 0): the result then does not depend on KMeans' centre order."""
+    order: list[int] = []
+    for lab in labels:
+        if int(lab) not in order:
+            order.append(int(lab))
+    order += [j for j in range(len(ids)) if j not in order]  # (empty clusters: not expected)
+    remap = np.empty(len(ids), dtype=np.int64)
+    remap[order] = np.arange(len(ids))
+    return remap[labels], centers[order], tuple(ids[j] for j in order)
 
 
 def cluster_of(result: XMeansResult, index: int) -> int:

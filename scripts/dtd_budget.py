@@ -19,15 +19,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prm.analysis import calls_right, true_groups  # noqa: E402
 from prm.config import PRMConfig, RunConfig  # noqa: E402
 from prm.engine import train_sequence  # noqa: E402
 from prm.events import DTDResult, RunStarted  # noqa: E402
-from prm.methods import calls_right, true_groups  # noqa: E402
 
 
 def agreement(events) -> list[float]:
     """Per layer: fraction of (t, i < t) pairs where DTD's call matches the truth
-    (``prm.methods.true_groups``), weighting every earlier task of every step equally."""
+    (``prm.analysis.true_groups``), weighting every earlier task of every step equally."""
     groups = true_groups(next(e for e in events if isinstance(e, RunStarted)).tasks)
     hits: dict[int, list[float]] = {}
     for dtd in (e for e in events if isinstance(e, DTDResult)):

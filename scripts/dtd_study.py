@@ -14,7 +14,7 @@ costs no training. ``docs/dtd-study.md`` says what is measured and why.
         --set prm.embedding_init=zeros --set prm.dtd_epochs=80 --out study/zeros --jobs 2
 
 Scores, per (representation, clustering): the share of earlier tasks called right (as
-``prm.methods.calls_right`` against ``true_groups``), over every (DTD step, earlier task)
+``prm.analysis.calls_right`` against ``true_groups``), over every (DTD step, earlier task)
 pair, mean +- std over runs of a sequence; the adjusted Rand index (ARI) of the clustering of
 tasks 0..t against the true groups, for rules that cluster every task; and the difference
 of the share to the all-dissimilar baseline (HAT's choice).
@@ -37,7 +37,7 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prm.methods import calls_right, true_groups  # noqa: E402
+from prm.analysis import calls_right, true_groups  # noqa: E402
 from prm.similarity import average_linkage, cosine_distances, dissimilar_by_rule, features  # noqa: E402
 from prm.xmeans import default_var_floor, dtd_call, xmeans  # noqa: E402
 from prm.xmeans import undecided as xmeans_undecided  # noqa: E402
@@ -193,7 +193,7 @@ def cluster(points: np.ndarray, rule: str, *, seed: int, kind: str = "raw",
         return [i for i in range(t) if i != int(np.argmin(cosine_distances(points)[t, :t]))], None
     if name == "cut-cos":
         return dissimilar_by_rule(points, t, rule="cut", threshold=float(th)), None
-    if name == "xmeans":  # as prm.engine._dtd calls it
+    if name == "xmeans":  # as prm.dtd.Rule calls it
         result = xmeans(points, seed=seed)
         if undecided != "dissimilar" or not xmeans_undecided(result):
             return dtd_call(result, t, when_undecided=undecided), np.asarray(result.labels)
@@ -333,7 +333,7 @@ def run_steps(run, layers: Sequence[int]) -> list[Step]:
 
 def _analyse_one(job: tuple[str, str, tuple[str, ...], tuple[str, ...]]) -> tuple[str, dict]:
     """Load one run folder and score it for every layer set: (sequence, {label: scores})."""
-    from prm.runs import load_run
+    from prm.run import load_run
 
     folder, which, representations, clusterings = job
     run = load_run(folder)
@@ -408,7 +408,7 @@ def _train_one(job: tuple[dict, str]) -> str:
 
     from prm.config import RunConfig
     from prm.engine import train_sequence
-    from prm.runs import RunWriter
+    from prm.run import RunWriter
 
     torch.set_num_threads(1)
     data, folder = job
@@ -478,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(str(exc)) from None
     else:
         folders = args.folders
-    from prm.runs import RunFormatError
+    from prm.run import RunFormatError
 
     try:
         print(analyse(folders, layers=args.layers, markdown=args.markdown, jobs=args.jobs,

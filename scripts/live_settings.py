@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.live import LiveOptions  # noqa: E402
 from explorer.views.live import QUICK_DEMO  # noqa: E402
-from prm.runs import load_run  # noqa: E402
+from prm.run import load_run  # noqa: E402
 
 CANDIDATES: dict[str, dict[str, int]] = {
     "defaults": {},  # the reference: the engine's own settings (prm/config.py)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prm.config import RunConfig, preset  # noqa: E402
 from prm.engine import train_sequence  # noqa: E402
 from prm.metrics import median_seed  # noqa: E402
-from prm.runs import RunWriter  # noqa: E402
+from prm.run import RunWriter  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4)
 QUIET_TRAJECTORY = 10**6

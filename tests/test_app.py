@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from explorer import state as keys
 from explorer.figures.common import md
 from prm.engine import train_sequence
-from prm.runs import RunWriter
+from prm.run import RunWriter
 from tests.conftest import tiny_config
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
@@ -192,7 +192,7 @@ def test_live_stop_leaves_a_loadable_stopped_run(tmp_path):
                any("epoch" in (p.proto.text or "") for p in a.get("progress")), timeout=60)
     next(b for b in at.button if b.label == "Stop").click().run()
     at = _wait(at, lambda a: any("stopped" in (p.proto.text or "") for p in a.get("progress")), timeout=60)
-    from prm.runs import load_run
+    from prm.run import load_run
 
     assert load_run(folder).status == "stopped"
     # a second session (another browser tab) opens it as a stopped run

@@ -22,10 +22,11 @@ from streamlit.testing.v1 import AppTest
 
 from explorer import catalog
 from explorer import state as keys
-from explorer.figures import compare
 from explorer.figures.common import md
+from prm import compare as compare_tables
 from prm.engine import train_sequence
-from prm.runs import RunWriter, _process_start, load_run
+from prm.run import RunWriter, load_run
+from prm.run.meta import _process_start
 from tests.conftest import tiny_config
 from tests.test_app import SAMPLE, charts, open_app, texts
 
@@ -209,9 +210,9 @@ def test_compare_averages_only_like_runs_over_distinct_seeds():
              "ten": (_state(n_tasks=10, done=10, status="finished", acc=0.8), 0),
              "ten-s1": (_state(n_tasks=10, done=10, status="finished", acc=0.6), 1),
              "stopped": (_state(n_tasks=10, done=2, status="stopped", acc=0.2), 0)}
-    table = compare.per_run(runs)
+    table = compare_tables.per_run(runs)
     assert table.set_index("run").loc["stopped", "ended"] == "stopped"
-    summary = compare.per_method(table).set_index("tasks")
+    summary = compare_tables.per_method(table).set_index("tasks")
     three = summary[summary["config"] == table.set_index("run").loc["three-0", "config"]].loc["3/3"]
     assert three["runs"] == 5 and three["seeds"] == 1 and three["Acc"] == pytest.approx(0.9)
     assert pd.isna(three["Acc sd"])  # one seed: no spread

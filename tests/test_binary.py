@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 import torch
 
+from prm.analysis import true_groups
 from prm.data import DEFAULT_N_TASKS, DEFAULT_SHOTS, SEQUENCES, DataError, make_sequence
 from prm.datasets.core import HIGH_DIGIT, Concept, make_task
-from prm.methods import true_groups
 
 BINARY = {"digits-writers-binary": "digits-writers", "digits-mixed-binary": "digits-mixed",
           "mnist5k-styles-binary": "mnist5k-styles", "mnist5k-mixed-binary": "mnist5k-mixed"}

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from explorer.browser import CHROMIUM, browser_page, exceptions, open_view, serve
-from prm.runs import load_run
+from prm.run import load_run
 
 SAMPLE = "sample_runs/digits-mixed-prm-s0"
 DEFAULT = "sample_runs/digits-writers-binary-prm-s2"  # the run the app opens on: its Story is the README's picture

@@ -14,16 +14,17 @@ import torch
 
 from prm import masks as M
 from prm import step as S
-from prm.cat import KTAPhase, TransferAttention, choose_head
+from prm.analysis import judged_right, true_groups
+from prm.cat import KTAPhase, TransferAttention, choose_head, transfer_test
 from prm.config import CATConfig, ConfigError, HATConfig, ModelConfig, PRMConfig, OptimConfig, RecordConfig, RunConfig
 from prm.datasets.core import Task, TaskSequence
-from prm.engine import _Context, _transfer_test, train_sequence
+from prm.engine import train_sequence
 from prm.events import TaskEnd, TransferTest
-from prm.methods import STRATEGIES, judged_right, true_groups
 from prm.model import MaskedMLP
 from prm.records import BadRecord, parse_record, parse_started
-from prm.runs import RunWriter, load_run
-from prm.stack import Request, Stack, phase
+from prm.run import RunWriter, load_run
+from prm.stack import Request, Stack, make_phase
+from prm.trainer import Context
 
 # ----------------------------------------------------------------------------- mask rules
 
@@ -93,7 +94,7 @@ def test_weights_cat_protects_do_not_move_and_relaxed_ones_do(path):
     for _ in range(3):
         if path == "stacked step":
             stack = Stack(models=[model], configs=[cfg], stepper=S.sgd_step)
-            ph = phase(model=model, task=2, head_only=False, protect=acc, reg_used=acc, keeps=keeps)
+            ph = make_phase(model=model, task=2, head_only=False, protect=acc, reg_used=acc, keeps=keeps)
             stack.step({0: Request(phase=ph, x=x, y=y, n=8, noise=torch.ones(8, 4 + 6), s=400.0, lr=0.5)})
         else:
             kta = TransferAttention(width=3, head_sizes=[2] * 3, heads=1, dropout=0.0)
@@ -144,12 +145,12 @@ def test_transfer_test_calls_an_informative_task_similar_and_a_useless_one_dissi
         model.embedding.weight[:] = -6.0
         model.embedding.weight[0, [0, 1, width, width + 1]] = 6.0                       # A: units 0-1
         model.embedding.weight[1, [4, 5, 6, 7, width + 4, width + 5, width + 6, width + 7]] = 6.0  # B: units 4-7
-    ctx = _Context(cfg=cfg, strategy=STRATEGIES["cat"], device=torch.device("cpu"),
+    ctx = Context(cfg=cfg, device=torch.device("cpu"),
                    generator=torch.Generator().manual_seed(0), emit=lambda event: None, should_stop=lambda: False,
                    torch_state=torch.Generator().manual_seed(0).get_state(),
                    stack=Stack(models=[model], configs=[cfg], stepper=S.sgd_step))
     data = {n: getattr(seq.tasks[2], n) for n in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
-    test = _transfer_test(ctx, seq, model, 2, data)
+    test = transfer_test(ctx, seq, model, 2, data)
     a, b = test.transfer_acc
     assert a > test.reference_acc + 0.1, (a, test.reference_acc)   # transfer clearly better: similar
     assert b < test.reference_acc - 0.1, (b, test.reference_acc)   # transfer clearly worse: dissimilar
@@ -227,9 +228,9 @@ def test_a_cat_run_is_deterministic():
 def force_similar(monkeypatch) -> None:
     """Every earlier task called similar (the reference always loses), so that the attention
     phase runs whatever the data say."""
-    import prm.engine as E
+    import prm.cat as C
 
-    real = E._transfer_test
+    real = C.transfer_test
 
     def always_similar(*args, **kwargs):
         test = real(*args, **kwargs)
@@ -237,7 +238,7 @@ def force_similar(monkeypatch) -> None:
                             similar=list(range(test.task)), epochs=test.epochs,
                             reference_epochs=test.reference_epochs, seconds=test.seconds)
 
-    monkeypatch.setattr(E, "_transfer_test", always_similar)
+    monkeypatch.setattr(C, "transfer_test", always_similar)
 
 
 def test_the_attention_phase_trains_when_a_task_is_called_similar(monkeypatch):
@@ -246,9 +247,9 @@ def test_the_attention_phase_trains_when_a_task_is_called_similar(monkeypatch):
     is chosen where it scores higher on validation (and the accuracy recorded is the chosen
     head's), and the run, dropout inside the attention included, is deterministic."""
     import prm.cat as C
-    import prm.engine as E
 
     force_similar(monkeypatch)
+    real_choose = C.choose_head
     steps: list[int] = []
     monkeypatch.setattr(KTAPhase, "step", (lambda original: lambda self, r: (steps.append(self.task), original(self, r))[1])(
         KTAPhase.step))
@@ -257,11 +258,11 @@ def test_the_attention_phase_trains_when_a_task_is_called_similar(monkeypatch):
     def recorded(model, kta, task, gates, data, smax):
         val = C.head_scores(model, kta, task, gates, data["x_val"], data["y_val"], smax)
         test = C.head_scores(model, kta, task, gates, data["x_test"], data["y_test"], smax)
-        out = C.choose_head(model, kta, task, gates, data, smax)
+        out = real_choose(model, kta, task, gates, data, smax)
         choices.append((val, test, out))
         return out
 
-    monkeypatch.setattr(E, "choose_head", recorded)
+    monkeypatch.setattr(C, "choose_head", recorded)
     config = cat_config(n_tasks=3, model=ModelConfig(hidden=(64, 64)), optim=OptimConfig(max_epochs=30, patience=3))
 
     def once():
@@ -307,13 +308,14 @@ def test_compare_trains_cat_seeds_one_at_a_time(tmp_path, monkeypatch):
     """CAT's transfer tests and attention steps run outside the shared step: stacked, each
     seed would wait for the others and count their time as its own, so compare never stacks
     CAT (other methods still are)."""
-    import prm.__main__ as cli
+    import prm.cli.compare as cli
+    from prm.cli import main
 
     sizes: dict[str, list[int]] = {}
     real = cli._compare_stack
     monkeypatch.setattr(cli, "_compare_stack", lambda batch: (sizes.setdefault(batch[0][0].method, []).append(
         len(batch[0])), real(batch))[1])
-    assert cli.main(["compare", "--sequence", "digits-mixed", "--n-tasks", "2", "--width", "16", "--epochs", "2",
+    assert main(["compare", "--sequence", "digits-mixed", "--n-tasks", "2", "--width", "16", "--epochs", "2",
                      "--detect-epochs", "2", "--methods", "cat,hat", "--seeds", "0,1", "--no-umap", "--quiet"]) == 0
     assert sizes["cat"] == [1, 1] and sizes["hat"] == [2]
 
@@ -322,7 +324,7 @@ def test_a_transfer_test_belongs_to_cat_runs_only(tmp_path):
     """A transfer_test line in a PRM run, or a DTD line in a CAT run, is skipped with a reason:
     otherwise the views would show another method's calls as this run's."""
     from prm.events import to_record
-    from prm.runs import apply_events, RunState
+    from prm.run import apply_events, RunState
 
     def log(method: str) -> list[dict]:
         events: list = []

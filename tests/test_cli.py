@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from prm.__main__ import main
-from prm.runs import load_run
+from prm.cli import main
+from prm.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--sequence", "digits-classes", "--n-tasks", "2", "--width", "16", "--epochs", "3",
@@ -67,11 +67,19 @@ def test_compare_prints_acc_bwt_fwt_ct(tmp_path, capsys):
     assert len(list(tmp_path.iterdir())) == 6  # 3 methods x 2 seeds recorded
 
 
-def test_ctrl_c_leaves_a_loadable_stopped_run(tmp_path):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started", [None, _ignore_sigint], ids=["plain", "sigint-ignored"])
+def test_ctrl_c_leaves_a_loadable_stopped_run(started, tmp_path):
+    """Also when the run was started with SIGINT ignored, as a shell without job control
+    starts a background command (``cmd &`` in a script): Python then installs no handler,
+    and ``prm run`` restores it so that Ctrl-C and the explorer's Stop still stop the run."""
     out = tmp_path / "interrupted"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "prm", "run", "--sequence", "digits-mixed", "--quiet",
-                             "--no-umap", "--out", str(out)], cwd=ROOT, env=env,
+                             "--no-umap", "--out", str(out)], cwd=ROOT, env=env, preexec_fn=started,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "events.jsonl"
     deadline = time.monotonic() + 60
@@ -87,12 +95,13 @@ def test_ctrl_c_leaves_a_loadable_stopped_run(tmp_path):
 
 
 def test_presets_fill_unset_options_and_explicit_options_win():
-    from prm.__main__ import _config, build_parser
+    from prm.cli import build_parser
+    from prm.cli.options import run_config
 
     args = build_parser().parse_args(["run", "--preset", "paper", "--lr", "0.01", "--data-dir", "/data"])
-    cfg = _config(args, sequence="EMNIST-10T", method="prm", seed=3)
+    cfg = run_config(args, sequence="EMNIST-10T", method="prm", seed=3)
     assert cfg.model.hidden == (2000, 2000) and cfg.optim.batch_size == 64
     assert cfg.optim.lr == 0.01 and cfg.optim.lr_min == 0.001 and cfg.data_dir == "/data"
-    default = _config(build_parser().parse_args(["run", "--width", "64"]), sequence="digits-mixed",
+    default = run_config(build_parser().parse_args(["run", "--width", "64"]), sequence="digits-mixed",
                       method="hat", seed=0)
     assert default.model.hidden == (64, 64) and default.optim.lr == 0.1

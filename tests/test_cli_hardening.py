@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from prm.__main__ import main
-from prm.runs import RunWriter, load_run
+from prm.cli import main
+from prm.run import RunWriter, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--sequence", "digits-classes", "--n-tasks", "2", "--width", "16", "--epochs", "3",
@@ -103,12 +103,12 @@ def test_out_that_is_a_file_or_under_a_file(tmp_path, capsys):
 
 
 def test_a_failure_creating_the_folder_removes_what_it_made(tmp_path, monkeypatch, capsys):
-    import prm.runs
+    import prm.run.writing
 
     def full(path, *args, **kw):  # run.json and arrays/ are made; the event log cannot be
         raise FULL
 
-    monkeypatch.setattr(prm.runs, "open", full, raising=False)
+    monkeypatch.setattr(prm.run.writing, "open", full, raising=False)
     err = one_error(["run", *TINY, "--out", str(tmp_path / "a" / "b" / "run")], capsys)
     assert "could not create the run folder" in err and "[Errno 28] No space left on device" in err
     assert list(tmp_path.iterdir()) == []  # a/ and a/b/ too: they were made for this run
@@ -431,13 +431,14 @@ def tune_study(url: str, argv: list[str], *, params: dict[str, Any]) -> None:
     import optuna
 
     from prm import tune
-    from prm.__main__ import _config, build_parser
+    from prm.cli import build_parser
+    from prm.cli.options import run_config
 
-    cfg = _config(build_parser().parse_args(argv), sequence="digits-classes", method="hat", seed=0)
+    cfg = run_config(build_parser().parse_args(argv), sequence="digits-classes", method="hat", seed=0)
     study = optuna.create_study(storage=url, study_name=tune.default_study(cfg.sequence, cfg.method),
                                 direction="maximize")
     for key, value in {"kind": "tune", "sequence": cfg.sequence, "method": cfg.method, "seed": 0,
-                       "setup": tune.setup_key(cfg)}.items():
+                       "setup": tune.study_key(cfg)}.items():
         study.set_user_attr(key, value)
     distributions = {k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()}
     study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=0.8,
@@ -480,10 +481,12 @@ ODD_VALUES = ["fast", None, 10**400, float("nan"), float("inf"), [1, 2], {"a": 1
 def test_study_values_of_any_type_are_printed_on_one_line_each(value, monkeypatch, capsys):
     """tune's and compare's lines about a study format whatever the storage holds."""
     from prm import tune
-    from prm.__main__ import _print_study, _print_tables, _tuned, build_parser
+    from prm.cli import build_parser
+    from prm.cli.compare import _print_tables, _tuned
+    from prm.cli.tune import print_study
 
     study = fake_study(value)
-    _print_study(study, url="sqlite:///nowhere/o.db", target=1)
+    print_study(study, url="sqlite:///nowhere/o.db", target=1)
     printed = capsys.readouterr().out
     assert "lamb 0.5" in printed and len(printed.splitlines()) == 5 and len(printed) < 2000, printed
     monkeypatch.setattr(tune, "study_names", lambda url: [study.name])
@@ -500,11 +503,13 @@ def test_study_values_of_any_type_are_printed_on_one_line_each(value, monkeypatc
 @pytest.mark.parametrize("value", ODD_VALUES, ids=lambda v: type(v).__name__)
 def test_a_tuned_parameter_that_is_not_a_number_is_one_error_line(value, capsys):
     from prm import tune
-    from prm.__main__ import _config, _tuned_config, build_parser
+    from prm.cli import build_parser
+    from prm.cli.compare import _tuned_config
+    from prm.cli.options import run_config
 
-    cfg = _config(build_parser().parse_args(["compare", *TINY]), sequence="digits-classes", method="hat", seed=0)
+    cfg = run_config(build_parser().parse_args(["compare", *TINY]), sequence="digits-classes", method="hat", seed=0)
     study = fake_study(value)
-    study.attrs["setup"] = tune.setup_key(cfg)
+    study.attrs["setup"] = tune.study_key(cfg)
     with pytest.raises(SystemExit) as info:
         _tuned_config(cfg, study)
     err = capsys.readouterr().err

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +18,7 @@ from explorer import catalog
 from explorer import state as keys
 from explorer.figures import clustering, common, compare
 from explorer.figures.common import RIGHT_COLOUR, WRONG_COLOUR
+from prm import compare as compare_tables
 from prm.events import DTDResult
 from prm.xmeans import xmeans
 from tests.test_app import APP, charts, texts
@@ -139,8 +139,8 @@ def test_mean_and_sd_matrix_over_seeds():
     sqrt(2/3) * 0.1 in every cell; a lone HAT run keeps its own matrix."""
     runs = {"s0": (_state(seed_acc=0.9), 0), "s0-copy": (_state(seed_acc=0.9), 0), "s1": (_state(seed_acc=0.8), 1),
             "s2": (_state(seed_acc=0.7), 2), "hat": (_state(seed_acc=0.6, method="hat"), 0)}
-    table = compare.per_run(runs)
-    groups = compare.group_matrices(table, {name: s for name, (s, _) in runs.items()})
+    table = compare_tables.per_run(runs)
+    groups = compare_tables.group_matrices(table, {name: s for name, (s, _) in runs.items()})
     prm, hat = groups
     assert prm["seeds"] == 3 and "mean of 3 seeds" in prm["title"]
     assert prm["mean"][2, 0] == pytest.approx(0.6) and prm["mean"][0, 0] == pytest.approx(0.8)
@@ -149,7 +149,7 @@ def test_mean_and_sd_matrix_over_seeds():
     fig = compare.matrices(groups)
     assert fig.data[0].text[0][0] == "0.80<br>± 0.08" and fig.data[1].text[0][0] == "0.60"
     assert fig.data[0].zmin == pytest.approx(0.4) and fig.data[0].zmax == pytest.approx(0.8)  # the data's range
-    summary = compare.shown(compare.per_method(table)).set_index("method")
+    summary = compare.shown(compare_tables.per_method(table)).set_index("method")
     assert summary.loc["prm", "Acc"] == f"0.700 ± {np.sqrt(2 / 3) * 0.1:.3f}" and summary.loc["prm", "FWT"] == "n/a"
     assert summary.loc["prm", "BWT"] == "−0.100 ± 0.000" and summary.loc["hat", "Acc"] == "0.500"
 

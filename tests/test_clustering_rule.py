@@ -17,10 +17,10 @@ from explorer import state as keys
 from explorer.figures import embeddings as emb
 from explorer.figures import linkage
 from explorer.figures.common import DISSIMILAR_COLOUR, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, md
+from prm.analysis import judged_right, true_groups
 from prm.config import PRMConfig
 from prm.engine import train_sequence
-from prm.methods import judged_right, true_groups
-from prm.runs import RunWriter, load_run
+from prm.run import RunWriter, load_run
 from prm.similarity import average_linkage
 from tests.conftest import tiny_config
 from tests.test_app import charts, open_app, texts

@@ -18,9 +18,11 @@ from streamlit.testing.v1 import AppTest
 import prm
 from explorer import state as keys
 from explorer.figures import common, compare
+from prm import compare as compare_tables
 from prm.config import ModelConfig
 from prm.engine import train_sequence
-from prm.runs import RunWriter, _versions, load_run
+from prm.run import RunWriter, load_run
+from prm.run.writing import _versions
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,28 +38,28 @@ def test_engine_version_is_the_packages_and_is_recorded():
 
 
 def test_split_keeps_only_runs_of_the_open_runs_engine_version():
-    split = compare.split_by_engine({"new": "0.2.0", "old": "0.1", "unknown": None, "new2": "0.2.0", "near": "0.2"},
-                                    reference="0.2.0")
+    split = compare_tables.split_by_engine({"new": "0.2.0", "old": "0.1", "unknown": None, "new2": "0.2.0",
+                                            "near": "0.2"}, reference="0.2.0")
     assert split.comparable == ("new", "new2")
     assert split.left_out == {"old": "0.1", "unknown": None, "near": "0.2"}  # equal strings only: 0.2 is not 0.2.0
 
 
 def test_split_under_an_open_run_of_unknown_version_compares_nothing():
-    split = compare.split_by_engine({"a": None, "b": "0.2.0"}, reference=None)
+    split = compare_tables.split_by_engine({"a": None, "b": "0.2.0"}, reference=None)
     assert split.comparable == () and split.left_out == {"a": None, "b": "0.2.0"}
-    assert compare.split_by_engine({}, reference="0.2.0").comparable == ()
+    assert compare_tables.split_by_engine({}, reference="0.2.0").comparable == ()
 
 
 def test_engine_caption_names_each_left_out_run_with_its_version():
-    split = compare.split_by_engine({"b-run": "0.1", "a-run": None, "me": "0.2.0"}, reference="0.2.0")
+    split = compare_tables.split_by_engine({"b-run": "0.1", "a-run": None, "me": "0.2.0"}, reference="0.2.0")
     text = compare.engine_caption(split, what="CT")
     assert text.startswith("CT: only runs recorded by engine 0\\.2\\.0")
     assert text.endswith("Left out: a\\-run (recorded by an engine that did not record its version), "
                          "b\\-run (recorded by engine 0\\.1).")
     assert "me" not in text.split("Left out")[1]
-    alone = compare.engine_caption(compare.split_by_engine({"me": "0.2.0"}, reference="0.2.0"), what="CT")
+    alone = compare.engine_caption(compare_tables.split_by_engine({"me": "0.2.0"}, reference="0.2.0"), what="CT")
     assert alone == "CT: only runs recorded by engine 0\\.2\\.0, as the open run was."
-    none = compare.engine_caption(compare.split_by_engine({"me": None}, reference=None), what="The time chart")
+    none = compare.engine_caption(compare_tables.split_by_engine({"me": None}, reference=None), what="The time chart")
     assert none.startswith("The time chart: none shown.") and "did not record its version" in none
 
 
@@ -74,15 +76,15 @@ def _state(*, method: str, seconds: float, width: int = 8):
 def test_ct_of_a_run_of_another_engine_reads_a_dash_and_leaves_the_mean():
     runs = {"s0": (_state(method="hat", seconds=10.0), 0), "s1": (_state(method="hat", seconds=20.0), 1),
             "old-s2": (_state(method="hat", seconds=90.0), 2)}
-    table = compare.per_run(runs, timed=("s0", "s1"))
+    table = compare_tables.per_run(runs, timed=("s0", "s1"))
     assert table["CT (s)"].tolist()[:2] == [10.0, 20.0] and table["CT (s)"].isna().tolist() == [False, False, True]
     assert table["Acc"].notna().all()  # its Acc stays
     assert compare.shown(table)["CT (s)"].tolist() == ["10.0", "20.0", compare.NOT_TIMED]
-    summary = compare.per_method(table).iloc[0]
+    summary = compare_tables.per_method(table).iloc[0]
     assert summary["seeds"] == 3 and summary["CT (s)"] == pytest.approx(15.0)  # (10 + 20) / 2, not with 90
     assert summary["CT (s) sd"] == pytest.approx(5.0)
-    assert compare.per_run(runs)["CT (s)"].tolist() == [10.0, 20.0, 90.0]  # no split: all timed
-    nothing = compare.per_method(compare.per_run(runs, timed=()))
+    assert compare_tables.per_run(runs)["CT (s)"].tolist() == [10.0, 20.0, 90.0]  # no split: all timed
+    nothing = compare_tables.per_method(compare_tables.per_run(runs, timed=()))
     assert compare.shown(nothing)["CT (s)"].tolist() == [compare.NOT_TIMED]
 
 
@@ -182,7 +184,8 @@ def test_compare_times_only_runs_of_the_open_runs_engine(recorded):
     assert "hat\\-old (recorded by engine 0\\.1)" in captions
     assert "prm\\-unknown (recorded by an engine that did not record its version)" in captions
     lines = {d["name"] for d in _time_chart(at)["data"]}
-    config = {name: compare.config_id(load_run(recorded / name).state.config) for name in ("hat-new", "hat-narrow")}
+    config = {name: compare_tables.config_id(load_run(recorded / name).state.config)
+              for name in ("hat-new", "hat-narrow")}
     assert lines == {"prm", f"hat · {config['hat-new']}", f"hat · {config['hat-narrow']}"}  # not hat-old's seconds
     assert "PRM's (prm) should stay about flat" in captions and "CAT's" not in captions
 

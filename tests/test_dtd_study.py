@@ -159,7 +159,7 @@ needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} is miss
 
 @needs_sample
 def test_raw_xmeans_reproduces_the_engines_recorded_decision():
-    from prm.runs import load_run
+    from prm.run import load_run
 
     run = load_run(SAMPLE)
     for layer in range(run.n_layers):

@@ -9,10 +9,11 @@ import torch
 from prm import masks as M
 from prm.config import ConfigError, RunConfig
 from prm.data import make_sequence
-from prm.engine import StopRequested, _Context, _dtd, _fit, _to, run_alone, train_sequence
+from prm.dtd import detect
+from prm.engine import train_sequence
 from prm.events import DTDResult, EpochEnd, RunEnd, TaskArrays, TaskEnd
-from prm.methods import STRATEGIES
 from prm.model import MaskedMLP
+from prm.trainer import Context, fit, run_alone, to_device
 from tests.conftest import tiny_config
 
 
@@ -59,9 +60,9 @@ def test_hat_never_forgets(hat_run):
         assert np.all(R[i:, i] == R[i, i])
 
 
-def _context(cfg: RunConfig) -> _Context:
-    return _Context(cfg=cfg, strategy=STRATEGIES[cfg.method], device=torch.device("cpu"),
-                    generator=torch.Generator().manual_seed(0), emit=lambda e: None, should_stop=lambda: False)
+def _context(cfg: RunConfig) -> Context:
+    return Context(cfg=cfg, device=torch.device("cpu"),
+                   generator=torch.Generator().manual_seed(0), emit=lambda e: None, should_stop=lambda: False)
 
 
 def _trained_first_task(cfg: RunConfig):
@@ -70,8 +71,8 @@ def _trained_first_task(cfg: RunConfig):
     model = MaskedMLP(input_dim=seq.input_dim, hidden=cfg.model.hidden, head_sizes=[2, 2],
                       input_dropout=0.2, hidden_dropout=0.5, masked=True)
     ctx = _context(cfg)
-    data = [_to(t, ctx.device) for t in seq.tasks]
-    run_alone(ctx, model, _fit(ctx, model, 0, data[0], phase="train", max_epochs=4))
+    data = [to_device(t, ctx.device) for t in seq.tasks]
+    run_alone(ctx, model, fit(ctx, model, 0, data[0], phase="train", max_epochs=4))
     with torch.no_grad():
         mask = [m.detach().clone() for m in model.masks(0, cfg.hat.smax)]
     return ctx, model, data, mask
@@ -87,7 +88,7 @@ def test_weight_protected_by_every_previous_task(protected, moves):
     assert frozen.sum() > 0, "the first task should hold some units fully"
     before = model.layers[1].weight.detach().clone()
     protect = mask if protected == "hat" else [torch.zeros_like(m) for m in mask]
-    run_alone(ctx, model, _fit(ctx, model, 1, data[1], phase="train", max_epochs=3, protect=protect, reg_used=mask))
+    run_alone(ctx, model, fit(ctx, model, 1, data[1], phase="train", max_epochs=3, protect=protect, reg_used=mask))
     after = model.layers[1].weight.detach()
     changed = (after != before)[frozen]
     assert bool(changed.any()) is moves
@@ -102,7 +103,9 @@ def test_dtd_restores_the_saved_state_and_clusters_every_layer():
     emitted = []
     ctx.emit = emitted.append
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dissimilar, epochs, _ = run_alone(ctx, model, _dtd(ctx, model, 1, data[1], mask, [0, 1]))
+    decision = run_alone(ctx, model, detect(ctx, model, 1, data[1], mask, choose=lambda t, called: called,
+                                            source="xmeans"))
+    dissimilar, epochs = decision.dissimilar, decision.epochs
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(dissimilar) == 2 and set(epochs) == {"dtd-head", "dtd"}
@@ -226,7 +229,7 @@ def test_config_round_trips_through_json_and_rejects_unknown_keys():
 
 
 def test_true_groups_share_a_family_and_a_label_set():
-    from prm.methods import true_groups
+    from prm.analysis import true_groups
 
     tasks = [{"family": "classes", "classes": [0, 1]}, {"family": "writers", "classes": list(range(10))},
              {"family": "classes", "classes": [2, 3]}, {"family": "writers", "classes": list(range(10))},

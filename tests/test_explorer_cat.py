@@ -17,9 +17,10 @@ from streamlit.testing.v1 import AppTest
 from explorer import catalog, live
 from explorer import state as keys
 from explorer.figures import clustering, common, compare, masks, overview, story
+from prm import compare as compare_tables
+from prm.analysis import true_groups
 from prm.events import EpochEnd, RunStarted, TaskEnd, TransferTest
-from prm.methods import true_groups
-from prm.runs import RunState, load_run
+from prm.run import RunState, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "explorer" / "app.py")
@@ -93,7 +94,7 @@ def test_time_per_task_is_the_sum_of_phases_accumulated_and_averaged_over_seeds(
         "cat-s1": (state_of("cat", {"train": [4.0, 2.0], "transfer": [0.0, 3.0], "reference": [0.0, 1.0]}), 1),  # 2 tasks
         "prm-s0": (state_of("prm", {"train": [2.0, 2.0, 2.0], "dtd": [0.0, 1.0, 1.0], "eval": [0.1, 0.1, 0.1]}), 0),
     }
-    table = compare.task_times(runs)
+    table = compare_tables.task_times(runs)
     one = table[table["run"] == "cat-s0"]
     assert one["seconds"].tolist() == [1.0, 3.5, 5.5]
     assert one["accumulated"].tolist() == [1.0, 4.5, 10.0]  # 1, 1 + 3.5, 1 + 3.5 + 5.5
@@ -101,7 +102,7 @@ def test_time_per_task_is_the_sum_of_phases_accumulated_and_averaged_over_seeds(
     assert table[table["run"] == "cat-s1"]["accumulated"].tolist() == [4.0, 10.0]  # learnt 2 tasks: 2 rows
     assert table[table["run"] == "prm-s0"]["accumulated"].tolist() == pytest.approx([2.1, 5.2, 8.3])
 
-    summary = compare.time_per_method(table).set_index(["method", "task"])
+    summary = compare_tables.time_per_method(table).set_index(["method", "task"])
     # seed 0 is two copies (1, 3.5, 5.5 and 3, 5.5, 7.5): averaged first (2, 4.5, 6.5), then with seed 1
     assert summary.loc[("cat", 0), "seconds"] == pytest.approx((2.0 + 4.0) / 2)
     assert summary.loc[("cat", 1), "seconds"] == pytest.approx((4.5 + 6.0) / 2)
@@ -110,14 +111,14 @@ def test_time_per_task_is_the_sum_of_phases_accumulated_and_averaged_over_seeds(
     assert summary.loc[("cat", 2), "accumulated"] == pytest.approx((10.0 + 16.0) / 2)  # only seed 0 reached T3
     assert summary.loc[("cat", 0), "seeds"] == 2
 
-    fig = compare.time_figure(compare.time_per_method(table))
+    fig = compare.time_figure(compare_tables.time_per_method(table))
     assert fig.layout.yaxis2.type == "log" and fig.layout.yaxis.type != "log"
     lines = {(t.name, t.xaxis): t for t in fig.data}
     assert list(lines[("cat", "x2")].y) == pytest.approx([3.0, 8.25, 13.0])
     assert list(lines[("prm", "x")].y) == pytest.approx([2.1, 3.1, 3.1])
     assert list(lines[("prm", "x")].x) == ["T1", "T2", "T3"]
     assert lines[("cat", "x")].line.color == common.METHOD_COLOURS["cat"]
-    assert compare.time_sentence(compare.time_per_method(table)) == (
+    assert compare.time_sentence(compare_tables.time_per_method(table)) == (
         "Time per task: cat 5.2 s at T2, 6.5 s at T3 (13.0 s in all); prm 3.1 s at T2, 3.1 s at T3 (8.3 s in all).")
 
 
@@ -134,7 +135,7 @@ def test_a_method_with_two_configurations_gets_two_lines():
     wide = state_of("hat", base)
     narrow = state_of("hat", base)
     narrow.started.config["model"] = {"hidden": [4]}
-    summary = compare.time_per_method(compare.task_times({"a": (wide, 0), "b": (narrow, 0)}))
+    summary = compare_tables.time_per_method(compare_tables.task_times({"a": (wide, 0), "b": (narrow, 0)}))
     names = sorted({t.name for t in compare.time_figure(summary).data})
     assert len(names) == 2 and all(n.startswith("hat · ") for n in names)
 

@@ -11,8 +11,10 @@ import pytest
 
 from explorer import archive, live
 from explorer.figures import accuracy, clustering, compare, embeddings, masks, overview
+from prm import analysis, similarity
+from prm import compare as compare_tables
 from prm.engine import train_sequence
-from prm.runs import RunWriter, load_run
+from prm.run import RunWriter, load_run
 from tests.conftest import tiny_config
 
 
@@ -30,9 +32,9 @@ def runs(tmp_path_factory):
 
 def test_metrics_and_overview(runs):
     state = runs["prm"].state
-    m = overview.run_metrics(state)
+    m = analysis.run_metrics(state)
     assert 0 <= m["acc"] <= 1 and m["fwt"] is None and m["ct"] > 0 and m["tasks_done"] == 4
-    m_stl = overview.run_metrics(state, stl=runs["hat"].state)  # any full matrix works as a reference
+    m_stl = analysis.run_metrics(state, stl=runs["hat"].state)  # any full matrix works as a reference
     assert m_stl["fwt"] == pytest.approx(float(np.mean(np.diag(state.accuracy_matrix()) -
                                                        np.diag(runs["hat"].state.accuracy_matrix()))))
     strip = overview.sequence_strip(state)
@@ -87,16 +89,16 @@ def test_clustering_record_and_evidence(runs):
     assert {"BIC parent", "BIC children", "kept", "reason"} <= set(table.columns)
     assert isinstance(clustering.decision_tree(record, 0), go.Figure)
     pts = run.dtd_embeddings(3, 0)
-    d = clustering.pairwise(pts, "euclidean")
+    d = similarity.pairwise(pts, "euclidean")
     assert np.allclose(np.diag(d), 0) and np.allclose(d, d.T)
-    assert np.allclose(np.diag(clustering.pairwise(pts, "cosine")), 1)
+    assert np.allclose(np.diag(similarity.pairwise(pts, "cosine")), 1)
     ari = clustering.agreement(run.state)
     assert len(ari) == 3 * 2 and ari["ARI"].between(-1, 1).all()
-    ev = clustering.pair_evidence(run, 3, 0, 0, 3)
+    ev = analysis.pair_evidence(run, 3, 0, 0, 3)
     assert ev["distance"] == pytest.approx(d[0, 3], rel=1e-5) and set(ev["jaccard"]) == {"l0", "l1"}
     assert np.isfinite(ev["bic_change"])
-    assert clustering.jaccard(np.array([1, 1, 0]), np.array([1, 0, 0])) == 0.5
-    assert clustering.jaccard(np.zeros(3), np.zeros(3)) == 0.0
+    assert analysis.jaccard(np.array([1, 1, 0]), np.array([1, 0, 0])) == 0.5
+    assert analysis.jaccard(np.zeros(3), np.zeros(3)) == 0.0
 
 
 def test_mask_builders(runs):
@@ -122,13 +124,13 @@ def test_mask_builders(runs):
 
 def test_compare_builders(runs):
     states = {"prm": (runs["prm"].state, 0), "hat": (runs["hat"].state, 0), "prm2": (runs["prm"].state, 1)}
-    table = compare.per_run(states)
+    table = compare_tables.per_run(states)
     assert list(table["method"]) == ["prm", "hat", "prm"] and table["FWT"].isna().all()
-    summary = compare.per_method(table)
+    summary = compare_tables.per_method(table)
     assert summary.set_index("method").loc["prm", "seeds"] == 2
     assert summary.set_index("method").loc["prm", "Acc sd"] == pytest.approx(0.0)
     assert len(compare.bars(summary).data) == 4
-    assert len(compare.matrices(compare.group_matrices(table, {k: s for k, (s, _) in states.items()})).data) == 2
+    assert len(compare.matrices(compare_tables.group_matrices(table, {k: s for k, (s, _) in states.items()})).data) == 2
 
 
 def test_archive_round_trip_and_refusals(runs, tmp_path):
@@ -172,7 +174,7 @@ def test_oracle_figure_shows_the_measured_transfer_up_to_the_step():
 
 def test_sequence_strip_and_symbols_cover_every_family():
     from explorer.figures.common import family_colour, family_symbol
-    from prm.runs import load_run
+    from prm.run import load_run
 
     run = load_run("sample_runs/mnist5k-mixed-prm-s0")
     fig = overview.sequence_strip(run.state)
@@ -207,7 +209,7 @@ def test_units_are_counted_protected_partially_relaxed_or_free_on_hand_made_mask
 def test_a_partly_relaxed_unit_counts_as_relaxed(tmp_path, tiny):
     from prm.config import PRMConfig
     from prm.engine import train_sequence
-    from prm.runs import RunWriter, load_run
+    from prm.run import RunWriter, load_run
 
     def recorded(method: str, **prm):  # three writers: every earlier one truly similar
         cfg = tiny(sequence="digits-writers", method=method, prm=PRMConfig(dtd_epochs=4, head_epochs=2, **prm))

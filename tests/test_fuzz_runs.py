@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from explorer import catalog
-from prm.runs import RunFormatError, embedding_points, load_run
+from prm.run import RunFormatError, embedding_points, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_runs" / "digits-classes-prm-s0"

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from prm.__main__ import main
+from prm.cli import main
 from prm.text import terminal
 from tests.test_cli_hardening import one_error
 
@@ -114,13 +114,13 @@ def test_table_escapes_names_in_its_cells_and_keeps_its_columns(tmp_path, capsys
 
 
 def test_tunes_study_printing_escapes_names_from_the_storage(capsys):
-    from prm.__main__ import _print_study
+    from prm.cli.tune import print_study
 
     best = SimpleNamespace(number=0, state="complete", params={"lr\x1b[2J": 0.1}, val_acc=0.5, test_acc=0.5,
                            run_dir="/x/\x1b]0;t\x07", run_dir_relative=None, host="h\u202e")
     study = SimpleNamespace(name="tune\x1b]0;PWNED\x07", kind="tune", sequence="digits\x9b", method="hat",
                             attrs={"seed": 0}, trials=(best,), complete=(best,), best=best, ps=0.0)
-    _print_study(study, url="sqlite:///nowhere/o.db", target=1)
+    print_study(study, url="sqlite:///nowhere/o.db", target=1)
     out = capsys.readouterr().out
     assert_terminal_safe(out)
     assert "tune\\x1b]0;PWNED\\x07" in out
@@ -144,7 +144,7 @@ def test_error_lines_quoting_a_file_stay_one_harmless_line(tmp_path, capsys):
 ])
 def test_compare_refuses_empty_and_repeated_lists_before_anything_is_made(option, value, message, tmp_path,
                                                                           monkeypatch, capsys):
-    import prm.__main__ as cli
+    import prm.cli.compare as cli
 
     trained = []
     monkeypatch.setattr(cli, "_compare_stack", lambda batch: trained.append(batch) or [])
@@ -156,7 +156,7 @@ def test_compare_refuses_empty_and_repeated_lists_before_anything_is_made(option
 
 def test_compare_starts_no_more_workers_than_there_is_work(monkeypatch, capsys):
     """C05: --jobs 100000 for 2 batches (hat and its STL reference) must not fork 100000."""
-    import prm.__main__ as cli
+    import prm.cli.compare as cli
 
     asked = []
 
@@ -183,7 +183,7 @@ def test_compare_starts_no_more_workers_than_there_is_work(monkeypatch, capsys):
 
 
 def test_table_skips_a_finished_run_that_learnt_no_task(tmp_path, capsys):
-    """C08a: run_started then run_end 'finished' (the loader reads it as failed, prm.runs):
+    """C08a: run_started then run_end 'finished' (the loader reads it as failed, prm.run):
     one line saying it was skipped, and the table of the other runs."""
     empty = tmp_path / "empty"
     shutil.copytree(SAMPLE, empty)
@@ -239,7 +239,7 @@ def test_compare_refuses_a_study_name_that_is_not_one_plain_folder_name(name, tm
 
 
 def test_a_plain_study_name_is_taken(tmp_path):
-    from prm.__main__ import build_parser
+    from prm.cli import build_parser
 
     args = build_parser().parse_args(["tune", "--study", "tune-digits classes_v2.1"])
     assert args.study == "tune-digits classes_v2.1"
@@ -300,7 +300,7 @@ def test_run_keeps_its_cuda_refusal(tmp_path, monkeypatch, capsys):
 def test_compare_runs_no_more_workers_than_cpus_and_says_so(monkeypatch, capsys):
     import os
 
-    import prm.__main__ as cli
+    import prm.cli.compare as cli
 
     def no_pool(max_workers):
         raise AssertionError(f"a pool of {max_workers} started on a 1-CPU machine")

@@ -24,7 +24,7 @@ import pytest
 
 from explorer import state as keys
 from explorer.figures.common import md
-from prm.__main__ import main
+from prm.cli import main
 from prm.data import DATA_ENV, DataError, make_sequence
 from prm.datasets import core, idx, leaf
 from tests.test_datasets_files import (CELEBA_MIN, FEMNIST_MIN, SIZES, leaf_doc, write_celeba, write_emnist,

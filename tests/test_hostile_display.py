@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from explorer import catalog
 from explorer import state as keys
 from explorer.figures.common import md, plain, task_label, visible
-from prm.runs import load_run
+from prm.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_runs"

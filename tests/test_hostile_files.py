@@ -26,7 +26,7 @@ import torch
 from prm import checkpoint, safeio
 from prm.config import ModelConfig, RunConfig
 from prm.events import TaskCheckpoint
-from prm.runs import RunFormatError, load_run
+from prm.run import RunFormatError, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_runs" / "digits-classes-prm-s0"

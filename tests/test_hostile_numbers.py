@@ -20,8 +20,9 @@ import pytest
 from explorer import archive, catalog
 from explorer import state as keys
 from prm import records
-from prm.__main__ import main
-from prm.runs import RunFormatError, _check_arrays, load_run, read_meta
+from prm.cli import main
+from prm.run import RunFormatError, load_run, read_meta
+from prm.run.reading import _check_arrays
 from tests.test_app import open_app
 
 ROOT = Path(__file__).resolve().parents[1]

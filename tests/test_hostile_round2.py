@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from prm.__main__ import main
+from prm.cli import main
 from prm.config import ConfigError, RunConfig
 
 

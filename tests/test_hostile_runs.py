@@ -23,7 +23,7 @@ import pytest
 
 from explorer import catalog
 from prm import safeio
-from prm.runs import RunFormatError, load_run, read_meta
+from prm.run import RunFormatError, load_run, read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_runs" / "digits-classes-prm-s0"
@@ -323,7 +323,7 @@ def test_the_catalogue_lists_an_unreadable_run_and_carries_on(tmp_path):
     (root / "stray-file").write_text("not a run")
     (root / "log-only").mkdir()
     (root / "log-only" / "events.jsonl").write_text("{}\n")
-    rows = {p.name: catalog.describe(p) for p in __import__("prm.runs", fromlist=["list_runs"]).list_runs(root)}
+    rows = {p.name: catalog.describe(p) for p in __import__("prm.run", fromlist=["list_runs"]).list_runs(root)}
     assert set(rows) == {"good", "bad", "log-only"}
     assert rows["good"].status == "finished"
     assert rows["bad"].status == rows["log-only"].status == "unreadable"
@@ -331,7 +331,7 @@ def test_the_catalogue_lists_an_unreadable_run_and_carries_on(tmp_path):
 
 
 def test_a_runs_root_that_is_a_file_lists_nothing(tmp_path):
-    from prm.runs import list_runs
+    from prm.run import list_runs
 
     (tmp_path / "file").write_text("x")
     assert list_runs(tmp_path / "file") == [] and list_runs(tmp_path / "missing") == []

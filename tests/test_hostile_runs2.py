@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer import archive, catalog
 from prm import metrics
-from prm.runs import RunFormatError, RunParent, load_run
+from prm.run import RunFormatError, RunParent, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_runs" / "digits-classes-prm-s0"

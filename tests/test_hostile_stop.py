@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from explorer import live
-from prm.runs import _process_start, load_run
+from prm.run import load_run
+from prm.run.meta import _process_start
 from tests.test_stop_and_upload import LINUX, _real_kill, claim, fake_writer, kills, unfinished  # noqa: F401 - fixtures
 
 PY = sys.executable

@@ -10,18 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-import prm.engine as engine
+import prm.dtd as dtd_module
+import prm.trainer as trainer
 from prm import masks as M
-from prm.config import (METHODS, PRM_CHOICES, ConfigError, ModelConfig, OptimConfig, PRMConfig, RecordConfig,
+from prm.config import (PRM_CHOICES, ConfigError, ModelConfig, OptimConfig, PRMConfig, RecordConfig,
                         RunConfig)
 from prm.data import make_sequence
-from prm.engine import _Context, _copy_nearest_head, _fit, _init_embedding, _to, run_alone, train_sequence
+from prm.dtd import copy_nearest_head, init_embedding
+from prm.engine import train_sequence
 from prm.events import DTDResult, EpochEnd
-from prm.methods import STRATEGIES
+from prm.methods import NAMES as METHODS
+from prm.methods import REGISTRY
 from prm.model import MaskedMLP
+from prm.trainer import Context, fit, run_alone, to_device
 from prm.stack import Stack
 from prm.records import DTD_SOURCES
-from prm.runs import RunWriter, load_run
+from prm.run import RunWriter, load_run
 from prm.similarity import RULES, dissimilar_by_rule
 
 
@@ -36,8 +40,8 @@ def with_prm(**levers) -> PRMConfig:
     return PRMConfig(dtd_epochs=2, head_epochs=1, **levers)
 
 
-def context(cfg: RunConfig, emit=lambda e: None) -> _Context:
-    return _Context(cfg=cfg, strategy=STRATEGIES[cfg.method], device=torch.device("cpu"),
+def context(cfg: RunConfig, emit=lambda e: None) -> Context:
+    return Context(cfg=cfg, device=torch.device("cpu"),
                     generator=torch.Generator().manual_seed(0), emit=emit, should_stop=lambda: False)
 
 
@@ -90,7 +94,7 @@ def test_joint_first_row_is_stl_first_row(joint_runs):
 @pytest.mark.parametrize("method", ["joint", "stl"])
 def test_joint_trains_on_tasks_so_far_and_evaluates_a_row_with_one_network(method, monkeypatch):
     fits, tests = [], []
-    real_fit, real_evaluate = engine._fit, engine.evaluate
+    real_fit, real_evaluate = trainer.fit, trainer.evaluate
 
     def fit(ctx, model, task, data, **kwargs):
         fits.append((task, [i for i, _ in kwargs.get("also", ())], id(model)))
@@ -100,8 +104,8 @@ def test_joint_trains_on_tasks_so_far_and_evaluates_a_row_with_one_network(metho
         tests.append((task, id(model), id(x)))
         return real_evaluate(model, task, x, y, s, *args)
 
-    monkeypatch.setattr(engine, "_fit", fit)
-    monkeypatch.setattr(engine, "evaluate", evaluate)
+    monkeypatch.setattr(trainer, "fit", fit)
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
     seq = make_sequence("digits-classes", seed=0, n_tasks=3)
     test_sets = {id(t.x_test) for t in seq.tasks}  # _to on the CPU keeps the tensors
     train_sequence(tiny(method=method), sequence=seq)
@@ -119,13 +123,13 @@ def test_joint_trains_on_tasks_so_far_and_evaluates_a_row_with_one_network(metho
 def test_fit_with_also_visits_every_tasks_training_images_once_per_epoch(monkeypatch):
     cfg = tiny(method="joint")
     seq = make_sequence("digits-classes", seed=0, n_tasks=3)
-    data = [_to(t, torch.device("cpu")) for t in seq.tasks]
+    data = [to_device(t, torch.device("cpu")) for t in seq.tasks]
     log: list = []
     spy_steps(monkeypatch, log)
     ctx = context(cfg, emit=lambda e: log.append(e) if isinstance(e, EpochEnd) else None)
     torch.manual_seed(0)
     model = model_for(seq, masked=False)
-    epochs, _ = run_alone(ctx, model, _fit(ctx, model, 2, data[2], phase="train", max_epochs=2,
+    epochs, _ = run_alone(ctx, model, fit(ctx, model, 2, data[2], phase="train", max_epochs=2,
                                            also=[(0, data[0]), (1, data[1])]))
     ends = [n for n, item in enumerate(log) if isinstance(item, EpochEnd)]
     assert epochs == len(ends) == 2
@@ -150,12 +154,12 @@ def test_fit_without_also_draws_the_batches_of_the_single_task_loop(monkeypatch)
     # dropout noise from the same generator.
     cfg = tiny(method="hat")
     seq = make_sequence("digits-classes", seed=0, n_tasks=2)
-    data = _to(seq.tasks[0], torch.device("cpu"))
+    data = to_device(seq.tasks[0], torch.device("cpu"))
     log: list = []
     spy_steps(monkeypatch, log)
     torch.manual_seed(0)
     ctx, model = context(cfg), model_for(seq, masked=True)
-    epochs, _ = run_alone(ctx, model, _fit(ctx, model, 0, data, phase="train", max_epochs=3, also=()))
+    epochs, _ = run_alone(ctx, model, fit(ctx, model, 0, data, phase="train", max_epochs=3, also=()))
     generator, bs, x = torch.Generator().manual_seed(0), cfg.optim.batch_size, data["x_train"]
     expected = []
     units = seq.input_dim + sum(cfg.model.hidden)
@@ -253,13 +257,13 @@ def test_init_embedding_zeros_mean_and_normal():
     torch.manual_seed(0)
     model = model_for(seq, masked=True)
     before = model.embedding.weight.detach().clone()
-    _init_embedding(model, 2, "normal")
+    init_embedding(model, 2, "normal")
     assert torch.equal(model.embedding.weight, before)
-    _init_embedding(model, 2, "zeros")
+    init_embedding(model, 2, "zeros")
     after = model.embedding.weight.detach()
     assert torch.equal(after[2], torch.zeros(32))
     assert torch.equal(after[[0, 1, 3]], before[[0, 1, 3]])
-    _init_embedding(model, 3, "mean")
+    init_embedding(model, 3, "mean")
     after = model.embedding.weight.detach()
     assert torch.allclose(after[3], torch.stack([before[0], before[1], torch.zeros(32)]).mean(0))
     assert torch.equal(after[:2], before[:2])
@@ -268,7 +272,7 @@ def test_init_embedding_zeros_mean_and_normal():
 @pytest.mark.parametrize("how", ["zeros", "mean"])
 def test_the_new_embedding_is_set_when_dtd_starts_and_again_for_lwprm(how, monkeypatch):
     seen = {}
-    real_dtd, real_fit = engine._dtd, engine._fit
+    real_dtd, real_fit = dtd_module.detect, trainer.fit
 
     def dtd(ctx, model, task, *args, **kwargs):
         seen[("dtd", task)] = model.embedding.weight.detach().clone()
@@ -279,8 +283,8 @@ def test_the_new_embedding_is_set_when_dtd_starts_and_again_for_lwprm(how, monke
             seen[("train", task)] = model.embedding.weight.detach().clone()
         return real_fit(ctx, model, task, data, **kwargs)
 
-    monkeypatch.setattr(engine, "_dtd", dtd)
-    monkeypatch.setattr(engine, "_fit", fit)
+    monkeypatch.setattr(dtd_module, "detect", dtd)
+    monkeypatch.setattr(trainer, "fit", fit)
     train_sequence(tiny(prm=with_prm(embedding_init=how)))
     for t in (1, 2):
         table = seen[("dtd", t)]
@@ -315,7 +319,7 @@ SIZES = [10, 10, 2, 10, 10]
 def test_copy_nearest_head_copies_the_nearest_similar_task_of_the_same_size(dissimilar, source):
     model = _heads_model(SIZES)
     others = {n: _head(model, n) for n in range(4)}
-    _copy_nearest_head(model, 4, ROWS, dissimilar)
+    copy_nearest_head(model, 4, ROWS, dissimilar)
     weight, bias = _head(model, 4)
     assert torch.equal(weight, others[source][0]) and torch.equal(bias, others[source][1])
     assert all(torch.equal(_head(model, n)[0], others[n][0]) for n in range(4))
@@ -328,21 +332,21 @@ def test_copy_nearest_head_copies_the_nearest_similar_task_of_the_same_size(diss
 def test_copy_nearest_head_leaves_the_head_alone_when_no_task_qualifies(dissimilar):
     model = _heads_model(SIZES)
     before = _head(model, 4)
-    _copy_nearest_head(model, 4, ROWS, dissimilar)
+    copy_nearest_head(model, 4, ROWS, dissimilar)
     after = _head(model, 4)
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
 
 
 def test_head_init_similar_starts_lwprm_from_an_earlier_head(monkeypatch):
     heads = {}
-    real_fit = engine._fit
+    real_fit = trainer.fit
 
     def fit(ctx, model, task, data, **kwargs):
         if kwargs["phase"] == "train":
             heads[task] = [h.weight.detach().clone() for h in model.heads]
         return real_fit(ctx, model, task, data, **kwargs)
 
-    monkeypatch.setattr(engine, "_fit", fit)
+    monkeypatch.setattr(trainer, "fit", fit)
     # PRM(S): every earlier task is similar, all writer heads have 10 classes, so a head is always copied
     train_sequence(tiny(sequence="digits-writers", method="prm-s", prm=with_prm(head_init="similar")))
     for t in (1, 2):
@@ -363,7 +367,7 @@ def rule_run(request, tmp_path_factory):
 
 def test_every_rule_and_ablation_is_a_known_dtd_source():
     assert set(PRM_CHOICES["clustering"]) <= set(DTD_SOURCES)
-    assert {s.similarity for s in STRATEGIES.values() if s.similarity} <= set(DTD_SOURCES)
+    assert {m.hooks.source for m in REGISTRY.values() if m.hooks.source} <= set(DTD_SOURCES)
 
 
 def test_a_run_with_a_clustering_rule_records_it_and_loads_without_warnings(rule_run):
@@ -382,30 +386,32 @@ def test_a_run_with_a_clustering_rule_records_it_and_loads_without_warnings(rule
 
 
 def test_a_rule_run_shows_in_the_explorer(rule_run):
-    from explorer.figures import clustering, overview
+    from explorer.figures import overview
+    from prm.analysis import pair_evidence
 
     rule, _, folder = rule_run
     run = load_run(folder)
     summary = overview.similarity_summary(run.state)
     assert list(summary["source"]) == ["", rule, rule, rule]  # the first task has nothing to decide
-    ev = clustering.pair_evidence(run, 3, 0, 0, 3)
+    ev = pair_evidence(run, 3, 0, 0, 3)
     assert np.isfinite(ev["bic_change"])
 
 
 def test_pair_evidence_is_measured_on_the_features_x_means_clustered(tmp_path):
-    from explorer.figures import clustering
+    from prm.analysis import pair_evidence
 
     cfg = tiny(sequence="digits-mixed", prm=with_prm(features="binary"))
     train_sequence(cfg, emit=RunWriter(tmp_path / "binary", config=cfg))
     run = load_run(tmp_path / "binary")
     assert run.warnings == ()
-    ev = clustering.pair_evidence(run, 2, 0, 0, 2)
+    ev = pair_evidence(run, 2, 0, 0, 2)
     points = (np.asarray(run.dtd_embeddings(2, 0)) > 0).astype(float)
     assert ev["distance"] == pytest.approx(float(np.linalg.norm(points[0] - points[2])))
 
 
 def test_a_joint_run_loads_without_warnings_and_has_a_colour(tmp_path):
-    from explorer.figures import common, compare
+    from explorer.figures import common
+    from prm import compare as compare_tables
 
     cfg = tiny(method="joint")
     train_sequence(cfg, emit=RunWriter(tmp_path / "joint", config=cfg))
@@ -417,7 +423,7 @@ def test_a_joint_run_loads_without_warnings_and_has_a_colour(tmp_path):
     # one meaning per colour: no method shares a colour with a task or a right/wrong mark
     taken = {c.upper() for c in [*common.TASK_COLOURS, common.RIGHT_COLOUR, common.WRONG_COLOUR]}
     assert not taken & {c.upper() for c in common.METHOD_COLOURS.values()}
-    table = compare.per_method(compare.per_run({"joint": (run.state, 0)}))
+    table = compare_tables.per_method(compare_tables.per_run({"joint": (run.state, 0)}))
     assert list(table["method"]) == ["joint"] and table["Acc"].notna().all()
 
 

@@ -15,7 +15,7 @@ from explorer import state as keys
 from explorer.figures.common import fmt
 from explorer.views import live as view
 from prm.config import RunConfig
-from prm.runs import load_run
+from prm.run import load_run
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 SAMPLES = Path(APP).parents[1] / "sample_runs"

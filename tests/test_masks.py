@@ -1,4 +1,4 @@
-"""HAT/PRM mask maths against numbers worked out by hand (PRM-NOTES, 'HAT' and 'PRM')."""
+"""HAT/PRM mask maths (prm.masks) against numbers worked out by hand (docs/method.md, 'HAT' and 'PRM')."""
 
 import math
 
@@ -74,6 +74,18 @@ def test_sparsity_regulariser_counts_only_free_units():
     # no free capacity: the denominator is floored, the penalty is 0, never NaN
     full = M.sparsity_regulariser([torch.tensor([1.0, 1.0])], [torch.tensor([1.0, 1.0])])
     assert float(full) == 0.0
+
+
+def test_regulariser_gradient_is_autograds_of_the_regulariser():
+    """The hand-written step adds lamb w / n to the masks' gradient: d(lamb R)/da, as autograd says."""
+    masks = [torch.tensor([0.2, 0.9, 0.5]), torch.tensor([0.7, 0.1])]
+    used = [torch.tensor([1.0, 0.0, 0.3]), torch.tensor([0.0, 0.6])]
+    leaves = [m.clone().requires_grad_() for m in masks]
+    (0.75 * M.sparsity_regulariser(leaves, used)).backward()
+    weights, norm = M.regulariser_weights(used, [3, 2])
+    got = M.regulariser_gradient(weights, norm, 0.75)
+    assert torch.allclose(got, torch.cat([m.grad for m in leaves]))
+    assert close(got, 0.75 * torch.tensor([0.0, 1.0, 0.7, 1.0, 0.4]) / 3.1)
 
 
 def test_capacity_used_counts_units_above_one_half():

@@ -1,4 +1,4 @@
-"""Acc, BWT, FWT and forgetting on hand-written accuracy matrices."""
+"""Acc, BWT and FWT on hand-written accuracy matrices."""
 
 import numpy as np
 import pytest
@@ -36,18 +36,9 @@ def test_partial_matrix_uses_the_last_completed_row():
     assert metrics.backward_transfer(partial) == pytest.approx(((0.8 - 0.9) + 0) / 2)
 
 
-def test_forgetting_is_best_minus_final():
-    assert np.allclose(metrics.forgetting(R), [0.30, 0.0, 0.0])
-
-
 def test_empty_matrix_is_an_error_not_a_nan():
     with pytest.raises(ValueError):
         metrics.average_accuracy(np.full((2, 2), nan))
-
-
-def test_summarise_includes_fwt_only_with_stl():
-    assert metrics.summarise(R)["fwt"] is None
-    assert metrics.summarise(R, stl=np.ones(3))["tasks_done"] == 3
 
 
 def test_median_seed_is_the_middle_gain_lower_middle_for_an_even_count_ties_by_seed():

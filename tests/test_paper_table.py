@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from prm import paper
-from prm.__main__ import main
-from prm.config import METHODS, preset
+from prm.cli import main
+from prm.config import preset
+from prm.methods import NAMES as METHODS
 from prm.data import SEQUENCES
-from prm.runs import load_run
+from prm.run import load_run
 from prm.studies import load_study
 
 TINY = ["--sequence", "digits-classes", "--n-tasks", "2", "--width", "16", "--epochs", "3",

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 import prm.projection
-import prm.runs
+import prm.run
 from prm import caches
-from prm.__main__ import main
+from prm.cli import main
 from prm.engine import train_sequence
 from prm.events import RunEnd
-from prm.runs import RunWriter, load_run, write_projections, write_summary
+from prm.run import RunWriter, load_run, write_projections, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--sequence", "digits-classes", "--n-tasks", "2", "--width", "16", "--epochs", "3",
@@ -75,7 +75,7 @@ def test_ctrl_c_while_the_summary_is_written_says_what_is_missing(tmp_path, monk
     def ctrl_c(folder):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prm.runs, "write_summary", ctrl_c)
+    monkeypatch.setattr(prm.run, "write_summary", ctrl_c)
     out = tmp_path / "run"
     assert main(["run", *SMALL, "--quiet", "--out", str(out)]) == 130
     err = capsys.readouterr().err

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from prm.engine import train_sequence
-from prm.runs import (SCHEMA, EventTail, RunFormatError, RunState, RunWriter, apply_events, finalize_run,
-                      list_runs, load_run, parse_lines)
+from prm.run import SCHEMA, EventTail, RunFormatError, RunState, RunWriter, apply_events, finalize_run, list_runs, load_run, parse_lines
 from tests.conftest import tiny_config
 
 

@@ -18,7 +18,7 @@ from explorer import state as keys
 from explorer.figures import accuracy, embeddings, masks, overview
 from explorer.figures.common import RIGHT_COLOUR, TRUTH_RULE, WRONG_COLOUR, md
 from explorer.views.accuracy import default_other
-from prm.runs import load_run
+from prm.run import load_run
 from tests.test_app import APP, SAMPLE, charts, open_app, texts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import torch
 
 from prm.config import CATConfig, ModelConfig, OptimConfig, PRMConfig, RecordConfig, RunConfig
 from prm.engine import Job, train_sequence, train_together
-from prm.runs import RunWriter
+from prm.run import RunWriter
 
 SKIP = {"seconds", "error"}  # wall-clock fields: a stacked run's time is the stack's
 
@@ -145,7 +145,7 @@ def test_a_head_only_step_gates_the_units_by_the_masks():
     """DTD's first stage trains the head on the masked features, as ``model(x, t, s)`` computes them."""
     from prm import step as S
     from prm.model import MaskedMLP
-    from prm.stack import Request, Stack, phase
+    from prm.stack import Request, Stack, make_phase
 
     torch.manual_seed(0)
     model = MaskedMLP(input_dim=5, hidden=(6, 4), head_sizes=[3, 2], input_dropout=0.0, hidden_dropout=0.0, masked=True)
@@ -154,7 +154,7 @@ def test_a_head_only_step_gates_the_units_by_the_masks():
     x, s = torch.rand(7, 5), 3.0
     with torch.no_grad():
         expected, _ = model(x, 1, s)
-    request = Request(phase=phase(model=model, task=1, head_only=True, protect=None, reg_used=None), x=x,
+    request = Request(phase=make_phase(model=model, task=1, head_only=True, protect=None, reg_used=None), x=x,
                       y=torch.zeros(7, dtype=torch.long), n=7, noise=torch.rand(7, 15), s=s, lr=0.0)
     _, logits = stack.step({0: request})[0]
     torch.testing.assert_close(logits, expected)

@@ -1,8 +1,8 @@
-"""The hand-written SGD step (prm.step.sgd_step) against autograd and HAT's rules.
+"""The hand-written SGD step (prm.step.sgd_step) against the readable one (prm.reference).
 
-The reference below is written the plain way, one run at a time: the objective as ordinary
-torch code, gradients from ``torch.autograd.grad``, then HAT's rules from ``prm.masks``
-(keep multipliers, cosh compensation, the regulariser) and clip_grad_norm_'s clipping. The
+The reference is written the plain way, one run at a time: the objective as ordinary torch
+code, gradients from ``torch.autograd.grad``, then HAT's rules from ``prm.masks`` (keep
+multipliers, cosh compensation, the regulariser) and clip_grad_norm_'s clipping. The fast
 step must match it for every parameter, per run, when several runs are stacked.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from prm import masks as M
 from prm import step as S
+from prm.reference import Stepped, reference_step
 
 D, WIDTHS, C, B = 5, (6, 4), 3, 7
 
@@ -63,65 +63,26 @@ def _hyper(runs: int, *, clip: float = 1e4, lamb: float = 0.75) -> S.Hyper:
 
 
 def _reference(params: dict, inputs: dict, r: int, *, protect, used, hyper: S.Hyper, train_features=True,
-               penalty=None, real: int = B) -> dict:
-    """Run r's step the plain way: autograd, then prm.masks' rules, then clip and SGD."""
-    layers = [(w[r].clone().requires_grad_(), b[r].clone().requires_grad_()) for w, b in params["layers"]]
-    head = [t[r].clone().requires_grad_() for t in params["head"]]
-    e = None if params["embedding"] is None else params["embedding"][r].clone().requires_grad_()
-    s, lr = float(inputs["s"][r]), float(inputs["lr"][r])
-    x, y = inputs["x"][r][:real], inputs["y"][r][:real]
-    noise, rates = inputs["noise"][r][:real], inputs["rates"][r]
-    drop = (noise >= rates).float() / (1.0 - rates)
-    drops = torch.split(drop, [D, *WIDTHS], dim=1)
-    masks = None if e is None else torch.split(torch.sigmoid(s * e), WIDTHS)
-    h = x * drops[0]
-    for index, (w, b) in enumerate(layers):
-        h = torch.relu(F.linear(h, w, b)) * drops[index + 1]
-        if masks is not None:
-            h = h * masks[index]
-    loss = F.cross_entropy(F.linear(h, *head), y)
-    total = loss
-    if masks is not None and train_features:
-        total = total + float(hyper.lamb[r]) * M.sparsity_regulariser(list(masks), used)
-    if penalty is not None:
-        fisher, anchor, lam = penalty
-        total = total + lam / 2 * sum((f * (p - a) ** 2).sum() for (fw, fb), (aw, ab), (w, b)
-                                      in zip(fisher, anchor, layers) for f, a, p in ((fw, aw, w), (fb, ab, b)))
-    trained = list(head)
-    if train_features:
-        trained = [p for pair in layers for p in pair] + trained + ([e] if e is not None else [])
-    grads = dict(zip(map(id, trained), torch.autograd.grad(total, trained)))
-    if train_features and protect is not None:
-        for (w, b), (kw, kb) in zip(layers, M.layer_keeps(protect)):
-            grads[id(w)] = grads[id(w)] * kw
-            grads[id(b)] = grads[id(b)] * kb
-    if train_features and e is not None:
-        grads[id(e)] = grads[id(e)] * M.embedding_compensation(e.detach(), s, float(hyper.smax[r]),
-                                                                float(hyper.thres_cosh[r]))
-    norm = torch.sqrt(sum((g ** 2).sum() for g in grads.values()))
-    clip = float(hyper.clip[r])
-    factor = clip / (float(norm) + 1e-6) if norm > clip else 1.0
-    new = {id(p): (p - lr * factor * grads[id(p)]).detach() if id(p) in grads else p.detach() for p in
-           [*(q for pair in layers for q in pair), *head] + ([e] if e is not None else [])}
-    if e is not None and train_features:
-        new[id(e)] = new[id(e)].clamp(-float(hyper.thres_emb[r]), float(hyper.thres_emb[r]))
-    return {
-        "layers": [(new[id(w)], new[id(b)]) for w, b in layers],
-        "head": tuple(new[id(t)] for t in head),
-        "embedding": None if e is None else new[id(e)],
-        "loss": float(loss.detach()),
-    }
+               penalty=None, real: int = B) -> Stepped:
+    """Run r's step by ``prm.reference``: its slice of every stacked tensor, its first ``real`` examples."""
+    return reference_step(
+        layers=[(w[r], b[r]) for w, b in params["layers"]], head=(params["head"][0][r], params["head"][1][r]),
+        embedding=None if params["embedding"] is None else params["embedding"][r],
+        x=inputs["x"][r][:real], y=inputs["y"][r][:real], noise=inputs["noise"][r][:real], rates=inputs["rates"][r],
+        s=float(inputs["s"][r]), lr=float(inputs["lr"][r]), smax=float(hyper.smax[r]), lamb=float(hyper.lamb[r]),
+        thres_cosh=float(hyper.thres_cosh[r]), thres_emb=float(hyper.thres_emb[r]), clip=float(hyper.clip[r]),
+        protect=protect, used=used, penalty=penalty, train_features=train_features)
 
 
-def _check(stepped: dict, loss: torch.Tensor, expected: dict, r: int) -> None:
-    for (w, b), (ew, eb) in zip(stepped["layers"], expected["layers"]):
+def _check(stepped: dict, loss: torch.Tensor, expected: Stepped, r: int) -> None:
+    for (w, b), (ew, eb) in zip(stepped["layers"], expected.layers):
         torch.testing.assert_close(w[r], ew, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(b[r], eb, rtol=1e-5, atol=1e-6)
-    for t, et in zip(stepped["head"], expected["head"]):
+    for t, et in zip(stepped["head"], expected.head):
         torch.testing.assert_close(t[r], et, rtol=1e-5, atol=1e-6)
-    if expected["embedding"] is not None:
-        torch.testing.assert_close(stepped["embedding"][r], expected["embedding"], rtol=1e-5, atol=1e-5)
-    assert float(loss[r]) == pytest.approx(expected["loss"], rel=1e-5)
+    if expected.embedding is not None:
+        torch.testing.assert_close(stepped["embedding"][r], expected.embedding, rtol=1e-5, atol=1e-5)
+    assert float(loss[r]) == pytest.approx(expected.loss, rel=1e-5)
 
 
 def _protect(runs: int, gen: torch.Generator) -> list[list[torch.Tensor]]:

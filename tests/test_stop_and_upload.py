@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from explorer import archive, live
-from prm.runs import UPLOADED, _process_start, load_run, read_meta
+from prm.run import UPLOADED, load_run, read_meta
+from prm.run.meta import _process_start
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_runs" / "digits-classes-prm-s0"

@@ -1,5 +1,5 @@
 """The Story view: its builders against numbers worked out from the sample runs' raw records
-(accuracy matrices, recorded masks and DTD records, ``prm.methods.true_groups``) or by hand,
+(accuracy matrices, recorded masks and DTD records, ``prm.analysis.true_groups``) or by hand,
 on small hand-made inputs and on a tiny sibling set trained here, and the view itself (AppTest)
 on every sample run, with the missing-sibling message, the Train-live prefill, the links to the
 detailed tabs and the length of what the page asks a reader to read (a two-minute story).
@@ -25,10 +25,11 @@ from explorer import state as keys
 from explorer.catalog import RunEntry
 from explorer.figures import consequence, story
 from explorer.views.story import STEPS
+from prm import analysis, methods
+from prm.analysis import true_groups
 from prm.config import PRMConfig
 from prm.engine import train_sequence
-from prm.methods import true_groups
-from prm.runs import RunParent, RunWriter, load_run
+from prm.run import RunParent, RunWriter, load_run
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,15 +112,15 @@ def test_siblings_keep_sequence_seed_and_task_count_and_prefer_finished_runs():
     me = entry("prm")
     listed = [me, entry("hat", status="stopped"), entry("hat", where="y"), entry("stl", seed=5),
               entry("ncl", n_tasks=4), entry("joint", sequence="other"), entry("prm-t"), entry("ewc")]
-    found = story.siblings(me, listed)
+    found = analysis.siblings(me, listed)
     assert list(found) == ["prm", "hat", "prm-t"]
     assert found["hat"].key == "y/seq-hat-s4"  # the finished one, not the stopped one listed first
-    assert story.missing(me, found) == ["prm+", "ncl", "stl", "joint"]
+    assert analysis.missing(me, found) == ["prm+", "ncl", "stl", "joint"]
     assert story.missing_sentence(me, ["hat", "stl"]) == ("No HAT or STL run of seq seed 4 (3 tasks) is listed; "
                                                           "the steps that need one say so.")
-    assert story.dtd_sibling("hat", found) == "prm" and story.dtd_sibling("hat", {"prm-t": None}) == "prm-t"
-    assert story.dtd_sibling("ncl", {"hat": None}) is None
-    assert story.told_with("hat", found) == ["hat", "prm"]
+    assert analysis.dtd_sibling("hat", found) == "prm" and analysis.dtd_sibling("hat", {"prm-t": None}) == "prm-t"
+    assert analysis.dtd_sibling("ncl", {"hat": None}) is None
+    assert analysis.told_with("hat", found) == ["hat", "prm"]
 
 
 def test_siblings_skip_whatif_runs_and_prefer_the_same_setup():
@@ -129,11 +130,11 @@ def test_siblings_skip_whatif_runs_and_prefer_the_same_setup():
     forced = RunParent(run="/x/seq-prm+-s4", name="seq-prm+-s4", task=1, dissimilar=((0,),))
     listed = [me, entry("prm+", where="mine", parent=forced), entry("prm+"), entry("stl", where="mine", setup="w64"),
               entry("stl")]
-    found = story.siblings(me, listed)
+    found = analysis.siblings(me, listed)
     assert found["prm+"].key == "x/seq-prm+-s4" and found["prm+"].parent is None
     assert found["stl"].key == "x/seq-stl-s4"
-    assert story.stl_of(me, listed).key == "x/seq-stl-s4"
-    alone = story.siblings(me, [me, entry("stl", where="mine", setup="w64")])
+    assert analysis.stl_of(me, listed).key == "x/seq-stl-s4"
+    alone = analysis.siblings(me, [me, entry("stl", where="mine", setup="w64")])
     assert alone["stl"].key == "mine/seq-stl-s4"  # another set-up still serves when it is the only one
 
 
@@ -141,9 +142,9 @@ def test_like_runs_take_one_finished_run_per_distinct_seed_of_the_same_configura
     me = entry("hat")
     listed = [me, entry("hat", seed=5), entry("hat", seed=5, where="y"), entry("hat", seed=6, status="stopped"),
               entry("hat", seed=7, config="other"), entry("stl", seed=5)]
-    assert [e.seed for e in story.like_runs(me, listed)] == [4, 5]
-    assert story.stl_of(listed[1], listed).key == "x/seq-stl-s5"
-    assert story.stl_of(me, listed) is None
+    assert [e.seed for e in analysis.like_runs(me, listed)] == [4, 5]
+    assert analysis.stl_of(listed[1], listed).key == "x/seq-stl-s5"
+    assert analysis.stl_of(me, listed) is None
 
 
 # ----------------------------------------------------------------------------- steps 1 and 2
@@ -455,8 +456,8 @@ def test_story_of_the_default_run_draws_every_step_and_links_to_the_details():
 def test_story_with_every_sibling_listed_warns_of_none(tiny_siblings):
     at = open_story(str(tiny_siblings / "digits-writers-binary-prm+-s0"), runs_dir=tiny_siblings)
     assert [h.value for h in at.subheader] == list(STEPS)
-    assert not at.warning and not at.error  # every sibling (SIBLING_METHODS) is listed
-    assert set(story.SIBLING_METHODS) == set(TINY)
+    assert not at.warning and not at.error  # every sibling (STORY_SIBLINGS) is listed
+    assert set(methods.STORY_SIBLINGS) == set(TINY)
     text = "\n".join(m.value for m in at.markdown)
     assert "3 of 3 calls were right (100%)" in text and "partially (to 0.30 of the gradient)" in text
 

@@ -1,12 +1,14 @@
-"""Which seed the Story tells and the spread over the listed seeds (explorer.figures.seeds),
-against numbers worked out by hand. The Acc values are dyadic fractions (exact in binary), so
-gains that are equal by hand are equal in floating point too and the ranking is the hand's."""
+"""Which seed the Story tells and the spread over the listed seeds (prm.analysis, told by
+explorer.figures.seeds), against numbers worked out by hand. The Acc values are dyadic
+fractions (exact in binary), so gains that are equal by hand are equal in floating point too
+and the ranking is the hand's."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from explorer.figures.seeds import seed_sentence, seed_spread, spread_of
+from explorer.figures.seeds import seed_sentence
+from prm.analysis import seed_spread, spread_of
 from tests.test_story import entry
 
 HAT = {s: 0.5 for s in range(5)}

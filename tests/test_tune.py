@@ -68,9 +68,9 @@ def test_apply_params_sets_fields_and_lr_min_follows():
 
 def test_setup_key_ignores_seed_and_tuned_values_only():
     a = RunConfig(method="hat", seed=0)
-    assert tune.setup_key(a) == tune.setup_key(tune.apply_params(a.replace(seed=5), {"lr": 0.02, "lamb": 2.0}))
-    assert tune.setup_key(a) != tune.setup_key(a.replace(n_tasks=3))
-    assert tune.setup_key(a) == tune.setup_key(a.replace(record=a.record.__class__(checkpoints=False)))
+    assert tune.study_key(a) == tune.study_key(tune.apply_params(a.replace(seed=5), {"lr": 0.02, "lamb": 2.0}))
+    assert tune.study_key(a) != tune.study_key(a.replace(n_tasks=3))
+    assert tune.study_key(a) == tune.study_key(a.replace(record=a.record.__class__(checkpoints=False)))
 
 
 def test_the_bundled_studies_still_match_their_own_trials_set_up():
@@ -78,7 +78,7 @@ def test_the_bundled_studies_still_match_their_own_trials_set_up():
     each bundled study's ``setup`` equals the key of its best trial's recorded config."""
     import optuna
 
-    from prm.runs import load_run
+    from prm.run import load_run
 
     url = f"sqlite:///{ROOT / 'sample_runs' / 'tuning' / 'optuna.db'}"
     checked = 0
@@ -86,11 +86,11 @@ def test_the_bundled_studies_still_match_their_own_trials_set_up():
         study = optuna.load_study(study_name=summary.study_name, storage=url)
         folder = ROOT / "sample_runs" / "tuning" / summary.study_name
         for trial in sorted(folder.iterdir()):
-            assert study.user_attrs["setup"] == tune.setup_key(load_run(trial).config), summary.study_name
+            assert study.user_attrs["setup"] == tune.study_key(load_run(trial).config), summary.study_name
             checked += 1
     assert checked >= 4
     cat = RunConfig(method="cat")
-    assert tune.setup_key(cat) != tune.setup_key(cat.replace(cat=CATConfig(kta_weight=0.5)))
+    assert tune.study_key(cat) != tune.study_key(cat.replace(cat=CATConfig(kta_weight=0.5)))
 
 
 def test_a_worker_waits_for_the_study_attributes_another_is_writing(tmp_path):
@@ -292,10 +292,10 @@ def test_setup_keys_ignore_what_differs_between_machines():
     a = RunConfig(sequence="digits-mixed-few", method="hat")
     for other in (a.replace(data_dir="/mnt/data"), a.replace(n_tasks=10), a.replace(shots=2),
                   a.replace(record=a.record.__class__(projections=("pca",)))):
-        assert tune.setup_key(other) == tune.setup_key(a) and tune.grid_key(other) == tune.grid_key(a)
-    assert tune.setup_key(a.replace(n_tasks=4)) != tune.setup_key(a)
+        assert tune.study_key(other) == tune.study_key(a) and tune.grid_key(other) == tune.grid_key(a)
+    assert tune.study_key(a.replace(n_tasks=4)) != tune.study_key(a)
     lr = tune.apply_params(a, {"lr": 0.02})  # a tuned value: the same tune set-up, another grid cell
-    assert tune.setup_key(lr) == tune.setup_key(a) and tune.grid_key(lr) != tune.grid_key(a)
+    assert tune.study_key(lr) == tune.study_key(a) and tune.grid_key(lr) != tune.grid_key(a)
 
 
 @pytest.mark.parametrize("url, shown", [

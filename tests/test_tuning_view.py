@@ -20,6 +20,7 @@ from explorer.figures import compare as compare_fig
 from explorer.figures import tuning as fig
 from explorer.figures.common import md
 from explorer.views import tuning as view
+from prm import compare as compare_tables
 from prm import tune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,9 +293,9 @@ def test_cells_table_lists_the_whole_grid(tmp_path):
 
 
 def test_with_ps_places_ps_per_group_and_shows_a_dash_without_a_study():
-    summary = compare_fig.per_method(compare_fig.per_run({}))
+    summary = compare_tables.per_method(compare_tables.per_run({}))
     summary = summary.reindex(range(2)).assign(sequence=["s", "s"], method=["prm", "hat"], tasks="3/3", config="c")
-    shown = compare_fig.shown(compare_fig.with_ps(summary, {("s", "prm"): 0.01234}))
+    shown = compare_fig.shown(compare_tables.with_ps(summary, {("s", "prm"): 0.01234}))
     assert list(shown["PS"]) == ["0.012", "–"]
 
 

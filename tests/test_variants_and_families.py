@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from prm import metrics
-from prm.__main__ import _config, build_parser, family_table
-from prm.config import VARIANT_LEVERS, ConfigError, ModelConfig, OptimConfig, PRMConfig, RecordConfig, RunConfig, preset
+from prm.cli import build_parser
+from prm.cli.options import run_config
+from prm.cli.tables import family_table
+from prm import methods
+from prm.config import ConfigError, ModelConfig, OptimConfig, PRMConfig, RecordConfig, RunConfig, preset
 from prm.engine import train_sequence
 from prm.stack import Stack
 from prm.events import DTDResult
@@ -59,13 +62,13 @@ def test_family_table_splits_by_family_and_measures_fwt_against_stl_of_the_same_
 
 def test_preset_and_the_cli_give_prm_plus_its_levers_and_explicit_options_win():
     cfg = preset("default", method="prm+")
-    for name, value in VARIANT_LEVERS["prm+"].items():
+    for name, value in methods.get("prm+").levers.items():
         assert getattr(cfg.prm, name) == value
     assert preset("default", method="prm").prm == PRMConfig()  # the paper's recipe stays the default
     args = build_parser().parse_args(["run", "--method", "prm+", "--threshold", "0.45", "--relax", "1"])
-    cli = _config(args, sequence="digits-mixed", method="prm+", seed=0)
+    cli = run_config(args, sequence="digits-mixed", method="prm+", seed=0)
     assert cli.method == "prm+" and cli.prm.threshold == 0.45 and cli.prm.relax == 1.0
-    assert cli.prm.clustering == VARIANT_LEVERS["prm+"]["clustering"]
+    assert cli.prm.clustering == methods.get("prm+").levers["clustering"]
 
 
 def test_layers_is_validated():
@@ -115,7 +118,7 @@ def test_a_tiny_task_gets_at_least_min_batches_batches_per_epoch(monkeypatch):
 
 
 def test_table_from_recorded_runs_matches_compare(tmp_path, capsys):
-    from prm.__main__ import main
+    from prm.cli import main
 
     out = tmp_path / "runs"
     common = ["--sequence", "digits-writers-few", "--n-tasks", "2", "--seeds", "0", "--epochs", "2", "--width", "16",
@@ -139,7 +142,7 @@ def test_table_from_recorded_runs_matches_compare(tmp_path, capsys):
 
 
 def test_show_names_the_rule_that_decided_instead_of_calling_it_undecided(capsys):
-    from prm.__main__ import main
+    from prm.cli import main
 
     assert main(["show", "sample_runs/digits-mixed-binary-prm+-s4"]) == 0
     printed = capsys.readouterr().out

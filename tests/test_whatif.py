@@ -18,11 +18,11 @@ from streamlit.testing.v1 import AppTest
 from explorer import state as keys
 from explorer.figures.common import fmt
 from prm import checkpoint, whatif
-from prm.__main__ import main
+from prm.cli import main
 from prm.config import ModelConfig, OptimConfig, PRMConfig, RecordConfig, RunConfig
 from prm.engine import train_sequence
 from prm.events import TaskCheckpoint
-from prm.runs import RunFormatError, load_run, RunWriter
+from prm.run import RunFormatError, load_run, RunWriter
 
 PARENT_CONFIG = RunConfig(
     sequence="digits-mixed", n_tasks=4, method="prm", seed=0, model=ModelConfig(hidden=(32, 32)),
@@ -333,7 +333,8 @@ def test_a_whatif_run_is_its_own_experiment(runs):
     """Compare never averages a what-if with its parent's seed, nor picks it by default, and
     the Story never takes it for a sibling: its decision was forced."""
     from explorer import catalog
-    from explorer.figures import compare, story
+    from prm import analysis
+    from prm import compare as compare_tables
 
     parent, child = catalog.describe(runs["parent"]), catalog.describe(runs["other"])
     assert parent.parent is None and child.parent is not None and child.parent.task == 2
@@ -341,10 +342,10 @@ def test_a_whatif_run_is_its_own_experiment(runs):
     assert catalog.whatif_tag(child.parent) == "what-if T3: similar " + (
         ", ".join(f"T{i + 1}" for i in child.parent.similar(0)) or "none")
     states = {"parent": (load_run(runs["parent"]).state, 0), "other": (load_run(runs["other"]).state, 0)}
-    table = compare.per_run(states, variants={"other": catalog.whatif_tag(child.parent)})
-    groups = compare.per_method(table)
+    table = compare_tables.per_run(states, variants={"other": catalog.whatif_tag(child.parent)})
+    groups = compare_tables.per_method(table)
     assert len(groups) == 2 and list(groups["seeds"]) == [1, 1]
-    assert story.siblings(parent, [parent, child]) == {"prm": parent}
+    assert analysis.siblings(parent, [parent, child]) == {"prm": parent}
     at = _open(runs["parent"], runs["root"], keys.COMPARE)
     assert not at.exception, [e.value for e in at.exception]
     picked = at.multiselect(key=keys.COMPARE_RUNS).value

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from prm.xmeans import SplitAttempt, XMeansResult, bic, cluster_of, dissimilar_to, xmeans
+from prm.xmeans import SplitAttempt, XMeansResult, bic, cluster_of, dissimilar_to, dtd_call, undecided, xmeans
 
 
 def blobs(sizes, M, *, sep=10.0, noise=1.0, seed=0):
@@ -182,3 +182,25 @@ def test_round_trip_json():
     assert np.array_equal(back.labels, res.labels) and np.array_equal(back.centers, res.centers)
     assert back.attempts == res.attempts and isinstance(back.attempts[0], SplitAttempt)
     assert back.bic == res.bic and back.variant == res.variant == "pm-perdim"
+
+
+def test_undecided_and_dtd_call():
+    two = xmeans(np.array([[0.0, 0.0], [5.0, 5.0]]))  # a 2-point cluster cannot be split
+    assert undecided(two) and two.k == 1
+    assert dtd_call(two, 1, when_undecided="dissimilar") == [0]
+    assert dtd_call(two, 1, when_undecided="similar") == []
+    X, _ = blobs([4, 4], 8, seed=2)
+    res = xmeans(X)
+    assert not undecided(res) and res.k == 2
+    assert dtd_call(res, 7, when_undecided="dissimilar") == dissimilar_to(res, 7) == [0, 1, 2, 3]
+
+
+def test_all_lists_exactly_the_public_functions_and_classes():
+    import inspect
+
+    import prm.xmeans as mod
+
+    defined = {name for name, obj in vars(mod).items()
+               if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+               and obj.__module__ == mod.__name__}
+    assert sorted(mod.__all__) == sorted(defined)

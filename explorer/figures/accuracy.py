@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer.figures.common import FONT, DIVERGING, fmt, plain_names, short, style, task_colour
-from prm.runs import RunState
+from prm.run import RunState
 
 MAX_CELL_TEXT = 20
 """Above this many tasks the cells are too small for their numbers: hover only."""

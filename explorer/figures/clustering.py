@@ -3,27 +3,22 @@ and for CAT runs, which decide by transfer tests instead, each step's tests and 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from pandas.io.formats.style import Styler
-from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from explorer.figures.common import (DISSIMILAR_COLOUR, DIVERGING, RIGHT_COLOUR, SEQUENTIAL, SIMILAR_COLOUR,
                                      WRONG_COLOUR, cluster_colour, fmt, mark, plain_names, short, style, task_label)
+from prm.analysis import judged_right, true_groups
 from prm.events import DTDResult, TransferTest
-from prm.methods import judged_right, true_groups
-from prm.runs import Run, RunState
-from prm.similarity import features
-from prm.xmeans import bic
+from prm.run import RunState
 
-FONT = 12
+SMALL_FONT = 12
 """The smallest text any chart here uses, legible on a 1280x720 projector."""
 ROW_PX = 26
-"""Vertical room per leaf of the X-means tree: more than a line of FONT-sized text, so leaf
+"""Vertical room per leaf of the X-means tree: more than a line of SMALL_FONT-sized text, so leaf
 labels never overlap however many clusters there are."""
 CELL_TEXT_UP_TO = 15
 """Matrices with more tasks than this carry their numbers in the hover only (cells too small)."""
@@ -40,7 +35,7 @@ def _members(ids) -> str:
 
 def calls(tasks, *, task: int, dissimilar) -> pd.DataFrame:
     """Each earlier task's call when ``task`` arrived, the truth beside it and the mark
-    (``prm.methods.judged_right``: the one rule every view judges by)."""
+    (``prm.analysis.judged_right``: the one rule every view judges by)."""
     groups = true_groups(tasks)
     right = judged_right(groups=groups, task=task, dissimilar=dissimilar)
     called = set(dissimilar)
@@ -143,7 +138,7 @@ def decision_tree(record: DTDResult, layer: int) -> go.Figure:
     leaves = [n for n in order if n in final]
     members = {n: list(np.flatnonzero(labels == final[n])) for n in leaves}
     fig.add_scatter(x=[depth[n] for n in leaves], y=[ypos[n] for n in leaves], mode="markers+text",
-                    showlegend=False, cliponaxis=False, textposition="middle right", textfont=dict(size=FONT + 1),
+                    showlegend=False, cliponaxis=False, textposition="middle right", textfont=dict(size=SMALL_FONT + 1),
                     text=[" " + _leaf_text(f"c{final[n]}", members[n]) for n in leaves],
                     marker=dict(size=16, color=[cluster_colour(final[n]) for n in leaves], line=dict(width=1, color="#555")),
                     hoverinfo="text", hovertext=[f"final cluster c{final[n]}<br>" + hover(n, members[n]) for n in leaves])
@@ -163,17 +158,6 @@ METRIC_TITLES = {"euclidean": "Euclidean distance", "cosine": "Cosine similarity
                  "cosine distance": "Cosine distance"}
 """What :func:`pairwise_figure` draws: X-means' measure, the cosine similarity beside it, and
 the cosine distance the linkage and cut rules decide by (``prm.similarity.cosine_distances``)."""
-
-
-def pairwise(points: np.ndarray, metric: str) -> np.ndarray:
-    """Euclidean distance (what X-means uses) or cosine similarity between embeddings."""
-    points = np.asarray(points, dtype=float)
-    if metric == "cosine":
-        norm = np.linalg.norm(points, axis=1, keepdims=True)
-        unit = points / np.where(norm == 0, 1, norm)
-        return unit @ unit.T
-    diff = points[:, None, :] - points[None, :, :]
-    return np.sqrt((diff ** 2).sum(-1))
 
 
 def ordered(matrix: np.ndarray, labels) -> tuple[list[int], np.ndarray]:
@@ -207,7 +191,7 @@ def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]
     for b in (b for b in range(1, n) if sorted_labels[b] != sorted_labels[b - 1]):
         for line in (dict(x0=b - 0.5, x1=b - 0.5, y0=-0.5, y1=n - 0.5), dict(x0=-0.5, x1=n - 0.5, y0=b - 0.5, y1=b - 0.5)):
             fig.add_shape(type="line", line=dict(color="black", width=2), **line)
-    axis = dict(tickvals=list(range(n)), ticktext=ticks, tickfont=dict(size=FONT))
+    axis = dict(tickvals=list(range(n)), ticktext=ticks, tickfont=dict(size=SMALL_FONT))
     fig.update_xaxes(**axis, tickangle=-90 if n > 8 else 0)
     fig.update_yaxes(**axis, autorange="reversed")
     return style(fig, title=f"{METRIC_TITLES[metric]}, grouped by {grouped_by} cluster cN", height=max(420, 160 + 16 * n))
@@ -243,14 +227,14 @@ def oracle_figure(oracle, tasks, *, step: int, labels: list[int]) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, x=ticks, y=ticks, text=text, texttemplate="%{text}" if text else None,
                                hovertext=hover, hoverinfo="text", xgap=1, ygap=1, colorscale=DIVERGING, zmid=0,
                                zmin=-1, zmax=1, colorbar=dict(title=dict(text="0 chance, 1 own"))))
-    fig.update_yaxes(autorange="reversed", title="trained on", tickfont=dict(size=FONT))
-    fig.update_xaxes(title="tested on", tickfont=dict(size=FONT))
+    fig.update_yaxes(autorange="reversed", title="trained on", tickfont=dict(size=SMALL_FONT))
+    fig.update_xaxes(title="tested on", tickfont=dict(size=SMALL_FONT))
     return style(fig, title="Measured transfer (oracle): 0 = chance on the column task, 1 = as good as its own",
                  height=max(420, 160 + 16 * n))
 
 
 def agreement(state: RunState) -> pd.DataFrame:
-    """How well each DTD step matches the truth (``prm.methods.true_groups``: same family and
+    """How well each DTD step matches the truth (``prm.analysis.true_groups``: same family and
     same label set): the adjusted Rand index between X-means clusters and the true groups
     (1 = exactly the groups, about 0 = chance, negative = worse than chance) and how many
     earlier tasks X-means called right (similar or dissimilar)."""
@@ -288,60 +272,6 @@ def agreement_figure(table: pd.DataFrame) -> go.Figure:
     return style(fig, title="X-means against the truth: calls right (solid), ARI (dotted)", height=340)
 
 
-def jaccard(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> float:
-    """Overlap of two binarised masks: |a ∩ b| / |a ∪ b| (0 when both are empty)."""
-    a, b = np.asarray(a) > threshold, np.asarray(b) > threshold
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
-def pair_evidence(run: Run, step: int, layer: int, i: int, j: int) -> dict[str, Any]:
-    """Why tasks i and j (both <= step) ended in the same or different clusters at ``step``.
-
-    Returns their distance against the spread inside clusters, their masks' Jaccard overlap
-    per layer, and the whole-model BIC change of separating them (if together) or joining
-    their clusters (if apart): X-means keeps a split only when it raises the BIC. All of it is
-    measured on what X-means clustered: the embeddings as ``prm.features`` turned them.
-    """
-    record = run.state.dtd[step].layers[layer]["xmeans"]
-    X = features(np.asarray(run.dtd_embeddings(step, layer), dtype=float),
-                 run.state.config.get("prm", {}).get("features", "raw"))
-    labels = np.asarray(record["labels"])
-    centers = np.array([X[labels == c].mean(axis=0) for c in range(record["k"])])  # KMeans centres = means
-    floor = record["var_floor"]
-    dist = pairwise(X, "euclidean")
-    within = [dist[a, b] for a in range(len(X)) for b in range(a + 1, len(X)) if labels[a] == labels[b]]
-    current = bic(X, labels, centers, var_floor=floor)
-    together = labels[i] == labels[j]
-    if together:
-        members = np.flatnonzero(labels == labels[i])
-        km = KMeans(n_clusters=2, init=X[[i, j]], n_init=1).fit(X[members])
-        new_labels = labels.copy()
-        new_labels[members[km.labels_ == 1]] = labels.max() + 1
-        new_centers = np.vstack([centers, km.cluster_centers_[1]])
-        new_centers[labels[i]] = km.cluster_centers_[0]
-        change = "separating them (2-means on their cluster, seeded at the two tasks)"
-    else:
-        merged = np.where(labels == labels[j], labels[i], labels)
-        _, new_labels = np.unique(merged, return_inverse=True)
-        new_centers = np.array([X[new_labels == c].mean(axis=0) for c in range(new_labels.max() + 1)])
-        change = "joining their two clusters"
-    proposed = bic(X, new_labels, new_centers, var_floor=floor)
-    overlap = {}
-    for l in range(len(run.state.dtd[step].layers)):
-        mi, mj = run.mask(i, l), run.mask(j, l)
-        overlap[f"l{l}"] = None if mi is None or mj is None else jaccard(mi, mj)
-    return {
-        "together": bool(together), "distance": float(dist[i, j]),
-        "within_mean": float(np.mean(within)) if within else None,
-        "within_max": float(np.max(within)) if within else None,
-        "between_mean": float(np.mean([dist[a, b] for a in range(len(X)) for b in range(a + 1, len(X))
-                                       if labels[a] != labels[b]])) if len(set(labels)) > 1 else None,
-        "cosine": float(pairwise(X[[i, j]], "cosine")[0, 1]),
-        "jaccard": overlap, "bic_now": float(current), "bic_change": float(proposed - current), "change": change,
-    }
-
-
 # ----------------------------------------------------------------------------- CAT
 
 def transfer_calls(tasks, test: TransferTest) -> pd.DataFrame:
@@ -366,7 +296,7 @@ def transfer_figure(test: TransferTest, tasks) -> go.Figure:
         fig.add_bar(x=[x[j] for j in js], y=[test.transfer_acc[j] for j in js], name=f"called {called}",
                     marker=dict(color=colour, line=dict(color="#555", width=1)),
                     text=[mark(right[j]) for j in js], textposition="outside", cliponaxis=False,
-                    textfont=dict(size=FONT + 4, color=[RIGHT_COLOUR if right[j] else WRONG_COLOUR for j in js]),
+                    textfont=dict(size=SMALL_FONT + 4, color=[RIGHT_COLOUR if right[j] else WRONG_COLOUR for j in js]),
                     customdata=[[names[j], test.epochs[j], "right" if right[j] else "wrong"] for j in js],
                     hovertemplate="%{customdata[0]}<br>transfer accuracy %{y:.3f} after %{customdata[1]} epochs"
                                   f"<br>called {called}: %{{customdata[2]}}<extra></extra>")

@@ -12,6 +12,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from prm import methods
+
 from prm.text import terminal
 
 TASK_COLOURS = qualitative.D3 + qualitative.Dark24
@@ -26,17 +28,12 @@ SEQUENTIAL = "Viridis"
 
 # One meaning per palette: families (above), clusters (pastel Set2), tasks (D3), methods and
 # phases each have their own, and right/wrong calls two fixed colours. The method palette
-# shares no colour with the task palette and keeps clear of the right/wrong green and red:
-# HAT in blue and CAT, built on HAT, in cyan; PRM and its variants in purples, oranges and
-# browns; the baselines in teal, ochre, grey and black.
-METHOD_COLOURS = {"prm": "#7B3294", "prm+": "#E66101", "prm-s": "#DE77AE", "prm-d": "#8C510A",
-                  "prm-t": "#B2ABD2", "hat": "#2166AC", "cat": "#00A9E0", "ncl": "#262626", "ewc": "#A6761D",
-                  "stl": "#35978F", "joint": "#999999"}
+# (``Method.colour``) shares no colour with the task palette and keeps clear of the right/wrong
+# green and red: HAT in blue and CAT, built on HAT, in cyan; PRM and its variants in purples,
+# oranges and browns; the baselines in teal, ochre, grey and black.
+METHOD_COLOURS = {m.name: m.colour for m in methods.REGISTRY.values()}
 PHASE_COLOURS = {"dtd-head": "#C6DBEF", "dtd": "#6BAED6", "xmeans": "#08519C", "transfer": "#BCBDDC",
                  "reference": "#756BB1", "train": "#FDAE6B", "eval": "#BDBDBD"}
-DETECTION_PHASES = ("dtd", "transfer", "reference")
-"""The timing phases (``RunState.task_seconds``) spent deciding which tasks are similar: PRM's
-DTD (its passes and X-means), CAT's transfer and reference trainings."""
 SIMILAR_COLOUR, DISSIMILAR_COLOUR = "#FDD49E", "#C6DBEF"
 """A call, not its judgement: called similar (warm, units shared) or dissimilar (cool, protected);
 whether the call was right is the ✓/✗ in the right/wrong colours."""
@@ -51,7 +48,7 @@ TRUTH_RULE = ("Two tasks are truly similar when they share a family *and* a labe
               "same ten digits, two tasks of one image style); a digit-pair task is dissimilar to every other "
               "task. A call is right (✓) when DTD called an earlier task similar exactly when it truly is, "
               "wrong (✗) otherwise.")
-"""The truth every right/wrong mark is judged against (``prm.methods.judged_right``), stated
+"""The truth every right/wrong mark is judged against (``prm.analysis.judged_right``), stated
 once for every view's help text."""
 
 PHASE_LABELS = {

@@ -12,10 +12,10 @@ import plotly.graph_objects as go
 
 from explorer.figures.accuracy import difference
 from explorer.figures.common import DIVERGING, FONT, empty, fmt, method_colour, short
-from explorer.figures.overview import run_metrics
-from explorer.figures.story import families, label, projector
+from explorer.figures.story import label, projector
 from prm import metrics
-from prm.runs import RunState
+from prm.analysis import family_metrics, run_metrics
+from prm.run import RunState
 
 
 def difference_figure(a: RunState, b: RunState, *, a_name: str, b_name: str) -> go.Figure:
@@ -38,23 +38,13 @@ def difference_figure(a: RunState, b: RunState, *, a_name: str, b_name: str) -> 
 
 
 def family_transfer(states: Mapping[str, RunState], stl: RunState | None) -> pd.DataFrame:
-    """One row per method and family: BWT and FWT over that family's learnt tasks ("n/a" where
-    a value cannot be computed: no STL run, or no task of that family learnt). Long, not wide,
-    so the table fits a narrow column whatever the number of families."""
-    rows = []
-    stl_diag = None
-    if stl is not None and metrics.completed_rows(stl.accuracy_matrix("test")):
-        stl_diag = np.diag(stl.accuracy_matrix("test"))
-    for method, state in states.items():
-        R = state.accuracy_matrix("test")
-        done = metrics.completed_rows(R)
-        for fam, tasks in families(state).items():
-            learnt = [t for t in tasks if t < done]
-            bwt = metrics.backward_transfer(R, tasks=learnt) if learnt else None
-            known = [t for t in learnt if stl_diag is not None and t < len(stl_diag) and not np.isnan(stl_diag[t])]
-            fwt = metrics.forward_transfer(R, stl_diag, tasks=known) if known else None
-            rows.append({"method": label(method), "family": fam, "BWT": fmt(bwt, signed=True),
-                         "FWT": fmt(fwt, signed=True)})
+    """One row per method and family: BWT and FWT over that family's learnt tasks
+    (``prm.analysis.family_metrics``; "n/a" where a value cannot be computed: no STL run, or
+    no task of that family learnt). Long, not wide, so the table fits a narrow column whatever
+    the number of families."""
+    rows = [{"method": label(method), "family": fam, "BWT": fmt(values["bwt"], signed=True),
+             "FWT": fmt(values["fwt"], signed=True)}
+            for method, state in states.items() for fam, values in family_metrics(state, stl=stl).items()]
     return pd.DataFrame(rows, columns=["method", "family", "BWT", "FWT"])
 
 

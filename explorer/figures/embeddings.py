@@ -2,7 +2,7 @@
 (X-means, or a cosine rule of PRM+) grouped them.
 
 Coordinates come for the whole layer at once (every final embedding plus each DTD step's
-new-task embedding, the rows of ``prm.runs.embedding_points``), so all steps of a run share
+new-task embedding, the rows of ``prm.run.embedding_points``), so all steps of a run share
 one picture; a step then shows the subset DTD saw when that task arrived.
 """
 
@@ -19,9 +19,9 @@ from sklearn.decomposition import PCA
 from explorer.figures.common import (DISSIMILAR_COLOUR, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, cluster_colour,
                                      family_symbol, mark, plain, short, style, task_colour, task_label)
 from explorer.figures.linkage import rule_step
-from prm.methods import judged_right, true_groups
+from prm.analysis import judged_right, true_groups
 from prm.projection import project
-from prm.runs import Run, embedding_points
+from prm.run import Run, embedding_points
 
 END = "end"
 """The step value for 'the final embeddings after the whole sequence'."""
@@ -122,7 +122,7 @@ def step_frame(run: Run, layer: int, projection: Projection, step: str,
     """One row per point shown at ``step``: coordinates, task, family, the cluster that decided
     (:func:`colouring`; blank at the end of the run, where none ran, and where the colours show
     the call), the call on each earlier task marked ✓/✗ against the truth
-    (``prm.methods.judged_right``; blank for the new task and at the end), nearest tasks.
+    (``prm.analysis.judged_right``; blank for the new task and at the end), nearest tasks.
     ``dissimilar`` shows another decision than the one used (X-means alone, beside a rule)."""
     shown, points, grouping, labels, dissimilar = _rows(run, layer, step, dissimilar)
     right = {} if step == END else judged_right(groups=true_groups(run.state.tasks), task=int(step[1:]) - 1,

@@ -17,11 +17,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from scipy.cluster.hierarchy import dendrogram
 
-from explorer.figures.clustering import FONT, calls, count_line
+from explorer.figures.clustering import SMALL_FONT, calls, count_line
 from explorer.figures.common import (DISSIMILAR_COLOUR, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, fmt, mark,
                                      plain_names, short, style)
-from prm.methods import judged_right, true_groups
-from prm.runs import Run, RunState
+from prm.analysis import judged_right, true_groups
+from prm.run import Run, RunState
 from prm.similarity import RULES, average_linkage, cosine_distances, dissimilar_by_rule, features, linkage_merges
 
 NEW_TASK_COLOUR = "black"
@@ -131,13 +131,13 @@ def dendrogram_figure(step: RuleStep, tasks) -> go.Figure:
     fig.add_scatter(x=x, y=[0] * len(leaves), mode="markers+text", showlegend=False, cliponaxis=False,
                     marker=dict(size=16, color=[_call_colour(step, i) for i in leaves], line=dict(color="#555", width=1)),
                     text=[mark(right.get(i)) for i in leaves], textposition="top center",
-                    textfont=dict(size=FONT + 4, color=[RIGHT_COLOUR if right.get(i) else WRONG_COLOUR for i in leaves]),
+                    textfont=dict(size=SMALL_FONT + 4, color=[RIGHT_COLOUR if right.get(i) else WRONG_COLOUR for i in leaves]),
                     hoverinfo="text", hovertext=hover)
     fig.add_hline(y=step.threshold, line=THRESHOLD_LINE)
     _legend(fig, threshold=step.threshold)
     top = max([step.threshold, *(dc[1] for dc in shape["dcoord"])])
     fig.update_xaxes(tickvals=x, ticktext=[short(i) + (" (new)" if i == step.task else "") for i in leaves],
-                     tickfont=dict(size=FONT), tickangle=-90 if len(leaves) > 12 else 0, range=[0, 10 * len(leaves)])
+                     tickfont=dict(size=SMALL_FONT), tickangle=-90 if len(leaves) > 12 else 0, range=[0, 10 * len(leaves)])
     fig.update_yaxes(title="cosine distance (average between clusters)", range=[-0.02, top * 1.12])
     fig.update_layout(legend=dict(orientation="h", y=-0.3, x=0))
     return style(fig, title=f"Average-linkage tree, cut at {fmt(step.threshold, 2)} (dashed)", height=420)
@@ -156,7 +156,7 @@ def distance_figure(step: RuleStep, tasks) -> go.Figure:
         fig.add_bar(x=[short(j) for j in js], y=[step.distance[step.task, j] for j in js], name=f"called {called}",
                     marker=dict(color=colour, line=dict(color="#555", width=1)),
                     text=[mark(right[j]) for j in js], textposition="outside", cliponaxis=False,
-                    textfont=dict(size=FONT + 4, color=[RIGHT_COLOUR if right[j] else WRONG_COLOUR for j in js]),
+                    textfont=dict(size=SMALL_FONT + 4, color=[RIGHT_COLOUR if right[j] else WRONG_COLOUR for j in js]),
                     customdata=[[names[j], "right" if right[j] else "wrong"] for j in js],
                     hovertemplate="%{customdata[0]}<br>cosine distance %{y:.3f}<br>called " + called
                                   + ": %{customdata[1]}<extra></extra>")
@@ -171,7 +171,7 @@ def distance_figure(step: RuleStep, tasks) -> go.Figure:
 
 def two_calls(tasks, *, task: int, xmeans, rule, name: str) -> pd.DataFrame:
     """Per earlier task, the truth, what X-means alone called and what the rule ``name`` called,
-    each marked ✓/✗ (``prm.methods.judged_right`` through ``clustering.calls``)."""
+    each marked ✓/✗ (``prm.analysis.judged_right`` through ``clustering.calls``)."""
     a, b = calls(tasks, task=task, dissimilar=xmeans), calls(tasks, task=task, dissimilar=rule)
     return pd.DataFrame({"task": a["task"], "truly": a["truly"], "X-means alone": a["called"],
                          "X-means alone ✓✗": a[""], name: b["called"], f"{name} ✓✗": b[""]})

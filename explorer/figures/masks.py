@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.clustering import jaccard
 from explorer.figures.accuracy import MAX_CELL_TEXT
 from explorer.figures.common import FONT, empty, fmt, plain_names, short, style, task_colour
-from prm.methods import STRATEGIES
-from prm.runs import Run, RunState
+from prm.analysis import jaccard
+from prm import methods
+from prm.run import Run, RunState
 
 RELAXED_COLOUR = "#C51B7D"
 """Magenta for free units: not a method's, a family's or the right/wrong red."""
@@ -108,7 +108,7 @@ def unit_sentence(parts: dict[str, np.ndarray], task: int, *, layer: int, who: s
 def row_labels(run: Run, task: int) -> list[str]:
     """The rows of :func:`relaxed_figure`. CAT protects by who claimed a unit first, not by
     which tasks use it (PRM): its rows say so."""
-    if STRATEGIES[run.meta["config"]["method"]].cat:
+    if methods.get(run.meta["config"]["method"]).transfer_tests:
         return ["HAT: every unit an earlier task used",
                 f"CAT protected while learning {short(task)}:<br>claimed first by tasks it called dissimilar",
                 "relaxed: claimed first<br>by tasks CAT called similar"]

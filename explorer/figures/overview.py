@@ -10,31 +10,8 @@ import plotly.graph_objects as go
 
 from explorer.figures.common import (PHASE_COLOURS, PHASE_LABELS, family_colour, mark, names, plain, short, style,
                                      task_label)
-from prm import metrics
-from prm.methods import judged_right, true_groups
-from prm.runs import RunState
-
-
-def run_metrics(state: RunState, *, stl: RunState | None = None) -> dict[str, float | None]:
-    """Acc, BWT, FWT (against the STL run of the same sequence and seed, if given) and CT.
-
-    CT is the run's wall time when it has ended, else the time of its finished tasks so far.
-    """
-    R = state.accuracy_matrix("test")
-    done = metrics.completed_rows(R)
-    out: dict[str, float | None] = {"acc": None, "bwt": None, "fwt": None, "ct": None, "tasks_done": done}
-    if done:
-        out["acc"] = metrics.average_accuracy(R)
-        out["bwt"] = metrics.backward_transfer(R)
-        if stl is not None:
-            stl_diag = np.diag(stl.accuracy_matrix("test"))
-            if metrics.completed_rows(stl.accuracy_matrix("test")) >= done:
-                out["fwt"] = metrics.forward_transfer(R, stl_diag)
-    if state.end is not None and state.end.seconds is not None:
-        out["ct"] = state.end.seconds
-    elif state.task_ends:
-        out["ct"] = float(sum(sum(r.seconds.values()) for r in state.task_ends.values()))
-    return out
+from prm.analysis import judged_right, true_groups
+from prm.run import RunState
 
 
 def sequence_strip(state: RunState) -> go.Figure:
@@ -120,7 +97,7 @@ def phase_figure(table: pd.DataFrame) -> go.Figure:
 
 def similarity_summary(state: RunState) -> pd.DataFrame:
     """One line per task: per masked layer, which earlier tasks were treated as similar and
-    which as dissimilar, each call marked ✓/✗ against the truth (``prm.methods.judged_right``),
+    which as dissimilar, each call marked ✓/✗ against the truth (``prm.analysis.judged_right``),
     and how many calls were right. The set judged is the one actually used to protect units
     (it differs from X-means' in the ablations, which the line then notes). A CAT run's calls
     (``RunState.calls``, source "cat") are one set for every layer."""

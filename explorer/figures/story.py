@@ -2,11 +2,12 @@
 sentences from data (the body), with the rest of what the data says as details.
 
 A run is told next to its *siblings*: the runs of the same sequence, seed and task count with
-the other methods (HAT, PRM, PRM+, PRM(T), NCL, STL, joint, and CAT where one is listed). Every
-builder here is pure: run states, runs or catalogue rows in, a plotly figure, a DataFrame or
-Markdown sentences out (names from run files escaped with ``md``/``plain``), so each number can
-be checked in a test. Step 5 is in :mod:`explorer.figures.consequence`, which seed is told
-and the spread over seeds in :mod:`explorer.figures.seeds`.
+the other methods (HAT, PRM, PRM+, PRM(T), NCL, STL, joint, and CAT where one is listed), as
+``prm.analysis.siblings`` chooses them. Every builder here is pure: run states, runs or
+catalogue rows in, a plotly figure, a DataFrame or Markdown sentences out (names from run
+files escaped with ``md``/``plain``), so each number can be checked in a test. Step 5 is in
+:mod:`explorer.figures.consequence`, which seed is told and the spread over seeds in
+:mod:`explorer.figures.seeds` (computed by ``prm.analysis``).
 """
 
 from __future__ import annotations
@@ -19,32 +20,23 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.catalog import RunEntry
-from explorer.figures.common import (DETECTION_PHASES, DISSIMILAR_COLOUR, FONT, RIGHT_COLOUR,
-                                     SIMILAR_COLOUR, WRONG_COLOUR, empty, family_colour, fmt, mark, md, method_colour,
-                                     plain, short, style)
+from explorer.figures.common import (DISSIMILAR_COLOUR, FONT, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, empty,
+                                     family_colour, fmt, mark, md, method_colour, plain, short, style)
 from explorer.figures.masks import THRESHOLD, relaxed_units, unit_counts, unit_sentence
-from explorer.figures.overview import run_metrics
-from prm.methods import STRATEGIES, judged_right, true_groups
-from prm.runs import Run, RunState
+from prm import methods
+from prm.analysis import BASELINE, SINGLE_TASK, UPPER_BOUND, Listed, families, judged_right, run_seconds, true_groups
+from prm.compare import DETECTION_PHASES
+from prm.run import Run, RunState
 
-SIBLING_METHODS = ("hat", "prm", "prm+", "prm-t", "ncl", "stl", "joint")
-"""The methods a run is told next to (the ones the story's steps draw on)."""
-DTD_PREFERENCE = ("prm+", "prm", "prm-t", "prm-s", "prm-d")
-"""Which sibling's DTD decisions stand in for a run without DTD: the paper's method and its
-variant first, the ablations (whose sets come from a fixed rule) last."""
-LABELS = {"prm": "PRM", "prm+": "PRM+", "prm-s": "PRM(S)", "prm-d": "PRM(D)", "prm-t": "PRM(T)", "hat": "HAT",
-          "cat": "CAT", "ncl": "NCL", "ewc": "EWC", "stl": "STL", "joint": "joint"}
-CALL_METHODS = ("cat",)
-"""Methods without DTD whose own similarity calls step 3 sets beside DTD's (CAT's transfer
-tests): loaded when listed, never reported missing (CAT is slow to train, and the story is
-complete without it)."""
-ABLATION_SOURCES = tuple(s.similarity for s in STRATEGIES.values() if s.similarity not in (None, "xmeans"))
+STEP_2 = (BASELINE, SINGLE_TASK, UPPER_BOUND)
+"""Step 2's runs: HAT, whose protection it shows, and the accuracies just after learning it is
+set against (STL: each task alone; joint: all tasks together)."""
+ABLATION_SOURCES = methods.dtd_sources()
 """DTD sources whose protected set is a fixed rule, not DTD's call (PRM(S), PRM(D), PRM(T))."""
 
 
 def label(method: str | None) -> str:
-    return LABELS.get(method or "", str(method))
+    return methods.REGISTRY[method].label if method in methods.REGISTRY else str(method)
 
 
 def projector(fig: go.Figure, *, title: str, height: int) -> go.Figure:
@@ -56,94 +48,15 @@ def projector(fig: go.Figure, *, title: str, height: int) -> go.Figure:
 
 # ----------------------------------------------------------------------------- siblings
 
-def siblings(entry: RunEntry, entries: Sequence[RunEntry]) -> dict[str, RunEntry]:
-    """Method -> the listed run of the same sequence, seed and task count (the open run for
-    its own method), never a what-if run (its decision was forced). Preferred: the same
-    set-up as the open run (network, optimiser, HAT's settings: ``RunEntry.setup``), then a
-    finished run; among equals the first listed (the user's runs come before the samples)."""
-    out: dict[str, RunEntry] = {}
-
-    def rank(e: RunEntry) -> tuple[bool, bool]:
-        return e.setup == entry.setup, e.status == "finished"
-
-    for e in entries:
-        if (e.status == "unreadable" or e.parent is not None or e.sequence != entry.sequence
-                or e.seed != entry.seed or e.n_tasks != entry.n_tasks
-                or e.method not in SIBLING_METHODS + DTD_PREFERENCE + CALL_METHODS):
-            continue
-        held = out.get(e.method)
-        if held is None or rank(e) > rank(held):
-            out[e.method] = e
-    out[entry.method] = entry
-    order = [entry.method, *SIBLING_METHODS, *DTD_PREFERENCE, *CALL_METHODS]
-    return dict(sorted(out.items(), key=lambda kv: order.index(kv[0])))
-
-
-def missing(entry: RunEntry, found: Mapping[str, RunEntry]) -> list[str]:
-    """The sibling methods with no listed run, in the story's order."""
-    return [m for m in SIBLING_METHODS if m not in found and m != entry.method]
-
-
-def missing_sentence(entry: RunEntry, methods: Sequence[str]) -> str:
+def missing_sentence(entry: Listed, absent: Sequence[str]) -> str:
     """'No HAT or STL run of <sequence> seed 4 (10 tasks) is listed.' (Markdown)."""
-    names = [label(m) for m in methods]
+    names = [label(m) for m in absent]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
     return (f"No {md(listed)} run of {md(entry.sequence)} seed {entry.seed} ({entry.n_tasks} tasks) is listed; "
             "the steps that need one say so.")
 
 
-TOLD_WITH = ("hat", "stl", "ncl", "joint")
-"""The siblings every story loads besides the open run and its DTD run: the references the
-steps measure against. Other listed siblings (PRM beside PRM+, say) are named, not loaded,
-which keeps the first render under a second."""
-
-
-def told_with(method: str, found: Mapping[str, object]) -> list[str]:
-    """The methods the story loads, in the order they are shown: the open run's, its DTD
-    stand-in (:func:`dtd_sibling`), CAT (whose calls step 3 compares) and the reference
-    siblings that are listed."""
-    dtd = dtd_sibling(method, found)
-    wanted = [method, *([dtd] if dtd else []), *CALL_METHODS, *TOLD_WITH]
-    return [m for m in dict.fromkeys(wanted) if m in found]
-
-
-def dtd_sibling(method: str, found: Mapping[str, object]) -> str | None:
-    """The method whose DTD decisions the story shows: the open run's own when it runs DTD,
-    else the first PRM-family sibling present (None: there is none)."""
-    if STRATEGIES[method].runs_dtd:
-        return method
-    return next((m for m in DTD_PREFERENCE if m in found), None)
-
-
-def like_runs(entry: RunEntry, entries: Sequence[RunEntry]) -> list[RunEntry]:
-    """``entry`` and the finished runs of its sequence, method, task count and configuration
-    with other seeds, one per distinct seed: what the seed spread is taken over."""
-    out, seeds = [entry], {entry.seed}
-    for e in entries:
-        if (e.status == "finished" and e.seed not in seeds and e.sequence == entry.sequence
-                and e.method == entry.method and e.n_tasks == entry.n_tasks and e.config == entry.config):
-            out.append(e)
-            seeds.add(e.seed)
-    return out
-
-
-def stl_of(entry: RunEntry, entries: Sequence[RunEntry]) -> RunEntry | None:
-    """The finished STL run of ``entry``'s sequence, seed and task count (FWT's reference),
-    one of the same set-up first."""
-    found = [e for e in entries if e.method == "stl" and e.status == "finished" and e.sequence == entry.sequence
-             and e.seed == entry.seed and e.n_tasks == entry.n_tasks]
-    return next((e for e in found if e.setup == entry.setup), found[0] if found else None)
-
-
 # ----------------------------------------------------------------------------- step 1
-
-def families(state: RunState) -> dict[str, list[int]]:
-    """Family -> its tasks, in order of first appearance (steps 1 and 5 group by it)."""
-    out: dict[str, list[int]] = {}
-    for t, task in enumerate(state.tasks):
-        out.setdefault(task["family"], []).append(t)
-    return out
-
 
 def similar_groups(state: RunState) -> list[list[int]]:
     """The groups of truly similar tasks (two or more tasks each), in order of first task."""
@@ -159,7 +72,7 @@ def sequence_figure(state: RunState) -> go.Figure:
     sizes = Counter(groups)
     letters = {g: chr(ord("A") + n % 26) for n, g in enumerate(g for g in dict.fromkeys(groups) if sizes[g] > 1)}
     fig = go.Figure()
-    for fam, tasks in families(state).items():
+    for fam, tasks in families(state.tasks).items():
         text = [f"{short(t)}<br>{'group ' + letters[groups[t]] if groups[t] in letters else 'alone'}" for t in tasks]
         hover = [f"{short(t)} {plain(state.tasks[t]['name'])}<br>family {plain(fam)}<br>"
                  + ("truly similar to " + ", ".join(short(o) for o in range(state.n_tasks)
@@ -177,7 +90,7 @@ def sequence_figure(state: RunState) -> go.Figure:
 
 
 def sequence_sentences(state: RunState) -> tuple[str, str]:
-    fams = families(state)
+    fams = families(state.tasks)
     first = (f"The sequence {md(state.sequence)} has {state.n_tasks} task{'s' if state.n_tasks != 1 else ''} "
              f"in {len(fams)} famil{'ies' if len(fams) != 1 else 'y'}: "
              + ", ".join(f"{md(f)} ({len(ts)})" for f, ts in fams.items()) + ".")
@@ -198,8 +111,8 @@ def protection_table(hat: RunState, *, layer: int, stl: RunState | None = None,
     """Per task HAT learnt: its family, the share of ``layer``'s units HAT's accumulated mask
     held when it arrived (the capacity after the task before; 0 for the first), and its
     accuracy just after learning under HAT, STL and joint (NaN where a run lacks it)."""
-    diag = {name: np.diag(s.accuracy_matrix("test")) if s is not None else None
-            for name, s in (("HAT", hat), ("STL", stl), ("joint", joint))}
+    diag = {label(method): np.diag(s.accuracy_matrix("test")) if s is not None else None
+            for method, s in zip(STEP_2, (hat, stl, joint))}
     rows = []
     for t in sorted(hat.task_ends):
         before = hat.task_ends.get(t - 1)
@@ -209,7 +122,7 @@ def protection_table(hat: RunState, *, layer: int, stl: RunState | None = None,
         for name, d in diag.items():
             row[name] = float(d[t]) if d is not None and t < len(d) else np.nan
         rows.append(row)
-    return pd.DataFrame(rows, columns=["task", "family", "protected on arrival", "HAT", "STL", "joint"])
+    return pd.DataFrame(rows, columns=["task", "family", "protected on arrival", *diag])
 
 
 _PATTERNS = ("", "/", ".", "x", "\\", "+", "-", "|")
@@ -227,7 +140,8 @@ def protection_figure(table: pd.DataFrame, *, layer: int) -> go.Figure:
                                 pattern_fgcolor="#636363"),
                     legendgroup="family", legendgrouptitle_text="bars (pattern = family)",
                     hovertemplate="%{x}: %{y:.0%} of units protected on arrival<extra></extra>", row=1, col=1)
-    for name, method in (("HAT", "hat"), ("STL", "stl"), ("joint", "joint")):
+    for method in STEP_2:
+        name = label(method)
         if table[name].notna().any():
             fig.add_scatter(x=table["task"], y=table[name], mode="lines+markers", name=name,
                             line=dict(color=method_colour(method)), marker=dict(size=9), legendgroup="method",
@@ -262,14 +176,15 @@ def protection_details(table: pd.DataFrame, *, state: RunState) -> str:
     if table.empty:
         return ""
     similar = {state.tasks[g[0]]["family"] for g in similar_groups(state)}
+    hat, stl, joint = (label(m) for m in STEP_2)
     parts = []
     for fam, part in sorted(table.groupby("family", sort=False), key=lambda kv: kv[0] not in similar):
-        text = f"{md(fam)}{' (similar tasks)' if fam in similar else ''}: HAT {fmt(part['HAT'].mean())}"
-        if part["STL"].notna().any():
-            text += (f" against STL {fmt(part['STL'].mean())} "
-                     f"({fmt(part['HAT'].mean() - part['STL'].mean(), signed=True)})")
-        if part["joint"].notna().any():
-            text += f", joint {fmt(part['joint'].mean())}"
+        text = f"{md(fam)}{' (similar tasks)' if fam in similar else ''}: {hat} {fmt(part[hat].mean())}"
+        if part[stl].notna().any():
+            text += (f" against {stl} {fmt(part[stl].mean())} "
+                     f"({fmt(part[hat].mean() - part[stl].mean(), signed=True)})")
+        if part[joint].notna().any():
+            text += f", {joint} {fmt(part[joint].mean())}"
         parts.append(text)
     return (f"Mean share protected on arrival: {fmt(table['protected on arrival'].mean() * 100, 0)}%. "
             "Mean accuracy just after learning, by family: " + "; ".join(parts) + ".")
@@ -299,7 +214,7 @@ def calls_table(state: RunState, *, layer: int) -> pd.DataFrame:
 def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str) -> go.Figure:
     """The grid of :func:`calls_table`: new task by earlier task, coloured by the call, marked
     right or wrong; titled by who called (DTD of a PRM-family run, or CAT's transfer tests)."""
-    cat = STRATEGIES[method].cat if method in STRATEGIES else False
+    cat = method in methods.REGISTRY and methods.get(method).transfer_tests
     if table.empty:
         return empty("no similarity call recorded for this layer")
     size = n_tasks - 1
@@ -338,11 +253,11 @@ def decider(state: RunState) -> str:
     X-means (the paper's PRM), the linkage or cut rule and its threshold (PRM+), CAT's transfer
     tests, or, in an ablation, the X-means calls its fixed rule overrode (Markdown)."""
     method = state.config.get("method")
-    strategy = STRATEGIES.get(method)
-    if strategy is not None and strategy.cat:
+    entry = methods.REGISTRY.get(method) if isinstance(method, str) else None
+    if entry is not None and entry.transfer_tests:
         return "CAT decided by transfer tests"
-    if strategy is not None and strategy.similarity in FIXED_RULES:
-        return f"{md(label(method))} protects by {FIXED_RULES[strategy.similarity]}; judged here is its X-means"
+    if entry is not None and entry.hooks.source in FIXED_RULES:
+        return f"{md(label(method))} protects by {FIXED_RULES[entry.hooks.source]}; judged here is its X-means"
     prm = state.config.get("prm", {})
     rule, features = prm.get("clustering", "xmeans"), FEATURES.get(prm.get("features", "raw"), "raw")
     how = ("X-means on the task embeddings" if rule == "xmeans" else
@@ -404,7 +319,7 @@ def calls_right_sentence(states: Mapping[str, RunState], *, layer: int) -> str:
         scores.append(f"{md(label(method))} {right} of {n}" + (f" ({fmt(100 * right / n, 0)}%)" if n else ""))
         seconds = state.task_seconds()
         spent = float(sum(seconds[p].sum() for p in DETECTION_PHASES if p in seconds))
-        ct = run_metrics(state)["ct"]
+        ct = run_seconds(state)
         times.append(f"{md(label(method))} {fmt(spent, 1)} s of its CT {fmt(ct, 1)} s")
     return (f"Calls right: {', '.join(scores)}. Time spent deciding similarity (DTD, or CAT's transfer and reference "
             f"trainings): {'; '.join(times)}.")
@@ -449,7 +364,7 @@ def relaxed_figure(run: Run, *, task: int, layer: int) -> go.Figure:
     method = run.meta["config"]["method"]
     fig = go.Figure()
     fig.add_scatter(x=x, y=parts["accumulated"][order], mode="lines", name="protected under HAT",
-                    line=dict(color=method_colour("hat"), width=3), customdata=order,
+                    line=dict(color=method_colour(BASELINE), width=3), customdata=order,
                     hovertemplate="unit %{customdata}: HAT %{y:.2f}<extra></extra>")
     fig.add_scatter(x=x, y=parts["protected"][order], mode="markers", name=f"protected under {label(method)}",
                     marker=dict(color=method_colour(method), size=6), customdata=order,

@@ -17,7 +17,8 @@ import plotly.graph_objects as go
 from explorer.figures.accuracy import heatmap
 from explorer.figures.common import fmt, short
 from prm import metrics
-from prm.runs import RunParent, RunState
+from prm.analysis import matrix_metrics
+from prm.run import RunParent, RunState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,11 +56,8 @@ def summary_table(pairs: list[Pair], *, layer: int) -> pd.DataFrame:
     rows = []
     for pair in pairs:
         n = shared_rows(pair)
-        values = {}
-        for who, state in (("child", pair.child), ("parent", pair.parent)):
-            R = state.accuracy_matrix("test")[:n, :n]
-            values[who] = (metrics.average_accuracy(R), metrics.backward_transfer(R)) if n else (None, None)
-        (acc_c, bwt_c), (acc_p, bwt_p) = values["child"], values["parent"]
+        child, parent = (matrix_metrics(state.accuracy_matrix("test")[:n, :n]) for state in (pair.child, pair.parent))
+        (acc_c, bwt_c), (acc_p, bwt_p) = (child["acc"], child["bwt"]), (parent["acc"], parent["bwt"])
         rows.append({
             "what-if run": pair.name, "forced decision": decision(pair.link, layer),
             "tasks compared": str(n),

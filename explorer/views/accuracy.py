@@ -8,36 +8,18 @@ import streamlit as st
 from explorer import catalog
 from explorer.figures import accuracy as fig
 from explorer.figures.common import short
-from explorer.views.common import Context, chart, how_to_read, load, start_from_task, table
+from explorer.views.common import Context, chart, how_to_read, load, read_help, start_from_task, table
+from prm.analysis import BASELINE
 
 ACCURACY, CHANGE = "accuracy", "change since learnt"
 SHOWS = (ACCURACY, CHANGE)
 
-HELP = """
-Row *j*, column *i* is the test accuracy on task *i* right after the network learnt task *j*. Only the
-lower triangle exists (a task is tested once it has been learnt); the table leaves the rest blank. Read
-**down a column** to follow one task over time: a column that fades is forgetting. The **diagonal** is how
-well each task was learnt in the first place — PRM's relaxed masks can raise it for a task similar to
-earlier ones (forward transfer), because units those tasks trained stay trainable. Drag the slider to watch
-the matrix fill in; it starts at the task chosen in the sidebar.
-
-The colours span this run's own range (the colour bar says which, e.g. 0.70 to 1.00), so 0.72 and 1.00
-look clearly different. **Change since learnt** shows R[j, i] − R[i, i] instead: how far each task moved
-from its accuracy right after it was learnt, red for a loss (forgetting), blue for a gain (backward
-transfer), white for none, on a range symmetric around 0.
-For **joint** every row comes from a fresh network trained on tasks 1..j at once (for **STL**, column *i*
-from the network of task *i* alone), so a changing column there is not forgetting.
-
-The **difference** heatmap subtracts another run of the same sequence (by default the HAT run of the same
-seed), cell by cell, with signed numbers: red cells are where this run is worse, blue where it is better,
-the same size of change equally strong either way (e.g. PRM − HAT: blue below the diagonal on writer tasks
-is backward transfer HAT cannot have).
-"""
+HELP = read_help("accuracy")
 
 
 def default_other(others: list[catalog.RunEntry], *, seed) -> int:
     """Index of the run to subtract by default: HAT of the same seed, else any HAT, else the first."""
-    for wanted in (lambda e: e.method == "hat" and e.seed == seed, lambda e: e.method == "hat"):
+    for wanted in (lambda e: e.method == BASELINE and e.seed == seed, lambda e: e.method == BASELINE):
         found = next((n for n, e in enumerate(others) if wanted(e)), None)
         if found is not None:
             return found

@@ -4,85 +4,26 @@ PRM), and the evidence for any pair of tasks; for a CAT run, its transfer tests 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
+from explorer import catalog
 from explorer import state as keys
 from explorer.figures import clustering as fig
 from explorer.figures import linkage
 from explorer.figures.common import TRUTH_RULE, fmt, md, names, short
 from explorer.figures.linkage import RuleStep
 from explorer.views import whatif
-from explorer.views.common import Context, chart, how_to_read, shown_frame, table, url_choice
-from prm.methods import STRATEGIES
-from prm.similarity import RULES
+from explorer.views.common import Context, chart, how_to_read, load, read_help, shown_frame, table, url_choice
+from prm import analysis
+from prm import methods
+from prm.similarity import RULES, pairwise
 
-HELP = ("""
-When task *t* arrives, PRM clusters the embeddings of tasks 1..t with **X-means**: start with one cluster,
-try to split each cluster in two (a local 2-means) and **keep a split only if the Bayesian information
-criterion (BIC) of the whole model rises** (ΔBIC > 0). BIC rewards fitting the points tightly and charges
-for every extra centre (a centre costs one number per unit, so splits must buy a lot of tightness).
-The table lists every split tried, its verdict first (ΔBIC, kept); the tree draws the kept ones, root on
-the left, the final clusters cN as leaves (hover a node for its members and its test).
-
-The **distance matrix** groups the tasks by cluster (black lines between clusters) and leaves the diagonal
-blank, so its colours span only the distances between different tasks; bright = close (small distance or
-high cosine similarity). The measure is kept in the link.
-
-Tasks outside the new task's cluster form the **dissimilar set**: their masks protect weights while
-task *t* is learnt, as in HAT. Tasks inside it are **similar**: the units only they use are *relaxed*
-(trainable again), which is how PRM transfers knowledge cheaply.
-
-**Right or wrong**: the ✓ and ✗ beside each earlier task, the count above them and "calls right" below
-judge DTD's calls by one rule: """ + TRUTH_RULE + """ The adjusted Rand index (ARI) scores the whole
-clustering against the true groups (+1 = exactly, 0 = chance level, below 0 = worse than chance).
-With only 2 tasks X-means cannot split at all (a 2-point cluster has no meaningful
-split): PRM then protects the first task as HAT would, and the step is marked *undecided*.
-
-**Other rules** (config `prm.clustering`, PRM+): besides X-means (the paper), a run may decide with **cut** (an
-earlier task is similar when its cosine distance to the new task is below `prm.threshold`) or **linkage**
-(average-linkage clusters on cosine distance, merged while nearer than `prm.threshold`; similar = in the
-new task's cluster). On such a run the view explains that rule first, recomputed from the recorded embeddings
-(a warning says so if the recomputation ever differs from the record): the **tree** of average linkage, each
-merge drawn at the average cosine distance between the two clusters it joins, with the threshold dashed
-(merges below it are the linkage clusters); the **bars**, each earlier task's cosine distance to the new task
-against the same line (the cut rule is exactly this chart; the linkage rule compares cluster averages, so a
-task above the line may still join the new task's cluster through its neighbours); the cosine distance
-matrix grouped by linkage cluster; and the rule's calls beside what **X-means alone** said (it is still run
-and recorded at every step), each marked right or wrong. X-means' tree, table, distance matrix, agreement and
-pair evidence follow, for reference only: they did not decide. `prm.features` says what was measured (raw
-embeddings, their signs, each unit standardised, or each row scaled to length 1); with `prm.layers` =
-together, one decision was taken on every layer's units side by side.
-
-For a **pair** of tasks: their distance compared with how spread the clusters are, the overlap of their
-final binarised masks (Jaccard: shared units / units either uses), and how the BIC would change if
-X-means separated them (when together) or merged their clusters (when apart) — negative means X-means'
-choice was the better one by its own criterion.
-
-**Measured transfer** (sequences that record it): a simple classifier trained on the row task, tested on
-the column task, on one scale for 2-way and 10-way tasks: 0 = chance on the column task (1 / its number of
-classes), 1 = as good as the column task's own classifier (the diagonal), red = worse than chance. The raw
-accuracies are in the hover.
-""")
+HELP = read_help("clustering", truth=TRUTH_RULE)
 
 
-CAT_HELP = ("""
-**CAT** (Ke, Liu and Huang, NeurIPS 2020) clusters nothing. Before learning task *t* it trains, for each earlier
-task *j*, a **transfer network**: the shared network under *j*'s mask, frozen, with a new head trained on *t*; and
-one **reference network**, a fresh unmasked network of the same shape trained on *t* from scratch. Every one of
-these trainings stops early on *t*'s validation loss (at most `cat.detect_epochs` epochs). Task *j* is called
-**similar** when its transfer network is strictly more accurate on *t*'s validation set than the reference:
-*j*'s features help with *t*. The call holds for every masked layer.
-
-Units that similar tasks claimed first stay trainable while *t* is learnt, and *t* gets a second head that attends
-over the similar tasks' masked features (knowledge-transfer attention); units claimed first by dissimilar tasks stay
-protected, as in HAT. The bars show each earlier task's transfer accuracy against the reference (dashed line); the
-axis starts above 0 so differences in the second decimal show.
-
-One transfer training per earlier task makes CAT's time per task grow with the number of tasks learnt (the table's
-"transfer s"; the Compare view draws the time per task of every method).
-
-**Right or wrong**: """ + TRUTH_RULE + """
-""")
+CAT_HELP = read_help("clustering-cat", truth=TRUTH_RULE)
 
 
 def _rule_text(source: str, prm: dict) -> str:
@@ -213,7 +154,7 @@ def _xmeans(ctx: Context, step: int, layer: int) -> None:
         metric = st.segmented_control("measure", list(keys.MEASURES), key=keys.MEASURE, required=True)
         st.query_params[keys.MEASURE] = metric
         points = run.dtd_embeddings(step, layer)
-        chart(fig.pairwise_figure(fig.pairwise(points, metric), ctx.run.state.tasks, metric=metric,
+        chart(fig.pairwise_figure(pairwise(points, metric), ctx.run.state.tasks, metric=metric,
                                   labels=entry["xmeans"]["labels"]),
               key="cl-pairwise", name=f"pairwise-{metric}-{short(step)}-l{layer}")
         st.caption("Tasks grouped by X-means cluster (black lines between clusters); the diagonal is blank so "
@@ -225,6 +166,13 @@ def _xmeans(ctx: Context, step: int, layer: int) -> None:
         chart(fig.agreement_figure(ari), key="cl-ari", name="ari-per-step")
     with a2:
         table(fig.agreement_shown(ari), key="cl-ari", name="ari-per-step", height=300)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _evidence(path: str, stamp: tuple, step: int, layer: int, i: int, j: int) -> dict:  # noqa: ARG001
+    """``prm.analysis.pair_evidence``, cached on the run's fingerprint: it fits a 2-means and two
+    BICs, and the page reruns on every widget change while the pair stays the same."""
+    return analysis.pair_evidence(load(Path(path)), step, layer, i, j)
 
 
 def _pair(ctx: Context, step: int, layer: int) -> None:
@@ -243,7 +191,7 @@ def _pair(ctx: Context, step: int, layer: int) -> None:
     if i == j:
         st.info("Pick two different tasks.")
         return
-    ev = fig.pair_evidence(ctx.run, step, layer, i, j)
+    ev = _evidence(str(ctx.run.path), catalog.fingerprint(ctx.run.path), step, layer, i, j)
     verdict = "in the **same** cluster" if ev["together"] else "in **different** clusters"
     st.markdown(f"{short(i)} and {short(j)} are {verdict} at this step.")
     e1, e2, e3, e4 = st.columns(4)
@@ -286,7 +234,7 @@ def _header(ctx: Context, step: int, layer: int, rule: RuleStep | None) -> None:
 
 def render(ctx: Context) -> None:
     state, run = ctx.run.state, ctx.run
-    if STRATEGIES[run.meta["config"]["method"]].cat:
+    if methods.get(run.meta["config"]["method"]).transfer_tests:
         _cat(ctx)
         return
     if not ctx.masked or not state.dtd:

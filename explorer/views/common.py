@@ -13,7 +13,8 @@ from explorer import catalog
 from explorer import state as keys
 from explorer.figures import embeddings as emb
 from explorer.figures.common import md, short, visible
-from prm.runs import Run, list_runs, load_run
+from prm.analysis import SINGLE_TASK
+from prm.run import Run, list_runs, load_run
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -137,6 +138,17 @@ def link(label: str, *, view: str, task: int | None = None, layer: int | None = 
               type="tertiary")
 
 
+HELP_DIR = Path(__file__).with_name("help")
+"""The views' "How to read this" prose, one Markdown file each, so the views read as code."""
+
+
+def read_help(name: str, **fields: object) -> str:
+    """The help text ``help/<name>.md``, its ``{field}`` placeholders filled from ``fields``;
+    with no fields, the text as written (a template its view fills per run)."""
+    text = (HELP_DIR / f"{name}.md").read_text(encoding="utf-8").rstrip("\n")
+    return text.format(**fields) if fields else text
+
+
 def how_to_read(text: str):
     """The expander every view explains itself in; returned, so a view can put more in it."""
     box = st.expander("How to read this", icon=":material/school:")
@@ -165,7 +177,8 @@ class Context:
     def stl_state(self):
         """The STL run of the same sequence, seed and task count among the listed runs."""
         for e in self.entries:
-            if (e.method == "stl" and e.sequence == self.run.state.sequence and e.seed == self.run.meta.get("seed")
-                    and e.n_tasks == self.run.state.n_tasks and e.status != "unreadable"):
+            if (e.method == SINGLE_TASK and e.sequence == self.run.state.sequence
+                    and e.seed == self.run.meta.get("seed") and e.n_tasks == self.run.state.n_tasks
+                    and e.status != "unreadable"):
                 return load(e.path).state
         return None

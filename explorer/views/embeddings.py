@@ -7,51 +7,12 @@ import streamlit as st
 from explorer import state as keys
 from explorer.figures import embeddings as emb
 from explorer.figures.common import TRUTH_RULE, family_symbol, md, parse_short, short
-from explorer.views.common import Context, chart, how_to_read, projection, start_from_task, table, url_choice
-from prm.methods import STRATEGIES
-from prm.runs import embedding_points
+from explorer.views.common import Context, chart, how_to_read, projection, read_help, start_from_task, table, url_choice
+from prm import methods
+from prm.run import embedding_points
 from prm.similarity import RULES
 
-HELP = """
-Each task *t* owns one real number per unit of a masked layer: its **embedding** e_t. HAT turns it into
-the mask a_t = sigmoid(s · e_t), so two tasks with similar embeddings use similar units. PRM exploits this:
-before learning a new task it trains a throw-away copy of the network on it (DTD), takes the new task's
-embedding and clusters it with the earlier ones using **X-means** (k-means that keeps splitting while
-the BIC improves, so no k is given); PRM+ decides instead by a rule on cosine distance (`prm.clustering`
-= linkage or cut, see the Clustering tab).
-
-Each point is one embedding squeezed to 2-D. PCA keeps distances most faithfully, t-SNE and UMAP keep
-neighbourhoods. The default is PCA when the run has fewer than {few} points to project (UMAP on a
-handful of points scatters one cluster into pieces) and UMAP otherwise; the choice is kept in the link.
-2-D distances are only a sketch: the Clustering tab shows the real distances the rule used. Trajectories
-show where each embedding travelled during training (one dot every few epochs); they are drawn in PCA
-coordinates, so the projection switches to PCA while they are on.
-
-**In this run**: {colour} **Symbol** = the true family: {symbols}. The slider "after task" starts at the
-task chosen in the sidebar.
-"""
-
-CLUSTER_COLOURS = """**Colour** = the clusters that decided when the task chosen with "after task" arrived:
-X-means' clusters for PRM, the average-linkage clusters on cosine distance for a PRM+ run with the linkage
-rule. The point **ringed in black** is that new task: tasks in its cluster were *similar* (their units
-became trainable again), all others *dissimilar* (protected). Where no clustering implies the calls (the
-cut rule, an ablation, a what-if, X-means undecided with two tasks), colour = the call itself: warm =
-similar, cool = dissimilar. So the colours always agree with the table's relation. The **outline** of every
-earlier task, and the mark beside its name, say whether that call was right (green ✓) or wrong (red ✗):
-{truth} At "end of run", where nothing was decided, colour = task and there are no outlines.{rules}"""
-
-RULE_COMPARISON = """
-
-**X-means alone against the rule** (PRM+ runs): X-means is still run and recorded at every step of a run
-that decided by a cosine rule. The two panels show the same points coloured by each decision's call, every
-earlier task marked ✓/✗, and each panel's title counts its calls right."""
-
-TASK_COLOURS = """**Colour** = task: this run has no X-means clustering to show (only PRM and its ablations
-cluster tasks, and only when their DTD embeddings were recorded)."""
-
-CAT_COLOURS = """**Colour** = task. CAT decides which tasks are similar by training transfer networks, not from
-these embeddings, so no clustering is drawn here: its calls are in the Clustering tab. Tasks with nearby
-embeddings use similar units, whatever CAT called them."""
+HELP = read_help("embeddings")
 
 PROJECTION_HELP = (f"UMAP and t-SNE keep neighbourhoods, PCA keeps distances most faithfully; PCA is the default "
                    f"below {emb.FEW_POINTS} points, where UMAP scatters one cluster")
@@ -62,9 +23,9 @@ def help_text(run) -> str:
     """What the chart encodes for this run: cluster or task colours, and its own families."""
     families = dict.fromkeys(task["family"] for task in run.state.tasks)
     symbols = ", ".join(f"{md(f)} = {family_symbol(f).replace('-', ' ')}" for f in families) or "none"
-    rules = RULE_COMPARISON if any(r.source in RULES for r in run.state.dtd.values()) else ""
-    colour = (CLUSTER_COLOURS.format(truth=TRUTH_RULE, rules=rules) if run.dtd_steps() else
-              CAT_COLOURS if STRATEGIES[run.meta["config"]["method"]].cat else TASK_COLOURS)
+    rules = read_help("embeddings-rules") if any(r.source in RULES for r in run.state.dtd.values()) else ""
+    colour = (read_help("embeddings-clusters", truth=TRUTH_RULE, rules=rules) if run.dtd_steps() else
+              read_help("embeddings-cat" if methods.get(run.meta["config"]["method"]).transfer_tests else "embeddings-tasks"))
     return HELP.format(colour=colour, symbols=symbols, few=emb.FEW_POINTS)
 
 

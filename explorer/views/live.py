@@ -18,41 +18,13 @@ from explorer import catalog, live
 from explorer import state as keys
 from explorer.figures import accuracy, clustering, embeddings
 from explorer.figures.common import fmt, md, names, short, visible
-from explorer.views.common import chart, entries, how_to_read, load, projection, table
-from prm.config import MAX_SEED, METHOD_HELP, METHODS
+from explorer.views.common import chart, entries, how_to_read, load, projection, read_help, table
+from prm import methods
+from prm.config import MAX_SEED
 from prm.data import DATA_ENV, DEFAULT_N_TASKS, DataError, available_sequences, task_count_range
-from prm.runs import RunFormatError
+from prm.run import Run, RunFormatError, RunState
 
-HELP = """
-Fill in the form and press **Start**: the engine trains in a separate process and writes a run folder
-into your runs folder (sidebar), exactly as `python -m prm run` does. The page re-reads that folder every
-two seconds: the progress bar (task, phase, epoch), the accuracy matrix as rows fill in, the embeddings of
-the first masked layer (PCA, since UMAP would compile for seconds) and the latest DTD decision. **Stop**
-ends the run cleanly (like Ctrl-C): what was learnt so far stays a loadable 'stopped' run. Stop is offered
-only for runs this server started or can prove it may signal; a run started from a terminal is stopped there
-(Ctrl-C). **Open** shows a finished run in the other tabs; the newest finished runs of your runs folder stay
-listed under the live ones, also after a reload or in a second tab. Several runs may train at once, each on
-one CPU core.
-
-**Quick demo settings** fills the form with settings that learn nearly as well as the engine's defaults
-with about 60% of their training epochs. Smaller is not quicker to a useful result: at width 64 HAT's
-sparsity regulariser, which prices the *fraction* of units a task takes, leaves a 10-way writer task a
-handful of units, and 20 epochs stop a writer task halfway (it needs about 40 at the starting learning
-rate, which the schedule keeps for the first few dozen epochs). Measured by
-`OMP_NUM_THREADS=1 python scripts/live_settings.py` (HAT and PRM, seeds 0-1):
-
-| setting | mixed: HAT | PRM | mixed-few: HAT | PRM | lowest task | CT s |
-|---|---|---|---|---|---|---|
-| defaults: width 256, ≤ 200 epochs, 40 DTD | 0.968 | 0.954 | 0.949 | 0.948 | 0.77-0.85 | 24-60 |
-| **quick demo**: 60 epochs, 20 DTD | 0.966 (-0.003) | 0.935 (-0.019) | 0.941 (-0.008) | 0.919 (-0.030) | 0.62-0.77 | 12-21 |
-| 40 epochs, 20 DTD | 0.942 (-0.026) | 0.909 (-0.045) | 0.909 (-0.040) | 0.887 (-0.062) | 0.42-0.58 | 7-13 |
-| width 64, 20 epochs, 20 DTD | 0.696 (-0.273) | 0.666 (-0.287) | 0.651 (-0.298) | 0.618 (-0.330) | 0.10 | 3-7 |
-
-mixed: digits-mixed, mixed-few: digits-mixed-few. Acc: the mean over the two seeds (in brackets: against
-the defaults); lowest task: the worst final task accuracy of any run; CT: training seconds per run,
-measured while other jobs shared the machine's two cores, so compare them only with each other (alone, a
-default run takes 8-13 s).
-"""
+HELP = read_help("live")
 
 QUICK_HELP = ("width 256, 60 epochs per task, 20 DTD epochs, no UMAP; the rest as the engine's defaults. "
               "Measured by scripts/live_settings.py on digits-mixed and digits-mixed-few (seeds 0-1): Acc within "
@@ -86,7 +58,7 @@ def _seed_form(available: list[str]) -> None:
     d = live.LiveOptions()
     if st.session_state.get(keys.LIVE_SEQUENCE) not in available:
         st.session_state[keys.LIVE_SEQUENCE] = d.sequence if d.sequence in available else available[0]
-    if st.session_state.get(keys.LIVE_METHOD) not in METHODS:
+    if st.session_state.get(keys.LIVE_METHOD) not in methods.REGISTRY:
         st.session_state[keys.LIVE_METHOD] = d.method
     seed = st.session_state.get(keys.LIVE_SEED)
     if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
@@ -112,55 +84,65 @@ def _form(root: Path) -> None:
                 args=(_training_values(live.LiveOptions()),),
                 help="the engine's own settings (prm/config.py): the most accurate, and slower")
     with st.form("live-form"):
-        c = st.columns(4)
-        sequence = c[0].selectbox("sequence", list(available),
-                                  help="; ".join(f"{k}: {v}" for k, v in available.items()), key=keys.LIVE_SEQUENCE)
-        method = c[1].selectbox("method", list(METHODS),
-                                help="  \n".join(f"**{k}**: {v}" for k, v in METHOD_HELP.items()), key=keys.LIVE_METHOD)
-        seed = c[2].number_input("seed", 0, MAX_SEED, key=keys.LIVE_SEED)
-        n_tasks = c[3].number_input("tasks (0 = the sequence's default)", 0, 75, key="live-n-tasks",
-                                    help="allowed: " + ", ".join(
-                                        f"{k} {task_count_range(k)[0]}-{task_count_range(k)[1]} "
-                                        f"(default {DEFAULT_N_TASKS[k]})" for k in available))
-        c = st.columns(4)
-        width = c[0].number_input("layer width", 8, 2000, step=32, key="live-width",
-                                  help="units per masked hidden layer (2 layers). At 64, HAT's sparsity regulariser "
-                                  "(which prices the fraction of units a task takes) leaves a writer task a handful "
-                                  "of units")
-        epochs = c[1].number_input("max epochs per task", 1, 500, key="live-epochs",
-                                   help="training stops earlier when the learning rate decays below 1e-4. At the "
-                                   "starting rate a 10-way writer task needs about 40 epochs; 20 stop it halfway")
-        lr = c[2].number_input("learning rate", 1e-4, 1.0, format="%.4f", key="live-lr",
-                               help="initial SGD step, divided by 3 after 5 epochs without validation gain")
-        batch = c[3].number_input("batch size", 1, 512, key="live-batch")
-        c = st.columns(4)
-        lamb = c[0].number_input("mask sparsity λ (lamb)", 0.0, 10.0, key="live-lamb",
-                                 help="how hard new tasks are pushed to use few new units")
-        dtd_epochs = c[1].number_input("DTD epochs", 1, 500, key="live-dtd",
-                                       help="PRM only: max epochs of DTD's whole-model pass")
-        umap = c[2].checkbox("store UMAP at the end", key="live-umap",
-                             help="adds a few seconds at the end of the run (numba compile)")
+        options = _fields(available, data_dir=data_dir or None)
         submitted = st.form_submit_button("Start", type="primary", icon=":material/play_arrow:")
     if submitted:
-        low, high = task_count_range(sequence)
-        if n_tasks and not low <= n_tasks <= high:
-            st.error(f"{sequence} takes {low} to {high} tasks; got {n_tasks}.")
-            return
-        problem = catalog.runs_folder_problem(root)
-        if problem:
-            st.error(f"Cannot start: {md(problem)}. Change 'Your runs folder' in the sidebar.")
-            return
-        options = live.LiveOptions(sequence=sequence, method=method, seed=int(seed), n_tasks=int(n_tasks) or None,
-                                   data_dir=data_dir or None,
-                                   width=int(width), epochs=int(epochs), lr=float(lr), batch_size=int(batch),
-                                   lamb=float(lamb), dtd_epochs=int(dtd_epochs), umap=bool(umap))
-        try:
-            folder = live.start(options, root=root)
-        except OSError as exc:
-            st.error(f"Cannot start a run in {md(root)}: {md(exc.strerror or exc)}.")
-            return
-        st.session_state.setdefault(keys.LIVE_STARTED, []).append(str(folder))
-        st.toast(f"Started {md(folder.name)}")
+        _start(options, root)
+
+
+def _fields(available: dict[str, str], *, data_dir: str | None) -> live.LiveOptions:
+    """The form's widgets, drawn in three rows of four, and the options they hold now."""
+    c = st.columns(4)
+    sequence = c[0].selectbox("sequence", list(available),
+                              help="; ".join(f"{k}: {v}" for k, v in available.items()), key=keys.LIVE_SEQUENCE)
+    method = c[1].selectbox("method", list(methods.NAMES), key=keys.LIVE_METHOD,
+                            help="  \n".join(f"**{m.name}**: {m.help}" for m in methods.REGISTRY.values()))
+    seed = c[2].number_input("seed", 0, MAX_SEED, key=keys.LIVE_SEED)
+    n_tasks = c[3].number_input("tasks (0 = the sequence's default)", 0, 75, key="live-n-tasks",
+                                help="allowed: " + ", ".join(
+                                    f"{k} {task_count_range(k)[0]}-{task_count_range(k)[1]} "
+                                    f"(default {DEFAULT_N_TASKS[k]})" for k in available))
+    c = st.columns(4)
+    width = c[0].number_input("layer width", 8, 2000, step=32, key="live-width",
+                              help="units per masked hidden layer (2 layers). At 64, HAT's sparsity regulariser "
+                              "(which prices the fraction of units a task takes) leaves a writer task a handful "
+                              "of units")
+    epochs = c[1].number_input("max epochs per task", 1, 500, key="live-epochs",
+                               help="training stops earlier when the learning rate decays below 1e-4. At the "
+                               "starting rate a 10-way writer task needs about 40 epochs; 20 stop it halfway")
+    lr = c[2].number_input("learning rate", 1e-4, 1.0, format="%.4f", key="live-lr",
+                           help="initial SGD step, divided by 3 after 5 epochs without validation gain")
+    batch = c[3].number_input("batch size", 1, 512, key="live-batch")
+    c = st.columns(4)
+    lamb = c[0].number_input("mask sparsity λ (lamb)", 0.0, 10.0, key="live-lamb",
+                             help="how hard new tasks are pushed to use few new units")
+    dtd_epochs = c[1].number_input("DTD epochs", 1, 500, key="live-dtd",
+                                   help="PRM only: max epochs of DTD's whole-model pass")
+    umap = c[2].checkbox("store UMAP at the end", key="live-umap",
+                         help="adds a few seconds at the end of the run (numba compile)")
+    return live.LiveOptions(sequence=sequence, method=method, seed=int(seed), n_tasks=int(n_tasks) or None,
+                            data_dir=data_dir, width=int(width), epochs=int(epochs), lr=float(lr),
+                            batch_size=int(batch), lamb=float(lamb), dtd_epochs=int(dtd_epochs), umap=bool(umap))
+
+
+def _start(options: live.LiveOptions, root: Path) -> None:
+    """Start the run the form asks for, or say why not (a task count the sequence does not
+    take, a runs folder that cannot hold runs, a folder that cannot be written)."""
+    low, high = task_count_range(options.sequence)
+    if options.n_tasks and not low <= options.n_tasks <= high:
+        st.error(f"{options.sequence} takes {low} to {high} tasks; got {options.n_tasks}.")
+        return
+    problem = catalog.runs_folder_problem(root)
+    if problem:
+        st.error(f"Cannot start: {md(problem)}. Change 'Your runs folder' in the sidebar.")
+        return
+    try:
+        folder = live.start(options, root=root)
+    except OSError as exc:
+        st.error(f"Cannot start a run in {md(root)}: {md(exc.strerror or exc)}.")
+        return
+    st.session_state.setdefault(keys.LIVE_STARTED, []).append(str(folder))
+    st.toast(f"Started {md(folder.name)}")
 
 
 def _open_button(where, folder: Path) -> None:
@@ -191,60 +173,76 @@ def _one(folder: Path) -> bool:
         except RunFormatError as exc:  # its run.json became unreadable: say so, keep the other runs going
             st.error(f"This run cannot be read: {md(exc)}")
             return False
-        state = run.state
-        running = running and state.end is None  # the log may have gained its closing record since is_running read it
-        fraction, text = live.progress(state)
-        st.progress(fraction, text=md(text if running or state.end else f"{run.status}: {text}"))
-        if running and live.can_stop(folder):
-            button.button("Stop", key=f"stop-{folder.name}", on_click=live.stop, args=(folder,),
-                          icon=":material/stop:")
-        elif running:
-            st.caption("This run is written by a process this server did not start and cannot vouch for (e.g. "
-                       "from a terminal): stop it where it runs (Ctrl-C there).")
-        else:
-            _open_button(button, folder)
-        if run.status == "failed" and run.status_note:
-            st.warning(f"Failed: {md(run.status_note)}.")
-        if not state.tasks_done and not state.epochs:
+        running = running and run.state.end is None  # the log may have closed since is_running read it
+        _progress(run, folder, button, running=running)
+        if not run.state.tasks_done and not run.state.epochs:
             return running
-        c1, c2, c3 = st.columns(3)
-        with c1:
-            chart(accuracy.heatmap(state.accuracy_matrix("test"), state.tasks, title="accuracy matrix", height=320),
-                  key=f"live-acc-{folder.name}", name="accuracy-matrix")
-        masked = run.n_layers > 0
-        with c2:
-            if masked and run.learnt(0):
-                steps = embeddings.steps(run)
-                step = steps[-2] if len(steps) > 1 else embeddings.END  # the latest DTD step, if any
-                frame = embeddings.step_frame(run, 0, projection(run, 0, "pca"), step)
-                title = "embeddings, layer 0 (PCA)" + ("" if step == embeddings.END else f", when {step} arrived")
-                chart(embeddings.figure(frame, title=title), key=f"live-emb-{folder.name}", name="embeddings")
-            else:
-                st.caption("embeddings appear after the first task (masked methods only)")
-        with c3:
-            if state.dtd:
-                t = max(state.dtd)
-                entry = state.dtd[t].layers[0]
-                labels = names(state.tasks)
-                st.markdown(f"**Latest DTD: {md(labels[t])}** (layer 0)  \nX-means k = {entry['xmeans']['k']}; "
-                            f"dissimilar ({md(state.dtd[t].source)}): "
-                            f"{', '.join(short(i) for i in entry['dissimilar']) or 'none'}")
-                table(clustering.decision_table(state.dtd[t], 0), key=f"live-dtd-{folder.name}",
-                      name=f"xmeans-{short(t)}", height=200)
-            elif state.transfer:
-                t = max(state.transfer)
-                test = state.transfer[t]
-                st.markdown(f"**Latest transfer test: {md(names(state.tasks)[t])}**  \nreference network "
-                            f"{fmt(test.reference_acc)}; similar (transfer above it): "
-                            f"{', '.join(short(i) for i in test.similar) or 'none'}")
-                table(clustering.transfer_calls(state.tasks, test), key=f"live-cat-{folder.name}",
-                      name=f"cat-transfer-{short(t)}", height=200)
-            else:
-                st.caption("the first similarity call appears when task 2 arrives (PRM methods: DTD; CAT: its "
-                           "transfer tests)")
+        _charts(run, folder)
         if run.warnings and not running:
             st.caption(md("; ".join(run.warnings)))
     return running
+
+
+def _progress(run: Run, folder: Path, button, *, running: bool) -> None:
+    """The run's progress bar, its Stop button (only for a child this server started and can
+    vouch for) or Open button, and why it failed."""
+    fraction, text = live.progress(run.state)
+    st.progress(fraction, text=md(text if running or run.state.end else f"{run.status}: {text}"))
+    if running and live.can_stop(folder):
+        button.button("Stop", key=f"stop-{folder.name}", on_click=live.stop, args=(folder,),
+                      icon=":material/stop:")
+    elif running:
+        st.caption("This run is written by a process this server did not start and cannot vouch for (e.g. "
+                   "from a terminal): stop it where it runs (Ctrl-C there).")
+    else:
+        _open_button(button, folder)
+    if run.status == "failed" and run.status_note:
+        st.warning(f"Failed: {md(run.status_note)}.")
+
+
+def _charts(run: Run, folder: Path) -> None:
+    """The run so far, in three columns: its accuracy matrix, layer 0's embeddings at the latest
+    DTD step, and its latest similarity call."""
+    state = run.state
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        chart(accuracy.heatmap(state.accuracy_matrix("test"), state.tasks, title="accuracy matrix", height=320),
+              key=f"live-acc-{folder.name}", name="accuracy-matrix")
+    with c2:
+        if run.n_layers > 0 and run.learnt(0):
+            steps = embeddings.steps(run)
+            step = steps[-2] if len(steps) > 1 else embeddings.END  # the latest DTD step, if any
+            frame = embeddings.step_frame(run, 0, projection(run, 0, "pca"), step)
+            title = "embeddings, layer 0 (PCA)" + ("" if step == embeddings.END else f", when {step} arrived")
+            chart(embeddings.figure(frame, title=title), key=f"live-emb-{folder.name}", name="embeddings")
+        else:
+            st.caption("embeddings appear after the first task (masked methods only)")
+    with c3:
+        _latest_call(state, folder)
+
+
+def _latest_call(state: RunState, folder: Path) -> None:
+    """The latest similarity call: DTD's (layer 0) for a PRM method, the transfer test for CAT."""
+    if state.dtd:
+        t = max(state.dtd)
+        entry = state.dtd[t].layers[0]
+        labels = names(state.tasks)
+        st.markdown(f"**Latest DTD: {md(labels[t])}** (layer 0)  \nX-means k = {entry['xmeans']['k']}; "
+                    f"dissimilar ({md(state.dtd[t].source)}): "
+                    f"{', '.join(short(i) for i in entry['dissimilar']) or 'none'}")
+        table(clustering.decision_table(state.dtd[t], 0), key=f"live-dtd-{folder.name}",
+              name=f"xmeans-{short(t)}", height=200)
+    elif state.transfer:
+        t = max(state.transfer)
+        test = state.transfer[t]
+        st.markdown(f"**Latest transfer test: {md(names(state.tasks)[t])}**  \nreference network "
+                    f"{fmt(test.reference_acc)}; similar (transfer above it): "
+                    f"{', '.join(short(i) for i in test.similar) or 'none'}")
+        table(clustering.transfer_calls(state.tasks, test), key=f"live-cat-{folder.name}",
+              name=f"cat-transfer-{short(t)}", height=200)
+    else:
+        st.caption("the first similarity call appears when task 2 arrives (PRM methods: DTD; CAT: its "
+                   "transfer tests)")
 
 
 RECENT = 5

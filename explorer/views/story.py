@@ -14,47 +14,19 @@ from explorer.catalog import RunEntry
 from explorer.figures import consequence, seeds
 from explorer.figures import story as fig
 from explorer.figures.common import TRUTH_RULE, md
-from explorer.views.common import Context, chart, goto, how_to_read, link, load, table
+from explorer.views.common import Context, chart, goto, how_to_read, link, load, read_help, table
+from prm import analysis
+from prm.analysis import BASELINE, SINGLE_TASK, UPPER_BOUND
 from prm.data import DataError, available_sequences
-from prm.runs import Run, RunFormatError
+from prm.run import Run, RunFormatError
 
 STEPS = ("1. The sequence and its families", "2. What HAT protects, and what that costs similar tasks",
          "3. What DTD decided, each call right or wrong", "4. The relaxed units of one task",
          "5. The consequence in accuracy")
 
-INTRO_HELP = """
-The story reads the open run together with its **siblings**: the listed runs of the same sequence, seed and
-number of tasks trained with the other methods. HAT protects every unit an earlier task used; PRM asks
-dissimilar-task detection (DTD) which earlier tasks are similar and relaxes their units. **Which seed:** the
-finished runs of this sequence, method, task count and configuration (one per seed) are ranked by their Acc
-minus the Acc of HAT of the same seed; the median seed is the typical one (with an even number of seeds, the
-lower middle). Beside this seed's Acc stand the mean ± sd (population) over those seeds. Each step shows one
-chart and at most two sentences; its "How to read this" holds the rest. Details: docs/story.md.
-"""
+INTRO_HELP = read_help("story")
 
-HELP = (
-    TRUTH_RULE,
-    "The bars: the share of the layer's units HAT's accumulated mask held when each task arrived (the capacity "
-    "after the task before). The lines: each task's accuracy just after it was learnt under HAT, STL (a network "
-    "trained on that task alone) and joint (all data so far at once).",
-    "Each cell is one call: when the new task (row) arrived, was the earlier task (column) called similar? Judged "
-    "is the set the run used (X-means in the paper's PRM; the linkage or cut rule and its threshold in PRM+) and, "
-    "in the ablations PRM(S), PRM(D) and PRM(T), whose protected set is a fixed rule, what X-means said. A "
-    "dissimilar task called similar has its units relaxed; a similar task missed keeps them protected (the truth: "
-    "step 1). Where a **CAT** run of the same sequence and seed is listed, its calls stand beside DTD's: CAT trains, for "
-    "each new task, one transfer network per earlier task (that task's frozen masked features with a new head) "
-    "and one reference network from scratch, and calls an earlier task similar when its transfer network is more "
-    "accurate; the table counts the calls right of both and the seconds each spent deciding.",
-    "Every unit an earlier task used (accumulated mask above 0.5) is in one of three groups while the task is "
-    "learnt: **protected** as under HAT; **free**, fully trainable again (protection below 0.05: the paper's PRM, "
-    "`prm.relax` = 1); **partially relaxed**, protected at least 0.05 less than HAT but not free (with `prm.relax` "
-    "= r below 1, a unit only similar tasks use is protected at 1 − r and keeps a fraction r of its gradient; "
-    "PRM+ uses 0.3). The Masks view counts the same way.",
-    "Each cell is the run's accuracy minus HAT's on the same task at the same moment (blue: the run is better). "
-    "**BWT** is the mean of final minus just-learnt accuracy (negative: forgetting), **FWT** the mean of "
-    "just-learnt accuracy minus STL's, per family in the table; the chart puts one point per method with ±1 sd "
-    "over the finished runs of the same sequence, method, task count and configuration.",
-)
+HELP = (TRUTH_RULE, *(read_help(f"story-{step}") for step in range(2, 6)))
 """Each step's "How to read this", before the details the data gives."""
 
 
@@ -105,21 +77,27 @@ def _more(step: int, *details: str):
     return how_to_read(" ".join(t for t in (HELP[step], *details) if t))
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _chosen(entry: RunEntry, entries: tuple[RunEntry, ...]) -> tuple[dict[str, RunEntry], analysis.SeedSpread | None]:
+    """The open run's siblings and its spread over seeds (``prm.analysis``), worked out once
+    per listing rather than on every rerun of the page (each widget change reruns it)."""
+    return analysis.siblings(entry, entries), analysis.spread_of(entry, entries)
+
+
 def render(ctx: Context) -> None:
     method = ctx.run.meta["config"]["method"]
-    found = fig.siblings(ctx.entry, ctx.entries)
-    runs = _load(ctx, found, fig.told_with(method, found))
-    absent = fig.missing(ctx.entry, found)
+    found, spread = _chosen(ctx.entry, ctx.entries)
+    runs = _load(ctx, found, analysis.told_with(method, found))
+    absent = analysis.missing(ctx.entry, found)
     others = [fig.label(m) for m in found if m not in runs]
     st.caption(f"**{md(fig.label(method))}** on {md(ctx.entry.sequence)}, seed {ctx.entry.seed}, told with "
                f"{md(', '.join(fig.label(m) for m in runs if m != method)) or 'no sibling'}.")
-    spread = seeds.spread_of(ctx.entry, ctx.entries)
     if spread is not None:
         st.markdown(seeds.seed_sentence(spread, method=method))
     how_to_read(INTRO_HELP + (f" Also listed, compared in the Compare tab: {md(', '.join(others))}." if others else ""))
     if absent:
         _offer_training(ctx.entry, absent)
-    dtd = fig.dtd_sibling(method, runs)
+    dtd = analysis.dtd_sibling(method, runs)
     _sequence(ctx)
     _hat(ctx, runs)
     _calls(ctx, runs, dtd)
@@ -137,7 +115,7 @@ def _sequence(ctx: Context) -> None:
 
 def _hat(ctx: Context, runs: dict[str, Run]) -> None:
     st.subheader(STEPS[1])
-    hat = runs.get("hat")
+    hat = runs.get(BASELINE)
     if hat is None:
         st.info(f"No HAT run of {md(ctx.entry.sequence)} seed {ctx.entry.seed} is listed, so what HAT protects "
                 "cannot be shown.")
@@ -145,7 +123,7 @@ def _hat(ctx: Context, runs: dict[str, Run]) -> None:
     if ctx.layer >= hat.n_layers:
         st.info(f"The HAT run has {hat.n_layers} masked layer(s); pick a layer below that in the sidebar.")
         return
-    stl, joint = runs.get("stl"), runs.get("joint")
+    stl, joint = runs.get(SINGLE_TASK), runs.get(UPPER_BOUND)
     data = fig.protection_table(hat.state, layer=ctx.layer, stl=stl.state if stl else None,
                                 joint=joint.state if joint else None)
     chart(fig.protection_figure(data, layer=ctx.layer), key="story-hat", name="story-hat-protection")
@@ -157,7 +135,7 @@ def _hat(ctx: Context, runs: dict[str, Run]) -> None:
 def _calls(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
     st.subheader(STEPS[2])
     method = ctx.run.meta["config"]["method"]
-    cat = next((m for m in fig.CALL_METHODS if m in runs), None)
+    cat = next((m for m in analysis.CALL_METHODS if m in runs), None)
     shown = dtd or cat  # DTD's calls; CAT's own where no PRM-family run is listed
     if shown is None:
         st.info(f"{md(fig.label(method))} runs no DTD, and no PRM-family run of {md(ctx.entry.sequence)} seed "
@@ -193,7 +171,7 @@ def _beside(ctx: Context, states: dict) -> None:
 def _relaxed(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
     st.subheader(STEPS[3])
     if dtd is None:
-        cat = ctx.run.meta["config"]["method"] in fig.CALL_METHODS
+        cat = ctx.run.meta["config"]["method"] in analysis.CALL_METHODS
         st.info("This step shows the units PRM's DTD relaxed; no PRM-family run of this sequence and seed is listed"
                 + (" (CAT's relaxed units are in the Masks view)." if cat else "."))
         return
@@ -216,9 +194,9 @@ def _stability_groups(ctx: Context, runs: dict[str, Run], found: dict[str, RunEn
     seed; the open seed's runs are the siblings already loaded."""
     groups = {}
     for method, run in runs.items():
-        pairs = [(run.state, runs["stl"].state if "stl" in runs else None)]
-        for entry in fig.like_runs(found[method], ctx.entries)[1:]:
-            reference = fig.stl_of(entry, ctx.entries)
+        pairs = [(run.state, runs[SINGLE_TASK].state if SINGLE_TASK in runs else None)]
+        for entry in analysis.like_runs(found[method], ctx.entries)[1:]:
+            reference = analysis.stl_of(entry, ctx.entries)
             try:
                 pairs.append((load(entry.path).state, load(reference.path).state if reference is not None else None))
             except RunFormatError:
@@ -230,8 +208,8 @@ def _stability_groups(ctx: Context, runs: dict[str, Run], found: dict[str, RunEn
 def _accuracy(ctx: Context, runs: dict[str, Run], found: dict[str, RunEntry], dtd: str | None) -> None:
     st.subheader(STEPS[4])
     method = ctx.run.meta["config"]["method"]
-    subject = dtd if method == "hat" else method
-    hat = runs.get("hat")
+    subject = dtd if method == BASELINE else method
+    hat = runs.get(BASELINE)
     if hat is None or subject not in runs:
         st.info("The difference matrix needs a HAT run and another method of the same sequence and seed; "
                 + ("no HAT run is listed." if hat is None else "no PRM-family run is listed beside this HAT run."))
@@ -242,12 +220,12 @@ def _accuracy(ctx: Context, runs: dict[str, Run], found: dict[str, RunEntry], dt
               key="story-diff", name="story-difference")
         st.markdown(consequence.difference_sentence(runs[subject].state, hat.state, a_name=fig.label(subject),
                                                     b_name="HAT"))
-    stl = runs.get("stl")
+    stl = runs.get(SINGLE_TASK)
     points = consequence.stability_points(_stability_groups(ctx, runs, found))
     with _more(4, consequence.stability_sentence(points)):
         st.markdown("**BWT and FWT per family** (FWT against the STL sibling"
                     + ("" if stl is not None else ": none listed, so n/a") + ")")
-        table(consequence.family_transfer({m: r.state for m, r in runs.items() if m != "stl"},
+        table(consequence.family_transfer({m: r.state for m, r in runs.items() if m != SINGLE_TASK},
                                           stl.state if stl is not None else None),
               key="story-families", name="story-transfer-per-family")
         chart(consequence.stability_figure(points), key="story-stability", name="story-stability-plasticity")

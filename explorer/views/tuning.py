@@ -17,47 +17,16 @@ from explorer import catalog
 from explorer import state as keys
 from explorer.figures import tuning as fig
 from explorer.figures.common import md
-from explorer.views.common import chart, goto, how_to_read, table
+from explorer.views.common import chart, goto, how_to_read, read_help, table
 from prm import tune
-from prm.runs import list_runs
+from prm.run import list_runs
 
 BUNDLED = catalog.SAMPLES / "tuning" / "optuna.db"
 """The sample study shipped with the repository (absent until one is generated)."""
 SERVER_TTL = 30
 """Seconds a server storage's (PostgreSQL) reading is reused: it has no file whose time says it changed."""
 
-HELP = """
-A **study** is one record in an Optuna storage. A *tune* study searches a method's hyper-parameters on one
-sequence (`python -m prm tune`): each trial trains one run with the drawn dropouts, learning rate and the
-method's regulariser. A *compare* study (`python -m prm compare --study NAME`) spreads a grid of sequences ×
-methods × seeds over every machine that runs the same command on the same storage; its table lists the grid's
-cells. Each trial's metrics and accuracy
-matrix are kept in the storage itself, so a storage copied from another machine shows here in full; a trial's
-run opens in the other views when its folder is on this machine too (the recorded path, or the same path
-relative to the storage file, as when a study's folder is copied with its `optuna.db`). Opening one switches
-*Your runs folder* to the study's folder, where the run picker lists its trials; set it back for your own runs.
-
-**The objective is validation Acc**, the mean accuracy over the tasks' validation splits after the last
-task: TPE proposes the next parameters from it, and the **best trial is the one with the highest validation
-Acc**. Test Acc is recorded beside it and never used to choose: a best trial picked by test Acc would report a
-number selected on the test data, an optimistic one.
-
-**PS** (parameter sensitivity, the PRM paper's measure) is the standard deviation of test Acc over the study's
-complete trials: how much the method's result depends on getting its hyper-parameters right. A small PS means
-the method does well across the searched ranges; a large one means it must be tuned. PS is relative to the
-ranges searched (`python -m prm tune --help` and docs/tuning.md give them) and needs two complete trials.
-Compare shows each group's PS beside its Acc.
-
-The chart has one column per trial: validation Acc (circles) and test Acc (diamonds), and the best validation
-Acc so far (the line, which never falls; the ringed point is the best trial). The bars are Optuna's fANOVA
-**importances**: the share of validation Acc's variance over the trials that each parameter explains (seeded,
-so a study always gives the same bars); over a handful of trials they are rough.
-
-Storages: `sqlite:///runs/optuna.db` (a path relative to the repository root here; `sqlite:////abs/path.db`
-absolute), `journal:///path.log` (Optuna's journal file), `postgresql://user@host/database` (needs
-`pip install psycopg2-binary`). Optuna's own dashboard opens the same storage, for instance
-`optuna-dashboard sqlite:///runs/optuna.db` (optional: `pip install optuna-dashboard`, not in the requirements).
-"""
+HELP = read_help("tuning")
 
 
 def absolute(url: str) -> str:

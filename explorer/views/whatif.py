@@ -15,8 +15,8 @@ from explorer import state as keys
 from explorer.figures import whatif as fig
 from explorer.figures.common import md, names, short
 from explorer.views.common import Context, chart, load, table
-from prm.methods import STRATEGIES
-from prm.runs import RunParent
+from prm import methods
+from prm.run import RunParent
 
 EXPLAIN = ("A what-if re-learns this run from the chosen task with DTD's decision replaced: the tasks you pick are "
            "called similar (their units stay trainable), every other earlier task dissimilar (protected), in every "
@@ -82,13 +82,13 @@ def _train(ctx: Context, step: int, layer: int) -> None:
 def render(ctx: Context, *, step: int, layer: int) -> None:
     """The what-if panel for DTD step ``step`` (0-based) and masked layer ``layer``."""
     method = ctx.run.meta["config"]["method"]
-    if STRATEGIES[method].cat:
+    if methods.get(method).transfer_tests:
         st.markdown("#### What if CAT had decided otherwise?")
         st.info("CAT has no what-if: a what-if replaces DTD's decision and re-learns from the checkpoint saved when "
                 "that task began, and CAT has no DTD decision and keeps no checkpoints (they would lack its "
                 "attention and its calls, so a CAT run cannot be resumed).")
         return
-    if not STRATEGIES[method].runs_dtd or step not in ctx.run.state.dtd:
+    if not methods.get(method).runs_dtd or step not in ctx.run.state.dtd:
         return
     st.markdown("#### What if DTD had decided otherwise?")
     st.caption(EXPLAIN)

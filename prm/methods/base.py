@@ -1,0 +1,141 @@
+"""What a method is to the rest of the project: one ``Method`` record and its ``Hooks``.
+
+The engine (``prm.engine``) has one loop for every method. A method differs from plain
+fine-tuning of one unmasked network only through its hooks: what it prepares before a task
+(DTD, CAT's transfer tests), what training protects and adds (a mask, EWC's penalty, earlier
+tasks' data), what it keeps after a task (masks, a Fisher diagonal, a network per task) and how
+it scores a task. Everything else the project says about a method (its label, help, colour,
+the config it starts from, what is tuned, its part in the Story) is a field of its record, so
+adding a method is one module in this package and one entry in ``prm.methods.REGISTRY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from prm import trainer as T
+
+if TYPE_CHECKING:
+    from prm.data import TaskSequence
+    from prm.model import MaskedMLP
+
+
+@dataclass(kw_only=True)
+class Plan:
+    """How the next task trains, as a method prepared it: ``protect`` (per layer, the units
+    whose incoming and outgoing weights are held: HAT's a_<=t-1, PRM's relaxed mask),
+    ``reg_used`` (the mask the sparsity regulariser treats as already used), ``keeps`` (gradient
+    multipliers that replace HAT's, CAT's), ``custom`` (a phase with its own step, CAT's
+    attention), and the epochs and seconds the preparation took."""
+
+    protect: list[Tensor] | None = None
+    reg_used: list[Tensor] | None = None
+    keeps: list[tuple[Tensor, Tensor]] | None = None
+    custom: Any = None
+    epochs: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Hooks:
+    """Plain fine-tuning of one unmasked network: the behaviour every method starts from.
+
+    One instance per run, so a method keeps its own state between tasks (masks, EWC's Fisher
+    diagonal, the networks of STL). ``masked``: the network has HAT's task embeddings and masks.
+    ``resumable``: a task's start can be checkpointed and resumed (what-if). ``detects``: how
+    the method decides which earlier tasks are similar (``dtd``, ``transfer``), None when it
+    does not. ``source``: the fixed dissimilar set an ablation uses instead of DTD's call."""
+
+    masked = False
+    resumable = False
+    detects: str | None = None
+    source: str | None = None
+
+    def __init__(self, *, ctx: T.Context, seq: TaskSequence, data: list[dict[str, Tensor]], groups: list[int]) -> None:
+        self.ctx, self.seq, self.data, self.groups = ctx, seq, data, groups
+        self.task_masks: list[list[Tensor]] = []
+
+    def start(self, resume: Any) -> None:
+        """Before the first task (``resume``: the what-if checkpoint the run starts from, or None)."""
+
+    def network(self, task: int, model: MaskedMLP) -> MaskedMLP:
+        """The network that learns ``task``."""
+        return model
+
+    def before(self, task: int, model: MaskedMLP, forced: Sequence[Sequence[int]] | None) -> T.Steps:
+        """Prepare ``task``; returns its ``Plan``. ``forced``: a what-if's dissimilar sets."""
+        return Plan()
+        yield  # a generator like every method's preparation: the engine drives them alike
+
+    def penalty(self) -> Any:
+        """A penalty added to the training objective (EWC's), or None."""
+        return None
+
+    def also(self, task: int) -> list[tuple[int, dict[str, Tensor]]]:
+        """Earlier (task, data) pairs trained together with ``task`` (joint training)."""
+        return []
+
+    def after(self, task: int, model: MaskedMLP, plan: Plan, trajectory: list) -> dict[str, Any]:
+        """After ``task`` is learnt; returns the arrays to record for it."""
+        return {}
+
+    def capacity(self) -> list[float]:
+        """Per masked layer, the fraction of units the earlier tasks hold (empty if unmasked)."""
+        return []
+
+    def evaluated(self, task: int, model: MaskedMLP) -> MaskedMLP:
+        """The network that answers for ``task`` now."""
+        return model
+
+    def score_row(self, task: int, model: MaskedMLP, test_acc: Any, val_acc: Any) -> list[bool] | None:
+        """Fill row ``task`` of the accuracy matrices (every task learnt so far); returns which
+        tasks answered with a second head (CAT's), None for methods that have none."""
+        smax = self.ctx.cfg.hat.smax
+        for i in range(task + 1):
+            net, d = self.evaluated(i, model), self.data[i]
+            _, test_acc[task, i] = T.evaluate(net, i, d["x_test"], d["y_test"], smax)
+            _, val_acc[task, i] = T.evaluate(net, i, d["x_val"], d["y_val"], smax)
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Method:
+    """One method: its name in configs and run folders, how it is shown, and its hooks.
+
+    ``levers``: PRMConfig fields a config of this method starts from (PRM+'s recipe).
+    ``sections``: RunConfig sections only this method reads (CAT's ``cat``): left out of every
+    "same experiment" key of the other methods. ``tuned``: the names of ``prm.tune``'s ranges
+    searched beyond the common ones (dropouts, lr). ``role``: its part in comparisons:
+    ``baseline`` (what the others are compared to: HAT), ``single-task`` (the reference of
+    forward transfer: STL), ``lower-bound`` (NCL), ``upper-bound`` (joint), ``ablation`` or
+    ``method``. ``paper``: its column in the PRM paper's tables, None for this project's own."""
+
+    name: str
+    label: str
+    help: str
+    colour: str
+    hooks: type[Hooks]
+    levers: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    sections: tuple[str, ...] = ()
+    tuned: tuple[str, ...] = ()
+    role: str = "method"
+    paper: str | None = None
+
+    @property
+    def masked(self) -> bool:
+        return self.hooks.masked
+
+    @property
+    def runs_dtd(self) -> bool:
+        """Every PRM variant runs DTD, so the ablations cost what PRM costs and the explorer
+        can show what X-means would have decided next to what the ablation used."""
+        return self.hooks.detects == "dtd"
+
+    @property
+    def transfer_tests(self) -> bool:
+        """Similarity decided by CAT's transfer tests (recorded as ``TransferTest`` events)."""
+        return self.hooks.detects == "transfer"
