@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from prm import metrics
-from prm import methods
+from prm import analysis, methods
 from prm.config import RunConfig, key_view
 from prm.storages import StorageError, engine_url, file_of, open_storage, read_storage, safe_url
 from prm.studies import (Study, Trial, default_study, importances, load_study, parameter_sensitivity, read_study,
@@ -110,8 +109,7 @@ def _outcome(trial: Any, *, config: RunConfig, run_dir: Path, storage_url: str, 
     """Keep a finished trial's metrics in the storage; return its objective, validation Acc."""
     if result.status != "finished":
         raise RuntimeError(f"the run ended {result.status}")
-    val = metrics.average_accuracy(result.val_acc)
-    test = metrics.average_accuracy(result.test_acc)
+    val, test = (analysis.matrix_metrics(R) for R in (result.val_acc, result.test_acc))
     home = file_of(storage_url)
     relative = None
     if home is not None:
@@ -120,13 +118,13 @@ def _outcome(trial: Any, *, config: RunConfig, run_dir: Path, storage_url: str, 
         except ValueError:
             relative = None
     for key, value in {
-        "val_acc": val, "test_acc": test, "bwt": metrics.backward_transfer(result.test_acc),
+        "val_acc": val["acc"], "test_acc": test["acc"], "bwt": test["bwt"],
         "seconds": round(float(result.seconds), 3),
         "test_matrix": [[None if not math.isfinite(v) else round(float(v), 6) for v in row] for row in result.test_acc],
         "families": list(families), "run_dir_relative": relative,
     }.items():
         trial.set_user_attr(key, value)
-    return val
+    return val["acc"]
 
 
 def _start(trial: Any, run_dir: Path) -> None:

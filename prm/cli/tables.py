@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from prm import methods, metrics
+from prm import analysis, methods
 from prm.cli.common import fmt, say
 from prm.text import terminal
 
@@ -23,6 +23,11 @@ def _mean_std(values: dict[str, list[float]]) -> dict[str, tuple[float, float] |
     return {key: (float(np.mean(v)), float(np.std(v))) if v else None for key, v in values.items()}
 
 
+def _metrics(R: np.ndarray, stl: tuple | None, *, tasks: list[int] | None = None) -> dict[str, Any]:
+    """``analysis.matrix_metrics`` of one run, FWT against the STL run of its seed when there is one."""
+    return analysis.matrix_metrics(R, stl_diag=None if stl is None else np.diag(stl[0]), tasks=tasks)
+
+
 def compare_table(results: Results) -> list[dict[str, Any]]:
     """Acc, BWT, FWT (against STL of the same sequence and seed), CT: mean and std over seeds."""
     rows = []
@@ -32,12 +37,11 @@ def compare_table(results: Results) -> list[dict[str, Any]]:
             values: dict[str, list[float]] = {"acc": [], "bwt": [], "fwt": [], "ct": []}
             for seed in seeds:
                 R, seconds, _ = results[(sequence, method, seed)]
-                values["acc"].append(metrics.average_accuracy(R))
-                values["bwt"].append(metrics.backward_transfer(R))
+                found = _metrics(R, results.get((sequence, STL, seed)))
+                for key in ("acc", "bwt", "fwt"):
+                    if found[key] is not None:
+                        values[key].append(found[key])
                 values["ct"].append(seconds)
-                stl = results.get((sequence, STL, seed))
-                if stl is not None:
-                    values["fwt"].append(metrics.forward_transfer(R, np.diag(stl[0])))
             rows.append({"sequence": sequence, "method": method, "seeds": len(seeds), **_mean_std(values)})
     return rows
 
@@ -57,15 +61,14 @@ def family_table(results: Results) -> list[dict[str, Any]]:
             for seed in seeds:
                 R, _, fams = results[(sequence, method, seed)]
                 tasks = [i for i, f in enumerate(fams) if f == family]
-                if not tasks or tasks[0] >= metrics.completed_rows(R):
+                found = _metrics(R, results.get((sequence, STL, seed)), tasks=tasks)
+                if found["acc"] is None:  # none of the family's tasks learnt yet
                     continue
                 counts.append(len(tasks))
-                values["diag"].append(metrics.just_learnt(R, tasks))
-                values["acc"].append(metrics.average_accuracy(R, tasks))
-                values["bwt"].append(metrics.backward_transfer(R, tasks))
-                stl = results.get((sequence, STL, seed))
-                if stl is not None:
-                    values["fwt"].append(metrics.forward_transfer(R, np.diag(stl[0]), tasks))
+                found["diag"] = found.pop("just_learnt")
+                for key in values:
+                    if found[key] is not None:
+                        values[key].append(found[key])
             tasks = (f"{min(counts)}-{max(counts)}" if counts and min(counts) != max(counts)
                      else str(counts[0] if counts else 0))
             rows.append({"sequence": sequence, "method": method, "family": family, "tasks": tasks, **_mean_std(values)})

@@ -22,7 +22,7 @@ import numpy as np
 import sklearn
 import torch
 
-from prm import __version__, checkpoint, metrics, projection
+from prm import __version__, analysis, checkpoint, metrics, projection
 from prm.config import RunConfig
 from prm.events import ArraysWritten, EpochEnd, Event, RunEnd, TaskArrays, TaskCheckpoint, to_record
 from prm.run.errors import SCHEMA
@@ -261,8 +261,9 @@ def summarise(run: Run) -> dict[str, Any]:
         "phase_seconds": {}, "capacity": None,
     }
     if done:
-        summary.update(acc=metrics.average_accuracy(R), bwt=metrics.backward_transfer(R),
-                       acc_val=metrics.average_accuracy(run.state.accuracy_matrix("val")))
+        test = analysis.matrix_metrics(R)
+        summary.update(acc=test["acc"], bwt=test["bwt"],
+                       acc_val=analysis.matrix_metrics(run.state.accuracy_matrix("val"))["acc"])
         totals: dict[str, float] = {}
         for record in run.state.task_ends.values():
             for phase, sec in record.seconds.items():
