@@ -146,7 +146,7 @@ def pair_evidence(run: Run, step: int, layer: int, i: int, j: int) -> dict[str, 
     Returns their distance against the spread inside clusters, their masks' Jaccard overlap
     per layer, and the whole-model BIC change of separating them (if together) or joining
     their clusters (if apart): X-means keeps a split only when it raises the BIC. All of it is
-    measured on what X-means clustered: the embeddings as ``prm.features`` turned them.
+    measured on what X-means clustered: the embeddings as ``PRMConfig.features`` turned them.
     """
     record = run.state.dtd[step].layers[layer]["xmeans"]
     X = features(np.asarray(run.dtd_embeddings(step, layer), dtype=float),

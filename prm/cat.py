@@ -76,8 +76,8 @@ def similar_features(model: MaskedMLP, x: Tensor, gates: Gates) -> Tensor:
 
 @dataclass(kw_only=True)
 class KTAPhase:
-    """CAT's kept training of ``task`` when it has similar earlier tasks: what ``prm.engine``'s
-    training loop calls instead of the stacked step (``step``) and its validation (``score``).
+    """CAT's kept training of ``task`` when it has similar earlier tasks: what ``prm.trainer.fit``
+    calls instead of the stacked step (``step``) and its validation (``score``).
 
     ``keeps``: CAT's gradient multipliers per layer; ``reg``: the sparsity regulariser's unit
     weights and normaliser (``masks.regulariser_weights``); ``rng``: the run's own stream of

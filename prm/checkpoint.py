@@ -41,7 +41,8 @@ import torch
 from torch import Tensor
 
 from prm import safeio
-from prm.config import MAX_INPUT, MAX_WEIGHTS, CATConfig, RunConfig
+from prm.config import CATConfig, RunConfig
+from prm.limits import MAX_INPUT, MAX_WEIGHTS
 from prm.events import TaskCheckpoint
 from prm.records import MAX_TASKS
 from prm.run.errors import RunFormatError

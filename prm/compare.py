@@ -39,8 +39,8 @@ TIME = ["run", "method", "config", "seed", "task", "seconds", "detection", "accu
 def config_key(config: dict) -> str:
     """A config without its seed and its recording options (what was written to disk, such as
     checkpoints or the trajectory dtype, changes no result), as canonical JSON: the grouping key
-    of 'the same experiment'. Sections the method never reads (``results_relevant``: CAT's
-    settings outside CAT runs) are left out too, so a run recorded now still groups with an
+    of 'the same experiment' (:func:`prm.config.key_view`). Sections the method never reads
+    (``Method.sections``: CAT's settings outside CAT runs) are left out too, so a run recorded now still groups with an
     earlier one of the same experiment."""
     return json.dumps(key_view(config, without=("seed", "record")), sort_keys=True, default=list)
 

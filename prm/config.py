@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prm import methods
-from prm.limits import (FLOAT32_MAX, MAX_BATCH, MAX_EPOCHS, MAX_INPUT, MAX_LAYERS, MAX_SEED, MAX_WEIGHTS,  # noqa: F401
+from prm.limits import (FLOAT32_MAX, MAX_BATCH, MAX_EPOCHS, MAX_INPUT, MAX_LAYERS, MAX_SEED, MAX_WEIGHTS,
                         MAX_WIDTH)
 from prm.similarity import FEATURES, RULES
 

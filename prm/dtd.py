@@ -1,8 +1,8 @@
 """Dissimilar-task detection (DTD): which earlier tasks PRM protects while it learns a new one.
 
 Before learning task t, PRM trains a throw-away copy of the network on t in two stages (2SO):
-first t's head alone (``prm.head_epochs``), then the whole network with every earlier task's
-units protected as in HAT (``prm.dtd_epochs``). Training moves t's task embedding e_t (one row
+first t's head alone (``PRMConfig.head_epochs``), then the whole network with every earlier task's
+units protected as in HAT (``PRMConfig.dtd_epochs``). Training moves t's task embedding e_t (one row
 per masked layer) towards the embeddings of the earlier tasks whose units help t. DTD then
 clusters the rows e_1..e_t of each layer: X-means (k-means whose k is chosen by BIC,
 ``prm.xmeans``) in the paper, or this project's cosine rules (``prm.similarity``). The earlier
@@ -94,7 +94,7 @@ def _points(rows: Tensor) -> np.ndarray:
 
 
 class _Settle:
-    """``prm.settle``: every ``settle_every`` epochs, the rule's calls on the embeddings as they
+    """``PRMConfig.settle``: every ``settle_every`` epochs, the rule's calls on the embeddings as they
     are; settled once they have not changed for ``settle`` checks in a row."""
 
     def __init__(self, *, rule: Rule, model: MaskedMLP, task: int) -> None:

@@ -115,8 +115,7 @@ ENGINE["w/o 2SO"] = f"{ENGINE['PRM']} --no-2so"
 runs (EHAT is the paper's EWC as HAT's code implements it, on an unmasked network, as ``ewc``
 here), and the paper's "w/o 2SO" ablation, PRM without DTD's head-only 1st optimisation."""
 NOT_HERE = tuple(m for m in BASELINES if m not in ENGINE)
-_VARIANT = next(m for m in methods.REGISTRY.values() if m.levers)
-"""This project's variant of PRM (PRM+), the one method with levers of its own."""
+_VARIANT = methods.get(methods.VARIANT)
 _TRUTH = ENGINE["PRM(T)"]
 PROJECT_ORDER = (_VARIANT.name, f"{_TRUTH}+", methods.with_role("upper-bound").name)
 """This project's methods, shown after the paper's; any other label follows alphabetically."""

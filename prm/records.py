@@ -30,17 +30,15 @@ from prm.strictjson import FLOAT_MAX, BadRecord, fits
 
 class MethodFlags(NamedTuple):
     """What the run format needs to know of a method: whether it has masks (and so arrays of
-    embeddings), whether it makes CAT's transfer tests instead of DTD records, and which fixed
-    similarity an ablation of PRM uses (None: DTD's own decision)."""
+    embeddings), and whether it makes transfer tests (CAT's) instead of DTD records."""
     masked: bool
-    cat: bool
-    similarity: str | None
+    transfer_tests: bool
 
 
 def method_flags(method: str) -> MethodFlags:
     """The one place the run format asks the method registry anything."""
     entry = methods.get(method)
-    return MethodFlags(masked=entry.masked, cat=entry.transfer_tests, similarity=entry.hooks.source)
+    return MethodFlags(masked=entry.masked, transfer_tests=entry.transfer_tests)
 
 
 MAX_TREE_DEPTH = 200
@@ -49,7 +47,7 @@ it recursively."""
 DTD_SOURCES = tuple(dict.fromkeys([*PRM_CHOICES["clustering"],
                                    *methods.dtd_sources(),
                                    "whatif"]))
-"""What a DTD record's ``source`` may say: the clustering rule PRM used (``prm.clustering``:
+"""What a DTD record's ``source`` may say: the clustering rule PRM used (``PRMConfig.clustering``:
 xmeans, linkage, cut), the ablation's fixed similarity (``prm.methods.base.Hooks.source``), or
 ``whatif``: a what-if run forced this decision (``prm.whatif``)."""
 VOCABULARIES = {"dtd source": DTD_SOURCES}

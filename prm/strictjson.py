@@ -29,7 +29,7 @@ FLOAT_MAX = sys.float_info.max
 
 def fits(value: int | float) -> bool:
     """Is ``value`` a number a float can hold: finite and within float range? The one test
-    every number read from a run file passes (in :func:`load_json` and in :func:`_num`);
+    every number read from a run file passes (in :func:`load_json` and in ``prm.records._num``);
     comparing an int with a float is exact and never raises, unlike ``float(value)`` or
     ``math.isfinite(value)`` on an integer beyond float range (OverflowError)."""
     return -FLOAT_MAX <= value <= FLOAT_MAX

@@ -222,7 +222,7 @@ def fit(ctx: Context, model: MaskedMLP, task: int, data: dict[str, Tensor], *, p
     batch holds one task's images and trains its head, the batches of all tasks are shuffled
     together, and early stopping watches the validation loss over all of them.
     ``settled(epoch)``, asked after every epoch, ends the phase early when it says so (DTD's
-    ``prm.settle``). ``anneal`` False holds s at smax (CAT's transfer networks read frozen
+    ``PRMConfig.settle``). ``anneal`` False holds s at smax (CAT's transfer networks read frozen
     masks); ``keeps`` replaces HAT's gradient multipliers (CAT's). ``ewc``: EWC's penalty
     (``prm.methods.ewc.EWC``) or None. The steps themselves are the driver's, except with
     ``custom`` (CAT's attention phase), whose own step and validation score run here and whose

@@ -85,7 +85,7 @@ def plan(folder: str | Path, *, task: int, dissimilar: Sequence[Sequence[int]] |
     cfg = parent.config
     if not methods.get(cfg.method).runs_dtd:
         raise WhatIfError(f"{folder}: method {cfg.method} has no dissimilar-task detection, so there is no "
-                          "decision to replace; what-if needs prm, prm+, prm-s, prm-d or prm-t")
+                          f"decision to replace; what-if needs one of {', '.join(methods.with_dtd())}")
     n_tasks, layers = parent.state.n_tasks, len(cfg.model.hidden)
     if parent.state.started is None:
         raise WhatIfError(f"{folder}: its event log has no run_started record; nothing to resume")

@@ -37,6 +37,7 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prm import methods  # noqa: E402
 from prm.analysis import calls_right, true_groups  # noqa: E402
 from prm.similarity import average_linkage, cosine_distances, dissimilar_by_rule, features  # noqa: E402
 from prm.xmeans import default_var_floor, dtd_call, xmeans  # noqa: E402
@@ -470,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     representations = _names(args.representations, REPRESENTATIONS, "representations")
     clusterings = _names(args.clusterings, CLUSTERINGS, "clusterings")
     if args.mode == "train":
-        if not args.method.startswith("prm"):
+        if args.method not in methods.with_dtd():
             raise SystemExit(f"--method {args.method}: only the PRM family runs DTD")
         try:
             folders = train(args)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from prm.engine import train_sequence
-from prm.run import SCHEMA, EventTail, RunFormatError, RunState, RunWriter, apply_events, finalize_run, list_runs, load_run, parse_lines
+from prm.run import SCHEMA, RunFormatError, RunState, RunWriter, apply_events, finalize_run, list_runs, load_run, parse_lines
 from tests.conftest import tiny_config
 
 
@@ -125,17 +125,6 @@ def test_apply_events_is_pure_and_incremental(recorded):
     full = apply_events(half, records[middle:])
     assert empty.epochs == () and len(half.epochs) < len(full.epochs)
     assert full == apply_events(RunState(), records)
-
-
-def test_event_tail_returns_only_complete_new_lines(tmp_path):
-    log = tmp_path / "events.jsonl"
-    log.write_text('{"type": "epoch", "task": 0}\n{"type": "ep')
-    tail = EventTail(tmp_path)
-    assert [r["task"] for r in tail.read_new()] == [0]
-    assert tail.read_new() == []
-    with open(log, "a") as handle:
-        handle.write('och", "task": 1}\n')
-    assert [r["task"] for r in tail.read_new()] == [1]
 
 
 def test_writer_refuses_to_overwrite_a_run(recorded):

@@ -11,7 +11,7 @@ import pytest
 from prm import metrics
 from prm.cli import build_parser
 from prm.cli.options import run_config
-from prm.cli.tables import family_table
+from prm.cli.reports import family_table
 from prm import methods
 from prm.config import ConfigError, ModelConfig, OptimConfig, PRMConfig, RecordConfig, RunConfig, preset
 from prm.engine import train_sequence

@@ -1,4 +1,4 @@
-"""The cosine rules that decide a PRM+ run (``prm.clustering`` = ``linkage`` or ``cut``), at one
+"""The cosine rules that decide a PRM+ run (``PRMConfig.clustering`` = ``linkage`` or ``cut``), at one
 DTD step, recomputed from what the run recorded: the cosine distances among the tasks, the
 average-linkage tree cut at the threshold, each earlier task's distance to the new one, and the
 rule's calls beside what X-means alone said (recorded with every step, though not used).

@@ -23,9 +23,9 @@ THRESHOLD = 0.5
 """Masks are recorded at s = smax, so they are almost binary; 0.5 splits used / free."""
 RELAXED_BY = 0.05
 """A used unit counts as relaxed when its protection is this much below HAT's: a partial
-relaxation (``prm.relax`` 0.3 protects similar tasks' units at 0.7) shows, rounding does not.
+relaxation (``PRMConfig.relax`` 0.3 protects similar tasks' units at 0.7) shows, rounding does not.
 It is free (fully trainable again) when its protection is below this: the paper's PRM
-(``prm.relax`` 1) frees the units only similar tasks use; PRM+ (0.3) relaxes them partially."""
+(``PRMConfig.relax`` 1) frees the units only similar tasks use; PRM+ (0.3) relaxes them partially."""
 
 
 def task_masks(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
@@ -64,8 +64,8 @@ def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | No
     """HAT's accumulated mask a_<=t-1 and the mask that actually protected task t (PRM's
     relaxed p_<=t-1; CAT's a_<=t-1 without the units tasks it called similar claimed first;
     equal to a_<=t-1 for HAT); relaxed = used before and protected less than HAT would, split
-    into ``free`` (protection about 0: ``prm.relax`` 1, the paper) and ``partial`` (protection
-    between: with ``prm.relax`` r < 1 a unit only similar tasks use is protected at 1 − r, so
+    into ``free`` (protection about 0: ``PRMConfig.relax`` 1, the paper) and ``partial`` (protection
+    between: with ``PRMConfig.relax`` r < 1 a unit only similar tasks use is protected at 1 − r, so
     its bias keeps a fraction r of its gradient). A unit counted here as protected is
     protected as under HAT; one still 0.7 protected is never counted beside the free ones."""
     previous = run.accumulated(task - 1, layer) if task >= 1 else None
@@ -90,7 +90,7 @@ def unit_counts(parts: dict[str, np.ndarray]) -> dict[str, int]:
 
 def kept_gradient(parts: dict[str, np.ndarray]) -> float | None:
     """The median share of its gradient a partially relaxed unit keeps (1 − its protection:
-    ``prm.relax`` as recorded in the masks); None without such a unit."""
+    ``PRMConfig.relax`` as recorded in the masks); None without such a unit."""
     partial = parts["partial"] > 0
     return float(np.median(1.0 - parts["protected"][partial])) if partial.any() else None
 

@@ -20,7 +20,7 @@ from explorer.figures import accuracy, clustering, embeddings
 from explorer.figures.common import fmt, md, names, short, visible
 from explorer.views.common import chart, entries, how_to_read, load, projection, read_help, table
 from prm import methods
-from prm.config import MAX_SEED
+from prm.limits import MAX_SEED
 from prm.data import DATA_ENV, DEFAULT_N_TASKS, DataError, available_sequences, task_count_range
 from prm.run import Run, RunFormatError, RunState
 

@@ -13,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from prm import analysis
+from prm import methods as methods_registry
 from prm.cli.common import (check_method, check_out, check_sequence, fail, int_list, name_list, params_text, path,
                             say, study_name)
 from prm.cli.options import add_training_options, run_config
-from prm.cli.tables import Results, compare_table, family_table, say_tables
+from prm.cli.reports import Results, compare_table, family_table, say_tables
 from prm.cli.tune import storage, task_sequence, train_recorded
 from prm.config import RunConfig
 from prm.data import make_sequence
-from prm import methods as methods_registry
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +67,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         fail(f"--stack must be >= 1, got {args.stack}")
     if args.out_dir:
         check_out(Path(args.out_dir), "--out-dir", may_hold_files=True)
-    stl = methods_registry.with_role("single-task").name  # FWT's reference
+    stl = analysis.SINGLE_TASK  # FWT's reference
     needed = methods if stl in methods else [*methods, stl]
     for sequence in sequences:  # a missing data set fails here, before anything trains
         make_sequence(sequence, seed=args.seeds[0], n_tasks=args.n_tasks, data_dir=args.data_dir or None,

@@ -10,8 +10,9 @@ import re
 
 from prm.cli.common import fail, path
 from prm import methods
-from prm.config import MAX_LAYERS, PRESETS, PRM_CHOICES, PRMConfig, RunConfig, preset
+from prm.config import PRESETS, PRM_CHOICES, PRMConfig, RunConfig, preset
 from prm.data import DATA_ENV, SEQUENCES
+from prm.limits import MAX_LAYERS
 from prm.step import COMPILE_MODES
 
 

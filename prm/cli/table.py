@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.cli.common import fail, path, say
-from prm.cli.tables import Results, compare_table, family_table, layout, say_tables
+from prm.cli.reports import Results, compare_table, family_table, layout, say_tables
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

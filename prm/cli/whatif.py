@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from prm import methods
 from prm.cli.common import check_out, fail, path, say
 from prm.cli.options import device_problem
 from prm.cli.recording import open_writer, record, restore_ctrl_c
@@ -26,7 +27,8 @@ def _task_list(text: str) -> list[int]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     what = sub.add_parser("whatif", help="re-run a recorded run from one task with DTD's decision replaced")
-    what.add_argument("run", type=path, help="the parent run folder (recorded with checkpoints, method prm, prm+ or an ablation)")
+    what.add_argument("run", type=path, help="the parent run folder (recorded with checkpoints by a method with DTD: "
+                      f"{', '.join(methods.with_dtd())})")
     what.add_argument("--task", type=int, required=True, help="the task (1-based, 2 or more) whose decision is replaced")
     what.add_argument("--similar", type=_task_list, required=True,
                       help="earlier tasks (1-based, comma-separated) to call similar in every masked layer; "

@@ -28,6 +28,10 @@ NAMES = tuple(REGISTRY)
 STORY_SIBLINGS = ("hat", "prm", "prm+", "prm-t", "ncl", "stl", "joint")
 """The methods a run is told next to in the Story (the ones its steps draw on), in its order."""
 
+VARIANT = "prm+"
+"""This project's variant of PRM (not the paper's): its levers also mark a PRM(T) run trained with
+them apart in the paper's table (``prm.paper.method_label``)."""
+
 DTD_PREFERENCE = ("prm+", "prm", "prm-t", "prm-s", "prm-d")
 """Which sibling's DTD decisions stand in for a run without DTD: the paper's method and its
 variant first, the ablations (whose sets come from a fixed rule) last."""
@@ -47,10 +51,15 @@ def with_role(role: str) -> Method:
     return method
 
 
+def with_dtd() -> tuple[str, ...]:
+    """The methods that run DTD (PRM, its variant and its ablations): what-if can replace their decisions."""
+    return tuple(m.name for m in REGISTRY.values() if m.runs_dtd)
+
+
 def dtd_sources() -> tuple[str, ...]:
     """The fixed sources of the ablations' dissimilar sets, as DTD records them."""
     return tuple(m.hooks.source for m in REGISTRY.values() if m.hooks.source is not None)
 
 
-__all__ = ["DTD_PREFERENCE", "NAMES", "REGISTRY", "STORY_SIBLINGS", "Hooks", "Method", "Plan", "dtd_sources", "get",
-           "with_role"]
+__all__ = ["DTD_PREFERENCE", "NAMES", "REGISTRY", "STORY_SIBLINGS", "VARIANT", "Hooks", "Method", "Plan", "dtd_sources",
+           "get", "with_dtd", "with_role"]

@@ -22,6 +22,11 @@ class TransferTests(Masked):
     resumable = False  # a checkpoint would lack the attention and the calls
     detects = "transfer"
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kta: C.TransferAttention | None = None  # built in start(), from the run's torch stream
+        self.similar_sets: list[list[int]] = []  # per task, the earlier tasks its transfer test called similar
+
     def start(self, resume: Any) -> None:
         if resume is not None:
             raise ValueError("CAT runs cannot be resumed: their checkpoints would lack the attention and the calls")
@@ -29,7 +34,6 @@ class TransferTests(Masked):
         with T.run_rng(self.ctx):
             self.kta = C.TransferAttention(width=cfg.model.hidden[-1], head_sizes=[t.n_classes for t in self.seq.tasks],
                                            heads=cfg.cat.heads, dropout=cfg.cat.attention_dropout).to(self.ctx.device)
-        self.similar_sets: list[list[int]] = []  # per task, the earlier tasks its transfer test called similar
 
     def before(self, task: int, model: MaskedMLP, forced: Sequence[Sequence[int]] | None) -> T.Steps:
         """The transfer test (emitted), then CAT's gradient multipliers, the units they leave

@@ -1,6 +1,6 @@
 """PRM: partially relaxed masks. Before each task, DTD (``prm.dtd``) decides which earlier tasks
 are dissimilar; while the task learns (LwPRM), only their units are protected, and the units of
-the similar tasks are relaxed (freed in the paper, ``prm.relax`` of their gradient otherwise) so
+the similar tasks are relaxed (freed in the paper, ``PRMConfig.relax`` of their gradient otherwise) so
 that the new task can share and update what they learnt."""
 
 from __future__ import annotations

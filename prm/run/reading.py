@@ -1,4 +1,4 @@
-"""Reading a run folder back: :func:`load_run` for any run, :class:`EventTail` for a live one.
+"""Reading a run folder back: :func:`load_run` for any run, finished or still being written.
 
 Layout of a run folder (schema version ``SCHEMA``)::
 
@@ -17,13 +17,13 @@ Layout of a run folder (schema version ``SCHEMA``)::
 A run folder is untrusted input (it may be uploaded, copied or damaged). Only JSON and
 numeric ``.npz`` arrays are read, through :mod:`prm.safeio` (regular files inside the folder,
 sizes checked before anything is allocated, never a pickle); every JSON document is parsed
-by :func:`prm.records.load_json` (a number no float can hold refuses its record), every
+by :func:`prm.strictjson.load_json` (a number no float can hold refuses its record), every
 event record into its typed event by :mod:`prm.records` (types and ranges checked), and
 every array is checked against the run's shapes. ``load_run`` reads a finished, running, stopped, failed or
 killed run: a truncated or corrupt line, a record out of range, a missing or refused array
 file or a bad summary gives a partial run with warnings; a folder that is not a run, or one
 from a newer schema, raises ``RunFormatError``, and nothing else is ever raised. Live views
-read the same files through :class:`EventTail` and fold them with :func:`apply_events`.
+call it again as the run grows: the same files, folded by :func:`apply_events`.
 """
 
 from __future__ import annotations
@@ -81,27 +81,6 @@ def parse_lines(text: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Parse JSON lines; return the objects and a warning per line that is not one."""
     problems: list[str] = []
     return list(iter_records(text, problems)), problems
-
-
-class EventTail:
-    """Reads the complete lines appended to ``events.jsonl`` since the last call (live runs)."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.offset = 0
-
-    def read_new(self) -> list[dict[str, Any]]:
-        try:
-            chunk = safeio.read_bytes(self.folder, "events.jsonl", limit=safeio.MAX_EVENTS_BYTES, truncate=True,
-                                      start=self.offset)
-        except (FileNotFoundError, safeio.UnsafeFile):
-            return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        records, _ = parse_lines(chunk[: end + 1].decode("utf-8", errors="replace"))
-        return records
 
 
 @dataclass(frozen=True, kw_only=True)

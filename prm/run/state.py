@@ -1,7 +1,7 @@
 """The fold: event records in, a typed :class:`RunState` out; pure, no files.
 
-Recorded runs (:func:`prm.run.load_run`) and live ones (``explorer.live``, fed by
-:class:`prm.run.EventTail`) are folded by the same :func:`apply_events`, so a view shows a
+Recorded runs and live ones (both read by :func:`prm.run.load_run`, the live ones again as they
+grow) are folded by the same :func:`apply_events`, so a view shows a
 running sequence exactly as it will show the finished run. Each record is parsed into its
 typed event (:mod:`prm.records`); one that is not what it claims, or comes out of the engine's
 order, is skipped and the reason kept, so one bad line never takes a run down.
@@ -86,9 +86,10 @@ class RunState:
         """Every similarity decision of the run: task -> (who decided, earlier tasks called
         dissimilar). PRM and its ablations: DTD's set for ``layer`` (the last by default: the
         layer the heads read), ``who`` its source (xmeans, linkage, cut, true, whatif ...).
-        CAT: its transfer test, ``who`` = ``cat``, one set for every layer."""
+        A method with transfer tests (CAT): its test, ``who`` = the method's name, one set for
+        every layer."""
         out = {t: (record.source, list(record.layers[layer]["dissimilar"])) for t, record in self.dtd.items()}
-        out.update({t: ("cat", test.dissimilar) for t, test in self.transfer.items()})
+        out.update({t: (self.config["method"], test.dissimilar) for t, test in self.transfer.items()})
         return dict(sorted(out.items()))
 
     def current(self) -> EpochEnd | None:
@@ -106,10 +107,10 @@ def _admit(state: dict[str, Any], event: Any) -> str | None:
         return f"for task {event.task + 1} while task {current + 1} is being learnt"
     if isinstance(event, DTDResult) and event.task in state["dtd"]:
         return "a second DTD record for this task"
-    cat = method_flags(state["started"].config["method"]).cat
-    if isinstance(event, TransferTest) and not cat:
+    transfers = method_flags(state["started"].config["method"]).transfer_tests
+    if isinstance(event, TransferTest) and not transfers:
         return "a transfer test in a run of a method without them (only CAT makes them)"
-    if isinstance(event, DTDResult) and cat:
+    if isinstance(event, DTDResult) and transfers:
         return "a DTD record in a CAT run (CAT makes transfer tests, not DTD)"
     if isinstance(event, TransferTest) and event.task in state["transfer"]:
         return "a second transfer test for this task"

@@ -8,12 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from prm import analysis, methods
+from prm import analysis
 from prm.cli.common import fmt, say
 from prm.text import terminal
 
-STL = methods.with_role("single-task").name
-"""The method whose diagonal is forward transfer's reference."""
 
 Results = dict[tuple[str, str, int], tuple[np.ndarray, float, list[str]]]  # (sequence, method, seed) -> R, CT, families
 
@@ -37,7 +35,7 @@ def compare_table(results: Results) -> list[dict[str, Any]]:
             values: dict[str, list[float]] = {"acc": [], "bwt": [], "fwt": [], "ct": []}
             for seed in seeds:
                 R, seconds, _ = results[(sequence, method, seed)]
-                found = _metrics(R, results.get((sequence, STL, seed)))
+                found = _metrics(R, results.get((sequence, analysis.SINGLE_TASK, seed)))
                 for key in ("acc", "bwt", "fwt"):
                     if found[key] is not None:
                         values[key].append(found[key])
@@ -61,7 +59,7 @@ def family_table(results: Results) -> list[dict[str, Any]]:
             for seed in seeds:
                 R, _, fams = results[(sequence, method, seed)]
                 tasks = [i for i, f in enumerate(fams) if f == family]
-                found = _metrics(R, results.get((sequence, STL, seed)), tasks=tasks)
+                found = _metrics(R, results.get((sequence, analysis.SINGLE_TASK, seed)), tasks=tasks)
                 if found["acc"] is None:  # none of the family's tasks learnt yet
                     continue
                 counts.append(len(tasks))
