@@ -101,8 +101,9 @@ def family_metrics(state: RunState, *, stl: RunState | None = None) -> dict[str,
     """Per family (:func:`families`): BWT over its learnt tasks and FWT over those of them
     whose single-task accuracy the STL run knows (None where neither is known)."""
     stl_diag = None
-    if stl is not None and metrics.completed_rows(stl.accuracy_matrix("test")):
-        stl_diag = np.diag(stl.accuracy_matrix("test"))
+    stl_R = None if stl is None else stl.accuracy_matrix("test")
+    if stl_R is not None and metrics.completed_rows(stl_R):
+        stl_diag = np.diag(stl_R)
     R = state.accuracy_matrix("test")
     done = metrics.completed_rows(R)
     out = {}

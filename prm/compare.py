@@ -167,10 +167,10 @@ def task_times(runs: dict[str, tuple[RunState, int | None]]) -> pd.DataFrame:
     rows = []
     for name, (state, seed) in runs.items():
         phases = state.task_seconds()
-        if not np.isfinite(sum(phases.values(), np.zeros(state.tasks_done)).sum()):
-            continue
         zero = np.zeros(state.tasks_done)
         per_task = sum(phases.values(), zero)
+        if not np.isfinite(per_task.sum()):
+            continue
         detection = sum((phases[p] for p in DETECTION_PHASES if p in phases), zero)
         for task, (seconds, spent, accumulated) in enumerate(zip(per_task, detection, np.cumsum(per_task))):
             rows.append({"run": name, "method": state.config.get("method"), "config": config_id(state.config),

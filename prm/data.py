@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -279,3 +280,10 @@ def make_sequence(
         seed=seed,
         oracle_transfer=transfer_matrix(tasks) if spec.oracle else None,
     )
+
+
+def sequence_for(config: Any) -> TaskSequence:
+    """The task sequence a run configuration (``prm.config.RunConfig``) trains on: its sequence,
+    seed, task count, data folder and shots."""
+    return make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks, data_dir=config.data_dir,
+                         shots=config.shots)

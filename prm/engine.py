@@ -28,7 +28,7 @@ from prm import trainer as T
 from prm.analysis import true_groups
 from prm.checkpoint import Checkpoint, capture
 from prm.config import RunConfig
-from prm.data import TaskSequence, make_sequence
+from prm.data import TaskSequence, sequence_for
 from prm.events import RunEnd, RunStarted, TaskArrays, TaskEnd
 from prm.methods.base import Hooks
 from prm.model import MaskedMLP
@@ -109,8 +109,7 @@ def train_together(jobs: Sequence[Job], *, compile: str = "auto") -> list[RunRes
         cfg = job.config
         ctx = T.Context(cfg=cfg, device=torch.device(cfg.device), generator=torch.Generator().manual_seed(cfg.seed),
                         emit=job.emit or (lambda event: None), should_stop=job.should_stop or (lambda: False))
-        seq = job.sequence or make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir,
-                                            shots=cfg.shots)
+        seq = job.sequence or sequence_for(cfg)
         ctx.torch_state = torch.Generator().manual_seed(cfg.seed).get_state()
         with T.run_rng(ctx):
             models.append(T.build_model(cfg, seq, masked=methods.get(cfg.method).masked, device=ctx.device))

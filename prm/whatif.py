@@ -28,7 +28,7 @@ from pathlib import Path
 
 from prm import checkpoint
 from prm.config import RunConfig
-from prm.data import TaskSequence, make_sequence
+from prm.data import TaskSequence, sequence_for
 from prm.engine import Emit, Resume
 from prm.events import Event, RunStarted, TaskArrays
 from prm import methods
@@ -194,7 +194,7 @@ def sequence(plan: Plan) -> TaskSequence:
     """The parent's task sequence, built again from its config; refused when it no longer
     matches what the parent recorded (a changed data set or data_dir would mix two sequences)."""
     cfg = plan.config
-    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
+    seq = sequence_for(cfg)
     keys = ("name", "family", "n_classes", "classes", "sizes")
     built = [{k: t.describe()[k] for k in keys} for t in seq.tasks]
     recorded = [{k: t[k] for k in keys} for t in plan.parent.state.tasks]

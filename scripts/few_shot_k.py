@@ -30,14 +30,12 @@ def _accs(job: tuple[str, str, int, tuple[int, ...]]) -> list[float]:
     """Acc of one method at one k for every seed, the seeds trained as one stack."""
     import torch
 
-    from prm.data import make_sequence
     from prm.engine import Job, train_together
 
     torch.set_num_threads(1)
     sequence, method, shots, seeds = job
     configs = [RunConfig(sequence=sequence, method=method, shots=shots, seed=s) for s in seeds]
-    jobs = [Job(config=c, sequence=make_sequence(sequence, seed=c.seed, shots=shots)) for c in configs]
-    return [float(r.test_acc[-1].mean()) for r in train_together(jobs)]
+    return [float(r.test_acc[-1].mean()) for r in train_together([Job(config=c) for c in configs])]
 
 
 def _cell(values: np.ndarray) -> str:

@@ -36,7 +36,8 @@ ABLATION_SOURCES = methods.dtd_sources()
 
 
 def label(method: str | None) -> str:
-    return methods.REGISTRY[method].label if method in methods.REGISTRY else str(method)
+    entry = methods.find(method)
+    return entry.label if entry is not None else str(method)
 
 
 def projector(fig: go.Figure, *, title: str, height: int) -> go.Figure:
@@ -214,7 +215,7 @@ def calls_table(state: RunState, *, layer: int) -> pd.DataFrame:
 def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str) -> go.Figure:
     """The grid of :func:`calls_table`: new task by earlier task, coloured by the call, marked
     right or wrong; titled by who called (DTD of a PRM-family run, or CAT's transfer tests)."""
-    cat = method in methods.REGISTRY and methods.get(method).transfer_tests
+    cat = (entry := methods.find(method)) is not None and entry.transfer_tests
     if table.empty:
         return empty("no similarity call recorded for this layer")
     size = n_tasks - 1
@@ -253,7 +254,7 @@ def decider(state: RunState) -> str:
     X-means (the paper's PRM), the linkage or cut rule and its threshold (PRM+), CAT's transfer
     tests, or, in an ablation, the X-means calls its fixed rule overrode (Markdown)."""
     method = state.config.get("method")
-    entry = methods.REGISTRY.get(method) if isinstance(method, str) else None
+    entry = methods.find(method)
     if entry is not None and entry.transfer_tests:
         return "CAT decided by transfer tests"
     if entry is not None and entry.hooks.source in FIXED_RULES:

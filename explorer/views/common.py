@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,10 +143,16 @@ HELP_DIR = Path(__file__).with_name("help")
 """The views' "How to read this" prose, one Markdown file each, so the views read as code."""
 
 
+@functools.cache
+def _help_file(name: str) -> str:
+    """A help file's text, read once per process: the files ship with the app and do not change."""
+    return (HELP_DIR / f"{name}.md").read_text(encoding="utf-8").rstrip("\n")
+
+
 def read_help(name: str, **fields: object) -> str:
     """The help text ``help/<name>.md``, its ``{field}`` placeholders filled from ``fields``;
     with no fields, the text as written (a template its view fills per run)."""
-    text = (HELP_DIR / f"{name}.md").read_text(encoding="utf-8").rstrip("\n")
+    text = _help_file(name)
     return text.format(**fields) if fields else text
 
 

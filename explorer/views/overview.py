@@ -18,7 +18,8 @@ HELP = read_help("overview")
 def render(ctx: Context) -> None:
     state = ctx.run.state
     method = state.config.get("method", "?")
-    st.caption(f"**{md(method)}** — {methods.REGISTRY[method].help if method in methods.REGISTRY else ''}. Sequence **{md(state.sequence)}**, "
+    entry = methods.find(method)
+    st.caption(f"**{md(method)}** — {entry.help if entry else ''}. Sequence **{md(state.sequence)}**, "
                f"{state.tasks_done} of {state.n_tasks} tasks learnt, status **{ctx.run.status}**.")
     stl = ctx.stl_state()
     m = analysis.run_metrics(state, stl=stl)

@@ -108,8 +108,10 @@ def check_sequence(name: str) -> None:
 
 
 def check_method(name: str) -> None:
-    if name not in methods.REGISTRY:
-        fail(f"unknown method {name!r}; choose one of {', '.join(methods.NAMES)}")
+    try:
+        methods.get(name)
+    except ValueError as exc:  # the registry's message: the name and the known ones
+        fail(str(exc))
 
 
 def check_out(folder: Path, option: str, *, may_hold_files: bool = False) -> None:

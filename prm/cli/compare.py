@@ -19,9 +19,9 @@ from prm.cli.common import (check_method, check_out, check_sequence, fail, int_l
                             say, study_name)
 from prm.cli.options import add_training_options, run_config
 from prm.cli.reports import Results, compare_table, family_table, say_tables
-from prm.cli.tune import storage, task_sequence, train_recorded
+from prm.cli.tune import storage, train_recorded
 from prm.config import RunConfig
-from prm.data import make_sequence
+from prm.data import make_sequence, sequence_for
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -122,8 +122,7 @@ def _compare_stack(batch: tuple[list[RunConfig], list[str | None], str]) -> list
 
     torch.set_num_threads(1)
     configs, outs, compile = batch
-    seqs = [make_sequence(c.sequence, seed=c.seed, n_tasks=c.n_tasks, data_dir=c.data_dir, shots=c.shots)
-            for c in configs]
+    seqs = [sequence_for(c) for c in configs]
     jobs = [Job(config=c, sequence=q, emit=RunWriter(o, config=c) if o else None) for c, q, o in zip(configs, seqs, outs)]
     results = train_together(jobs, compile=compile)
     return [(r.test_acc, r.seconds, [t.family for t in q.tasks]) for r, q in zip(results, seqs)]
@@ -237,7 +236,7 @@ def _compare_shared(args: argparse.Namespace, configs: dict, *, methods: list[st
     def sequence_of(config: RunConfig) -> Any:
         key = (config.sequence, config.seed, config.n_tasks, config.data_dir, config.shots)
         if key not in sequences:
-            sequences[key] = task_sequence(config)
+            sequences[key] = sequence_for(config)
         return sequences[key]
 
     def train(config: RunConfig, run_dir: Path, number: int) -> Any:

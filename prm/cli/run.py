@@ -9,7 +9,7 @@ from pathlib import Path
 from prm.cli.common import check_method, check_out, check_sequence, path
 from prm.cli.options import add_training_options, method_help, run_config, sequence_help
 from prm.cli.recording import open_writer, record, restore_ctrl_c
-from prm.data import make_sequence
+from prm.data import sequence_for
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out if args.out is not None else f"runs/{args.sequence}-{args.method}-s{args.seed}-{stamp}")
     check_out(out, "--out")
-    seq = make_sequence(cfg.sequence, seed=cfg.seed, n_tasks=cfg.n_tasks, data_dir=cfg.data_dir, shots=cfg.shots)
+    seq = sequence_for(cfg)
     writer = open_writer(out, config=cfg)  # nothing is created on disk before this point
     return record(out, writer, tasks=len(seq.tasks), quiet=args.quiet,
                   train=lambda emit: train_sequence(cfg, emit=emit, sequence=seq, compile=args.compile))

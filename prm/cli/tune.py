@@ -14,7 +14,7 @@ from prm.cli.common import (check_method, check_out, check_sequence, fail, fmt, 
                             study_name)
 from prm.cli.options import add_training_options, method_help, run_config, sequence_help
 from prm.config import RunConfig
-from prm.data import make_sequence
+from prm.data import sequence_for
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,12 +45,6 @@ def storage(args: argparse.Namespace) -> str:
     from prm import tune
 
     return args.storage or tune.DEFAULT_STORAGE
-
-
-def task_sequence(config: RunConfig) -> Any:
-    """The task sequence a config trains on."""
-    return make_sequence(config.sequence, seed=config.seed, n_tasks=config.n_tasks, data_dir=config.data_dir,
-                         shots=config.shots)
 
 
 def train_recorded(config: RunConfig, run_dir: Path, *, compile: str, sequence: Any,
@@ -86,7 +80,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     url = storage(args)
     runs_dir = Path(args.runs_dir) / name
     check_out(runs_dir, "--runs-dir", may_hold_files=True)  # before the storage is opened or made
-    seq = task_sequence(cfg)
+    seq = sequence_for(cfg)
     if args.fail_running:
         say(f"prm: {tune.fail_running(url, name)} running trial(s) of {name} marked failed", err=True)
     bar = tqdm(total=args.trials, unit="trial", disable=args.quiet, dynamic_ncols=True)

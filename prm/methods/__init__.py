@@ -45,6 +45,12 @@ def get(name: str) -> Method:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(NAMES)}") from None
 
 
+def find(name: object) -> Method | None:
+    """The method called ``name``, None for any other value (a damaged or foreign run's method
+    may be unknown, or not even a string): for views that show what they can of any run."""
+    return REGISTRY.get(name) if isinstance(name, str) else None
+
+
 def with_role(role: str) -> Method:
     """The one method with ``role`` (``baseline``: HAT, ``single-task``: STL ...)."""
     (method,) = (m for m in REGISTRY.values() if m.role == role)
@@ -62,4 +68,4 @@ def dtd_sources() -> tuple[str, ...]:
 
 
 __all__ = ["DTD_PREFERENCE", "NAMES", "REGISTRY", "STORY_SIBLINGS", "VARIANT", "Hooks", "Method", "Plan", "dtd_sources",
-           "get", "with_dtd", "with_role"]
+           "find", "get", "with_dtd", "with_role"]

@@ -94,12 +94,15 @@ class Hooks:
     def score_row(self, task: int, model: MaskedMLP, test_acc: Any, val_acc: Any) -> list[bool] | None:
         """Fill row ``task`` of the accuracy matrices (every task learnt so far); returns which
         tasks answered with a second head (CAT's), None for methods that have none."""
-        smax = self.ctx.cfg.hat.smax
         for i in range(task + 1):
-            net, d = self.evaluated(i, model), self.data[i]
-            _, test_acc[task, i] = T.evaluate(net, i, d["x_test"], d["y_test"], smax)
-            _, val_acc[task, i] = T.evaluate(net, i, d["x_val"], d["y_val"], smax)
+            self.score(task, i, self.evaluated(i, model), test_acc, val_acc)
         return None
+
+    def score(self, task: int, i: int, net: MaskedMLP, test_acc: Any, val_acc: Any) -> None:
+        """Task ``i``'s test and validation accuracy with ``net``, into row ``task``."""
+        d, smax = self.data[i], self.ctx.cfg.hat.smax
+        _, test_acc[task, i] = T.evaluate(net, i, d["x_test"], d["y_test"], smax)
+        _, val_acc[task, i] = T.evaluate(net, i, d["x_val"], d["y_val"], smax)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,9 +40,9 @@ class TransferTests(Masked):
         protected (recorded as ``protected_l<l>``), and the attention phase when some earlier
         task was called similar (else HAT's step with CAT's multipliers, which equal HAT's when
         every earlier task is dissimilar)."""
-        if task == 0:
+        if task == 0:  # nothing earlier to test: HAT's plan
             self.similar_sets.append([])
-            return Plan(protect=self.accumulated, reg_used=self.accumulated)
+            return (yield from super().before(task, model, forced))
         ctx, acc = self.ctx, self.accumulated
         test = C.transfer_test(ctx, self.seq, model, task, self.data[task])
         ctx.emit(test)
@@ -71,9 +71,7 @@ class TransferTests(Masked):
                 used.append(use)
                 continue
             used.append(False)
-            d, smax = self.data[i], self.ctx.cfg.hat.smax
-            _, test_acc[task, i] = T.evaluate(model, i, d["x_test"], d["y_test"], smax)
-            _, val_acc[task, i] = T.evaluate(model, i, d["x_val"], d["y_val"], smax)
+            self.score(task, i, model, test_acc, val_acc)
         return used
 
 

@@ -27,8 +27,8 @@ class Relaxed(Masked):
         return list(called)
 
     def before(self, task: int, model: MaskedMLP, forced: Sequence[Sequence[int]] | None) -> T.Steps:
-        if task == 0:
-            return Plan(protect=self.accumulated, reg_used=self.accumulated)
+        if task == 0:  # nothing earlier to judge: HAT's plan
+            return (yield from super().before(task, model, forced))
         prm = self.ctx.cfg.prm
         D.init_embedding(model, task, prm.embedding_init)
         clock = time.perf_counter()

@@ -107,11 +107,12 @@ def _admit(state: dict[str, Any], event: Any) -> str | None:
         return f"for task {event.task + 1} while task {current + 1} is being learnt"
     if isinstance(event, DTDResult) and event.task in state["dtd"]:
         return "a second DTD record for this task"
-    transfers = method_flags(state["started"].config["method"]).transfer_tests
-    if isinstance(event, TransferTest) and not transfers:
-        return "a transfer test in a run of a method without them (only CAT makes them)"
-    if isinstance(event, DTDResult) and transfers:
-        return "a DTD record in a CAT run (CAT makes transfer tests, not DTD)"
+    if isinstance(event, (TransferTest, DTDResult)):  # who may decide similarity: the method's way
+        transfers = method_flags(state["started"].config["method"]).transfer_tests
+        if isinstance(event, TransferTest) and not transfers:
+            return "a transfer test in a run of a method without them (only CAT makes them)"
+        if isinstance(event, DTDResult) and transfers:
+            return "a DTD record in a CAT run (CAT makes transfer tests, not DTD)"
     if isinstance(event, TransferTest) and event.task in state["transfer"]:
         return "a second transfer test for this task"
     if isinstance(event, ArraysWritten) and (event.kind, event.task) in state["array_files"]:
