@@ -13,14 +13,13 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
 from prm.records import MAX_TASKS, fits
-from prm.storages import StorageError, file_of, one_line, read_storage
+from prm.storages import StorageError, one_line, read_storage
 
 # ----------------------------------------------------------------------------- reading studies
 
@@ -38,8 +37,8 @@ class Trial:
     test_acc: float | None
     bwt: float | None
     seconds: float | None
-    run_dir: str | None  # the run folder as recorded (absolute, on the machine named by host)
-    run_dir_relative: str | None  # the same, relative to the storage file (SQLite or journal only)
+    run_dir: str | None  # the run folder as recorded: relative to the storage file where it has one, else absolute
+    run_dir_relative: str | None  # the same, relative to the storage file: written by earlier versions only
     host: str | None
     note: str | None  # why a trial was failed or pruned
     test_matrix: np.ndarray | None
@@ -113,19 +112,6 @@ def read_study(storage: Any, name: str) -> Study:
     trials = _trials(storage, study_id, kind=kind)
     problems += [f"trial {t.number}: {t.problem}" for t in trials if t.problem]
     return Study(name=name, kind=kind, attrs=attrs, trials=trials, problems=tuple(problems))
-
-
-def run_folder(url: str, trial: Trial) -> Path | None:
-    """The trial's run folder on this machine, or None: the recorded path where it exists,
-    else the path relative to the storage file (a study copied with its folders)."""
-    if trial.run_dir and Path(trial.run_dir).is_dir():
-        return Path(trial.run_dir)
-    home = file_of(url)
-    if home is not None and trial.run_dir_relative:
-        candidate = (home.parent / trial.run_dir_relative).resolve()
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def importances(url: str, name: str) -> dict[str, float]:

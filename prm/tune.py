@@ -6,7 +6,8 @@ getting its hyper-parameters right. :func:`tune` runs such a study; :func:`compa
 spreads a comparison (sequence x method x seed) over whoever runs the same command on the
 same storage. Both keep each trial's metrics and accuracy matrix in the storage itself, so a
 table or the explorer's Tuning view needs no file from another machine; each trial also
-names the run folder it recorded.
+names the run folder it recorded, relative to the storage file where there is one
+(:func:`recorded_folder`), so a storage copied with its folders opens them wherever it lies.
 
 Storages are opened and read by :mod:`prm.storages` (a look never writes), studies and trials
 read as untrusted input by :mod:`prm.studies`; this module re-exports both, so callers keep
@@ -43,7 +44,7 @@ from prm import analysis, methods
 from prm.config import RunConfig, key_view
 from prm.storages import StorageError, engine_url, file_of, open_storage, read_storage, safe_url
 from prm.studies import (Study, Trial, default_study, importances, load_study, parameter_sensitivity, read_study,
-                         run_folder, study_names, tuned_studies)
+                         study_names, tuned_studies)
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 ATTRS_WAIT_SECONDS = 10.0
@@ -104,33 +105,76 @@ def apply_params(base: RunConfig, params: dict[str, float]) -> RunConfig:
 # ----------------------------------------------------------------------------- recording a trial
 
 
-def _outcome(trial: Any, *, config: RunConfig, run_dir: Path, storage_url: str, result: Any,
-             families: Sequence[str]) -> float:
+def _outcome(trial: Any, *, result: Any, families: Sequence[str]) -> float:
     """Keep a finished trial's metrics in the storage; return its objective, validation Acc."""
     if result.status != "finished":
         raise RuntimeError(f"the run ended {result.status}")
     val, test = (analysis.matrix_metrics(R) for R in (result.val_acc, result.test_acc))
-    home = file_of(storage_url)
-    relative = None
-    if home is not None:
-        try:
-            relative = str(run_dir.resolve().relative_to(home.resolve().parent))
-        except ValueError:
-            relative = None
     for key, value in {
         "val_acc": val["acc"], "test_acc": test["acc"], "bwt": test["bwt"],
         "seconds": round(float(result.seconds), 3),
         "test_matrix": [[None if not math.isfinite(v) else round(float(v), 6) for v in row] for row in result.test_acc],
-        "families": list(families), "run_dir_relative": relative,
+        "families": list(families),
     }.items():
         trial.set_user_attr(key, value)
     return val["acc"]
 
 
-def _start(trial: Any, run_dir: Path) -> None:
-    trial.set_user_attr("run_dir", str(run_dir.resolve()))
+def _start(trial: Any, run_dir: Path, url: str) -> None:
+    trial.set_user_attr("run_dir", recorded_folder(run_dir, url))
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+
+
+# ----------------------------------------------------------------------------- where a trial's run folder is
+
+
+def recorded_folder(run_dir: Path, url: str) -> str:
+    """``run_dir`` as a trial records it: relative to the storage file's folder (POSIX) when it
+    lies below it, so a storage copied with its study's folders opens them in any clone or on any
+    machine; absolute only where that cannot be, a server storage (PostgreSQL has no file) or a
+    runs folder outside the storage file's, and then it names a folder on the machine in ``host``."""
+    folder = Path(os.path.abspath(run_dir))
+    home = file_of(url)
+    if home is not None:
+        try:
+            return folder.relative_to(Path(os.path.abspath(home)).parent).as_posix()
+        except ValueError:
+            pass
+    return str(folder)
+
+
+def relative_folder(trial: Trial) -> str | None:
+    """The trial's folder as recorded relative to its storage file: ``run_dir`` where it is
+    relative (as :func:`recorded_folder` writes it), else ``run_dir_relative``, which earlier
+    versions recorded beside an absolute ``run_dir``; None where neither is."""
+    if trial.run_dir and not os.path.isabs(trial.run_dir):
+        return trial.run_dir
+    return trial.run_dir_relative or None
+
+
+def inside(relative: str) -> str | None:
+    """``relative`` normalised, None where it would leave the folder it is relative to: a
+    storage is untrusted, and one naming ``../..`` or an absolute path must not point a reader
+    elsewhere. Judged on the text (a link the user made inside that folder is theirs to follow)."""
+    path = os.path.normpath(relative)
+    if os.path.isabs(path) or path in (".", "..") or path.startswith("../"):
+        return None
+    return path
+
+
+def run_folder(url: str, trial: Trial) -> Path | None:
+    """The trial's run folder on this machine, or None. A relative record is resolved against
+    the storage file's folder (only :func:`inside` it) and preferred: a clone's own copy,
+    wherever the study was made. An absolute one is used as recorded, where it exists here."""
+    home, relative = file_of(url), relative_folder(trial)
+    kept = inside(relative) if home is not None and relative else None
+    candidates = [Path(os.path.abspath(home.parent)) / kept if kept else None,
+                  Path(trial.run_dir) if trial.run_dir and os.path.isabs(trial.run_dir) else None]
+    return next((p for p in candidates if p is not None and os.path.isdir(p)), None)
+
+
+# ----------------------------------------------------------------------------- sharing a study
 
 
 def study_key(config: RunConfig) -> str:
@@ -374,7 +418,7 @@ def _train_trial(trial: Any, config: RunConfig, run_dir: Path, *, url: str, trai
     if run_dir.exists():
         raise StorageError(f"{run_dir} already exists (a study of the same name on another storage?); "
                            "choose another runs folder")
-    _start(trial, run_dir)
+    _start(trial, run_dir, url)
     try:
         result = train(config, run_dir, trial.number)
     except KeyboardInterrupt:
@@ -383,7 +427,7 @@ def _train_trial(trial: Any, config: RunConfig, run_dir: Path, *, url: str, trai
     except Exception as exc:
         trial.set_user_attr("note", f"failed: {type(exc).__name__}: {str(exc)[:200]}")
         raise
-    return _outcome(trial, config=config, run_dir=run_dir, storage_url=url, result=result, families=families)
+    return _outcome(trial, result=result, families=families)
 
 
 class _StartupBySeed(optuna.samplers.BaseSampler):
@@ -429,6 +473,6 @@ class _StartupBySeed(optuna.samplers.BaseSampler):
 
 
 __all__ = ["DEFAULT_STORAGE", "Cell", "cell_of", "compare_grid", "engine_url", "grid_key",
-           "fail_running", "study_key", "tune", "Range", "Study", "StorageError", "Trial", "apply_params",
+           "fail_running", "inside", "study_key", "tune", "Range", "Study", "StorageError", "Trial", "apply_params",
            "default_study", "file_of", "importances", "load_study", "open_storage", "parameter_sensitivity",
-           "read_storage", "run_folder", "safe_url", "search_space", "study_names", "tuned_studies"]
+           "read_storage", "recorded_folder", "relative_folder", "run_folder", "safe_url", "search_space", "study_names", "tuned_studies"]

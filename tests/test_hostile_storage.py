@@ -352,8 +352,8 @@ def test_the_tuning_view_shows_a_hostile_trial_as_unreadable(tmp_path, only_thes
     assert not at.exception
     warning = "\n".join(w.value for w in at.warning)
     assert "trial 6" in warning and "test\\_acc" in warning and "study attribute cells" in warning
-    trials = at.dataframe[0].value
-    assert trials["state"][6] == "unreadable" and "test_acc" in trials["note"][6]
+    scores, folders = at.dataframe[0].value, at.dataframe[2].value  # the trials table's Scores and Run folders tabs
+    assert scores["state"][6] == "unreadable" and "test_acc" in folders["note"][6]
     assert f"PS **{PS:.3f}**" in texts(at)  # over the readable trials only
 
 

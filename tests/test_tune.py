@@ -136,6 +136,56 @@ def test_reading_never_creates_a_storage(tmp_path):
         tune.open_storage(f"sqlite:///{tmp_path}/folder.db")
 
 
+def _recorded(run_dir: str | None, relative: str | None = None) -> tune.Trial:
+    """A complete trial whose folder is recorded as ``run_dir`` (and ``run_dir_relative``)."""
+    return tune.Trial(number=0, state="complete", params={}, val_acc=0.9, test_acc=0.9, bwt=0.0, seconds=1.0,
+                      run_dir=run_dir, run_dir_relative=relative, host="h", note=None, test_matrix=None, families=())
+
+
+def test_a_file_storage_records_run_folders_relative_to_itself(tmp_path, monkeypatch):
+    """Relative to the storage file's folder where the folder lies below it (a study copied
+    with its folders opens anywhere); absolute only for a server or a runs folder elsewhere."""
+    url = f"sqlite:///{tmp_path / 'studies' / 'o.db'}"
+    assert tune.recorded_folder(tmp_path / "studies" / "s" / "trial-0001", url) == "s/trial-0001"
+    assert tune.recorded_folder(tmp_path / "elsewhere" / "trial-0001", url) == str(tmp_path / "elsewhere" / "trial-0001")
+    assert tune.recorded_folder(tmp_path / "t", f"journal:///{tmp_path / 'j.log'}") == "t"
+    assert tune.recorded_folder(tmp_path / "t", "postgresql://u@h/db") == str(tmp_path / "t")
+    monkeypatch.chdir(tmp_path)  # a relative URL and folder, as the CLI's default runs/optuna.db
+    assert tune.recorded_folder(Path("runs/tune-x/trial-0000"), "sqlite:///runs/optuna.db") == "tune-x/trial-0000"
+
+
+def test_run_folder_prefers_the_copy_beside_the_storage(tmp_path):
+    """A storage copied (with its folders) from a checkout that still exists: the copy's own
+    folder is the trial's, not the original's, whether the record is this version's (relative
+    run_dir) or an earlier one's (absolute run_dir and run_dir_relative)."""
+    original, copy = tmp_path / "original", tmp_path / "clone"
+    for home in (original, copy):
+        (home / "s" / "trial-0001").mkdir(parents=True)
+    url = f"sqlite:///{copy / 'o.db'}"
+    assert tune.run_folder(url, _recorded("s/trial-0001")) == copy / "s" / "trial-0001"
+    earlier = _recorded(str(original / "s" / "trial-0001"), "s/trial-0001")
+    assert tune.run_folder(url, earlier) == copy / "s" / "trial-0001"
+    assert tune.run_folder(url, _recorded(str(original / "s" / "trial-0001"))) == original / "s" / "trial-0001"
+    assert tune.run_folder(url, _recorded("s/trial-0002")) is None  # not copied
+    assert tune.run_folder("postgresql://u@h/db", _recorded("s/trial-0001")) is None  # nothing to resolve against
+
+
+@pytest.mark.parametrize("hostile", ["../outside/run", "s/../../outside/run", "./..", "..", ".", "/etc",
+                                     "a" * 300, "s/" + "b" * 300])
+def test_a_recorded_relative_path_never_leaves_the_storage_folder(tmp_path, hostile):
+    """A hostile storage names a folder beside or above its own: never resolved there, even
+    where a folder exists, and a name too long for the file system is no folder (no error)."""
+    (tmp_path / "outside" / "run").mkdir(parents=True)
+    (tmp_path / "home" / "s").mkdir(parents=True)
+    url = f"sqlite:///{tmp_path / 'home' / 'o.db'}"
+    trials = [_recorded(None, hostile), _recorded("/nowhere/x", hostile)]
+    if not hostile.startswith("/"):  # an absolute run_dir names a folder as recorded (Open lists only runs)
+        trials.append(_recorded(hostile))
+    for trial in trials:
+        assert tune.run_folder(url, trial) is None
+    assert tune.inside("s/../s/./trial-0001") == "s/trial-0001"  # climbs, but stays inside
+
+
 def test_file_of_reads_paths_as_sqlalchemy():
     assert tune.file_of("sqlite:///runs/x.db") == Path("runs/x.db")
     assert tune.file_of("sqlite:////abs/x.db") == Path("/abs/x.db")
@@ -157,8 +207,7 @@ def test_tune_resumes_and_records_each_trial(tmp_path, kind):
     assert t.val_acc == pytest.approx(1.0 - abs(t.params["lr"] - 0.05))
     assert t.test_acc == pytest.approx(t.val_acc - 0.01)
     assert t.test_matrix.shape == (2, 2) and np.isnan(t.test_matrix[0, 1])
-    assert t.run_dir == str((tmp_path / "runs" / "trial-0003").resolve())
-    assert t.run_dir_relative == "runs/trial-0003"  # the storage file sits in tmp_path
+    assert t.run_dir == "runs/trial-0003" and t.run_dir_relative is None  # relative to the storage file's folder
     assert tune.run_folder(url, t) == tmp_path / "runs" / "trial-0003"
     best = again.best
     assert best.val_acc == max(x.val_acc for x in again.complete)
@@ -246,9 +295,13 @@ def test_cli_tune_resume_and_compare_tuned(tmp_path):
     best = study.best
     assert f"best trial {best.number} (chosen by validation Acc)" in out.stdout
     for t in study.complete:  # every trial a recorded, finished run with the trial's values
-        run = json.loads((Path(t.run_dir) / "run.json").read_text())
+        folder = tune.run_folder(url, t)
+        assert not os.path.isabs(t.run_dir) and folder == tmp_path / "runs" / "tune" / "tune-digits-mixed-hat" / \
+            f"trial-{t.number:04d}"  # recorded relative to the storage file's folder, tmp_path
+        run = json.loads((folder / "run.json").read_text())
         assert run["config"]["hat"]["lamb"] == pytest.approx(t.params["lamb"])
-        assert json.loads((Path(t.run_dir) / "summary.json").read_text())["status"] == "finished"
+        assert json.loads((folder / "summary.json").read_text())["status"] == "finished"
+    assert f"run folder: {tune.run_folder(url, best)}" in out.stdout
 
     refused = _cli("tune", "--method", "hat", "--trials", "4", "--quiet", *common[:-len(TINY)], *TINY[:-2],
                    "--width", "24", "--compile", "off", cwd=tmp_path)

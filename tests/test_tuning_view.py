@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "explorer" / "app.py")
 SAMPLE = "sample_runs/digits-mixed-prm-s0"
 SMALL_RUN = ROOT / "sample_runs" / "digits-classes-stl-s0"
+BUNDLED = view.BUNDLED  # as shipped: the fixture only_these_storages hides it from the view
 pytestmark = pytest.mark.skipif(not (ROOT / SAMPLE / "run.json").exists() or not (SMALL_RUN / "run.json").exists(),
                                 reason="the sample runs are missing (regenerate with scripts/make_sample_runs.py)")
 
@@ -127,12 +128,12 @@ def test_tuning_view_shows_the_study_of_the_runs_folder(study_home):
     shown = texts(at)
     assert f"PS **{PS:.3f}**" in shown and f"{PS:.3f}" != f"{np.std(TESTS, ddof=1):.3f}"  # population std
     assert "best trial **3** (by validation Acc)" in shown and "test Acc **0.801**" in shown  # not by test Acc
-    trials = at.dataframe[0].value
-    assert list(trials["trial"]) == [0, 1, 2, 3, 4, 5]
-    assert list(trials["state"]) == ["complete"] * 4 + ["pruned", "fail"]
-    assert list(trials["test Acc"][:4]) == TESTS and list(trials.columns[2:5]) == list(SPACE)
-    assert trials["run folder"][1] == catalog.key_of(trial) and "not on this machine" in trials["run folder"][0]
-    assert "failed: RuntimeError: boom" in trials["note"][5]
+    scores, drawn, folders = (at.dataframe[i].value for i in range(3))  # the tabs of one trials table
+    assert [list(df["trial"]) for df in (scores, drawn, folders)] == [[0, 1, 2, 3, 4, 5]] * 3
+    assert list(scores["state"]) == ["complete"] * 4 + ["pruned", "fail"]
+    assert list(scores["test Acc"][:4]) == TESTS and list(drawn.columns[1:]) == list(SPACE)
+    assert folders["run folder"][1] == catalog.key_of(trial) and "not on this machine" in folders["run folder"][0]
+    assert "failed: RuntimeError: boom" in folders["note"][5]
     assert at.selectbox(key=keys.TUNING_OPEN_TRIAL).options == ["trial 1 · val Acc 0.862 · complete"]  # only one here
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert len(specs) == 2
@@ -148,7 +149,7 @@ def test_a_compare_study_shows_its_cells_instead_of_importances(study_home):
     at = open_app(keys.TUNING, runs_dir=runs_dir)
     at.selectbox(key=keys.TUNING_STUDY).set_value("grid").run()
     assert not at.exception
-    cells = at.dataframe[1].value
+    cells = at.dataframe[3].value  # after the trials table's three tabs
     assert list(cells["state"]) == ["complete", "not started", "complete", "not started"]
     assert "2 of 4 cells trained" in texts(at)
     assert len(at.get("plotly_chart")) == 1  # Acc over trials only: no importances for a grid
@@ -246,6 +247,59 @@ def test_the_bundled_study_is_offered_and_its_trials_open(tmp_path):
     assert at.query_params[keys.VIEW] == keys.OVERVIEW
 
 
+@pytest.mark.skipif(not view.BUNDLED.is_file(), reason="no bundled study (sample_runs/tuning/optuna.db)")
+def test_a_copy_of_the_bundled_study_shows_and_opens_its_own_folders(tmp_path, only_these_storages):
+    """Bug 3 of issue 23: the bundled storage with its folders, copied as into another clone
+    (the original checkout still there): every study's table names the copy's folders or paths
+    relative to the storage, never an absolute path outside the copy, and Open opens the copy's run."""
+    copy = tmp_path / "clone" / "tuning"
+    shutil.copytree(BUNDLED.parent, copy)
+    url = view.file_url(copy / "optuna.db")
+    for name in tune.study_names(url):
+        study = tune.load_study(url, name)
+        cells = list(fig.trials_table(study, {t.number: tune.run_folder(url, t) for t in study.trials})["run folder"])
+        assert all(cells) and not any(str(ROOT) in c for c in cells), name
+        assert all(not c.startswith("/") or c.startswith(f"{copy}/{name}/") for c in cells), name
+        assert sum(c.startswith(f"{copy}/{name}/") for c in cells) == 1, name  # the kept best trial, the copy's
+    at = open_app(keys.TUNING, runs_dir=copy)  # the view: the same table, and Open
+    assert at.selectbox(key=keys.TUNING_STORAGE).value == url
+    name = at.selectbox(key=keys.TUNING_STUDY).value
+    shown = at.dataframe[2].value["run folder"]
+    assert not any(str(ROOT) in c for c in shown) and sum(c.startswith(f"{copy}/{name}/") for c in shown) == 1
+    at.button(key="tune-open").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert catalog.resolve(at.sidebar.selectbox(key=keys.RUN).value).parent == copy / name
+
+
+@pytest.mark.skipif(not view.BUNDLED.is_file(), reason="no bundled study (sample_runs/tuning/optuna.db)")
+def test_the_bundled_storage_records_no_absolute_path():
+    """Each trial's folder relative to the storage file (one record of it), no attribute an
+    absolute path, and no page of the file keeps the checkout's path it was made in."""
+    assert b"sample_runs/tuning" not in view.BUNDLED.read_bytes()
+    url = view.file_url(view.BUNDLED)
+    for name in tune.study_names(url):
+        study = optuna.load_study(study_name=name, storage=url)
+        values = [*study.user_attrs.values(), *(v for t in study.trials for v in t.user_attrs.values())]
+        assert not [v for v in values if isinstance(v, str) and v.startswith(("/", "~"))], name
+        for t in tune.load_study(url, name).trials:
+            assert t.run_dir_relative is None and tune.inside(t.run_dir) == t.run_dir.strip("/"), (name, t.number)
+            assert t.run_dir.startswith(f"{name}/trial-"), (name, t.number)
+
+
+def test_a_storage_naming_a_folder_outside_its_own_shows_it_and_never_opens_it(tmp_path, only_these_storages):
+    """A hostile storage records ``../outside/run``, where a real run lies: the path is shown
+    for what it is, and Open does not offer it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(SMALL_RUN, tmp_path / "outside" / "run")
+    write_tune_study(view.file_url(home / "optuna.db"), run_dir=Path("../outside/run"))
+    at = open_app(keys.TUNING, runs_dir=home)
+    assert at.dataframe[2].value["run folder"][1] == \
+        "../outside/run (outside the storage file's folder: not opened; not on this machine)"
+    assert not [s for s in at.selectbox if s.key == keys.TUNING_OPEN_TRIAL]
+    assert "No trial's run folder is on this machine" in texts(at)
+
+
 # ----------------------------------------------------------------------------- pure builders
 
 
@@ -263,6 +317,25 @@ def test_trials_table_has_no_missing_cell_where_a_trial_has_a_value(tmp_path):
     assert table["note"].map(type).eq(str).all() and table["run folder"].map(type).eq(str).all()
     assert table.loc[table["state"] == "pruned", list(fig.METRICS)].isna().all().all()  # intended: never trained
     assert table.loc[4, "run folder"] == ""  # and never had a folder
+
+
+def test_the_trials_table_splits_into_narrow_parts_that_keep_every_column(tmp_path):
+    """Scores, drawn values and run folders apart, each numbered by trial, none lost: 14
+    columns side by side scroll sideways in an 800 px window."""
+    url = view.file_url(tmp_path / "s.db")
+    write_tune_study(url)
+    whole = fig.trials_table(_study(url, "tune-digits-mixed-prm"), {})
+    parts = fig.trials_parts(whole)
+    assert list(parts) == list(fig.TRIAL_PARTS) and all(list(p.columns[:1]) == ["trial"] for p in parts.values())
+    assert {c for p in parts.values() for c in p.columns} == set(whole.columns)
+    assert max(len(p.columns) for p in parts.values()) <= 6
+
+
+def test_the_acc_legend_sits_below_the_plot(tmp_path):
+    url = view.file_url(tmp_path / "s.db")
+    write_tune_study(url)
+    legend = fig.acc_figure(_study(url, "tune-digits-mixed-prm")).layout.legend
+    assert legend.orientation == "h" and legend.yref == "container" and legend.yanchor == "bottom" and legend.y == 0
 
 
 def test_best_so_far_never_falls_and_ends_at_the_best_trial(tmp_path):

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from explorer.catalog import key_of
 from explorer.figures.common import empty, fmt, md, plain, style
 from explorer.figures.compare import zoomed_range
-from prm.tune import Study, Trial
+from prm.tune import Study, Trial, inside, relative_folder
 
 VAL_COLOUR, TEST_COLOUR, BEST_COLOUR = "#5E3C99", "#E66101", "#1A9850"
 """This view's own meanings: validation Acc (the objective), test Acc (reported only), and the
@@ -47,10 +47,16 @@ def _param(value):
 
 
 def folder_cell(trial: Trial, local: Path | None) -> str:
-    """Where the trial's run is: its folder here (as the run picker names it), else where it
-    was recorded and on which machine, or nothing for a trial that never trained."""
+    """Where the trial's run is: its folder here (as the run picker names it), else as it was
+    recorded: relative to the storage file (never the absolute path of the machine it was made
+    on, where an earlier version recorded both), or absolute with its machine; nothing for a
+    trial that never trained. A relative path that leaves the storage's folder is shown, never opened."""
     if local is not None:
         return key_of(local)
+    relative = relative_folder(trial)
+    if relative:
+        where = "beside the storage file" if inside(relative) else "outside the storage file's folder: not opened"
+        return f"{relative} ({where}; not on this machine)"
     if trial.run_dir:
         return f"{trial.run_dir} (on {trial.host or 'another machine'}; not on this machine)"
     return ""
@@ -70,6 +76,18 @@ def trials_table(study: Study, local: Mapping[int, Path | None]) -> pd.DataFrame
                      **{label: round(_number(getattr(t, field)), 4) for label, field in METRICS.items()},
                      "note": t.problem or t.note or "", "run folder": folder_cell(t, local.get(t.number))})
     return pd.DataFrame(rows, columns=["trial", "state", *params, *METRICS, "note", "run folder"])
+
+
+TRIAL_PARTS = ("scores", "parameters", "run folders")
+
+
+def trials_parts(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """:func:`trials_table` in three narrow tables, each numbered by trial: its scores, its
+    drawn values, and its run folder with the note. Together they are 14 columns, too many to
+    read (or to fit an 800 px window) side by side; apart each fits about 450 px."""
+    parameters = [c for c in table.columns if c not in ("trial", "state", *METRICS, "note", "run folder")]
+    return {"scores": table[["trial", "state", *METRICS]], "parameters": table[["trial", *parameters]],
+            "run folders": table[["trial", "run folder", "note"]]}
 
 
 def best_so_far(study: Study) -> pd.DataFrame:
@@ -114,9 +132,12 @@ def acc_figure(study: Study) -> go.Figure:
     values = [t.val_acc for t in done] + [v for v in tests if not math.isnan(v)]
     fig.update_yaxes(title="Acc", range=zoomed_range(values, [0.0] * len(values)))
     fig.update_xaxes(title="trial number", rangemode="tozero")
-    style(fig, height=380)
-    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0, xanchor="left"),
-                      margin=dict(t=40))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    style(fig, height=400)
+    # below the plot, under the axis title: in a narrow column its four entries take rows
+    fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                      margin=dict(t=20, b=110))
     return fig
 
 

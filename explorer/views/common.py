@@ -85,18 +85,18 @@ def table(df: pd.DataFrame, *, key: str, name: str, **kwargs) -> None:
                        key=f"csv-{key}", on_click="ignore", icon=":material/download:")
 
 
-def url_choice(key: str, options: list[str], default: str, *, what: str) -> None:
+def url_choice(key: str, options: list[str], default: str, *, what: str, whose: str = "this run") -> None:
     """Seed the widget keyed ``key`` (whose query parameter has the same name): its value is
     kept if still valid, else taken from the URL (a shared link or a reload), else ``default``.
     A URL value that is not one of ``options`` is reported in a warning (``what`` names the
-    setting) rather than silently dropped. The caller draws the widget with ``key=key`` and then
+    setting, ``whose`` what lacks it) rather than silently dropped. The caller draws the widget with ``key=key`` and then
     writes its value back with ``st.query_params[key] = value``. Used instead of ``bind`` for
     widgets whose shown label differs from their value, since a bound widget writes its label."""
     if st.session_state.get(key) in options:
         return
     url = st.query_params.get(key)
     if url is not None and url not in options:
-        link_warning(url, what=what, whose="this run", options=options, default=default)
+        link_warning(url, what=what, whose=whose, options=options, default=default)
     st.session_state[key] = url if url in options else default
 
 

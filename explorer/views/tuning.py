@@ -27,6 +27,9 @@ SERVER_TTL = 30
 """Seconds a server storage's (PostgreSQL) reading is reused: it has no file whose time says it changed."""
 
 HELP = read_help("tuning")
+WIDTHS = {"run folder": st.column_config.TextColumn(width="medium"), "note": st.column_config.TextColumn(width="medium")}
+"""Long texts get a fixed width (the whole text in the CSV), so that the run folders
+tab fits an 800 px window rather than scrolling sideways."""
 
 
 def absolute(url: str) -> str:
@@ -237,7 +240,10 @@ def render(*, root: Path) -> None:
                    f"only what was read): {fig.problems_line(study)}")
     local = {t.number: tune.run_folder(url, t) for t in study.trials}
     st.markdown("**Trials** (val Acc is the objective; test Acc is reported, never optimised)")
-    table(fig.trials_table(study, local), key="tune-trials", name=f"trials-{_slug(name)}")
+    parts = fig.trials_parts(fig.trials_table(study, local))
+    for tab, (part, frame) in zip(st.tabs([p.capitalize() for p in parts]), parts.items()):
+        with tab:
+            table(frame, key=f"tune-trials-{part}", name=f"trials-{part}-{_slug(name)}", column_config=WIDTHS)
     _open_trial(study, local)
     chart(fig.acc_figure(study), key="tune-acc", name=f"acc-{_slug(name)}")
     if study.kind == "compare":

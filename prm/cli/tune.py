@@ -129,7 +129,8 @@ def print_study(study: Any, *, url: str, target: int) -> None:
                      f"test Acc {fmt(best.test_acc, 4)}")
         lines.append("  " + params_text(best.params, "  "))
         folder = tune.run_folder(url, best)
-        recorded = "not recorded" if best.run_dir is None else f"{shown(best.run_dir, 300)} (on {shown(best.host)})"
+        where = f"on {shown(best.host)}" if Path(best.run_dir or "").is_absolute() else "relative to the storage file"
+        recorded = "not recorded" if best.run_dir is None else f"{shown(best.run_dir, 300)} ({where})"
         lines.append(f"  run folder: {folder if folder else recorded}")
     lines.append(f"PS (std of test Acc over the {len(done)} complete trials): {fmt(study.ps, 4)}")
     say(*lines)
