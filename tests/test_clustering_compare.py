@@ -56,7 +56,8 @@ def test_distance_matrix_is_ordered_by_cluster_with_a_blank_diagonal():
     tasks = [_task(f"t{i}", "writers", DIGITS) for i in range(4)]
     fig = clustering.pairwise_figure(d, tasks, metric="euclidean", labels=labels)
     heat = fig.data[0]
-    assert list(fig.layout.xaxis.ticktext) == list(fig.layout.yaxis.ticktext) == ["T2 c0", "T4 c0", "T1 c1", "T3 c1"]
+    ticks = ["T2 c0", "T4 c0", "T1 c1", "T3 c1"]  # rows are categories named as shown: the y axis needs no ticktext
+    assert list(fig.layout.xaxis.ticktext) == list(fig.layout.yaxis.tickvals) == list(heat.y) == ticks
     assert heat.zmin is None and heat.zmax is None  # the scale spans the off-diagonal values only
     assert np.nanmin(np.asarray(heat.z, dtype=float)) == 1 and np.nanmax(np.asarray(heat.z, dtype=float)) == 8
     lines = {(s.x0, s.x1, s.y0, s.y1) for s in fig.layout.shapes}
@@ -146,9 +147,11 @@ def test_mean_and_sd_matrix_over_seeds():
     assert prm["mean"][2, 0] == pytest.approx(0.6) and prm["mean"][0, 0] == pytest.approx(0.8)
     assert prm["sd"][1, 0] == pytest.approx(np.sqrt(2 / 3) * 0.1) and np.isnan(prm["mean"][0, 2])
     assert hat["sd"] is None and hat["title"] == "hat" and hat["mean"][1, 1] == pytest.approx(0.6)
-    fig = compare.matrices(groups)
-    assert fig.data[0].text[0][0] == "0.80<br>± 0.08" and fig.data[1].text[0][0] == "0.60"
-    assert fig.data[0].zmin == pytest.approx(0.4) and fig.data[0].zmax == pytest.approx(0.8)  # the data's range
+    zrange = compare.matrix_range(groups)
+    prm_fig, hat_fig = (compare.matrix(g, zrange=zrange) for g in groups)
+    assert prm_fig.data[0].text[0][0] == "0.80<br>± 0.08" and hat_fig.data[0].text[0][0] == "0.60"
+    for fig in (prm_fig, hat_fig):  # one scale for all: the data's range
+        assert fig.data[0].zmin == pytest.approx(0.4) and fig.data[0].zmax == pytest.approx(0.8)
     summary = compare.shown(compare_tables.per_method(table)).set_index("method")
     assert summary.loc["prm", "Acc"] == f"0.700 ± {np.sqrt(2 / 3) * 0.1:.3f}" and summary.loc["prm", "FWT"] == "n/a"
     assert summary.loc["prm", "BWT"] == "−0.100 ± 0.000" and summary.loc["hat", "Acc"] == "0.500"
@@ -159,9 +162,10 @@ def test_matrix_titles_wrap_to_fit_their_subplot():
     assert all(len(line) <= compare.TITLE_CHARS for line in compare.wrap(long))
     assert " ".join(compare.wrap("a b c")) == "a b c"
     groups = [{"title": long, "mean": np.eye(3), "sd": None}, {"title": "short", "mean": np.eye(3), "sd": None}]
-    fig = compare.matrices(groups)
-    assert all(len(line) <= compare.TITLE_CHARS for a in fig.layout.annotations for line in a.text.split("<br>"))
-    assert all(a.font.size >= 12 for a in fig.layout.annotations)
+    fig = compare.matrix(groups[0], zrange=compare.matrix_range(groups))
+    assert len(fig.layout.title.text.split("<br>")) >= 3
+    assert all(len(line) <= compare.TITLE_CHARS for line in fig.layout.title.text.split("<br>"))
+    assert fig.layout.title.font.size >= 12
     assert fig.layout.height >= 380 + 20 * 3
 
 
@@ -172,9 +176,9 @@ def test_acc_bars_use_a_zoomed_axis_and_method_colours():
                             "FWT sd": [None, None], "CT (s)": [1.0, 2.0], "CT (s) sd": [None, None]})
     assert compare.zoomed_range(summary["Acc"], summary["Acc sd"]) == pytest.approx([0.86, 0.97])
     fig = compare.bars(summary)
-    assert list(fig.layout.yaxis.range) == pytest.approx([0.86, 0.97])
+    assert list(fig.layout.xaxis.range) == pytest.approx([0.86, 0.97])  # horizontal bars: Acc on x
     assert list(fig.data[0].marker.color) == [common.METHOD_COLOURS["prm"], common.METHOD_COLOURS["hat"]]
-    assert list(fig.data[0].error_y.array) == pytest.approx([0.02, 0.01])
+    assert list(fig.data[0].error_x.array) == pytest.approx([0.02, 0.01])
 
 
 def test_clustering_view_keeps_the_measure_in_the_url_and_warns_on_a_bad_one():
@@ -210,9 +214,11 @@ def test_compare_view_on_the_default_sample_run(tmp_path):
     for frame in at.dataframe[:2]:
         cells = frame.value.astype(str).to_numpy().ravel()
         assert not any(c in ("None", "nan", "<NA>") for c in cells)
-    matrices = json.loads(charts(at)[-1].proto.spec)
+    specs = [json.loads(c.proto.spec) for c in charts(at)]
+    matrices = [s for s in specs if s["data"][0]["type"] == "heatmap"]  # one chart per group, the last ones
+    assert matrices == specs[-len(matrices):]
     groups = {(e.method, e.config) for e in found if e.key in like}  # the bundled story: six methods of five seeds
-    assert [d["type"] for d in matrices["data"]] == ["heatmap"] * len(groups) and len(groups) < len(like)
-    assert sum("mean of 5 seeds" in a["text"].replace("<br>", " ") for a in matrices["layout"]["annotations"]) == 6
-    assert all(len(line) <= compare.TITLE_CHARS for a in matrices["layout"]["annotations"]
-               for line in a["text"].split("<br>"))
+    assert [[d["type"] for d in m["data"]] for m in matrices] == [["heatmap"]] * len(groups) and len(groups) < len(like)
+    titles = [m["layout"]["title"]["text"] for m in matrices]
+    assert sum("mean of 5 seeds" in t.replace("<br>", " ") for t in titles) == 6
+    assert all(len(line) <= compare.TITLE_CHARS for t in titles for line in t.split("<br>"))

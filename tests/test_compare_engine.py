@@ -128,7 +128,7 @@ def test_two_configurations_of_one_method_get_two_bar_patterns_and_names():
                             "config": ["aaa", "bbb", "ccc"], "runs": [1] * 3, "seeds": [1] * 3, **metrics,
                             **{f"{label} sd": [None] * 3 for label in compare.METRICS.values()}})
     bar = compare.bars(summary).data[0]
-    assert list(bar.x) == ["hat · aaa · 3/3", "hat · bbb · 3/3", "prm · 3/3"]
+    assert list(bar.y) == ["hat · aaa · 3/3", "hat · bbb · 3/3", "prm · 3/3"]
     assert list(bar.marker.color) == [common.METHOD_COLOURS["hat"]] * 2 + [common.METHOD_COLOURS["prm"]]
     assert list(bar.marker.pattern.shape) == ["", "/", ""]
 
@@ -162,6 +162,11 @@ def open_compare(root: Path, run: str) -> AppTest:
     return at
 
 
+def _per_run(at: AppTest) -> pd.DataFrame:
+    """The per-run table (the only one with a row per run), wherever the view puts it."""
+    return next(d.value for d in at.dataframe if "run" in d.value.columns)
+
+
 def _time_chart(at: AppTest) -> dict | None:
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     return next((s for s in specs if any("accumulated time" in a.get("text", "")
@@ -176,7 +181,7 @@ def test_recorded_runs_know_their_engine(recorded):
 
 def test_compare_times_only_runs_of_the_open_runs_engine(recorded):
     at = open_compare(recorded, "prm-new")
-    runs = at.dataframe[0].value.set_index("run")
+    runs = _per_run(at).set_index("run")
     assert runs.loc["hat-old", "CT (s)"] == runs.loc["prm-unknown", "CT (s)"] == compare.NOT_TIMED
     assert runs.loc["hat-old", "Acc"] != compare.NOT_TIMED  # Acc stays
     assert float(runs.loc["prm-new", "CT (s)"]) > 0 and float(runs.loc["hat-new", "CT (s)"]) > 0
@@ -192,7 +197,7 @@ def test_compare_times_only_runs_of_the_open_runs_engine(recorded):
 
 def test_compare_shows_no_times_when_the_open_run_names_no_engine(recorded):
     at = open_compare(recorded, "prm-unknown")
-    assert set(at.dataframe[0].value["CT (s)"]) == {compare.NOT_TIMED}
+    assert set(_per_run(at)["CT (s)"]) == {compare.NOT_TIMED}
     assert _time_chart(at) is None
     captions = "\n".join(c.value for c in at.caption)
     assert "CT: none shown. The open run was recorded by an engine that did not record its version" in captions

@@ -22,8 +22,24 @@ SIGNED = ("BWT", "FWT")
 """Metrics that are changes: shown with their sign."""
 TITLE_CHARS = 44
 """Longest line of a matrix title: fits half of a 1280-pixel page at FONT (about 7.5 px a character)."""
-CELL_TEXT_UP_TO = 12
-"""Matrices with more tasks carry their numbers in the hover only (cells too small for "0.95 ± 0.02")."""
+CELL_TEXT_UP_TO = 10
+"""Matrices with more tasks carry their numbers in the hover only (a cell is too small for "0.95")."""
+SD_TEXT_UP_TO = 6
+"""Matrices with more tasks write a cell's mean without its "± 0.02" (that stays in the hover)."""
+BAR_PX = 26
+"""Pixels per bar (per line of its name) in :func:`bars`: room for every name on the y axis."""
+METRIC_MEANING = {
+    "Acc": "the test accuracy averaged over every task learnt, after the last",
+    "BWT": "the mean change of each task's test accuracy from just after it was learnt to the end (negative: "
+           "forgetting)",
+    "FWT": "the mean test accuracy just after learning each task minus that of the STL run (one network per task) "
+           "of the same seed (none without it)",
+    "CT (s)": "the computation time: a run's wall-clock seconds from its start to its end (a run that did not end: "
+              "the sum of its finished tasks' times)",
+}
+"""What each metric of ``prm.compare.METRICS`` is (``prm.analysis.run_metrics``), for the captions."""
+TIME_AXES = {"x": "task learnt", "y": "seconds on that task", "y2": "seconds since T1 began"}
+"""The time chart's axis titles (:func:`time_figure`), which its caption names (:func:`time_caption`)."""
 NOT_TIMED = "–"
 """A CT cell of a run whose engine version differs from the open run's (``prm.compare.split_by_engine``)."""
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -90,28 +106,115 @@ def zoomed_range(mean, sd) -> list[float]:
     return [max(0.0, float(lows.min()) - pad), min(1.0, float(highs.max())) + pad / 2]
 
 
-def bars(summary: pd.DataFrame) -> go.Figure:
-    """One panel per metric, a bar per group of like runs in its method's colour with ±1 sd
-    error bars over seeds; Acc on a zoomed axis (:func:`zoomed_range`). A method's groups of
-    several configurations are named and patterned apart (:func:`_groups`)."""
-    labels = list(METRICS.values())
-    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels, horizontal_spacing=0.06)
+def ranked(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` (``prm.compare.per_method``) with the highest mean Acc first and groups
+    without an Acc last: the order in which the summary answers "which does best here"."""
+    acc = pd.to_numeric(summary["Acc"], errors="coerce").fillna(-np.inf)
+    return summary.assign(_acc=-acc).sort_values("_acc", kind="stable").drop(columns="_acc").reset_index(drop=True)
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The answer in few columns, narrow enough for an 800-pixel page (about 460 px): per group,
+    best mean Acc first (:func:`ranked`), its Acc as mean ± sd, how far its mean is behind the
+    best's, its seeds and configuration; the sequence only where several are shown. The other
+    metrics stay in the full table (:func:`shown`)."""
+    best = ranked(summary)
+    acc = pd.to_numeric(best["Acc"], errors="coerce")
+    behind = ["best" if n == 0 else "n/a" if np.isnan(a) else fmt(a - acc.iloc[0], signed=True)
+              for n, a in enumerate(acc)]
+    table = shown(best).assign(**{"Acc vs best": behind})
+    columns = ["sequence"] * (best["sequence"].nunique() > 1) + ["method", "Acc", "Acc vs best", "seeds", "config"]
+    return table[columns]
+
+
+def _names(summary: pd.DataFrame) -> list[str]:
+    """A bar's name per row: its group (:func:`_groups`), the tasks learnt, and its sequence on a
+    second line where several sequences are shown (plain text: it may hold a run's names)."""
+    groups = _groups(summary)
+    several = summary["sequence"].nunique() > 1
+    return [f"{plain(groups[(m, c)][0])} · {t}" + (f"<br>{plain(s)}" if several else "")
+            for m, c, s, t in zip(summary["method"], summary["config"], summary["sequence"], summary["tasks"])]
+
+
+def bars(summary: pd.DataFrame, *, metrics: tuple[str, ...] = tuple(METRICS.values())) -> go.Figure:
+    """One panel per metric of ``metrics`` (two to a row), a horizontal bar per group of like
+    runs in ``summary``'s order from the top, in its method's colour with ±1 sd error bars over
+    seeds; Acc on a zoomed axis (:func:`zoomed_range`). The names stand on the y axis, each on
+    its own line of :data:`BAR_PX` pixels, every one labelled however narrow the page (as x
+    ticks, plotly drops names that would touch). A method's groups of several configurations
+    are named and patterned apart (:func:`_groups`)."""
+    cols = min(2, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(metrics), shared_yaxes=True,
+                        horizontal_spacing=0.06, vertical_spacing=0.3 / rows if rows > 1 else 0.0)
     groups = _groups(summary)
     pairs = list(zip(summary["method"], summary["config"]))
-    names = [f"{plain(groups[k][0])} · {t}" + (f"<br>{plain(s)}" if summary["sequence"].nunique() > 1 else "")
-             for k, s, t in zip(pairs, summary["sequence"], summary["tasks"])]
+    names = _names(summary)
     marker = dict(color=[method_colour(m) for m, _ in pairs],
                   pattern=dict(shape=[PATTERNS[groups[k][1] % len(PATTERNS)] for k in pairs]))
-    for col, label in enumerate(labels, start=1):
+    for n, label in enumerate(metrics):
         values = pd.to_numeric(summary[label], errors="coerce")
         sd = pd.to_numeric(summary[f"{label} sd"], errors="coerce").fillna(0)
-        fig.add_bar(x=names, y=values, error_y=dict(type="data", array=sd, visible=True), showlegend=False,
-                    marker=marker, customdata=summary["seeds"], row=1, col=col,
-                    hovertemplate="%{x}<br>" + label + " %{y:.3f} (seeds: %{customdata})<extra></extra>")
-    fig.update_yaxes(range=zoomed_range(summary["Acc"], summary["Acc sd"]), row=1, col=1)
+        fig.add_bar(y=names, x=values, orientation="h", error_x=dict(type="data", array=sd, visible=True),
+                    showlegend=False, marker=marker, customdata=summary["seeds"], row=n // cols + 1, col=n % cols + 1,
+                    hovertemplate="%{y}<br>" + label + " %{x:.3f} (seeds: %{customdata})<extra></extra>")
+        if label == "Acc":
+            fig.update_xaxes(range=zoomed_range(summary["Acc"], summary["Acc sd"]), row=n // cols + 1,
+                             col=n % cols + 1)
+    fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=names, ticktext=names, automargin=True,
+                     tickfont=dict(size=12))
+    fig.update_xaxes(automargin=True)
     fig.update_annotations(font_size=FONT)
-    fig.update_xaxes(tickfont=dict(size=12))
-    return style(fig, height=400)
+    lines = 2 if summary["sequence"].nunique() > 1 else 1
+    fig = style(fig, height=rows * (BAR_PX * lines * max(1, len(names)) + 50) + 40)
+    fig.update_layout(margin=dict(t=30))  # room for the panel titles
+    return fig
+
+
+def _meaning(label: str) -> str:
+    return f"{label}, {METRIC_MEANING[label]}"
+
+
+def bars_caption(summary: pd.DataFrame, *, metrics: tuple[str, ...] = tuple(METRICS.values())) -> str:
+    """What :func:`bars` of the same arguments draws: what a bar and its whisker are, each
+    metric's meaning, and where the zoomed Acc axis starts (:func:`zoomed_range`: the value the
+    figure uses), so nobody reads its bar lengths as proportions (Markdown)."""
+    seeds = sorted({int(n) for n in pd.to_numeric(summary["seeds"], errors="coerce").dropna()})
+    counted = "" if not seeds else f" ({seeds[0]} each)" if len(seeds) == 1 else f" ({seeds[0]} to {seeds[-1]})"
+    text = (f"A bar per group of like runs ({len(summary)}; named method · tasks learnt, its configuration in the "
+            f"table): the mean over its distinct seeds{counted}, the "
+            "whisker ±1 sd over them (none for one seed); a group without a value has no bar. "
+            + "; ".join(_meaning(label) for label in metrics) + ".")
+    if "Acc" in metrics and len(summary):
+        low = zoomed_range(summary["Acc"], summary["Acc sd"])[0]
+        text += (f" The Acc axis starts at {fmt(low, 2)}, not 0 (just below the lowest mean − sd), so small "
+                 "differences show: compare the bars' ends, not their lengths.")
+    return text
+
+
+def best_sentence(summary: pd.DataFrame) -> str:
+    """Which group has the highest mean Acc, by how much it leads the next, and whether that
+    lead is larger than the spread over seeds; then the lowest (Markdown)."""
+    top = ranked(summary)
+    top = top[pd.to_numeric(top["Acc"], errors="coerce").notna()]
+    if top.empty:
+        return "No group has an Acc yet."
+    names = {k: md(v[0]) for k, v in _groups(top).items()}
+    rows = [(names[(m, c)], float(a), _number(sd), int(n))
+            for m, c, a, sd, n in zip(top["method"], top["config"], top["Acc"], top["Acc sd"], top["seeds"])]
+    text = f"Highest mean Acc here: {_said(*rows[0])}"
+    if len(rows) == 1:
+        return text + "."
+    lead, spread = rows[0][1] - rows[1][1], max(rows[0][2] or 0.0, rows[1][2] or 0.0)
+    within = ("within one sd over seeds, so these seeds do not separate them" if lead <= spread else
+              "more than one sd over seeds")
+    return (f"{text}; {fmt(lead)} ahead of the next, {_said(*rows[1])} ({within})."
+            + (f" Lowest: {_said(*rows[-1])}." if len(rows) > 2 else ""))
+
+
+def _said(name: str, acc: float, sd: float | None, seeds: int) -> str:
+    return f"**{name}** {fmt(acc)}" + (f" ± {fmt(sd)} over {seeds} seeds" if sd is not None else
+                                       f" ({seeds} seed{'s' if seeds != 1 else ''})")
 
 
 def wrap(text: str, width: int = TITLE_CHARS) -> list[str]:
@@ -119,45 +222,55 @@ def wrap(text: str, width: int = TITLE_CHARS) -> list[str]:
     return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
 
 
-def _cell(mean: float, sd: float | None) -> str:
-    if np.isnan(mean):
-        return ""
-    return fmt(mean, 2) + ("" if sd is None or np.isnan(sd) else f"<br>± {fmt(sd, 2)}")
+def _cell_text(mean: np.ndarray, sd: np.ndarray | None) -> list[list[str]] | None:
+    """The numbers written in a matrix's cells, as many as the cells hold at the narrowest width
+    a matrix gets (about 420 px, one to a row on an 800-pixel page): "0.95<br>± 0.02" up to
+    :data:`SD_TEXT_UP_TO` tasks, the mean alone up to :data:`CELL_TEXT_UP_TO`, none above (the
+    hover always has mean and sd)."""
+    size = len(mean)
+    if size > CELL_TEXT_UP_TO:
+        return None
+    spread = sd is not None and size <= SD_TEXT_UP_TO
+    return [["" if np.isnan(mean[a, b]) else fmt(mean[a, b], 2) + (
+        f"<br>± {fmt(sd[a, b], 2)}" if spread and not np.isnan(sd[a, b]) else "") for b in range(size)]
+        for a in range(size)]
 
 
-def matrices(groups: list[dict]) -> go.Figure:
-    """The mean accuracy matrices of ``prm.compare.group_matrices``, two to a row (one when a matrix
-    has more than :data:`CELL_TEXT_UP_TO` tasks), each cell "0.95 ± 0.02" where there is a
-    spread over seeds, on one colour scale spanning the data (``accuracy.colour_range``, as in
-    the Accuracy view: 0.72 and 1.00 look different, where 0-1 would make both dark)."""
-    groups = groups or [{"title": "", "mean": np.full((1, 1), np.nan), "sd": None}]
-    size = max(len(g["mean"]) for g in groups)
-    cols = 1 if size > CELL_TEXT_UP_TO or len(groups) == 1 else 2
-    rows = -(-len(groups) // cols)
-    titles = ["<br>".join(plain(line) for line in wrap(g["title"])) for g in groups]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.12,
-                        vertical_spacing=min(0.3, 0.5 / rows) if rows > 1 else 0.0)
-    lo, hi = colour_range(np.concatenate([g["mean"].ravel() for g in groups]))
-    for n, g in enumerate(groups):
-        row, col = n // cols + 1, n % cols + 1
-        mean, sd = g["mean"], g["sd"]
-        ticks = [short(t) for t in range(len(mean))]
-        text = [[_cell(mean[a, b], None if sd is None else sd[a, b]) for b in range(len(mean))]
-                for a in range(len(mean))] if len(mean) <= CELL_TEXT_UP_TO else None
-        hover_sd = np.full(mean.shape, np.nan) if sd is None else sd
-        fig.add_heatmap(z=mean, x=ticks, y=ticks, zmin=lo, zmax=hi, colorscale=SEQUENTIAL, showscale=n == 0,
-                        colorbar=dict(title=dict(text="accuracy")), text=text,
-                        texttemplate="%{text}" if text else None, textfont=dict(size=FONT - 1),
-                        customdata=hover_sd, xgap=1, ygap=1,
-                        hovertemplate=plain(g["title"]) + "<br>after %{y}, on %{x}: %{z:.3f}"
-                        + ("" if sd is None else " ± %{customdata:.3f}") + "<extra></extra>", row=row, col=col)
-        fig.update_yaxes(autorange="reversed", title="after learning", row=row, col=col)
-        fig.update_xaxes(title="tested on", row=row, col=col)
-    fig.update_annotations(font_size=FONT)
-    lines = max(len(t.split("<br>")) for t in titles)
-    per_row = max(380, 120 + 34 * min(size, 20)) + 20 * lines
-    fig = style(fig, height=per_row * rows)
-    fig.update_layout(margin=dict(t=30 + 20 * lines))
+def matrix_range(groups: list[dict]) -> tuple[float, float]:
+    """The one colour scale of every matrix shown (``accuracy.colour_range``, as in the Accuracy
+    view: 0.72 and 1.00 look different, where 0-1 would make both dark)."""
+    return colour_range(np.concatenate([g["mean"].ravel() for g in groups])) if groups else (0.0, 1.0)
+
+
+def per_row(groups: list[dict]) -> int:
+    """Matrices to a row on a wide page: two, one where a matrix has more tasks than its cells can
+    number (:data:`CELL_TEXT_UP_TO`); the page puts one to a row on a narrow screen anyway."""
+    return 1 if len(groups) < 2 or max(len(g["mean"]) for g in groups) > CELL_TEXT_UP_TO else 2
+
+
+def matrix(group: dict, *, zrange: tuple[float, float]) -> go.Figure:
+    """One group's mean accuracy matrix (``prm.compare.group_matrices``) on the colour scale
+    ``zrange`` shared by all (:func:`matrix_range`), cell text as :func:`_cell_text` allows, its
+    colour bar under the plot (beside it, it would take a narrow column's width). One figure
+    per group, so that the page sets two to a row on a wide screen and one on a narrow one."""
+    mean, sd = group["mean"], group["sd"]
+    ticks = [short(t) for t in range(len(mean))]
+    text = _cell_text(mean, sd)
+    title = "<br>".join(plain(line) for line in wrap(group["title"]))
+    fig = go.Figure(go.Heatmap(
+        z=mean, x=ticks, y=ticks, zmin=zrange[0], zmax=zrange[1], colorscale=SEQUENTIAL, xgap=1, ygap=1,
+        colorbar=dict(title=dict(text="accuracy", side="top"), orientation="h", thickness=10, y=-0.2,
+                      yanchor="top", len=1.0),
+        text=text, texttemplate="%{text}" if text else None, textfont=dict(size=FONT - 2),
+        customdata=np.full(mean.shape, np.nan) if sd is None else sd,
+        hovertemplate=plain(group["title"]) + "<br>after %{y}, on %{x}: %{z:.3f}"
+        + ("" if sd is None else " ± %{customdata:.3f}") + "<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="after learning", automargin=True)
+    fig.update_xaxes(title="tested on", automargin=True)
+    lines = len(title.split("<br>"))
+    style(fig, height=max(380, 120 + 30 * min(len(mean), 20)) + 20 * lines + 60)
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=FONT)),
+                      margin=dict(t=20 + 20 * lines, b=70))
     return fig
 
 
@@ -176,7 +289,8 @@ def time_figure(summary: pd.DataFrame) -> go.Figure:
     """The paper's Figure 3: time per task (left) and accumulated time (right, log axis: CAT's
     quadratic total and NCL's seconds fit one chart), a line per method in its colour (a
     method's second configuration dashed, :func:`_groups`), means over seeds (the hover says
-    over how many)."""
+    over how many). The right panel's axis stands on its right, so its title never lies over the
+    left panel's lines on a narrow page."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["time per task (s)", "accumulated time (s, log scale)"])
     for (method, config), (name, rank) in _groups(summary).items():
@@ -191,9 +305,9 @@ def time_figure(summary: pd.DataFrame) -> go.Figure:
                                           "%{customdata[1]:.2f} s of that task; mean of %{customdata[0]} seed(s))"
                                           "<extra></extra>", row=1, col=col)
     tasks = [short(t) for t in range(int(summary["task"].max()) + 1)] if len(summary) else []
-    fig.update_xaxes(title_text="task", categoryorder="array", categoryarray=tasks)
-    fig.update_yaxes(title_text="seconds", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="seconds", type="log", row=1, col=2,
+    fig.update_xaxes(title_text=TIME_AXES["x"], categoryorder="array", categoryarray=tasks, automargin=True)
+    fig.update_yaxes(title_text=TIME_AXES["y"], rangemode="tozero", automargin=True, row=1, col=1)
+    fig.update_yaxes(title_text=TIME_AXES["y2"], type="log", automargin=True, side="right", row=1, col=2,
                      **log_ticks(summary["accumulated"]))
     fig.update_annotations(font_size=FONT)
     fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0, title_text="method:"))
@@ -230,17 +344,56 @@ def time_sentence(summary: pd.DataFrame) -> str:
 
 
 def time_caption(summary: pd.DataFrame) -> str:
-    """The time chart's caption, about the lines it draws only: why CAT's time per task grows
-    where a CAT line is drawn, why PRM's should stay flat where a line of a PRM variant (every
-    one runs DTD) is, then :func:`time_sentence`'s numbers (Markdown)."""
+    """The time chart's caption, about what :func:`time_figure` draws of ``summary``: its axes
+    (:data:`TIME_AXES`, its axis titles), what a line and a point are, what the seconds cover
+    (similarity detection named only for the methods drawn that run one), how the accumulated time
+    relates to CT; why CAT's time per task grows where a CAT line is drawn and why PRM's should
+    stay flat where a line of a PRM variant (every one runs DTD) is; then :func:`time_sentence`'s
+    numbers (Markdown)."""
     drawn = sorted({m for m in summary["method"] if m in methods.REGISTRY}, key=str)
-    cat = [m for m in drawn if methods.get(m).transfer_tests]
-    prm = [m for m in drawn if methods.get(m).runs_dtd]
-    why = []
+    cat = [md(m) for m in drawn if methods.get(m).transfer_tests]
+    prm = [md(m) for m in drawn if methods.get(m).runs_dtd]
+    detection = ([f"DTD for {', '.join(prm)}"] if prm else []) + (
+        [f"transfer and reference trainings for {', '.join(cat)}"] if cat else [])
+    covers = "its training epochs and its evaluation on every task learnt so far" + (
+        f", and the similarity detection before it ({'; '.join(detection)})" if detection else "")
+    what = [f"Left: {TIME_AXES['y']} (y) per {TIME_AXES['x']} (x, T1 first), a line per method (a method's "
+            "second configuration dashed); a point is the mean, over the seeds that reached that task, of the "
+            f"wall-clock seconds of that task: {covers}.",
+            f"Right, on a log axis: {TIME_AXES['y2']} (y), the running sum of the left's points; at the last task "
+            "it is a little under CT, which also counts the setup before the first task and what is written "
+            "between tasks."]
     if cat:
-        why.append("CAT's time per task grows with the number of earlier tasks, because before each new task it "
-                   "trains one transfer network per earlier task.")
+        what.append("CAT's time per task grows with the number of earlier tasks, because before each new task it "
+                    "trains one transfer network per earlier task.")
     if prm:
-        why.append(f"PRM's ({', '.join(md(m) for m in prm)}) should stay about flat: one DTD pass per task, "
-                   "whatever the number of earlier tasks.")
-    return " ".join([*why, "The accumulated time is on a log axis.", time_sentence(summary)])
+        what.append(f"PRM's ({', '.join(prm)}) should stay about flat: one DTD pass per task, "
+                    "whatever the number of earlier tasks.")
+    return " ".join([*what, time_sentence(summary)])
+
+
+def matrices_caption(groups: list[dict]) -> str:
+    """What :func:`matrix` draws of each of ``groups``: what a matrix, a row, a column, a colour and a
+    cell's text are, the shared colour scale's ends (``accuracy.colour_range``, as the figure
+    uses them) and where the numbers went when the cells are too small (Markdown)."""
+    if not groups:
+        return "No group of runs to draw."
+    lo, hi = matrix_range(groups)
+    size = max(len(g["mean"]) for g in groups)
+    several = sum(g["sd"] is not None for g in groups)
+    return (f"A matrix per group of like runs ({len(groups)}, titled by method · sequence · tasks, or by the run "
+            "where it is one seed): row *j* is after learning task *j* (T1 at the top), column *i* the task tested "
+            "on, the colour its test accuracy"
+            + (f", the mean over the group's seeds ({several} of the groups have several)" if several else "")
+            + f"; one colour scale, {fmt(lo, 2)} to {fmt(hi, 2)}, spans every matrix shown. "
+            + _cell_words(size, several=bool(several)) + " Cells above the diagonal (tasks not yet learnt) are blank.")
+
+
+def _cell_words(size: int, *, several: bool) -> str:
+    """What :func:`_cell_text` writes in the cells of a matrix of ``size`` tasks."""
+    if size > CELL_TEXT_UP_TO:
+        return f"With {size} tasks the cells are too small for text: hover over a cell for its value."
+    if not several:
+        return "Each cell's text is its accuracy."
+    return ("Each cell's text is its accuracy ± its sd over seeds." if size <= SD_TEXT_UP_TO else
+            "Each cell's text is its accuracy; hover over it for its sd over seeds.")
