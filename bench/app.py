@@ -2,6 +2,7 @@
 run (AppTest).
 
     python bench/app.py [--runs sample_runs] [--views Story,Clustering] [--long-run DIR | --no-long]
+    python bench/app.py --live 5     # Train live's quick demo in a real browser, cold and warm
 
 For each run the Streamlit caches are cleared, then each view is opened in a fresh AppTest
 session and its first full script run is timed, so the first view of a run also pays for
@@ -10,6 +11,13 @@ imports the libraries first. The 50-task run is trained first with the engine's 
 settings (mnist5k-long-50, prm+, width 64, about 40 s on 2 cores) into a temporary folder,
 unless ``--long-run`` names one. Goal: < 1 s per view on the 2-core reference machine, with
 UMAP precomputed (stored in the run).
+
+``--live N`` times instead the quick demo of Train live (digits-mixed, prm, 4 tasks, the
+``QUICK_DEMO`` settings, no UMAP) in a real browser (``explorer.browser``): from the click
+on Start to the page showing the run's first epoch, and to the page showing it finished,
+N times with warming off (each run a cold ``python -m prm``) and N times on (a warm worker,
+``explorer.worker``), and prints the medians. The page rests 10 s before each Start, as a
+user reading the form would, so a worker started after the previous run is ready.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import argparse
 import functools
 import logging
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +80,45 @@ def long_run(folder: Path) -> Path:
     return folder
 
 
+LIVE_FORM = {"tasks (0 = the sequence's default)": "4"}
+"""The quick demo's fields beyond the Quick demo settings button: digits-mixed and prm are the defaults."""
+
+
+def live_starts(repeats: int, *, warm: bool) -> list[tuple[float, float]]:
+    """(Start to first epoch, Start to finished) in seconds of ``repeats`` quick-demo runs, in
+    a real browser on a server of their own (warming on or off)."""
+    from explorer.browser import browser_page, serve
+
+    times = []
+    with tempfile.TemporaryDirectory(prefix="prm-bench-live-") as runs, \
+            serve(timeout=180, env={"PRM_EXPLORER_RUNS": runs, "PRM_EXPLORER_WARM": "1" if warm else "0"}) as url, \
+            browser_page(width=1280, height=900) as page:
+        page.set_default_timeout(180_000)
+        for _ in range(repeats):
+            page.goto(f"{url}/?view=Train+live")  # a fresh session: no earlier card on the page
+            page.get_by_role("button", name="Quick demo settings").click()
+            for label, value in LIVE_FORM.items():
+                page.get_by_label(label, exact=True).fill(value)
+            page.wait_for_timeout(10_000)
+            started = time.perf_counter()
+            page.get_by_role("button", name="Start").click()
+            page.get_by_text(re.compile(r"task \d+ of 4 · .* epoch \d+")).first.wait_for()
+            first = time.perf_counter() - started
+            page.get_by_text("finished: 4 of 4 tasks learnt").first.wait_for()
+            times.append((first, time.perf_counter() - started))
+            print(f"  {'warm' if warm else 'cold'}: first epoch {first:.2f} s, finished {times[-1][1]:.2f} s", flush=True)
+    return times
+
+
+def live_bench(repeats: int) -> int:
+    for warm in (False, True):
+        times = live_starts(repeats, warm=warm)
+        print(f"{'warm' if warm else 'cold'} (PRM_EXPLORER_WARM={int(warm)}), median of {repeats}: Start to first epoch "
+              f"{statistics.median(t[0] for t in times):.2f} s, Start to finished "
+              f"{statistics.median(t[1] for t in times):.2f} s", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=str(ROOT / "sample_runs"))
@@ -77,7 +126,10 @@ def main() -> int:
     parser.add_argument("--goal", type=float, default=1.0)
     parser.add_argument("--long-run", help="a 50-task run folder to time too (default: train one)")
     parser.add_argument("--no-long", action="store_true", help="time the sample runs only")
+    parser.add_argument("--live", type=int, metavar="N", help="time N quick-demo live runs, cold and warm, instead")
     args = parser.parse_args()
+    if args.live:
+        return live_bench(args.live)
     views = [v for v in args.views.split(",") if v]
     runs = sorted(p for p in Path(args.runs).iterdir() if (p / "run.json").exists())
     scratch = tempfile.TemporaryDirectory(prefix="prm-bench-")

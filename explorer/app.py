@@ -20,11 +20,11 @@ if str(_ROOT) not in sys.path:  # CI runs `streamlit run` from a clean clone, no
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from explorer import archive, catalog  # noqa: E402
+from explorer import archive, catalog, theme  # noqa: E402
 from explorer import state as keys  # noqa: E402
 from explorer.figures.common import md, short, task_label, visible  # noqa: E402
-from explorer.views import (accuracy, clustering, compare, embeddings, live, masks, overview, story,  # noqa: E402
-                            tuning)
+from explorer.views import (accuracy, clustering, compare, embeddings, lecture, live, masks, overview,  # noqa: E402
+                            story, tuning)
 from explorer.views.common import Context, entries, link_warning, load, table, url_choice  # noqa: E402
 from prm.run import RunFormatError  # noqa: E402
 
@@ -79,7 +79,7 @@ def _sidebar() -> tuple[Path, list[catalog.RunEntry], catalog.RunEntry | None]:
     pending = st.session_state.pop(keys.OPEN_RUN, None)  # Open in Train live, or an upload
     if pending in by_key:
         st.session_state[keys.RUN] = pending
-    url_choice(keys.RUN, list(by_key), catalog.default_key(found), what="the run")
+    url_choice(keys.RUN, list(by_key), catalog.default_key(found), what="the run", whose="the run list")
     chosen = sb.selectbox("Run", list(by_key), key=keys.RUN, format_func=lambda k: by_key[k].label,
                           help="your runs first, then the bundled samples; newest first")
     st.query_params[keys.RUN] = chosen
@@ -129,8 +129,11 @@ def _catalogue(found: list[catalog.RunEntry]) -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="PRM Explorer", page_icon=":material/hub:", layout="wide")
+    st.set_page_config(page_title="PRM Explorer", page_icon=theme.icon(), layout="wide",
+                       initial_sidebar_state="collapsed" if lecture.wanted() else "auto")
+    st.html(theme.style())
     root, found, entry = _sidebar()
+    lecturing = lecture.switch()
     run, problem = None, None
     if entry is not None:
         try:
@@ -143,6 +146,11 @@ def main() -> None:
         ctx = Context(run=run, entry=entry, task=task, layer=layer, entries=tuple(found))
     _files(root, entry)
     _catalogue(found)
+    if lecturing and ctx is not None and run.state.n_tasks:
+        lecture.render(ctx)  # the Story one step per screen: no heading, no tabs
+        return
+    if lecturing:
+        st.info("Lecture mode tells the Story of a readable run with a learnt task: pick one in the sidebar.")
 
     if entry is not None:
         where = "bundled sample" if entry.where == "sample" else "your runs folder"

@@ -99,17 +99,25 @@ def main() -> int:
     parser.add_argument("--task", default=None)
     parser.add_argument("--full-page", action="store_true")
     parser.add_argument("--size", default="1500x1000", help="viewport WIDTHxHEIGHT (1280x720: a projector)")
+    parser.add_argument("--mode", choices=["lecture"], help="lecture: the Story one step per screen")
+    parser.add_argument("--slide", default="1", help="with --mode lecture, the steps to picture, as 3 or 1,2,3,4,5 "
+                        "(one picture each, named by OUT's {slide}: docs/lecture/step-{slide}.png)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    params = {"run": args.run, "view": args.view, **({"task": args.task} if args.task else {})}
+    params = {"run": args.run, "view": args.view, **({"task": args.task} if args.task else {}),
+              **({"mode": args.mode} if args.mode else {})}
+    slides = args.slide.split(",") if args.mode else [None]
     with serve() as url, browser_page(width=width, height=height) as page:
-        open_view(page, url, **params)
-        problems = exceptions(page)
-        if problems:
-            print("\n".join(problems), file=sys.stderr)
-            return 1
-        page.screenshot(path=args.out, full_page=args.full_page)
-    print(args.out)
+        page.set_default_timeout(90_000)  # a loaded machine may take a while to draw the first chart
+        for slide in slides:
+            open_view(page, url, **params, **({"slide": slide} if slide else {}))
+            problems = exceptions(page)
+            if problems:
+                print("\n".join(problems), file=sys.stderr)
+                return 1
+            out = args.out.format(slide=slide) if slide else args.out
+            page.screenshot(path=out, full_page=args.full_page)
+            print(out)
     return 0
 
 

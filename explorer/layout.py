@@ -11,6 +11,7 @@ of each. :func:`faults` is what ``tests/test_layout.py`` asserts on. A fault is 
   SVG bounding boxes intersect by more than :data:`OVERLAP_PX` each way);
 - a chart's text is cut off (its box reaches outside the chart's own picture);
 - a text of the page is cut to an ellipsis (a button or a label too narrow for its words);
+- the page shows a Python error (a broken view has no layout to check);
 - the page asked a host other than the app's own server for anything.
 """
 
@@ -28,6 +29,7 @@ the font's line gap, so neighbouring labels that look apart still share a pixel 
 
 PROBE = """(overlap) => {
   const faults = [];
+  document.querySelectorAll('[data-testid="stException"]').forEach(el => faults.push(`the page shows an error: ${el.innerText.trim().slice(0, 200)}`));
   const doc = document.scrollingElement;
   if (doc.scrollWidth > window.innerWidth + 1) faults.push(`the page scrolls sideways (${doc.scrollWidth} px wide in a ${window.innerWidth} px window)`);
   const main = document.querySelector('[data-testid="stMain"]');
@@ -98,7 +100,13 @@ class Outside:
 
 
 def visit(page, url: str, **params: str) -> None:
+    """Open the app at ``params`` and every expander of its main column, so that what a reader
+    finds by opening "How to read this" is checked too (a chart drawn while its expander was
+    closed is laid out again when it opens, as it is for the reader)."""
     page.goto(f"{url}/?{urlencode(params)}")
+    settle(page)
+    page.evaluate("""() => document.querySelectorAll('[data-testid="stMain"] details:not([open]) > summary')
+        .forEach(s => s.click())""")
     settle(page)
 
 

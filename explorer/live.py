@@ -2,7 +2,9 @@
 
 The child writes an ordinary run folder, so a live run is read exactly like a recorded one.
 It is ``python -m prm run`` (:class:`LiveOptions`, the Train-live form) or ``python -m prm
-whatif`` (:class:`WhatIfOptions`, the Clustering view's what-if button).
+whatif`` (:class:`WhatIfOptions`, the Clustering view's what-if button), run by a warm
+worker that has already imported the engine (``explorer.worker``) or, where none waits, by
+a cold ``python -m prm`` child.
 It never touches Streamlit; the app only reads the folder. Stop sends SIGINT, which the
 engine turns into a clean 'stopped' run end (exit 130). A
 reload or a second browser tab finds running runs by listing the runs folder.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
 import re
 import signal
@@ -26,28 +29,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from explorer import catalog
+from explorer import catalog, worker
 from explorer.catalog import ROOT
 from prm import safeio
+from prm.compare import setup_key
 from prm.config import RunConfig
 from prm.run import RunFormatError, RunState, list_runs, read_meta, writer_alive
 
 _DEFAULTS = RunConfig()
 
 
+class _PrmCommand:
+    """The ``python -m prm`` command line of an options class that says its ``arguments``."""
+
+    def arguments(self, out: Path) -> list[str]:
+        raise NotImplementedError
+
+    def command(self, out: Path) -> list[str]:
+        """The cold child's command line (a warm worker runs :meth:`arguments` in-process)."""
+        return [sys.executable, "-m", "prm", *self.arguments(out)]
+
+
 @dataclass(frozen=True, kw_only=True)
-class LiveOptions:
-    """What the Train-live form asks for; defaults are the engine's (``prm.config``)."""
+class LiveOptions(_PrmCommand):
+    """What the Train-live form asks for; defaults are the engine's (``prm.config``). Every
+    set-up field the CLI can set is here, so a run of the form can be a sibling of any run the
+    CLI or the form made (``explorer.views.live.prefill``)."""
 
     sequence: str = _DEFAULTS.sequence
     method: str = _DEFAULTS.method
     seed: int = 0
     n_tasks: int | None = None
+    shots: int | None = None
     width: int = _DEFAULTS.model.hidden[0]
+    layers: int = len(_DEFAULTS.model.hidden)
+    dropout: float = _DEFAULTS.model.hidden_dropout
+    input_dropout: float = _DEFAULTS.model.input_dropout
     epochs: int = _DEFAULTS.optim.max_epochs
     lr: float = _DEFAULTS.optim.lr
     batch_size: int = _DEFAULTS.optim.batch_size
+    patience: int = _DEFAULTS.optim.patience
     lamb: float = _DEFAULTS.hat.lamb
+    smax: float = _DEFAULTS.hat.smax
     dtd_epochs: int = _DEFAULTS.prm.dtd_epochs
     umap: bool = True
     data_dir: str | None = None
@@ -56,22 +79,69 @@ class LiveOptions:
         """The start of the run folder's name (a time stamp follows)."""
         return f"{self.sequence}-{self.method}-s{self.seed}"
 
-    def command(self, out: Path) -> list[str]:
-        cmd = [sys.executable, "-m", "prm", "run", "--sequence", self.sequence, "--method", self.method,
-               "--seed", str(self.seed), "--out", str(out), "--quiet", "--width", str(self.width),
-               "--epochs", str(self.epochs), "--lr", str(self.lr), "--batch-size", str(self.batch_size),
-               "--lamb", str(self.lamb), "--dtd-epochs", str(self.dtd_epochs)]
+    def arguments(self, out: Path) -> list[str]:
+        args = ["run", "--sequence", self.sequence, "--method", self.method, "--seed", str(self.seed), "--out", str(out),
+                "--quiet", "--width", str(self.width), "--layers", str(self.layers), "--dropout", str(self.dropout),
+                "--input-dropout", str(self.input_dropout), "--epochs", str(self.epochs), "--lr", str(self.lr),
+                "--batch-size", str(self.batch_size), "--patience", str(self.patience), "--lamb", str(self.lamb),
+                "--smax", str(self.smax), "--dtd-epochs", str(self.dtd_epochs)]
         if self.n_tasks:
-            cmd += ["--n-tasks", str(self.n_tasks)]
+            args += ["--n-tasks", str(self.n_tasks)]
+        if self.shots:
+            args += ["--shots", str(self.shots)]
         if self.data_dir:
-            cmd += ["--data-dir", self.data_dir]
+            args += ["--data-dir", self.data_dir]
         if not self.umap:
-            cmd.append("--no-umap")
-        return cmd
+            args.append("--no-umap")
+        return args
+
+
+def options_like(config: dict, *, method: str, seed: int) -> LiveOptions:
+    """The form's options for a run like the one ``config`` (a run's recorded config) describes,
+    with ``method`` and ``seed`` instead: the same sequence, tasks, network, optimiser, HAT's
+    and DTD's settings, so the new run is the recorded one's sibling (``prm.compare.setup_key``).
+    Where the data lies (``data_dir``) is the form's own."""
+    model, optim = config["model"], config["optim"]
+    return LiveOptions(sequence=config["sequence"], method=method, seed=seed, n_tasks=config.get("n_tasks"),
+                       shots=config.get("shots"), width=model["hidden"][0], layers=len(model["hidden"]),
+                       dropout=model["hidden_dropout"], input_dropout=model["input_dropout"],
+                       epochs=optim["max_epochs"], lr=optim["lr"], batch_size=optim["batch_size"],
+                       patience=optim["patience"], lamb=config["hat"]["lamb"], smax=config["hat"]["smax"],
+                       dtd_epochs=config["prm"]["dtd_epochs"], umap="umap" in config["record"]["projections"])
+
+
+def config_of(options: LiveOptions) -> dict:
+    """The config a run of ``options`` records, as the CLI builds it from their arguments
+    (``prm.cli.options.run_config``); ValueError where the CLI would refuse them."""
+    from prm.cli.options import run_config
+
+    args = _parse_prm(options.arguments(Path("unused")))
+    if args is None:
+        raise ValueError("the engine's command line refuses these options")
+    try:
+        return run_config(args, sequence=options.sequence, method=options.method, seed=options.seed).to_dict()
+    except (SystemExit, ValueError) as exc:
+        raise ValueError(f"the engine refuses these options: {exc}") from None
+
+
+def unmatched(config: dict, options: LiveOptions) -> list[str]:
+    """The set-up fields (``prm.compare.setup_key``'s, as ``section.field``) in which a run of
+    ``options`` would differ from ``config``: what the form cannot reproduce (the engine's
+    command line sets no ``optim.clip``, for one). Empty: the two runs are siblings."""
+    ours, theirs = (_flat(json.loads(setup_key(c))) for c in (config_of(options), config))
+    return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+
+
+def _flat(view: dict) -> dict[str, object]:
+    """``{"optim": {"lr": 0.1}}`` as ``{"optim.lr": 0.1}``."""
+    out: dict[str, object] = {}
+    for key, value in view.items():
+        out.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
-class WhatIfOptions:
+class WhatIfOptions(_PrmCommand):
     """A what-if child of ``parent`` (``prm.whatif``): ``task`` (0-based) re-learnt with
     ``similar`` (0-based earlier tasks) called similar in every layer, the rest dissimilar."""
 
@@ -83,8 +153,8 @@ class WhatIfOptions:
         similar = "-".join(str(i + 1) for i in self.similar) or "none"
         return f"{self.parent.name[:80]}-whatif-T{self.task + 1}-sim-{similar}"
 
-    def command(self, out: Path) -> list[str]:
-        return [sys.executable, "-m", "prm", "whatif", str(self.parent), "--task", str(self.task + 1),
+    def arguments(self, out: Path) -> list[str]:
+        return ["whatif", str(self.parent), "--task", str(self.task + 1),
                 "--similar", ",".join(str(i + 1) for i in self.similar) or "none", "--out", str(out), "--quiet"]
 
 
@@ -97,7 +167,10 @@ finished child never lingers as a zombie whose pid would still look alive."""
 
 
 def start(options: LiveOptions | WhatIfOptions, *, root: Path) -> Path:
-    """Launch one training run (or what-if child) in the background; return its (future) run folder."""
+    """Launch one training run (or what-if child) in the background; return its (future) run
+    folder. The warm worker takes it where one is waiting (``explorer.worker``), else a cold
+    ``python -m prm`` child; either way this server holds the process's handle, and the next
+    worker is started at once."""
     root.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{options.stem()}-{stamp}"
@@ -107,10 +180,12 @@ def start(options: LiveOptions | WhatIfOptions, *, root: Path) -> Path:
         folder = root / f"{base}-{n}"
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
     with os.fdopen(_create_log(folder), "wb") as out:
-        proc = subprocess.Popen(options.command(folder), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = worker.hand_off(options.arguments(folder), out.fileno()) or subprocess.Popen(
+            options.command(folder), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True)
     _children[str(folder)] = proc
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    worker.warm()
     return folder
 
 
@@ -229,8 +304,10 @@ def _parse_prm(argv: list[str]) -> argparse.Namespace | None:
 def proven_writer(folder: Path) -> int | None:
     """The pid of the process writing ``folder``, only if its identity is proven: a pid above
     1 on this host, other than this server, whose kernel start time matches run.json's and
-    whose command line, read as prm's own parser reads it (:func:`_written_folder`), is
-    ``python -m prm run|whatif ... --out <that folder>`` from its working folder. run.json is
+    which either has the command line ``python -m prm run|whatif ... --out <that folder>``
+    from its working folder, read as prm's own parser reads it (:func:`_written_folder`), or
+    is a warm worker (``python -m explorer.worker``, whose command line names no folder) that
+    holds ``<that folder>/events.jsonl`` open for writing (:func:`_worker_writes`). run.json is
     untrusted (it may be uploaded or edited): a pid alone would let it aim Stop at any
     process, or with pid 0 or -1 at a whole process group."""
     try:
@@ -245,9 +322,37 @@ def proven_writer(folder: Path) -> int | None:
         cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return None
-    if not _command_writes(args, cwd, folder) or not writer_alive(meta):  # re-checked: the pid was not reused
-        return None                                                        # while its command line was read
+    if not (_command_writes(args, cwd, folder) or _worker_writes(args, pid, folder)) or not writer_alive(meta):
+        return None  # writer_alive re-checked: the pid was not reused while its command line was read
     return pid
+
+
+def _worker_writes(args: list[str], pid: int, folder: Path) -> bool:
+    """Is process ``pid``, with this command line, a warm worker writing ``folder``? Its
+    command line must be exactly a Python's ``-m explorer.worker``, and one of its open files
+    (``/proc/<pid>/fd``, as the kernel names it: links resolved, a renamed folder followed)
+    must be that folder's event log, which a writer holds open from the run's first record to
+    its last. An idle worker holds none, and a finished run is no longer stoppable anyway."""
+    if len(args) != 3 or not _PYTHON.fullmatch(Path(args[0]).name) or args[1:] != ["-m", worker.MODULE]:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    return any(_writes_log(pid, fd, folder) for fd in fds)
+
+
+def _writes_log(pid: int, fd: str, folder: Path) -> bool:
+    """Is descriptor ``fd`` of ``pid`` ``folder``'s event log, open for writing? (A what-if
+    worker also reads its parent's log: reading proves nothing.)"""
+    try:
+        target = Path(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        flags = int(next(line.split()[1] for line in info.splitlines() if line.startswith("flags:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+    return (flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR) and target.name == "events.jsonl"
+            and catalog.same_folder(target.parent, folder))
 
 
 def can_stop(folder: Path) -> bool:

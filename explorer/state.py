@@ -40,6 +40,10 @@ TUNING_CHOSEN = "tune-chosen"  # (url, study) last shown in Tuning: kept while o
 # is dropped when its widget is not drawn), and where Compare also looks for PS
 TUNING_OPEN_TRIAL = "tune-open-trial"  # widget: the trial whose run folder the Open button shows
 OTHER_STORAGE = "another URL"
+MODE = "mode"  # query parameter: "lecture" for lecture mode (the Story one step per screen)
+LECTURE_MODE = "lecture"  # MODE's one value
+LECTURE = "lecture-toggle"  # widget: the sidebar's lecture-mode toggle
+SLIDE = "slide"  # query parameter and session key: the lecture's step, "1".."5"
 LIVE_SEQUENCE, LIVE_METHOD, LIVE_SEED = "live-sequence", "live-method", "live-seed"  # Train-live form
 # widgets: other views (Story's "train the missing runs") fill them in before switching there
 

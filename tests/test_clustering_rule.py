@@ -183,8 +183,8 @@ def test_the_comparison_figure_counts_each_decisions_calls(rule_run):
     groups = true_groups(run.state.tasks)
     want = [sum(judged_right(groups=groups, task=t, dissimilar=entry[key]).values())
             for key in ("dissimilar_xmeans", "dissimilar")]
-    assert [a.text for a in fig.layout.annotations] == [f"X-means alone: {want[0]} of {t} right",
-                                                        f"rule: {want[1]} of {t} right"]
+    assert [a.text for a in fig.layout.annotations] == [f"X-means alone:<br>{want[0]} of {t} right",
+                                                        f"rule:<br>{want[1]} of {t} right"]
     assert {tr.xaxis for tr in fig.data if tr.x is not None and any(v is not None for v in tr.x)} == {"x", "x2"}
     legend = {tr.name for tr in fig.data
               if tr.showlegend is not False and tr.legendgroup not in ("families", "outlines")}
@@ -209,8 +209,8 @@ def test_the_clustering_view_explains_the_rule_and_keeps_x_means_for_reference(r
     assert f"**{md('X-means alone')}: " in shown and f"**{md(rule)}: " in shown and "calls right" in shown
     specs = [c.proto.spec for c in charts(at)]
     assert any("Average-linkage tree, cut at 0.50" in s for s in specs)
-    assert any("Cosine distance of each earlier task to T4" in s for s in specs)
-    assert any("Cosine distance, grouped by linkage cluster" in s for s in specs)
+    assert any("Cosine distance of earlier tasks to T4" in s for s in specs)
+    assert any("Cosine distance by linkage cluster cN" in s for s in specs)
     assert any("X-means splits" in s for s in specs) and not at.error
 
 
@@ -219,6 +219,6 @@ def test_the_embeddings_view_colours_by_the_rule_and_shows_both_decisions(rule_r
     at = open_app(keys.EMBEDDINGS, run=str(folder), runs_dir=folder.parent, task="T4", projection="pca")
     rule = rule_run.state.dtd[3].source
     specs = [c.proto.spec for c in charts(at)]
-    assert any(f"{rule} rule when T4 arrived" in s for s in specs)
+    assert any(f"{rule} rule when T4" in s for s in specs)  # "arrived" may wrap to the next line
     assert "X-means alone against the" in texts(at)
-    assert any("X-means alone (not used): " in s and f"the {rule} rule (used): " in s for s in specs) and not at.error
+    assert any("X-means alone (not used):" in s and f"the {rule} rule (used):" in s for s in specs) and not at.error

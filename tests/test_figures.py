@@ -57,7 +57,8 @@ def test_accuracy_builders(runs):
     assert diff.shape == (4, 4) and np.isnan(diff[0, 1])
     assert accuracy.heatmap(diff, state.tasks, diverging=True).data[0].zmid == 0
     assert len(accuracy.curves(state).data) == 4
-    assert list(accuracy.matrix_table(state).columns) == ["on T1", "on T2", "on T3", "on T4"]
+    table = accuracy.matrix_table(state)  # long: one row per learnt pair (j ≥ i) of the 4 tasks
+    assert list(table.columns) == ["after", "tested on", "accuracy", "change since learnt"] and len(table) == 10
 
 
 def test_embedding_steps_and_frames(runs):
@@ -130,7 +131,8 @@ def test_compare_builders(runs):
     assert summary.set_index("method").loc["prm", "seeds"] == 2
     assert summary.set_index("method").loc["prm", "Acc sd"] == pytest.approx(0.0)
     assert len(compare.bars(summary).data) == 4
-    assert len(compare.matrices(compare_tables.group_matrices(table, {k: s for k, (s, _) in states.items()})).data) == 2
+    groups = compare_tables.group_matrices(table, {k: s for k, (s, _) in states.items()})
+    assert [len(compare.matrix(g, zrange=compare.matrix_range(groups)).data) for g in groups] == [1, 1]
 
 
 def test_archive_round_trip_and_refusals(runs, tmp_path):

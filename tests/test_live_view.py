@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from explorer import state as keys
 from explorer.figures.common import fmt
 from explorer.views import live as view
+from prm.compare import setup_key
 from prm.config import RunConfig
 from prm.run import load_run
 
@@ -112,3 +113,52 @@ def test_values_prefilled_by_another_view_are_honoured_without_warnings(tmp_path
 def test_a_prefilled_sequence_that_is_not_available_falls_back_to_the_default(tmp_path):
     at = open_live(tmp_path, **{keys.LIVE_SEQUENCE: "no-such-sequence"})
     assert at.selectbox(key=keys.LIVE_SEQUENCE).value == view.live.LiveOptions().sequence
+
+
+def _sibling_case(config: dict, method: str, seed: int):
+    """The form after ``prefill`` (drawn by the app), the options it holds, and what a run of
+    them records: (the form's options, setup key of the open run, setup key of the new run)."""
+    at = AppTest.from_function(_prefilled_form, args=(config, method, seed), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    options = at.session_state["options"]
+    assert at.session_state["unmatched"] == []
+    return options, setup_key(config), setup_key(view.live.config_of(options))
+
+
+def _prefilled_form(config, method, seed):
+    import streamlit as st
+
+    from explorer.views import live as view
+
+    if "options" not in st.session_state:
+        st.session_state["unmatched"] = view.prefill(config, method=method, seed=seed)
+    with st.form("f"):
+        st.session_state["options"] = view._fields({config["sequence"]: ""}, data_dir=None)
+        st.form_submit_button("Start")
+
+
+@pytest.mark.parametrize("changes", [{}, {"n_tasks": 4, "model": {"hidden": [64, 64, 64], "input_dropout": 0.1,
+                                                                   "hidden_dropout": 0.3},
+                                           "optim": {"max_epochs": 60, "lr": 0.05, "batch_size": 32, "patience": 4},
+                                           "hat": {"lamb": 0.5, "smax": 200.0}, "prm": {"dtd_epochs": 20}}],
+                         ids=["sample", "4-task-small"])
+def test_prefill_makes_the_form_train_a_sibling_of_the_open_run(changes):
+    """Story's "Train <method>" (bug 1): every set-up field comes from the open run's config,
+    so a run started with the prefilled form is its sibling (same setup key), only the method
+    and the seed changed."""
+    config = load_run(SAMPLES / "digits-writers-binary-prm-s2").state.config
+    for section, values in changes.items():
+        config = {**config, section: {**config[section], **values} if isinstance(values, dict) else values}
+    options, theirs, ours = _sibling_case(config, "hat", 7)
+    assert ours == theirs
+    assert (options.method, options.seed, options.sequence) == ("hat", 7, config["sequence"])
+    assert options.n_tasks == config["n_tasks"] and options.dtd_epochs == config["prm"]["dtd_epochs"]
+    assert options.umap == ("umap" in config["record"]["projections"])
+
+
+def test_prefill_names_what_the_form_cannot_reproduce():
+    config = load_run(SAMPLES / "digits-writers-binary-prm-s2").state.config
+    config = {**config, "optim": {**config["optim"], "clip": 5.0}}
+    options = view.live.options_like(config, method="hat", seed=2)
+    assert view.live.unmatched(config, options) == ["optim.clip"]

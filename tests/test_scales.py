@@ -100,10 +100,12 @@ def test_difference_heatmap_text_is_signed_and_never_minus_zero():
     assert "difference: 0.000" in trace.hovertext[1][0]
 
 
-def test_accuracy_table_leaves_unlearnt_cells_blank():
+def test_accuracy_table_lists_only_learnt_pairs_never_minus_zero():
+    # one row per learnt pair (issue 23: a column per task scrolled sideways); the unlearnt pair is no row
     state = SimpleNamespace(n_tasks=2, accuracy_matrix=lambda split="test": np.array([[0.9, np.nan], [-0.00001, 1.0]]))
     table = accuracy.matrix_table(state)
-    assert table.values.tolist() == [["0.900", ""], ["0.000", "1.000"]]
+    assert table.values.tolist() == [["T1", "T1", "0.900", "0.000"], ["T2", "T1", "0.000", "−0.900"],
+                                     ["T2", "T2", "1.000", "0.000"]]
 
 
 def _no_missing(frame) -> list[str]:
@@ -171,13 +173,13 @@ def test_embedding_points_are_outlined_by_their_call():
     assert titles == {"colour = X-means cluster", "symbol = family", "outline = DTD's call"}
 
 
-def test_default_projection_is_pca_below_twelve_points():
+def test_default_projection_is_pca_below_twelve_tasks():
     assert embeddings.default_projection(11) == "pca" and embeddings.default_projection(12) == "umap"
-    at = open_app(keys.EMBEDDINGS, run="sample_runs/digits-mixed-hat-s0")  # 10 points: PCA
+    at = open_app(keys.EMBEDDINGS, run="sample_runs/digits-mixed-hat-s0")  # 10 tasks, 10 points: PCA
     assert at.segmented_control(key=keys.PROJECTION).value == "pca" and at.query_params[keys.PROJECTION] == "pca"
-    at = open_app(keys.EMBEDDINGS)  # 19 points (10 tasks and 9 DTD steps): UMAP
-    assert at.segmented_control(key=keys.PROJECTION).value == "umap"
-    assert "fewer than 12 points" in texts(at)
+    at = open_app(keys.EMBEDDINGS)  # 10 tasks, 19 points (9 DTD steps too): the rule counts tasks, so PCA
+    assert at.segmented_control(key=keys.PROJECTION).value == "pca"
+    assert "fewer than 12 tasks" in texts(at)
 
 
 def test_an_invalid_projection_in_the_url_is_reported():

@@ -171,6 +171,34 @@ def test_sequence_sentences_name_families_and_true_groups():
     assert story.sequence_sentences(apart)[1] == "No two tasks are truly similar."
 
 
+def test_tile_text_thins_with_the_number_of_tasks_and_the_hover_keeps_every_group():
+    """50 tiles in a ~560 px column are ~11 px wide: "T1<br>alone" on each overlapped its neighbours."""
+    assert story.tile_text(2, "A", n_tasks=10) == "T3<br>group A"
+    assert story.tile_text(0, None, n_tasks=story.TILE_TEXT_UP_TO) == "T1<br>alone"
+    assert story.tile_text(2, "A", n_tasks=story.TILE_TEXT_UP_TO + 1) == "A"
+    assert story.tile_text(0, None, n_tasks=story.TILE_LETTER_UP_TO) == ""
+    assert story.tile_text(2, "A", n_tasks=story.TILE_LETTER_UP_TO + 1) == ""
+    task = lambda n: {"family": "writers", "classes": [n % 3], "name": f"w{n}"}  # noqa: E731
+    many = SimpleNamespace(sequence="s", n_tasks=50, tasks=[task(n) for n in range(50)])
+    fig = story.sequence_figure(many)
+    assert all(text == "" for trace in fig.data for text in trace.text)
+    assert "true groups in the hover" in fig.layout.title.text.replace("<br>", " ")
+    assert all("truly similar to" in hover for trace in fig.data for hover in trace.hovertext)
+    few = story.sequence_figure(sample("prm+").state)
+    assert any(text.endswith("group A") for trace in few.data for text in trace.text)
+
+
+def test_title_margin_holds_the_wrapped_title_without_automargin():
+    """A chart in a collapsed expander cannot measure its title, so automargin pushes nothing:
+    the margin set must hold every line (step 5's stability chart had its title above its edge)."""
+    fig = consequence.stability_figure(pd.DataFrame([{"method": "hat", "seeds": 1, "BWT": -0.01, "BWT sd": 0.0,
+                                                      "FWT": 0.02, "FWT sd": 0.0}]))
+    lines = fig.layout.title.text.count("<br>") + 1
+    assert lines == 2
+    assert fig.layout.margin.t >= lines * 1.2 * fig.layout.title.font.size + fig.layout.title.pad.b
+    assert story.title_margin("a<br>b<br>c", size=story.LECTURE) > story.title_margin("a<br>b")
+
+
 def test_protection_table_reads_hat_capacity_on_arrival_and_accuracy_just_after_learning():
     hat_run = sample("hat")
     hat, stl = hat_run.state, sample("stl").state
@@ -357,7 +385,8 @@ def test_stability_points_mean_and_sd_over_seeds():
     assert np.isnan(points.loc["alone", "FWT"])  # no STL run: BWT only
     fig = consequence.stability_figure(points.reset_index())
     assert [t.name for t in fig.data] == ["HAT", "mixed"] and fig.data[1].error_y.visible
-    assert {a.text for a in fig.layout.annotations} >= {"keeps, does not transfer", "forgets, does not transfer"}
+    assert {a.text.replace("<br>", " ") for a in fig.layout.annotations} >= {"keeps, does not transfer",
+                                                                             "forgets, does not transfer"}
     assert consequence.stability_figure(pd.DataFrame(columns=points.reset_index().columns)).layout.annotations
 
 

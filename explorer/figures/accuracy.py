@@ -8,21 +8,25 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.common import FONT, DIVERGING, fmt, plain_names, short, style, task_colour
+from explorer.figures.common import (DIVERGING, MAX_TICKS, NARROW, colour_bar, fmt, legend_below, plain_names, short,
+                                     style, task_colour, task_grid)
 from prm.run import RunState
 
-MAX_CELL_TEXT = 20
-"""Above this many tasks the cells are too small for their numbers: hover only."""
 STEP = 0.1
 """The accuracy colour range is widened to multiples of this, so its ends are round numbers."""
 
 
 def matrix_table(state: RunState, split: str = "test") -> pd.DataFrame:
-    """R as shown: three decimals, and a blank cell where task i was not learnt yet after task j."""
+    """R as shown in a table: one row per learnt pair (after task j, tested on task i ≤ j) with
+    its accuracy and its change since task i was learnt, three decimals. Long, not square: a
+    column per task made a 10-task table scroll sideways at 800 px and a 50-task one
+    everywhere, while rows sort (which task lost the most?) and scroll down."""
     R = state.accuracy_matrix(split)
-    labels = [short(t) for t in range(state.n_tasks)]
-    cells = [["" if np.isnan(v) else fmt(v) for v in row] for row in R]
-    return pd.DataFrame(cells, index=[f"after {x}" for x in labels], columns=[f"on {x}" for x in labels])
+    change = change_since_learnt(R)
+    rows = [{"after": short(j), "tested on": short(i), "accuracy": fmt(R[j, i]),
+             "change since learnt": fmt(change[j, i], signed=True)}
+            for j in range(state.n_tasks) for i in range(j + 1) if not np.isnan(R[j, i])]
+    return pd.DataFrame(rows, columns=["after", "tested on", "accuracy", "change since learnt"])
 
 
 def colour_range(R: np.ndarray) -> tuple[float, float]:
@@ -50,9 +54,11 @@ def change_since_learnt(R: np.ndarray) -> np.ndarray:
 
 
 def heatmap(R: np.ndarray, tasks, *, upto: int | None = None, title: str | None = None,
-            diverging: bool = False, what: str = "accuracy", height: int | None = None) -> go.Figure:
-    """Heatmap of R with its values written in; rows after ``upto`` are blanked (the slider
-    over j), so a student sees the matrix fill in one learnt task at a time.
+            diverging: bool = False, what: str = "accuracy", height: int | None = None, room: int = NARROW) -> go.Figure:
+    """Heatmap of R with its values written in where the cells have room for them
+    (:func:`~explorer.figures.common.task_grid`; ``room``: the narrowest width the caller
+    draws it at); rows after ``upto`` are blanked (the slider over j), so a student sees the
+    matrix fill in one learnt task at a time.
 
     Accuracies get a colour range from the data (:func:`colour_range`, stated on the colour
     bar); a difference (``diverging``) gets a red-blue scale centred on 0 with a symmetric
@@ -63,29 +69,24 @@ def heatmap(R: np.ndarray, tasks, *, upto: int | None = None, title: str | None 
         R[upto + 1:, :] = np.nan
     n = R.shape[0]
     labels = plain_names(tasks, n)
-    text = [["" if np.isnan(v) or n > MAX_CELL_TEXT else fmt(v, 2, signed=diverging) for v in row] for row in R]
+    text = [["" if np.isnan(v) else fmt(v, 2, signed=diverging) for v in row] for row in R]
     hover = [[f"after learning {labels[j]}<br>tested on {labels[i]}<br>{what}: " +
               fmt(R[j, i], 3, signed=diverging) for i in range(n)] for j in range(n)]
     if diverging:
         bound = max(float(np.nanmax(np.abs(R))) if np.isfinite(R).any() else 0.0, 0.05)
         bound = math.ceil(round(bound * 100, 6)) / 100  # two decimals, as the cells; float noise ignored
         scale = dict(colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound,
-                     colorbar=dict(title=dict(text=f"{what}<br>−{bound:.2f} to +{bound:.2f}", side="top")))
+                     colorbar=colour_bar(f"{what}: −{bound:.2f} to +{bound:.2f}"))
     else:
         low, high = colour_range(R)
-        scale = dict(colorscale="Blues", zmin=low, zmax=high,
-                     colorbar=dict(title=dict(text=f"{what}<br>colours {low:.2f} to {high:.2f}", side="top")))
-    fig = go.Figure(go.Heatmap(z=R, x=[short(i) for i in range(n)], y=[short(j) for j in range(n)], text=text,
-                               texttemplate="%{text}", textfont=dict(size=FONT), hovertext=hover, hoverinfo="text",
+        scale = dict(colorscale="Blues", zmin=low, zmax=high, colorbar=colour_bar(f"{what}: colours {low:.2f} to {high:.2f}"))
+    ticks = [short(i) for i in range(n)]
+    fig = go.Figure(go.Heatmap(z=R, x=ticks, y=ticks, text=text, hovertext=hover, hoverinfo="text",
                                xgap=1, ygap=1, **scale))
-    fig.update_yaxes(autorange="reversed", title="after learning task j")
-    fig.update_xaxes(title="tested on task i", side="top")
-    style(fig, title=title, height=height or min(620, 170 + 34 * n))
-    # room for the title above the top axis and its title: a title is never clipped
-    fig.update_layout(margin=dict(t=110 if title else 60))
-    if title:
-        fig.update_layout(title=dict(y=0.98, yref="container", yanchor="top"))
-    return fig
+    fig.update_yaxes(title="after learning task j")
+    fig.update_xaxes(title="tested on task i")
+    style(fig, title=title)
+    return task_grid(fig, ticks, titled=bool(title), height=height, room=room)
 
 
 def difference(a: RunState, b: RunState) -> np.ndarray:
@@ -111,5 +112,7 @@ def curves(state: RunState) -> go.Figure:
                      categoryarray=[short(j) for j in range(state.n_tasks)])
     low = float(np.nanmin(R)) if np.isfinite(R).any() else 0.0
     fig.update_yaxes(title="test accuracy", range=[max(0.0, low - 0.05), 1.02])
-    fig.update_layout(legend_title_text="line colour = task:")
-    return style(fig, title="Accuracy of each task over time", height=min(620, 170 + 34 * state.n_tasks))
+    style(fig, title="Accuracy of each task over time", height=min(620, 170 + 34 * state.n_tasks))
+    if state.n_tasks > MAX_TICKS:  # a legend of 50 names would take the chart's height: the hover names each line
+        return fig.update_layout(showlegend=False)
+    return legend_below(fig, "line colour = task:")

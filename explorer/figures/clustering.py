@@ -10,7 +10,8 @@ from pandas.io.formats.style import Styler
 from sklearn.metrics import adjusted_rand_score
 
 from explorer.figures.common import (DISSIMILAR_COLOUR, DIVERGING, RIGHT_COLOUR, SEQUENTIAL, SIMILAR_COLOUR,
-                                     WRONG_COLOUR, cluster_colour, fmt, mark, plain_names, short, style, task_label)
+                                     WRONG_COLOUR, cluster_colour, colour_bar, fmt, mark, plain_names, short, style,
+                                     task_grid, task_label, wrap)
 from prm.analysis import judged_right, true_groups
 from prm.events import DTDResult, TransferTest
 from prm.run import RunState
@@ -20,8 +21,31 @@ SMALL_FONT = 12
 ROW_PX = 26
 """Vertical room per leaf of the X-means tree: more than a line of SMALL_FONT-sized text, so leaf
 labels never overlap however many clusters there are."""
-CELL_TEXT_UP_TO = 15
-"""Matrices with more tasks than this carry their numbers in the hover only (cells too small)."""
+AXIS_CHARS = 30
+"""Characters of an axis title's line: a y title runs along a plot about 250 px high at the
+narrowest, an x title under a narrow chart."""
+
+TITLE_CHARS = 40
+"""Characters of a chart title's line: the title's 18 px font fits about this many across the
+narrowest chart (``common.NARROW``), so a longer title is wrapped rather than cut."""
+
+
+def titled(fig: go.Figure, title: str, *, height: int) -> go.Figure:
+    """``common.style`` with the title wrapped to lines of :data:`TITLE_CHARS` and the top margin
+    grown to hold every line (plotly centres the title in it): the one way every chart of the Task
+    embeddings and Clustering views gets its title, so none is cut at the right edge of a narrow chart."""
+    style(fig, title=title, height=height)
+    text = wrap(title, width=TITLE_CHARS)
+    return fig.update_layout(title_text=text, margin_t=22 + 24 * (text.count("<br>") + 1))
+
+
+def below_legend(fig: go.Figure) -> go.Figure:
+    """The legend in rows under the chart, below the axis and its labels: beside the plot it took
+    half of a narrow chart; under it, it takes as many rows as the width needs, and the plot
+    keeps the whole width."""
+    return fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", yref="container", y=0,
+                                         yanchor="bottom", groupclick="toggleitem", tracegroupgap=12))
+
 
 REASONS = {"bic-improved": "BIC rose", "bic-not-improved": "BIC did not rise",
            "too-few-points": "too few points to split (fewer than 3)", "zero-variance": "all points identical",
@@ -145,8 +169,8 @@ def decision_tree(record: DTDResult, layer: int) -> go.Figure:
     deepest = max(depth.values(), default=0)
     fig.update_xaxes(visible=False, range=[-0.3, deepest + 1.8])
     fig.update_yaxes(visible=False, range=[-len(order) + 0.4, 0.6])
-    return style(fig, title="X-means splits: final clusters cN on the right (hover for tests)",
-                 height=max(220, 60 + ROW_PX * (len(order) + 1)))
+    return titled(fig, "X-means splits: final clusters cN on the right (hover for tests)",
+                  height=max(220, 80 + ROW_PX * (len(order) + 1)))
 
 
 def cluster_order(labels) -> list[int]:
@@ -174,7 +198,8 @@ def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]
     """The distances (or cosine similarities) among the step's tasks, grouped by the clusters
     ``labels`` (X-means', or the linkage rule's) with the cluster boundaries drawn; bright =
     close in every measure (:data:`METRIC_TITLES`), the colours spanning only the off-diagonal
-    values."""
+    values. Laid out as every task grid (``common.task_grid``): numbers in the cells only where
+    they fit, tick labels thinned to what a narrow chart holds; the hover names every pair."""
     order, z = ordered(matrix, labels)
     n = len(order)
     full = plain_names(tasks, n)
@@ -182,19 +207,23 @@ def pairwise_figure(matrix: np.ndarray, tasks, *, metric: str, labels: list[int]
     hover = [["" if a == b else f"{full[a]}<br>{full[b]}<br>{metric}: {fmt(matrix[a, b])}" for b in order]
              for a in order]
     digits = 0 if metric == "euclidean" else 2  # distances run to tens: whole numbers fit a cell, decimals do not
-    text = [["" if np.isnan(v) else fmt(v, digits) for v in row] for row in z] if n <= CELL_TEXT_UP_TO else None
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=list(range(n)), text=text,
-                               texttemplate="%{text}" if text else None, hovertext=hover, hoverinfo="text",
+    text = [["" if np.isnan(v) else fmt(v, digits) for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=ticks, y=ticks, text=text, hovertext=hover, hoverinfo="text",
                                xgap=1, ygap=1, colorscale=SEQUENTIAL, reversescale=metric != "cosine",
-                               colorbar=dict(title=dict(text="cosine" if metric == "cosine" else "distance"))))
+                               colorbar=colour_bar("cosine" if metric == "cosine" else "distance")))
     sorted_labels = [labels[i] for i in order]
     for b in (b for b in range(1, n) if sorted_labels[b] != sorted_labels[b - 1]):
         for line in (dict(x0=b - 0.5, x1=b - 0.5, y0=-0.5, y1=n - 0.5), dict(x0=-0.5, x1=n - 0.5, y0=b - 0.5, y1=b - 0.5)):
             fig.add_shape(type="line", line=dict(color="black", width=2), **line)
-    axis = dict(tickvals=list(range(n)), ticktext=ticks, tickfont=dict(size=SMALL_FONT))
-    fig.update_xaxes(**axis, tickangle=-90 if n > 8 else 0)
-    fig.update_yaxes(**axis, autorange="reversed")
-    return style(fig, title=f"{METRIC_TITLES[metric]}, grouped by {grouped_by} cluster cN", height=max(420, 160 + 16 * n))
+    return _grid(fig, ticks, title=f"{METRIC_TITLES[metric]} by {grouped_by} cluster cN")
+
+
+def _grid(fig: go.Figure, ticks: list[str], *, title: str) -> go.Figure:
+    """A task-by-task heatmap of this view laid out by ``common.task_grid``, its title wrapped as
+    :func:`titled` wraps it, each line past the first adding to the room above the top axis."""
+    text = wrap(title, width=TITLE_CHARS)
+    fig = task_grid(style(fig, title=title), ticks, titled=True, ticktext=ticks)
+    return fig.update_layout(title_text=text, margin_t=fig.layout.margin.t + 24 * text.count("<br>"))
 
 
 def normalised_transfer(oracle, tasks, n: int) -> np.ndarray:
@@ -223,14 +252,13 @@ def oracle_figure(oracle, tasks, *, step: int, labels: list[int]) -> go.Figure:
     hover = [[f"trained on {full[a]}<br>tested on {full[b]}<br>accuracy {fmt(raw[a, b])} (chance "
               f"{fmt(1 / len(tasks[b]['classes']))}, its own classifier {fmt(raw[b, b])})<br>"
               f"normalised {fmt(z[a, b], 2, signed=True)}" for b in range(n)] for a in range(n)]
-    text = [["" if np.isnan(v) else fmt(v, 2) for v in row] for row in z] if n <= CELL_TEXT_UP_TO else None
-    fig = go.Figure(go.Heatmap(z=z, x=ticks, y=ticks, text=text, texttemplate="%{text}" if text else None,
-                               hovertext=hover, hoverinfo="text", xgap=1, ygap=1, colorscale=DIVERGING, zmid=0,
-                               zmin=-1, zmax=1, colorbar=dict(title=dict(text="0 chance, 1 own"))))
-    fig.update_yaxes(autorange="reversed", title="trained on", tickfont=dict(size=SMALL_FONT))
-    fig.update_xaxes(title="tested on", tickfont=dict(size=SMALL_FONT))
-    return style(fig, title="Measured transfer (oracle): 0 = chance on the column task, 1 = as good as its own",
-                 height=max(420, 160 + 16 * n))
+    text = [["" if np.isnan(v) else fmt(v, 2) for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=ticks, y=ticks, text=text, hovertext=hover, hoverinfo="text", xgap=1, ygap=1,
+                               colorscale=DIVERGING, zmid=0, zmin=-1, zmax=1,
+                               colorbar=colour_bar("0 = chance on the column task, 1 = its own")))
+    fig.update_yaxes(title="trained on")
+    fig.update_xaxes(title="tested on")
+    return _grid(fig, ticks, title="Measured transfer (oracle)")
 
 
 def agreement(state: RunState) -> pd.DataFrame:
@@ -268,8 +296,7 @@ def agreement_figure(table: pd.DataFrame) -> go.Figure:
     # a share (calls right) and a score that can dip below 0 (ARI) on one axis: plain ticks
     fig.update_yaxes(title="agreement", range=[-0.55, 1.05], tickformat=".1f")
     fig.update_xaxes(title="DTD step (new task)")
-    fig.update_layout(legend=dict(orientation="h", y=-0.3))
-    return style(fig, title="X-means against the truth: calls right (solid), ARI (dotted)", height=340)
+    return below_legend(titled(fig, "X-means against the truth: calls right (solid), ARI (dotted)", height=420))
 
 
 # ----------------------------------------------------------------------------- CAT
@@ -307,13 +334,15 @@ def transfer_figure(test: TransferTest, tasks) -> go.Figure:
     low = min([*test.transfer_acc, test.reference_acc])
     bottom = max(0.0, low - max(0.05, 0.25 * (1 - low)))
     step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2) if (1 - bottom) / s <= 6)
-    fig.update_xaxes(title="earlier task (its frozen masked features, a new head)", categoryorder="array",
+    fig.update_xaxes(title=wrap("earlier task (its frozen masked features, a new head)", width=AXIS_CHARS),
+                     categoryorder="array",
                      categoryarray=x)
-    fig.update_yaxes(title=f"validation accuracy on {short(test.task)}", range=[bottom, 1.05],  # room for the marks
+    fig.update_yaxes(title=wrap(f"validation accuracy on {short(test.task)}", width=AXIS_CHARS),
+                     range=[bottom, 1.05],  # room for the marks
                      tickvals=[round(1 - k * step, 2) for k in range(int((1 - bottom) / step) + 1)])
-    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.25, x=0))
-    return style(fig, title=f"CAT's transfer tests when {short(test.task)} arrived: similar = above the reference",
-                 height=380)
+    fig.update_layout(barmode="overlay")
+    return below_legend(titled(fig, f"CAT's transfer tests when {short(test.task)} arrived: similar = above the "
+                                    "reference", height=460))
 
 
 def transfer_summary(state: RunState) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import string
+import textwrap
 import zlib
 from typing import Any
 
@@ -60,6 +61,11 @@ PHASE_LABELS = {
     "train": "training (LwPRM for PRM)",
     "eval": "evaluation",
 }
+
+PHASE_HEADS = {"dtd-head": "DTD 1st", "dtd": "DTD 2nd", "xmeans": "X-means", "transfer": "transfers",
+               "reference": "reference", "train": "training", "eval": "evaluation"}
+"""The phases' names where a column head must be short (a table beside a chart at 800 px);
+:data:`PHASE_LABELS` says them in full (the table's tooltips, legends)."""
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
@@ -163,6 +169,100 @@ def style(fig: go.Figure, *, title: str | None = None, height: int | None = None
     if height:
         fig.update_layout(height=height)
     return fig
+
+
+NARROW = 420
+"""The narrowest a chart is drawn: an 800 px window with the sidebar open leaves ~460 px of
+main column, where rows of columns wrap (explorer/style.css). A builder cannot know the
+browser's width, so it chooses its texts to read at this width; wider, they just get room."""
+TEXT_EM = 0.46
+"""Width of an average character of a number ("0.93", "−0.03") in the app's font, in em
+(measured in the browser: "0.00" is 22.6 px and "−0.03" 29.1 px at 13 px)."""
+MIN_CELL_FONT = 10
+"""Below this a cell's number is not worth reading: it goes to the hover only."""
+MAX_TICKS = 12
+"""At most about this many labels on an axis of tasks; more would touch at :data:`NARROW`."""
+
+
+def cell_font(*, chars: int, across: float, down: float) -> int | None:
+    """The font for numbers of ``chars`` characters written in cells ``across`` x ``down`` px:
+    :data:`FONT` where they fit with room to spare, smaller down to :data:`MIN_CELL_FONT`,
+    None where even that would touch a neighbour (the value stays in the hover). One rule for
+    every heatmap with numbers in its cells, so none prints "1.001.001.00"."""
+    for size in range(FONT, MIN_CELL_FONT - 1, -1):
+        if chars * TEXT_EM * size + 4 <= across and size + 4 <= down:
+            return size
+    return None
+
+
+def task_ticks(n: int, *, most: int = MAX_TICKS) -> list[int]:
+    """The tasks to label on an axis of ``n`` tasks: all of them up to ``most`` (never more
+    than :data:`MAX_TICKS`, at least 2), else every other one (T1, T3, ...) or the first and
+    every k-th (k of 5, 10, 20, 50, ...: round numbers a reader can count on)."""
+    most = min(max(int(most), 2), MAX_TICKS)
+    if n <= most:
+        return list(range(n))
+    step = next(k * 10 ** e for e in range(6) for k in (2, 5, 10) if n / (k * 10 ** e) <= most - 1)
+    return list(range(0, n, step)) if step < 5 else [0, *range(step - 1, n, step)]
+
+
+def colour_bar(title: str) -> dict[str, Any]:
+    """A colour bar lying below the plot like an x axis: the bar, its numbers, then its title
+    (beside the plot it took ~130 px of a narrow chart's width and its title sat on its top
+    number; a title above a horizontal bar touches it)."""
+    return dict(orientation="h", x=0, xanchor="left", y=0, yref="container", yanchor="bottom", len=0.6,
+                lenmode="fraction", thickness=12, title=dict(text=title, side="bottom"), ypad=6)
+
+
+def legend_below(fig: go.Figure, title: str) -> go.Figure:
+    """A horizontal legend at the bottom of the chart, its entries wrapping into as many rows as
+    the width needs (plotly grows the bottom margin for them): a legend beside the plot
+    squeezed a 420 px chart to a strip, one above it sat on the title."""
+    return fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0, xanchor="left", y=0, yref="container",
+                                                          yanchor="bottom", title_text=title))
+
+
+COLOUR_BAR_ROOM = 76
+"""Bottom margin, in px, that :func:`colour_bar` needs (title, bar and numbers)."""
+
+
+_TAG = re.compile(r"<[^>]*>")
+GRID_ROW, GRID_FRAME, GRID_MAX_HEIGHT = 34, 70, 700
+"""A task-by-task heatmap: px per row while the height is free, px of its width that are not
+cells (margins, row labels and their title) and the most it grows to (50 tasks: 10 px rows)."""
+
+
+def task_grid(fig: go.Figure, labels: list[str], *, titled: bool, height: int | None = None, room: int = NARROW,
+              ticktext: list[str] | None = None) -> go.Figure:
+    """Lay out ``fig``, a heatmap over ``labels`` x ``labels`` (tasks; the accuracy matrix, the
+    mask overlap), to read from ``room`` px wide up (the caller may know its chart is narrower
+    than :data:`NARROW`, a third of a row): the task axis on top, labelled at :func:`task_ticks`
+    (``ticktext``: their shown texts, one per label), the colour bar below (:func:`colour_bar`),
+    and the cells' text in the font :func:`cell_font` allows, or none (the hover keeps it)."""
+    n, trace = len(labels), fig.data[0]
+    top, bottom = (110 if titled else 60), COLOUR_BAR_ROOM + 10
+    height = height or min(GRID_MAX_HEIGHT, top + bottom + GRID_ROW * n)
+    chars = max((len(t) for row in (trace.text or ()) for t in row if t), default=0)
+    size = cell_font(chars=chars, across=(room - GRID_FRAME) / max(n, 1), down=(height - top - bottom) / max(n, 1))
+    trace.update(text=trace.text if size else None, texttemplate="%{text}" if size else None,
+                 textfont=dict(size=size or FONT))
+    shown = ticktext or labels
+    label_px = max((len(_TAG.sub("", t)) for t in shown), default=0) * TEXT_EM * FONT + 10  # with its gap
+    across = task_ticks(n, most=int((room - GRID_FRAME) // label_px))
+    down = task_ticks(n, most=(height - top - bottom) // (FONT + 6))
+    fig.update_xaxes(side="top", tickmode="array", tickvals=[labels[t] for t in across],
+                     ticktext=[shown[t] for t in across], automargin=True)
+    fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=[labels[t] for t in down], automargin=True)
+    fig.update_layout(height=height, margin=dict(t=top, b=bottom))
+    if titled:
+        fig.update_layout(title=dict(y=0.98, yref="container", yanchor="top"))
+    return fig
+
+
+def wrap(text: Any, *, width: int = 50) -> str:
+    """Plain text (:func:`plain`) broken into lines of at most ``width`` characters with
+    plotly's <br>: an axis or chart title that stays inside a :data:`NARROW` chart."""
+    return "<br>".join(plain(line) for line in textwrap.wrap(visible(text), width))
 
 
 def empty(message: str, *, height: int = 200) -> go.Figure:

@@ -12,29 +12,35 @@ import plotly.graph_objects as go
 
 from explorer.figures.accuracy import difference
 from explorer.figures.common import DIVERGING, FONT, empty, fmt, method_colour, short
-from explorer.figures.story import label, projector
+from explorer.figures.story import PAGE, Size, label, projector, title_margin
 from prm import metrics
 from prm.analysis import family_metrics, run_metrics
 from prm.run import RunState
 
 
-def difference_figure(a: RunState, b: RunState, *, a_name: str, b_name: str) -> go.Figure:
-    """R_a − R_b, diverging around 0 on a symmetric range, every known cell written out."""
+CELL_TEXT_UP_TO = 12
+"""Tasks up to which every cell of the difference matrix is written out: "+0.05" needs ~35 px,
+a cell's share of a ~420 px column at 12 tasks; beyond, the value is in the hover only."""
+
+
+def difference_figure(a: RunState, b: RunState, *, a_name: str, b_name: str, size: Size = PAGE) -> go.Figure:
+    """R_a − R_b, diverging around 0 on a symmetric range, every known cell written out where
+    the cells are large enough (:data:`CELL_TEXT_UP_TO`)."""
     D = difference(a, b)
     n = len(D)
     if np.isnan(D).all():
         return empty("the two runs share no learnt task")
     bound = max(float(np.nanmax(np.abs(D))), 0.05)
     ticks = [short(t) for t in range(n)]
-    text = [["" if np.isnan(v) else fmt(v, 2, signed=True) for v in row] for row in D]
+    text = [["" if np.isnan(v) or n > CELL_TEXT_UP_TO else fmt(v, 2, signed=True) for v in row] for row in D]
     fig = go.Figure(go.Heatmap(z=D, x=ticks, y=ticks, zmin=-bound, zmax=bound, colorscale=DIVERGING, text=text,
-                               texttemplate="%{text}", textfont=dict(size=FONT - 1), xgap=1, ygap=1,
-                               colorbar=dict(title=dict(text=f"{a_name} − {b_name}", side="right")),
+                               texttemplate="%{text}", textfont=dict(size=size.font(FONT - 2)), xgap=1, ygap=1,
+                               colorbar=dict(title=dict(text=f"{a_name} − {b_name}", side="right"), thickness=14),
                                hovertemplate="after %{y}, on %{x}: %{z:+.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="after learning task")
     fig.update_xaxes(title="tested on task")
     return projector(fig, title=f"Accuracy of {a_name} minus {b_name} (red: {b_name} better, blue: {a_name} better)",
-                      height=max(380, 150 + 34 * n))
+                     height=max(400, 170 + 34 * n), size=size)
 
 
 def family_transfer(states: Mapping[str, RunState], stl: RunState | None) -> pd.DataFrame:
@@ -62,6 +68,10 @@ def stability_points(groups: Mapping[str, Sequence[tuple[RunState, RunState | No
     return pd.DataFrame(rows, columns=["method", "seeds", "BWT", "BWT sd", "FWT", "FWT sd"])
 
 
+CORNER_PX = 22
+"""Room between the stability chart's title and its plot: one line of the corner names."""
+
+
 def stability_figure(points: pd.DataFrame) -> go.Figure:
     """FWT (plasticity) against BWT (stability), a point per method with ±1 sd over seeds;
     the corners are named."""
@@ -83,17 +93,23 @@ def stability_figure(points: pd.DataFrame) -> go.Figure:
     ys = np.concatenate([shown["BWT"] - shown["BWT sd"].fillna(0), shown["BWT"] + shown["BWT sd"].fillna(0), [0.0]])
     pad_x, pad_y = max(np.ptp(xs) * 0.25, 0.02), max(np.ptp(ys) * 0.25, 0.02)
     fig.update_xaxes(range=[xs.min() - pad_x, xs.max() + pad_x], zeroline=True, zerolinecolor="#999",
-                     title="FWT: accuracy just after learning − STL (right: transfers)")
+                     title="FWT: just after learning − STL<br>(right: transfers)")
     fig.update_yaxes(range=[ys.min() - pad_y, ys.max() + pad_y], zeroline=True, zerolinecolor="#999",
-                     title="BWT: final − just learnt (down: forgets)")
-    for x, y, text, anchor in ((0.01, 0.99, "keeps, does not transfer", "left"),
-                               (0.99, 0.99, "keeps and transfers", "right"),
-                               (0.01, 0.01, "forgets, does not transfer", "left"),
-                               (0.99, 0.01, "transfers but forgets", "right")):
-        fig.add_annotation(x=x, y=y, xref="paper", yref="paper", text=text, showarrow=False, xanchor=anchor,
+                     title="BWT: final − just learnt<br>(down: forgets)")
+    for x, y, text, anchor in ((0.01, 0.99, "keeps,<br>does not transfer", "left"),  # two short lines: the
+                               (0.99, 0.99, "keeps and<br>transfers", "right"),  # corners stay apart in a
+                               (0.01, 0.01, "forgets,<br>does not transfer", "left"),  # ~300 px plot
+                               (0.99, 0.01, "transfers<br>but forgets", "right")):
+        fig.add_annotation(x=x, y=y, xref="paper", yref="paper", text=text, showarrow=False, xanchor=anchor, align=anchor,
                            yanchor="top" if y > 0.5 else "bottom", font=dict(size=FONT, color="#666"))
     fig.update_layout(showlegend=False)
-    return projector(fig, title="Stability against plasticity: one point per method (±1 sd over seeds)", height=440)
+    projector(fig, title="Stability against plasticity: one point per method (±1 sd over seeds)", height=440)
+    # drawn in a collapsed expander, so the margin is set, not measured: the title hangs from the
+    # picture's top, and a line of room under it keeps the top tick label and corner names clear
+    text = fig.layout.title.text  # plotly hangs a wrapped title by its first line: the rest is padded down
+    extra_lines = title_margin(text) - title_margin(text.split("<br>")[0])
+    return fig.update_layout(title=dict(yref="container", y=1, yanchor="top", pad_t=6 + extra_lines, automargin=False),
+                             margin_t=title_margin(text) + CORNER_PX)
 
 
 def difference_sentence(a: RunState, b: RunState, *, a_name: str, b_name: str) -> str:

@@ -16,8 +16,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from sklearn.decomposition import PCA
 
-from explorer.figures.common import (DISSIMILAR_COLOUR, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, cluster_colour,
-                                     family_symbol, mark, plain, short, style, task_colour, task_label)
+from explorer.figures.clustering import below_legend, titled
+from explorer.figures.common import (DISSIMILAR_COLOUR, NARROW, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, cluster_colour,
+                                     family_symbol, mark, plain, short, task_colour, task_label, wrap)
 from explorer.figures.linkage import rule_step
 from prm.analysis import judged_right, true_groups
 from prm.projection import project
@@ -25,16 +26,18 @@ from prm.run import Run, embedding_points
 
 END = "end"
 """The step value for 'the final embeddings after the whole sequence'."""
-FEW_POINTS = 12
-"""Below this many points PCA is the default projection: UMAP's neighbourhood graph on a
-handful of points tears one tight cluster into scattered pieces."""
+FEW_TASKS = 12
+"""Below this many tasks PCA is the default projection. The rule counts tasks, not points: a
+run of n tasks projects up to 2n - 1 points (each task's embedding and its DTD copy), and
+below 12 tasks UMAP's 15-neighbour graph spans nearly every point, so it tears one tight
+cluster into scattered pieces instead of showing neighbourhoods."""
 NEW_TASK_COLOUR = "black"
 """The ring of the task that just arrived (its own call is what the step decides)."""
 
 
-def default_projection(n_points: int) -> str:
-    """PCA for fewer than ``FEW_POINTS`` points, UMAP otherwise."""
-    return "pca" if n_points < FEW_POINTS else "umap"
+def default_projection(n_tasks: int) -> str:
+    """PCA for runs of fewer than ``FEW_TASKS`` tasks, UMAP otherwise."""
+    return "pca" if n_tasks < FEW_TASKS else "umap"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,7 +202,16 @@ def decided_by(run: Run, step: str) -> str:
     return DECIDERS.get(source, f"DTD ({source})")
 
 
+PANEL_TITLE_CHARS = 26
+"""A panel title's line: half of a narrow chart (~190 px) holds about this many characters at 13 px."""
+PANEL_TITLE_PX = 50
+"""Room over the panels of :func:`comparison_figure` for their titles (two lines at 13 px)."""
 CALL_NAMES = {0: ("called similar, with the new task", SIMILAR_COLOUR), 1: ("called dissimilar", DISSIMILAR_COLOUR)}
+
+
+LEGEND_COLOURS = 8
+"""Above this many colours (tasks at the end of a long run, one linkage cluster per task) the
+legend names none of them: one entry says what colour means, each point's hover names its own."""
 
 
 def _colour_groups(frame: pd.DataFrame) -> tuple[str, list[tuple[str, str, pd.DataFrame]]]:
@@ -223,27 +235,120 @@ def _hover(r) -> str:
 
 
 def _colour_legend(fig: go.Figure, frame: pd.DataFrame) -> None:
-    """Legend entries for the colours of ``frame`` (every panel's rows, where panels share them)."""
+    """Legend entries for the colours of ``frame`` (every panel's rows, where panels share them):
+    one per colour up to :data:`LEGEND_COLOURS`, else one that sends the reader to the hover."""
     title, groups = _colour_groups(frame)
+    if len(groups) > LEGEND_COLOURS:
+        groups = [(f"{len(groups)} colours: hover a point for its {title.removeprefix('colour = ')}", "#888", frame)]
     for n, (name, colour, _) in enumerate(groups):
         fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=name,  # legend: colour only
                         legendgrouptitle_text=title if n == 0 else None,
                         marker=dict(symbol="square", color=colour, size=12))
 
 
-def _add_points(fig: go.Figure, frame: pd.DataFrame, *, col: int | None = None) -> None:
+PLOT_PX = (NARROW - 60, 280)
+"""The plot area point labels are placed for (px across, down): the narrowest chart less its
+margins (with 20 px to spare: a column can be a little narrower than ``NARROW``), and the least
+height :func:`_sized` leaves the plot whatever the legend's rows. A larger plot only moves the
+labels further apart, so labels placed for this size never overlap at any width."""
+LEGEND_LINE_PX, LEGEND_GAP_PX = 21, 12
+"""A legend line's height (an entry or a group's title) and the gap between groups, in px
+(measured: 11 lines in two rows of groups took 236 px)."""
+CHAR_PX, LINE_PX = 8.5, 17
+"""A label's character width (the ✓ and ✗ are the widest) and line height at the 13 px font."""
+POSITIONS = ("top center", "bottom center", "middle right", "middle left")
+
+
+def _label_box(x: float, y: float, width: float, position: str, gap: float) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) in px of a label ``width`` px wide at ``position`` of a point
+    whose marker reaches ``gap`` px from its centre (y grows upwards)."""
+    if position == "top center":
+        return x - width / 2, y + gap, x + width / 2, y + gap + LINE_PX
+    if position == "bottom center":
+        return x - width / 2, y - gap - LINE_PX, x + width / 2, y - gap
+    if position == "middle right":
+        return x + gap, y - LINE_PX / 2, x + gap + width, y + LINE_PX / 2
+    return x - gap - width, y - LINE_PX / 2, x - gap, y + LINE_PX / 2
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(px: np.ndarray, texts: list[str], priority: list[int], *, radius: list[float],
+                 size: tuple[float, float] = PLOT_PX) -> list[str | None]:
+    """Where each point's label goes (a plotly textposition), or None: its label is left to the
+    hover. ``px``: the points in px of a plot ``size`` px large. Points take turns in ``priority``
+    order; each takes the first of :data:`POSITIONS` where its label stays inside the plot and
+    touches neither a label placed before it nor another point's marker. So a crowded cluster
+    keeps the labels that matter (the new task, wrong calls, one per colour) and no two collide.
+    The first point is always named (it may cover a marker: the step is about it)."""
+    markers = [(x - r, y - r, x + r, y + r) for (x, y), r in zip(px, radius)]
+    placed: list[tuple[float, float, float, float]] = []
+    where: list[str | None] = [None] * len(texts)
+    for n in priority:
+        boxes = {p: _label_box(*px[n], len(texts[n]) * CHAR_PX + 4, p, radius[n] + 2) for p in POSITIONS}
+        free = [p for p, box in boxes.items() if box[0] >= 0 and box[1] >= 0 and box[2] <= size[0]
+                and box[3] <= size[1] and not any(_overlaps(box, b) for b in placed)]
+        clear = [p for p in free if not any(_overlaps(boxes[p], m) for k, m in enumerate(markers) if k != n)]
+        position = (clear or free or [POSITIONS[0]])[0] if n == priority[0] else next(iter(clear), None)
+        if position is not None:
+            placed.append(boxes[position])
+            where[n] = position
+    return where
+
+
+def _priority(frame: pd.DataFrame) -> list[int]:
+    """Rows in the order their labels are placed: the new task, the wrong calls, the first task of
+    each colour, then the rest in task order."""
+    rows = list(frame.itertuples())
+    first = {r.group: r.Index for r in reversed(rows)}
+    rank = [0 if r.relation == "new task" else 1 if r.call == mark(False) else 2 if first[r.group] == r.Index else 3
+            for r in rows]
+    return sorted(range(len(rows)), key=lambda n: (rank[n], rows[n].task_index))
+
+
+def _ranges(frame: pd.DataFrame, paths) -> tuple[list[float], list[float]]:
+    """Axis ranges holding every point and trajectory with a margin for markers and labels:
+    fixed, so the labels can be placed for them (:func:`place_labels`)."""
+    xs = np.concatenate([frame["x"].to_numpy(float), *[p[:, 0] for _, p in paths or []]])
+    ys = np.concatenate([frame["y"].to_numpy(float), *[p[:, 1] for _, p in paths or []]])
+    out = []
+    for v in (xs[np.isfinite(xs)], ys[np.isfinite(ys)]):
+        low, high = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
+        pad = 0.12 * (high - low) or 1.0
+        out.append([low - pad, high + pad])
+    return out[0], out[1]
+
+
+def _labels(frame: pd.DataFrame, ranges, size: tuple[float, float]) -> tuple[list[str], list[str]]:
+    """(text, textposition) of every row: :func:`place_labels` for the figure's fixed ``ranges``."""
+    (x0, x1), (y0, y1) = ranges
+    px = np.column_stack([(frame["x"].to_numpy(float) - x0) / (x1 - x0) * size[0],
+                          (frame["y"].to_numpy(float) - y0) / (y1 - y0) * size[1]])
+    texts = [f"{r.task} {r.call}".strip() for r in frame.itertuples()]
+    where = place_labels(np.nan_to_num(px, nan=-1e6), texts, _priority(frame),
+                         radius=[10 if d else 7.5 for d in frame["is_dtd"]], size=size)
+    return [t if w else "" for t, w in zip(texts, where)], [w or "top center" for w in where]
+
+
+def _add_points(fig: go.Figure, frame: pd.DataFrame, *, ranges, size: tuple[float, float] = PLOT_PX,
+                col: int | None = None) -> None:
     """One step's points, one meaning per visual channel: colour (:func:`_colour_groups`), symbol
     = true family, outline = the call on each earlier task (green right, red wrong, the mark
-    beside the name too) with the new task ringed in black. ``col``: the panel of a subplot grid."""
+    beside the name too) with the new task ringed in black. Labels only where they fit
+    (:func:`_labels`); every point's hover names it. ``col``: the panel of a subplot grid."""
     where = {} if col is None else dict(row=1, col=col)
+    frame = frame.reset_index(drop=True)
+    text, position = _labels(frame, ranges, size)
     for name, colour, part in _colour_groups(frame)[1]:
         outlines = [_outline(r) for r in part.itertuples()]
         fig.add_scatter(
             x=part["x"], y=part["y"], mode="markers+text", name=name, legendgroup=name, showlegend=False,
-            text=[f"{r.task} {r.call}".strip() for r in part.itertuples()], textposition="top center",
-            marker=dict(size=[20 if d else 15 for d in part["is_dtd"]], color=colour,
-                        symbol=[family_symbol(f) for f in part["family"]],
-                        line=dict(color=[c for c, _ in outlines], width=[w for _, w in outlines])),
+            text=[text[n] for n in part.index], textposition=[position[n] for n in part.index],
+            customdata=part["task"], marker=dict(size=[20 if d else 15 for d in part["is_dtd"]], color=colour,
+                                                 symbol=[family_symbol(f) for f in part["family"]],
+                                                 line=dict(color=[c for c, _ in outlines], width=[w for _, w in outlines])),
             hovertext=[_hover(r) for r in part.itertuples()], hoverinfo="text", **where)
 
 
@@ -261,22 +366,40 @@ def _symbol_and_outline_legend(fig: go.Figure, frame: pd.DataFrame) -> None:
 
 
 def figure(frame: pd.DataFrame, *, title: str, paths: list[tuple[int, np.ndarray]] | None = None) -> go.Figure:
-    """Scatter of one step (:func:`_add_points`), each channel named in the legend, with each
-    task's per-epoch trajectory dotted behind its point when ``paths`` are given."""
+    """Scatter of one step (:func:`_add_points`), each channel named in the legend below it, with
+    each task's per-epoch trajectory dotted behind its point when ``paths`` are given."""
     fig = go.Figure()
     for task, path in paths or []:
         fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", showlegend=False,
                         line=dict(color=task_colour(task), width=1, dash="dot"), marker=dict(size=4, opacity=0.5),
                         hovertemplate=f"{short(task)} epoch snapshot %{{pointNumber}}<extra></extra>")
     if frame.empty:
-        return style(fig, title=title, height=480)
+        return titled(fig, title, height=480)
+    ranges = _ranges(frame, paths)
     _colour_legend(fig, frame)
-    _add_points(fig, frame)
+    _add_points(fig, frame, ranges=ranges)
     _symbol_and_outline_legend(fig, frame)
-    fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
-    fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor=None)
-    fig.update_layout(legend=dict(groupclick="toggleitem", tracegroupgap=12))
-    return style(fig, title=title, height=520)
+    fig.update_xaxes(showticklabels=False, title=None, zeroline=False, range=ranges[0])
+    fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor=None, range=ranges[1])
+    return _sized(fig, title=title)
+
+
+def _legend_px(fig: go.Figure) -> int:
+    """The most height the legend below can take: every group in a row of its own, as where the
+    chart is too narrow for two groups side by side."""
+    shown = [t for t in fig.data if t.showlegend is not False]
+    groups = len({t.legendgroup for t in shown})
+    return LEGEND_LINE_PX * (len(shown) + groups) + LEGEND_GAP_PX * groups
+
+
+def _sized(fig: go.Figure, *, title: str, above: int = 0) -> go.Figure:
+    """``fig`` titled, its legend below and tall enough that the plot keeps at least
+    :data:`PLOT_PX` down (``above``: px over the plot for panel titles) however many rows the
+    legend wraps into: a fixed height let a wrapped legend squeeze the plot (264 px of 300), so
+    labels placed for 300 px touched. Wider, the plot just gets taller."""
+    fig = below_legend(titled(fig, title, height=PLOT_PX[1]))
+    top = fig.layout.margin.t + above
+    return fig.update_layout(height=top + PLOT_PX[1] + _legend_px(fig) + fig.layout.margin.b, margin_t=top)
 
 
 def right_count(frame: pd.DataFrame) -> tuple[int, int]:
@@ -288,15 +411,19 @@ def right_count(frame: pd.DataFrame) -> tuple[int, int]:
 def comparison_figure(panels: list[tuple[str, pd.DataFrame]], *, title: str) -> go.Figure:
     """The same points side by side, one panel per decision (``(name, step_frame(...,
     dissimilar=its set))``), each coloured by its call and every earlier task marked ✓/✗; each
-    panel's title says how many calls it got right. One colour legend serves every panel, since
-    colour means the call in each."""
-    titles = [f"{name}: {right} of {total} right" for name, frame in panels for right, total in [right_count(frame)]]
+    panel's title says how many calls it got right (on a line of its own: half a narrow chart
+    holds the decision's name or its count, not both).
+    One colour legend serves every panel, since colour means the call in each."""
+    titles = [f"{wrap(name + ':', width=PANEL_TITLE_CHARS)}<br>{right} of {total} right" for name, frame in panels
+              for right, total in [right_count(frame)]]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, horizontal_spacing=0.04)
+    fig.update_annotations(font_size=13)
     _colour_legend(fig, pd.concat([frame for _, frame in panels]))
+    ranges = _ranges(pd.concat([frame for _, frame in panels]), None)
+    size = ((PLOT_PX[0] - 20) / len(panels), PLOT_PX[1])
     for col, (_, frame) in enumerate(panels, start=1):
-        _add_points(fig, frame, col=col)
+        _add_points(fig, frame, ranges=ranges, size=size, col=col)
     _symbol_and_outline_legend(fig, panels[0][1])
-    fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
-    fig.update_yaxes(showticklabels=False, title=None, zeroline=False)
-    fig.update_layout(legend=dict(groupclick="toggleitem", tracegroupgap=12))
-    return style(fig, title=title, height=520).update_layout(margin=dict(t=80))  # room for the panel titles
+    fig.update_xaxes(showticklabels=False, title=None, zeroline=False, range=ranges[0])
+    fig.update_yaxes(showticklabels=False, title=None, zeroline=False, range=ranges[1])
+    return _sized(fig, title=title, above=PANEL_TITLE_PX)

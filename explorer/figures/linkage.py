@@ -17,9 +17,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from scipy.cluster.hierarchy import dendrogram
 
-from explorer.figures.clustering import SMALL_FONT, calls, count_line
-from explorer.figures.common import (DISSIMILAR_COLOUR, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, fmt, mark,
-                                     plain_names, short, style)
+from explorer.figures.clustering import AXIS_CHARS, SMALL_FONT, below_legend, calls, count_line, titled
+from explorer.figures.common import (DISSIMILAR_COLOUR, NARROW, RIGHT_COLOUR, SIMILAR_COLOUR, WRONG_COLOUR, fmt, mark,
+                                     plain_names, short, task_ticks, wrap)
 from prm.analysis import judged_right, true_groups
 from prm.run import Run, RunState
 from prm.similarity import RULES, average_linkage, cosine_distances, dissimilar_by_rule, features, linkage_merges
@@ -114,11 +114,35 @@ def _links(fig: go.Figure, shape: dict, threshold: float) -> None:
                                                             else "not below the threshold, apart") for h in heights])
 
 
+MARKS_UP_TO = 18
+"""Leaves of the tree that each get a ✓/✗ above them: more, and at the narrowest chart
+(``common.NARROW``) the marks would touch; the leaves' outlines then carry right and wrong."""
+
+
+TREE_PX = NARROW - 130
+"""The tree's plot width in the narrowest chart, less its axis title, ticks and margins (measured:
+295 px of a 402 px chart, the Clustering view's column at a 1280 px window)."""
+TICK_CHAR_PX = 0.6 * SMALL_FONT
+"""A leaf name's widest character ("(new)" is wider than digits) at the tick font, in px."""
+
+
+def leaf_ticks(n: int, new: int) -> list[int]:
+    """The leaf positions (0..n-1, left to right) that get a name under them: those
+    ``common.task_ticks`` labels on an axis of ``n``, with the new task's always and none so close
+    to it that the two would touch: "T50 (new)" is three times as wide as "T15", so the leaves
+    kept off it are counted in px at :data:`TREE_PX`, not in ticks. Every leaf's hover names it."""
+    shown = task_ticks(n)
+    gap = shown[2] - shown[1] if len(shown) > 2 and len(shown) < n else 1
+    reach = ((len(f"T{n} (new)") + len(f"T{n}")) / 2 * TICK_CHAR_PX + 6) / (TREE_PX / n) if gap > 1 else 1
+    return sorted({new, *(p for p in shown if p == new or abs(p - new) >= max(gap, reach))})
+
+
 def dendrogram_figure(step: RuleStep, tasks) -> go.Figure:
     """Average linkage on the cosine distance, leaves at the bottom, each merge drawn at the
     average distance between the two clusters it joins; the dashed line is the threshold: the
     merges below it are the linkage rule's clusters. Each leaf is coloured by the call the run
-    used and marked ✓/✗ against the truth; the new task is black."""
+    used and judged against the truth (a ✓/✗ above it, or, past :data:`MARKS_UP_TO` leaves, a
+    green/red outline); the new task is black. Leaves are named at :func:`leaf_ticks`."""
     shape = dendrogram(tree(step.distance), no_plot=True)
     right = judged_right(groups=true_groups(tasks), task=step.task, dissimilar=step.recorded)
     names = plain_names(tasks, step.task + 1)
@@ -127,20 +151,26 @@ def dendrogram_figure(step: RuleStep, tasks) -> go.Figure:
     leaves = [int(i) for i in shape["leaves"]]
     x = [5 + 10 * n for n in range(len(leaves))]  # where scipy puts the leaves
     hover = [f"{names[i]}<br>linkage cluster c{step.labels[i]}" + ("" if i == step.task else (
-        f"<br>cosine distance to {short(step.task)}: {fmt(step.distance[step.task, i], 3)}")) for i in leaves]
+        f"<br>cosine distance to {short(step.task)}: {fmt(step.distance[step.task, i], 3)}<br>call "
+        + ("right " if right[i] else "wrong ") + mark(right[i]))) for i in leaves]
+    marks = len(leaves) <= MARKS_UP_TO
+    judged = [RIGHT_COLOUR if right.get(i) else WRONG_COLOUR for i in leaves]
     fig.add_scatter(x=x, y=[0] * len(leaves), mode="markers+text", showlegend=False, cliponaxis=False,
-                    marker=dict(size=16, color=[_call_colour(step, i) for i in leaves], line=dict(color="#555", width=1)),
-                    text=[mark(right.get(i)) for i in leaves], textposition="top center",
-                    textfont=dict(size=SMALL_FONT + 4, color=[RIGHT_COLOUR if right.get(i) else WRONG_COLOUR for i in leaves]),
-                    hoverinfo="text", hovertext=hover)
+                    marker=dict(size=min(16, max(6, (NARROW - 80) / len(leaves))),
+                                color=[_call_colour(step, i) for i in leaves],
+                                line=dict(color="#555" if marks else [c if i != step.task else "#555" for c, i in
+                                                                      zip(judged, leaves)], width=1 if marks else 2)),
+                    text=[mark(right.get(i)) if marks else "" for i in leaves], textposition="top center",
+                    textfont=dict(size=SMALL_FONT + 4, color=judged), hoverinfo="text", hovertext=hover)
     fig.add_hline(y=step.threshold, line=THRESHOLD_LINE)
     _legend(fig, threshold=step.threshold)
     top = max([step.threshold, *(dc[1] for dc in shape["dcoord"])])
-    fig.update_xaxes(tickvals=x, ticktext=[short(i) + (" (new)" if i == step.task else "") for i in leaves],
-                     tickfont=dict(size=SMALL_FONT), tickangle=-90 if len(leaves) > 12 else 0, range=[0, 10 * len(leaves)])
-    fig.update_yaxes(title="cosine distance (average between clusters)", range=[-0.02, top * 1.12])
-    fig.update_layout(legend=dict(orientation="h", y=-0.3, x=0))
-    return style(fig, title=f"Average-linkage tree, cut at {fmt(step.threshold, 2)} (dashed)", height=420)
+    named = leaf_ticks(len(leaves), leaves.index(step.task))
+    fig.update_xaxes(tickvals=[x[p] for p in named], range=[0, 10 * len(leaves)], tickfont=dict(size=SMALL_FONT),
+                     ticktext=[short(leaves[p]) + (" (new)" if leaves[p] == step.task else "") for p in named])
+    fig.update_yaxes(title=wrap("cosine distance (average between clusters)", width=AXIS_CHARS),
+                     range=[-0.02, top * 1.12])
+    return below_legend(titled(fig, f"Average-linkage tree, cut at {fmt(step.threshold, 2)} (dashed)", height=480))
 
 
 def distance_figure(step: RuleStep, tasks) -> go.Figure:
@@ -165,8 +195,8 @@ def distance_figure(step: RuleStep, tasks) -> go.Figure:
     top = max([step.threshold, *step.distance[step.task, : step.task]])
     fig.update_xaxes(title="earlier task", categoryorder="array", categoryarray=[short(j) for j in range(step.task)])
     fig.update_yaxes(title=f"cosine distance to {short(step.task)}", range=[0, top * 1.18])
-    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.3, x=0))
-    return style(fig, title=f"Cosine distance of each earlier task to {short(step.task)}", height=420)
+    fig.update_layout(barmode="overlay")
+    return below_legend(titled(fig, f"Cosine distance of earlier tasks to {short(step.task)}", height=460))
 
 
 def two_calls(tasks, *, task: int, xmeans, rule, name: str) -> pd.DataFrame:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.accuracy import MAX_CELL_TEXT
-from explorer.figures.common import FONT, empty, fmt, plain_names, short, style, task_colour
+from explorer.figures.common import (FONT, colour_bar, empty, fmt, legend_below, plain_names, short, style,
+                                     task_colour, task_grid, task_ticks, wrap)
 from prm.analysis import jaccard
 from prm import methods
 from prm.run import Run, RunState
@@ -45,19 +45,23 @@ def unit_order(masks: np.ndarray) -> np.ndarray:
 
 
 def mask_heatmap(run: Run, layer: int) -> go.Figure:
+    """Every task's mask, a row per task; rows too low for a label each are labelled at
+    :func:`~explorer.figures.common.task_ticks` (the hover names every row)."""
     tasks, masks = task_masks(run, layer)
     if not tasks:
         return empty("this run has no masks (unmasked method or no task learnt yet)")
     order = unit_order(masks)
     labels = plain_names(run.state.tasks)
     y = [labels[t] for t in tasks]
+    height = min(560, 130 + 28 * len(tasks))
     fig = go.Figure(go.Heatmap(z=masks[:, order], y=y, colorscale="Greys", zmin=0, zmax=1, showscale=False,
                                customdata=np.tile(order, (len(tasks), 1)),
                                hovertemplate="%{y}<br>unit %{customdata}<br>mask %{z:.2f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title=f"units of layer {layer} (ordered by the first task that used them; dark = used)",
-                     showticklabels=False)
-    return style(fig, title=f"Mask of every task, layer {layer}", height=min(560, 120 + 28 * len(tasks)))
+    shown = task_ticks(len(tasks), most=max(2, (height - 130) // (FONT + 6)))
+    fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=[y[r] for r in shown], automargin=True)
+    fig.update_xaxes(title=wrap(f"units of layer {layer} (dark = used), ordered by the first task that used them", width=42),
+                     showticklabels=False, automargin=True)
+    return style(fig, title=f"Mask of every task, layer {layer}", height=height)
 
 
 def relaxed_units(run: Run, task: int, layer: int) -> dict[str, np.ndarray] | None:
@@ -125,18 +129,16 @@ def relaxed_figure(run: Run, task: int, layer: int) -> go.Figure:
     # protection spans z 0-1 (white to grey, a full 1 still grey); the third row is 1.5 (partial) or 2 (free)
     relaxed = parts["partial"] * 1.5 + parts["free"] * 2
     z = np.stack([parts["accumulated"][order], parts["protected"][order], relaxed[order]])
-    counts = unit_counts(parts)
     fig = go.Figure(go.Heatmap(
         z=z, y=rows, zmin=0, zmax=2, showscale=False,
         colorscale=[[0, "#f7f7f7"], [0.5, "#636363"], [0.51, "#636363"], [0.51, PARTIAL_COLOUR], [0.875, PARTIAL_COLOUR],
                     [0.875, RELAXED_COLOUR], [1, RELAXED_COLOUR]],
         customdata=np.tile(order, (3, 1)), hovertemplate="%{y}<br>unit %{customdata}<br>value %{z:.2f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(showticklabels=False, title=f"units of layer {layer} for {short(task)}: of {counts['used']} used, "
-                     f"{counts['free']} free, {counts['partial']} partially relaxed, {counts['protected']} protected")
-    fig.update_yaxes(automargin=True)
-    return style(fig, title=f"What HAT would protect vs what this run protected for {short(task)}, layer {layer}",
-                 height=250)
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    # the counts are in the caption below (unit_sentence): a longer axis title, centred on the
+    # narrow strip beside the row labels, ran out of a 420 px chart
+    fig.update_xaxes(showticklabels=False, automargin=True, title=f"units of layer {layer}")
+    return style(fig, title=f"HAT's protection vs this run's, {short(task)}, layer {layer}", height=270)
 
 
 def capacity_table(state: RunState) -> pd.DataFrame:
@@ -156,7 +158,7 @@ def capacity_figure(table: pd.DataFrame) -> go.Figure:
                         hovertemplate="after %{x}: %{y:.1%} of units in use<extra>" + layer + "</extra>")
     fig.update_yaxes(title="share of units in use", range=[0, 1.02], tickformat=".0%")
     fig.update_xaxes(title="after learning task")
-    return style(fig, title="Capacity in use", height=320)
+    return legend_below(style(fig, title="Capacity in use", height=340), "line dash = layer:")
 
 
 def overlap_matrix(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
@@ -170,10 +172,13 @@ def overlap_matrix(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
 
 
 def overlap_table(run: Run, layer: int) -> pd.DataFrame:
-    """:func:`overlap_matrix` as shown: a row per task, its Jaccard overlap with every task."""
+    """:func:`overlap_matrix` as shown: a row per pair of tasks, their Jaccard overlap. Long,
+    not square: a column per task scrolled sideways beside a chart (50 tasks: everywhere),
+    while rows sort (which tasks share the most units?) and scroll down."""
     tasks, matrix = overlap_matrix(run, layer)
-    labels = [short(t) for t in tasks]
-    return pd.DataFrame(matrix.round(3), columns=labels).assign(task=labels)[["task", *labels]]
+    rows = [{"task": short(a), "other task": short(b), "shared units (Jaccard)": round(float(matrix[x, y]), 3)}
+            for x, a in enumerate(tasks) for y, b in enumerate(tasks) if y > x]
+    return pd.DataFrame(rows, columns=["task", "other task", "shared units (Jaccard)"])
 
 
 def overlap_figure(run: Run, layer: int) -> go.Figure:
@@ -182,17 +187,13 @@ def overlap_figure(run: Run, layer: int) -> go.Figure:
         return empty("no masks recorded")
     labels = plain_names(run.state.tasks)
     ticks = [short(t) for t in tasks]
-    n = len(tasks)
     hover = [[f"{labels[a]}<br>{labels[b]}<br>Jaccard {matrix[x, y]:.2f}" for y, b in enumerate(tasks)]
              for x, a in enumerate(tasks)]
-    text = [[fmt(v, 2) for v in row] for row in matrix] if n <= MAX_CELL_TEXT else None
     fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Purples",
-                               colorbar=dict(title=dict(text="shared units<br>(Jaccard)", side="top")),
-                               text=text, texttemplate="%{text}" if text else None, textfont=dict(size=FONT),
+                               colorbar=colour_bar("shared units (Jaccard)"), text=[[fmt(v, 2) for v in row] for row in matrix],
                                hovertext=hover, hoverinfo="text"))
-    fig.update_yaxes(autorange="reversed")
+    style(fig, title=f"Mask overlap (Jaccard), layer {layer}")
     # tick labels in the task colours of the other views (coloured text, not a shape per task:
     # plotly validates every added shape, and 50 of them took most of a second)
-    fig.update_xaxes(tickvals=ticks, ticktext=[f'<span style="color:{task_colour(t)}">■</span> {tick}'
-                                               for t, tick in zip(tasks, ticks)])
-    return style(fig, title=f"Mask overlap (Jaccard), layer {layer}", height=min(560, 170 + 34 * n))
+    return task_grid(fig, ticks, titled=True, ticktext=[f'<span style="color:{task_colour(t)}">■</span> {tick}'
+                                                        for t, tick in zip(tasks, ticks)])

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.common import (PHASE_COLOURS, PHASE_LABELS, family_colour, mark, names, plain, short, style,
-                                     task_label)
+from explorer.figures.common import (MIN_CELL_FONT, PHASE_COLOURS, PHASE_LABELS, family_colour, legend_below, mark,
+                                     names, plain, short, style, task_label)
 from prm.analysis import judged_right, true_groups
 from prm.run import RunState
 
@@ -32,11 +32,9 @@ def sequence_strip(state: RunState) -> go.Figure:
                     insidetextanchor="middle", hovertext=hover, hoverinfo="text")
     fig.update_xaxes(categoryorder="array", categoryarray=[short(t) for t in range(state.n_tasks)])
     fig.update_yaxes(visible=False)
-    fig.update_layout(bargap=0.05, showlegend=True)  # the legend even for a single family
-    style(fig, height=180)
-    fig.update_layout(margin=dict(t=40), legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right",
-                                                     title_text="tile colour = family:"))
-    return fig
+    # a name is written in its tile where it fits at a legible size, else only in the hover
+    fig.update_layout(bargap=0.05, uniformtext=dict(minsize=MIN_CELL_FONT, mode="hide"))
+    return legend_below(style(fig, height=200), "tile colour = family:")  # the legend even for a single family
 
 
 def phase_seconds(state: RunState) -> pd.DataFrame:
@@ -90,9 +88,8 @@ def phase_figure(table: pd.DataFrame) -> go.Figure:
         fig.add_bar(x=part["task"], y=part["seconds"], name=label, marker_color=PHASE_COLOURS[phase],
                     customdata=[plain(x) for x in part["name"]], hovertemplate="%{x} %{customdata}<br>" + label +
                     ": %{y:.2f} s<extra></extra>")
-    fig.update_layout(barmode="stack", yaxis_title="seconds", showlegend=True,
-                      legend=dict(orientation="h", y=-0.2, title_text="phase:"))
-    return style(fig, title="Time per task, by phase", height=360)
+    fig.update_layout(barmode="stack", yaxis_title="seconds")
+    return legend_below(style(fig, title="Time per task, by phase", height=400), "phase:")
 
 
 def similarity_summary(state: RunState) -> pd.DataFrame:

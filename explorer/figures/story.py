@@ -12,8 +12,11 @@ files escaped with ``md``/``plain``), so each number can be checked in a test. S
 
 from __future__ import annotations
 
+import math
+import textwrap
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,10 +43,61 @@ def label(method: str | None) -> str:
     return entry.label if entry is not None else str(method)
 
 
-def projector(fig: go.Figure, *, title: str, height: int) -> go.Figure:
-    """The common look with a larger title and room for it on one line."""
-    style(fig, title=title, height=height)
-    fig.update_layout(title_font_size=FONT + 3, margin_t=60)
+@dataclass(frozen=True, kw_only=True)
+class Size:
+    """How large a Story chart is drawn. On the page each chart keeps its own height and the
+    app's type, and wraps its title to fit a column of ~420 px; in lecture mode (a projector,
+    1024x768 and up) every chart takes one height that leaves room on the screen for the step's
+    title, its two sentences and the buttons, in type half as large again."""
+
+    scale: float = 1.0
+    height: int | None = None  # None: the builder's own height, from what it draws
+    title_chars: int = 46  # a title line longer than this is wrapped (plotly never wraps one)
+    side_legend: bool = False  # legends right of the plot: a projector is wide but short
+
+    def legend(self, below: dict) -> dict:
+        """The legend's place: ``below`` the plot on the page, at the side in lecture mode."""
+        return dict(orientation="v", x=1.02, xanchor="left", y=0.45, yanchor="top") if self.side_legend else below
+
+    def font(self, base: int = FONT) -> int:
+        return round(base * self.scale)
+
+    def wrap(self, text: str, *, chars: int | None = None) -> str:
+        """Plain text (a run's names made literal) cut into lines of at most ``chars``."""
+        return "<br>".join(textwrap.wrap(plain(text), chars or self.title_chars, break_long_words=False,
+                                         break_on_hyphens=False))
+
+
+PAGE = Size()
+LECTURE = Size(scale=1.5, height=500, title_chars=78, side_legend=True)
+"""Lecture mode's charts: 500 px high, so at 1024x768 the step's title above and its sentences
+and buttons below fit without scrolling (tests/test_lecture.py measures it in a browser)."""
+
+
+TITLE_PAD = 12
+"""Pixels between a Story chart's title and its plot."""
+
+
+def title_margin(text: str, *, size: Size = PAGE) -> int:
+    """The top margin a wrapped title of ``text`` needs (plotly's lines are 1.3 em apart), for a
+    chart drawn inside a collapsed expander (step 5's stability chart): it cannot measure its
+    text, so automargin pushes nothing and the title sat above the picture's edge. Charts in
+    view keep automargin alone, which also lifts the title over ticks drawn on top."""
+    return math.ceil((text.count("<br>") + 1) * 1.3 * size.font(FONT + 3)) + TITLE_PAD
+
+
+def projector(fig: go.Figure, *, title: str, height: int, size: Size = PAGE) -> go.Figure:
+    """The common look at ``size``: type scaled, the title larger, wrapped and pushing the top
+    margin as far as its lines need, and every axis given the room its labels need."""
+    style(fig, height=size.height or height)
+    text = size.wrap(title)
+    fig.update_layout(title=dict(text=text, x=0, xanchor="left", y=1, yanchor="bottom", yref="paper", pad_b=TITLE_PAD,
+                                 automargin=True, font_size=size.font(FONT + 3)),
+                      font_size=size.font(), legend=dict(font_size=size.font(), title_font_size=size.font()),
+                      margin_t=10)
+    axes = dict(automargin=True, tickfont_size=size.font(), title_font_size=size.font())  # over Streamlit's theme
+    fig.update_xaxes(**axes)
+    fig.update_yaxes(**axes)
     return fig
 
 
@@ -67,27 +121,48 @@ def similar_groups(state: RunState) -> list[list[int]]:
     return [m for m in members.values() if len(m) > 1]
 
 
-def sequence_figure(state: RunState) -> go.Figure:
-    """One tile per task coloured by family; the tile's text says which true group it is in."""
+TILE_TEXT_UP_TO = 12
+"""Tasks up to which each tile of step 1 says "T3 / group A": ~45 px a tile in a ~560 px column."""
+TILE_LETTER_UP_TO = 24
+"""Tasks up to which a tile still shows its group's letter alone (~23 px a tile); beyond, tiles
+are too narrow for any text and the group is in the hover only."""
+
+
+def tile_text(task: int, letter: str | None, *, n_tasks: int) -> str:
+    """A tile's text, thinned by the number of tasks so neighbouring texts never overlap:
+    "T3<br>group A" (or "alone"), then the letter only, then nothing (the hover says it all)."""
+    if n_tasks <= TILE_TEXT_UP_TO:
+        return f"{short(task)}<br>{'group ' + letter if letter else 'alone'}"
+    return (letter or "") if n_tasks <= TILE_LETTER_UP_TO else ""
+
+
+def sequence_figure(state: RunState, *, size: Size = PAGE) -> go.Figure:
+    """One tile per task coloured by family; the tile's text says which true group it is in
+    (:func:`tile_text`: less of it the more tasks)."""
     groups = true_groups(state.tasks)
     sizes = Counter(groups)
     letters = {g: chr(ord("A") + n % 26) for n, g in enumerate(g for g in dict.fromkeys(groups) if sizes[g] > 1)}
     fig = go.Figure()
     for fam, tasks in families(state.tasks).items():
-        text = [f"{short(t)}<br>{'group ' + letters[groups[t]] if groups[t] in letters else 'alone'}" for t in tasks]
+        text = [tile_text(t, letters.get(groups[t]), n_tasks=state.n_tasks) for t in tasks]
         hover = [f"{short(t)} {plain(state.tasks[t]['name'])}<br>family {plain(fam)}<br>"
                  + ("truly similar to " + ", ".join(short(o) for o in range(state.n_tasks)
                                                     if groups[o] == groups[t] and o != t)
                     if groups[t] in letters else "similar to no other task") for t in tasks]
         fig.add_bar(x=[short(t) for t in tasks], y=[1] * len(tasks), name=f"family: {plain(fam)}",
                     marker_color=family_colour(fam), text=text, textposition="inside", insidetextanchor="middle",
-                    textfont=dict(size=FONT), hovertext=hover, hoverinfo="text")
+                    textangle=0, textfont=dict(size=size.font()), hovertext=hover, hoverinfo="text")
     fig.update_xaxes(categoryorder="array", categoryarray=[short(t) for t in range(state.n_tasks)],
-                     title="task, in the order learnt", showticklabels=False)
+                     showticklabels=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(bargap=0.05, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right",
-                                               title_text="colour:"))
-    return projector(fig, title="The sequence: tasks coloured by family, lettered by true group", height=230)
+    # the legend sits at the picture's foot in a margin kept for it: one pushed by the legend
+    # instead takes the room the wrapped title pushes for, and the title lands on the tiles
+    fig.update_layout(bargap=0.05, showlegend=True, uniformtext=dict(mode="show", minsize=size.font(9)),
+                      legend=dict(orientation="h", x=0, y=0, yanchor="bottom", yref="container", title_text="colour:"))
+    lettered = "lettered by true group" if state.n_tasks <= TILE_LETTER_UP_TO else "true groups in the hover"
+    projector(fig, title=f"The sequence in the order learnt: tasks coloured by family, {lettered}",
+              height=280, size=size)
+    return fig.update_layout(margin_b=size.font(44) * (1 + len(families(state.tasks)) // 4))
 
 
 def sequence_sentences(state: RunState) -> tuple[str, str]:
@@ -130,7 +205,7 @@ _PATTERNS = ("", "/", ".", "x", "\\", "+", "-", "|")
 """Bar patterns, one per family in order of appearance, for charts where colour means method."""
 
 
-def protection_figure(table: pd.DataFrame, *, layer: int) -> go.Figure:
+def protection_figure(table: pd.DataFrame, *, layer: int, size: Size = PAGE) -> go.Figure:
     if table.empty:
         return empty("HAT has learnt no task yet")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.4, 0.6])
@@ -152,7 +227,9 @@ def protection_figure(table: pd.DataFrame, *, layer: int) -> go.Figure:
     fig.update_yaxes(title_text="accuracy just<br>after learning", row=2, col=1)
     fig.update_xaxes(categoryorder="array", categoryarray=list(table["task"]))
     fig.update_xaxes(title_text="task", row=2, col=1)
-    return projector(fig, title="What HAT protects when each task arrives, and the task's accuracy", height=470)
+    fig.update_layout(legend=size.legend(dict(orientation="h", x=0, y=-0.2, yanchor="top")))
+    return projector(fig, title="What HAT protects when each task arrives, and the task's accuracy", height=500,
+                     size=size)
 
 
 def protection_sentences(table: pd.DataFrame, *, layer: int, state: RunState) -> tuple[str, str]:
@@ -212,18 +289,25 @@ def calls_table(state: RunState, *, layer: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "earlier", "family", "similar", "right"])
 
 
-def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str) -> go.Figure:
+MARKS_PX = 400
+"""Width of step 3's grid in the narrowest column a page gives it (a 1024 px window): the ✓ and ✗
+marks are sized to fit a column of it, so 49 columns of marks do not overlap."""
+
+
+def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str, size: Size = PAGE) -> go.Figure:
     """The grid of :func:`calls_table`: new task by earlier task, coloured by the call, marked
     right or wrong; titled by who called (DTD of a PRM-family run, or CAT's transfer tests)."""
     cat = (entry := methods.find(method)) is not None and entry.transfer_tests
     if table.empty:
         return empty("no similarity call recorded for this layer")
-    size = n_tasks - 1
-    z = np.full((size, size), np.nan)
+    cells = n_tasks - 1
+    z = np.full((cells, cells), np.nan)
+    mark_size = min(size.font(FONT + 5), (size.height or 34 * cells + 200) // (cells + 6),  # within its row
+                    round(MARKS_PX * size.scale) // cells)  # and its column
     for row in table.itertuples():
         z[row.step - 1, row.earlier] = 1.0 if row.similar else 0.0
     steps = [short(t) for t in range(1, n_tasks)]
-    earlier = [short(t) for t in range(size)]
+    earlier = [short(t) for t in range(cells)]
     fig = go.Figure(go.Heatmap(z=z, x=earlier, y=steps, zmin=0, zmax=1, xgap=2, ygap=2, hoverinfo="skip",
                                colorscale=[[0, DISSIMILAR_COLOUR], [0.5, DISSIMILAR_COLOUR],
                                            [0.5, SIMILAR_COLOUR], [1, SIMILAR_COLOUR]],
@@ -232,16 +316,16 @@ def calls_figure(table: pd.DataFrame, *, n_tasks: int, layer: int, method: str) 
     for right, colour in ((True, RIGHT_COLOUR), (False, WRONG_COLOUR)):
         part = table[table["right"] == right]
         fig.add_scatter(x=[short(i) for i in part["earlier"]], y=[short(t) for t in part["step"]], mode="text",
-                        text=[mark(right)] * len(part), textfont=dict(size=FONT + 5, color=colour),
+                        text=[mark(right)] * len(part), textfont=dict(size=mark_size, color=colour),
                         name=f"{mark(right)} {'right' if right else 'wrong'}",
                         hovertemplate="when %{y} arrived, %{x}: " + ("right" if right else "wrong") + "<extra></extra>")
     fig.update_yaxes(autorange="reversed", title="new task (transfer tests)" if cat else "new task (DTD step)",
                      categoryorder="array", categoryarray=steps)
     fig.update_xaxes(title="earlier task", categoryorder="array", categoryarray=earlier)
-    fig.update_layout(legend=dict(orientation="h", y=-0.18, x=0))
+    fig.update_layout(legend=size.legend(dict(orientation="h", y=-0.18, x=0)))
     title = (f"{label(method)}'s transfer-test calls (every layer): each earlier task, right or wrong" if cat else
              f"DTD's calls of {label(method)}, layer {layer}: each earlier task, right or wrong")
-    return projector(fig, title=title, height=max(340, 120 + 34 * size))
+    return projector(fig, title=title, height=max(360, 140 + 34 * cells), size=size)
 
 
 FEATURES = {"raw": "raw", "binary": "binarised", "standardised": "standardised", "unit": "unit-length"}
@@ -351,7 +435,7 @@ def relaxed_choice(counts: Mapping[int, int], task: int) -> tuple[int | None, st
     return best, f"{why}, so this shows {short(best)}, the task with the most units relaxed ({counts[best]})"
 
 
-def relaxed_figure(run: Run, *, task: int, layer: int) -> go.Figure:
+def relaxed_figure(run: Run, *, task: int, layer: int, size: Size = PAGE) -> go.Figure:
     """Per unit of ``layer`` used by an earlier task: its protection under HAT (the accumulated
     mask) and under this run while ``task`` was learnt; free units first, then partially
     relaxed ones, each group shaded and counted apart."""
@@ -374,14 +458,15 @@ def relaxed_figure(run: Run, *, task: int, layer: int) -> go.Figure:
     for group, text, shade in (("free", "free", 0.2), ("partial", "partially relaxed", 0.1)):
         if counts[group]:
             fig.add_vrect(x0=start - 0.5, x1=start + counts[group] - 0.5, fillcolor="#999", opacity=shade,
-                          line_width=0, annotation_text=f"{counts[group]} {text}", annotation_position="top left",
-                          annotation_font_size=FONT)
+                          line_width=0, annotation_text=f"{counts[group]} {text}", annotation_position="inside top left",
+                          annotation_font_size=size.font())
         start += counts[group]
-    fig.update_xaxes(title=f"units of layer {layer} used by an earlier task ({len(order)}): free, then partially "
-                     "relaxed, then protected")
+    fig.update_xaxes(title=size.wrap(f"units of layer {layer} used by an earlier task ({len(order)}): free, then "
+                                     "partially relaxed, then protected", chars=56))
     fig.update_yaxes(title="protection (1 = frozen)", range=[-0.05, 1.12])
-    fig.update_layout(legend=dict(orientation="h", y=-0.3, x=0))
-    return projector(fig, title=f"Units protected while {short(task)} was learnt: HAT vs {label(method)}", height=360)
+    fig.update_layout(legend=size.legend(dict(orientation="h", y=-0.3, x=0)))
+    return projector(fig, title=f"Units protected while {short(task)} was learnt: HAT vs {label(method)}", height=380,
+                     size=size)
 
 
 def relaxed_sentences(run: Run, *, task: int, layer: int) -> tuple[str, str]:

@@ -15,6 +15,8 @@ ACCURACY, CHANGE = "accuracy", "change since learnt"
 SHOWS = (ACCURACY, CHANGE)
 
 HELP = read_help("accuracy")
+SLIDER_WIDTH = 420
+"""px: room for 50 tasks' steps, and narrow enough to leave the show control beside it at 1280 px."""
 
 
 def default_other(others: list[catalog.RunEntry], *, seed) -> int:
@@ -32,14 +34,16 @@ def render(ctx: Context) -> None:
         st.info("No task has been learnt yet: the matrix fills in as tasks finish.")
         return
     upto = state.tasks_done - 1
-    left, right = st.columns([3, 2])
+    # one row that wraps: side by side at 1280 px, the control below the slider at 800 px (two
+    # columns cut "change since learnt" there)
+    controls = st.container(horizontal=True, vertical_alignment="bottom", gap="medium")
     if state.tasks_done > 1:
         options = range(1, state.tasks_done + 1)
         start_from_task("acc-upto", min(ctx.task, state.tasks_done - 1) + 1, task=ctx.task, options=options)
-        upto = left.slider("after learning task j", 1, state.tasks_done, key="acc-upto", format="T%d",
-                           help="starts at the task chosen in the sidebar") - 1
-    show = right.segmented_control("show", SHOWS, key="acc-show", default=ACCURACY, required=True,
-                                   help="accuracy itself, or how far each task moved since it was learnt")
+        upto = controls.slider("after learning task j", 1, state.tasks_done, key="acc-upto", format="T%d",
+                               help="starts at the task chosen in the sidebar", width=SLIDER_WIDTH) - 1
+    show = controls.segmented_control("show", SHOWS, key="acc-show", default=ACCURACY, required=True,
+                                      help="accuracy itself, or how far each task moved since it was learnt")
     R = state.accuracy_matrix("test")
     left, right = st.columns([3, 2])  # the matrix gets the room its cell numbers need at 1280 pixels
     with left:
@@ -52,7 +56,7 @@ def render(ctx: Context) -> None:
         chart(figure, key="acc-matrix", name="accuracy-matrix")
     with right:
         chart(fig.curves(state), key="acc-curves", name="accuracy-curves")
-    table(fig.matrix_table(state).reset_index(names="row"), key="acc-matrix", name="accuracy-matrix")
+    table(fig.matrix_table(state), key="acc-matrix", name="accuracy-matrix")
     st.subheader("Difference to another run")
     others = [e for e in ctx.entries if e.key != ctx.entry.key and e.sequence == state.sequence
               and e.n_tasks == state.n_tasks and e.status != "unreadable" and e.tasks_done]

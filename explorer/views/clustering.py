@@ -40,16 +40,27 @@ def _rule_text(source: str, prm: dict) -> str:
     return f"the '{md(source)}' rule"
 
 
+SPLIT_COLUMNS = {"cluster": st.column_config.NumberColumn(
+                     width=60, help="X-means' own id of the cluster tried (as in the tree's hover); cN in the charts "
+                                    "numbers the final clusters"),
+                 "ΔBIC": st.column_config.TextColumn(width=70, help="whole-model BIC change; kept only when > 0"),
+                 "kept": st.column_config.TextColumn(width=50), "reason": st.column_config.TextColumn(width="medium"),
+                 "round": None, "BIC parent": None, "BIC children": None, "child A": None, "child B": None,
+                 "members": None}
+"""The table of splits shows the verdict (cluster, ΔBIC, kept, why), which fits a narrow column;
+the rest is hidden, one click away in its column menu, in the CSV and in the tree's hover."""
 PAIR_FOR = "cl-pair-for"  # the step the pair pickers were last set for: a new sidebar task resets them
 
 
 def _calls(column, title: str, frame) -> None:
-    """One list of calls (similar or dissimilar) with their right/wrong marks."""
+    """One list of calls (similar or dissimilar) with their right/wrong marks; the call itself is
+    the list's title, so its column is left out and the list fits half of a narrow page."""
     column.markdown(title)
     if frame.empty:
         column.caption("none")
     else:
-        column.dataframe(fig.calls_styled(shown_frame(frame)), hide_index=True, height=min(38 + 35 * len(frame), 320),
+        column.dataframe(fig.calls_styled(shown_frame(frame.drop(columns="called"))), hide_index=True,
+                         height=min(38 + 35 * len(frame), 320),
                          column_config={"": st.column_config.TextColumn(width=40, help="✓ right, ✗ wrong")})
 
 
@@ -125,8 +136,11 @@ def _rule(ctx: Context, rule: RuleStep, layer: int) -> None:
                                   grouped_by="linkage"), key="cl-cosine", name=f"cosine-distance-{short(step)}")
     with m2:
         marks = tuple(c for c in frame.columns if c.endswith("✓✗"))
-        st.dataframe(fig.calls_styled(shown_frame(frame), marks=marks), hide_index=True,
-                     height=min(38 + 35 * len(frame), 320))
+        st.dataframe(fig.calls_styled(shown_frame(frame.assign(task=[short(i) for i in range(step)])), marks=marks),
+                     hide_index=True, height=min(38 + 35 * len(frame), 320),
+                     column_config={"task": st.column_config.TextColumn(help="the names are in the lists above"),
+                                    **{c: st.column_config.TextColumn("✓✗", width=40, help="✓ right, ✗ wrong")
+                                       for c in marks}})
         table(linkage.steps_right(state, layer), key="cl-rule-steps", name=f"rule-vs-xmeans-l{layer}", height=240)
     st.markdown("#### X-means, for reference only: not the rule this run used")
 
@@ -138,17 +152,10 @@ def _xmeans(ctx: Context, step: int, layer: int) -> None:
     with left:
         chart(fig.decision_tree(run.state.dtd[step], layer), key="cl-tree", name=f"xmeans-tree-{short(step)}-l{layer}")
         table(fig.decision_table(run.state.dtd[step], layer), key="cl-table", name=f"xmeans-{short(step)}-l{layer}",
-              column_config={"cluster": st.column_config.NumberColumn(
-                  width=60, help="X-means' own id of the cluster tried (as in the tree's hover); cN in the "
-                                 "charts numbers the final clusters"),
-                             "ΔBIC": st.column_config.TextColumn(width=70,
-                                                                 help="whole-model BIC change; kept only when > 0"),
-                             "kept": st.column_config.TextColumn(width=50),
-                             "reason": st.column_config.TextColumn(width="medium"),
-                             "round": st.column_config.NumberColumn(width=50),
-                             "members": st.column_config.TextColumn(width="large")})
+              column_config=SPLIT_COLUMNS)
         st.caption(f"BIC variant {md(entry['xmeans']['variant'])} (see docs/xmeans.md); splits need ≥ 3 points; "
-                   "— = no BIC (the split was refused before a 2-means, see the reason).")
+                   "— = no BIC (the split was refused before a 2-means, see the reason). The round, both BICs, the "
+                   "halves and the members are under the table's column menu and in the CSV.")
     with right:
         url_choice(keys.MEASURE, list(keys.MEASURES), "euclidean", what="distance measure")
         metric = st.segmented_control("measure", list(keys.MEASURES), key=keys.MEASURE, required=True)
@@ -194,14 +201,16 @@ def _pair(ctx: Context, step: int, layer: int) -> None:
     ev = _evidence(str(ctx.run.path), catalog.fingerprint(ctx.run.path), step, layer, i, j)
     verdict = "in the **same** cluster" if ev["together"] else "in **different** clusters"
     st.markdown(f"{short(i)} and {short(j)} are {verdict} at this step.")
-    e1, e2, e3, e4 = st.columns(4)
+    e1, e2 = st.columns(2)  # two a row: four labels side by side were cut beside the open sidebar
     e1.metric("their distance", fmt(ev["distance"], 2))
-    e2.metric("mean distance inside clusters", fmt(ev["within_mean"], 2))
-    e3.metric("mean distance across clusters", fmt(ev["between_mean"], 2))
-    e4.metric("cosine similarity", fmt(ev["cosine"], 2, signed=True))
+    e2.metric("cosine similarity", fmt(ev["cosine"], 2, signed=True))
+    e3, e4 = st.columns(2)
+    e3.metric("mean distance inside clusters", fmt(ev["within_mean"], 2))
+    e4.metric("mean distance across clusters", fmt(ev["between_mean"], 2))
     j1, j2 = st.columns(2)
-    j1.metric(f"BIC change if {ev['change']}", fmt(ev["bic_change"], 1, signed=True),
-              help="X-means keeps a split only when the whole-model BIC rises (positive change)")
+    j1.metric(f"BIC change if {'separated' if ev['together'] else 'joined'}", fmt(ev["bic_change"], 1, signed=True),
+              help=f"The whole-model BIC change of {ev['change']}: X-means keeps a split only when the BIC rises "
+                   "(positive change)")
     j2.markdown("**Mask overlap (Jaccard of final masks)**  \n" + "  \n".join(
         f"layer {k[1:]}: " + fmt(v, 2) for k, v in ev["jaccard"].items()))
 

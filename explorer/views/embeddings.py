@@ -9,13 +9,16 @@ from explorer.figures import embeddings as emb
 from explorer.figures.common import TRUTH_RULE, family_symbol, md, parse_short, short
 from explorer.views.common import Context, chart, how_to_read, projection, read_help, start_from_task, table, url_choice
 from prm import methods
-from prm.run import embedding_points
 from prm.similarity import RULES
 
 HELP = read_help("embeddings")
 
 PROJECTION_HELP = (f"UMAP and t-SNE keep neighbourhoods, PCA keeps distances most faithfully; PCA is the default "
-                   f"below {emb.FEW_POINTS} points, where UMAP scatters one cluster")
+                   f"for runs of fewer than {emb.FEW_TASKS} tasks, where UMAP scatters one cluster")
+POINT_COLUMNS = dict.fromkeys(("task", "family", "kind", "nearest", "x", "y"))
+"""The points table shows name, cluster, relation and call, which fit a narrow column; the rest
+is hidden (the name holds the task's number; the chart shows family and place), one click away
+in the table's column menu and in the CSV."""
 TRAJECTORY_LOCK = "Trajectories are drawn in PCA coordinates: turn them off to choose another projection"
 
 
@@ -26,7 +29,7 @@ def help_text(run) -> str:
     rules = read_help("embeddings-rules") if any(r.source in RULES for r in run.state.dtd.values()) else ""
     colour = (read_help("embeddings-clusters", truth=TRUTH_RULE, rules=rules) if run.dtd_steps() else
               read_help("embeddings-cat" if methods.get(run.meta["config"]["method"]).transfer_tests else "embeddings-tasks"))
-    return HELP.format(colour=colour, symbols=symbols, few=emb.FEW_POINTS)
+    return HELP.format(colour=colour, symbols=symbols, few=emb.FEW_TASKS)
 
 
 def _projection_control(column, trajectories: bool, default: str) -> str:
@@ -53,15 +56,14 @@ def render(ctx: Context) -> None:
         st.info(f"{md(run.state.config.get('method'))} is an unmasked method: it has no task embeddings.")
         return
     steps = emb.steps(run)
-    c1, c2, c3 = st.columns([2, 3, 2])
-    show_paths = c3.toggle("per-epoch trajectories", key=keys.TRAJECTORIES,
-                           help="drawn in PCA coordinates fitted on the points and their trajectories")
-    n_points = len(embedding_points(run, ctx.layer)[1])
-    method = _projection_control(c1, show_paths, emb.default_projection(n_points))
     start_from_task(keys.STEP, short(ctx.task) if short(ctx.task) in steps else steps[-1], task=ctx.task,
                     options=steps)
-    step = c2.select_slider("after task", steps, key=keys.STEP, help="starts at the task chosen in the sidebar",
+    step = st.select_slider("after task", steps, key=keys.STEP, help="starts at the task chosen in the sidebar",
                             format_func=lambda s: "end of run (final embeddings)" if s == emb.END else f"{s} arrives")
+    c1, c2 = st.columns(2)  # two controls a row: three did not fit beside the open sidebar at 800 px
+    show_paths = c2.toggle("per-epoch trajectories", key=keys.TRAJECTORIES,
+                           help="drawn in PCA coordinates fitted on the points and their trajectories")
+    method = _projection_control(c1, show_paths, emb.default_projection(run.state.n_tasks))
     cols = st.columns(max(ctx.n_layers, 1))
     shown = None
     for layer, col in enumerate(cols):
@@ -87,9 +89,9 @@ def render(ctx: Context) -> None:
                 shown = frame.drop(columns=["task_index", "is_dtd", "group", "grouping"])
     if shown is not None:
         st.markdown(f"**Points of layer {ctx.layer}** (choose the layer in the sidebar)")
-        table(shown, key="emb-points", name=f"embeddings-{step}-l{ctx.layer}",
-              column_config={"x": st.column_config.NumberColumn(format="%.2f"),
-                             "y": st.column_config.NumberColumn(format="%.2f")})
+        table(shown, key="emb-points", name=f"embeddings-{step}-l{ctx.layer}", column_config=POINT_COLUMNS)
+        st.caption("More columns (family, kind, nearest tasks, coordinates) under the table's column menu and in "
+                   "the CSV.")
     if step != emb.END and run.state.dtd[parse_short(step)].source in RULES:
         _against_xmeans(ctx, step, method)
     how_to_read(help_text(run))

@@ -41,5 +41,6 @@ def render(ctx: Context) -> None:
               column_config={"capacity used": st.column_config.NumberColumn(format="%.3f")})
     with right:
         chart(fig.overlap_figure(run, layer), key="mask-overlap", name=f"mask-overlap-l{layer}")
-        table(fig.overlap_table(run, layer), key="mask-overlap", name=f"mask-overlap-l{layer}", height=200)
+        table(fig.overlap_table(run, layer), key="mask-overlap", name=f"mask-overlap-l{layer}", height=200,
+              column_config={"shared units (Jaccard)": st.column_config.NumberColumn(format="%.3f")})
     how_to_read(HELP)

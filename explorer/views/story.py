@@ -7,6 +7,9 @@ says so and the page offers to train it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import streamlit as st
 
 from explorer import state as keys
@@ -14,6 +17,8 @@ from explorer.catalog import RunEntry
 from explorer.figures import consequence, seeds
 from explorer.figures import story as fig
 from explorer.figures.common import TRUTH_RULE, md
+from explorer.figures.story import PAGE, Size
+from explorer.views import live
 from explorer.views.common import Context, chart, goto, how_to_read, link, load, read_help, table
 from prm import analysis
 from prm.analysis import BASELINE, SINGLE_TASK, UPPER_BOUND
@@ -30,15 +35,19 @@ HELP = (TRUTH_RULE, *(read_help(f"story-{step}") for step in range(2, 6)))
 """Each step's "How to read this", before the details the data gives."""
 
 
-def _prefill(entry: RunEntry, method: str) -> None:
-    """Fill the Train-live form with the missing sibling, then open that tab (a callback)."""
-    st.session_state[keys.LIVE_SEQUENCE] = entry.sequence
-    st.session_state[keys.LIVE_METHOD] = method
-    st.session_state[keys.LIVE_SEED] = int(entry.seed or 0)
+def _prefill(config: dict, method: str, seed: int) -> None:
+    """Fill every field of the Train-live form from the open run's recorded ``config`` (tasks,
+    epochs, DTD epochs, width, ...: what makes the new run a sibling the Story lists), with
+    the missing ``method`` and ``seed``, then open that tab (a button callback)."""
+    unmatched = live.prefill(config, method=method, seed=seed)
+    if unmatched:
+        st.toast(f"The form cannot set {md(', '.join(unmatched))} as the open run has it; the new run may not be "
+                 "listed as its sibling.", icon=":material/warning:")
     goto(keys.LIVE)
 
 
-def _offer_training(entry: RunEntry, absent: list[str]) -> None:
+def _offer_training(ctx: Context, absent: list[str]) -> None:
+    entry = ctx.entry
     st.warning(fig.missing_sentence(entry, absent), icon=":material/group_off:")
     try:
         present = entry.sequence in available_sequences()
@@ -47,10 +56,10 @@ def _offer_training(entry: RunEntry, absent: list[str]) -> None:
     if not present:
         st.caption(f"The data of {md(entry.sequence)} is not present here, so they cannot be trained in Train live.")
         return
-    cols = st.columns(min(len(absent), 7))
-    for col, method in zip(cols, absent):
-        col.button(f"Train {fig.label(method)}", key=f"story-train-{method}", on_click=_prefill,
-                   args=(entry, method), icon=":material/model_training:",
+    row = st.container(horizontal=True)  # a row that wraps: six buttons in equal columns cut their labels
+    for method in absent:
+        row.button(f"Train {fig.label(method)}", key=f"story-train-{method}", on_click=_prefill,
+                   args=(ctx.run.state.config, method, int(entry.seed or 0)), icon=":material/model_training:",
                    help=f"fills the Train-live form with {md(entry.sequence)}, {method}, seed {entry.seed} and opens it")
 
 
@@ -84,6 +93,17 @@ def _chosen(entry: RunEntry, entries: tuple[RunEntry, ...]) -> tuple[dict[str, R
     return analysis.siblings(entry, entries), analysis.spread_of(entry, entries)
 
 
+def steps(ctx: Context) -> tuple[Callable[..., None], ...]:
+    """The five steps of :data:`STEPS` for the open run, each drawn by calling it (with
+    ``size=LECTURE`` for a lecture slide: the chart and its sentences, no details)."""
+    method = ctx.run.meta["config"]["method"]
+    found, _ = _chosen(ctx.entry, ctx.entries)
+    runs = _load(ctx, found, analysis.told_with(method, found))
+    dtd = analysis.dtd_sibling(method, runs)
+    return (partial(_sequence, ctx), partial(_hat, ctx, runs), partial(_calls, ctx, runs, dtd),
+            partial(_relaxed, ctx, runs, dtd), partial(_accuracy, ctx, runs, found, dtd))
+
+
 def render(ctx: Context) -> None:
     method = ctx.run.meta["config"]["method"]
     found, spread = _chosen(ctx.entry, ctx.entries)
@@ -96,25 +116,22 @@ def render(ctx: Context) -> None:
         st.markdown(seeds.seed_sentence(spread, method=method))
     how_to_read(INTRO_HELP + (f" Also listed, compared in the Compare tab: {md(', '.join(others))}." if others else ""))
     if absent:
-        _offer_training(ctx.entry, absent)
-    dtd = analysis.dtd_sibling(method, runs)
-    _sequence(ctx)
-    _hat(ctx, runs)
-    _calls(ctx, runs, dtd)
-    _relaxed(ctx, runs, dtd)
-    _accuracy(ctx, runs, found, dtd)
+        _offer_training(ctx, absent)
+    for title, step in zip(STEPS, steps(ctx)):
+        st.subheader(title)
+        step()
 
 
-def _sequence(ctx: Context) -> None:
-    st.subheader(STEPS[0])
-    chart(fig.sequence_figure(ctx.run.state), key="story-sequence", name="story-sequence")
+def _sequence(ctx: Context, *, size: Size = PAGE) -> None:
+    chart(fig.sequence_figure(ctx.run.state, size=size), key="story-sequence", name="story-sequence")
     _sentences(fig.sequence_sentences(ctx.run.state))
+    if size is not PAGE:  # a slide: the chart and its sentences only
+        return
     _more(0)
     link("Overview", view=keys.OVERVIEW, task=ctx.task, layer=ctx.layer, key="story-go-1")
 
 
-def _hat(ctx: Context, runs: dict[str, Run]) -> None:
-    st.subheader(STEPS[1])
+def _hat(ctx: Context, runs: dict[str, Run], *, size: Size = PAGE) -> None:
     hat = runs.get(BASELINE)
     if hat is None:
         st.info(f"No HAT run of {md(ctx.entry.sequence)} seed {ctx.entry.seed} is listed, so what HAT protects "
@@ -126,14 +143,15 @@ def _hat(ctx: Context, runs: dict[str, Run]) -> None:
     stl, joint = runs.get(SINGLE_TASK), runs.get(UPPER_BOUND)
     data = fig.protection_table(hat.state, layer=ctx.layer, stl=stl.state if stl else None,
                                 joint=joint.state if joint else None)
-    chart(fig.protection_figure(data, layer=ctx.layer), key="story-hat", name="story-hat-protection")
+    chart(fig.protection_figure(data, layer=ctx.layer, size=size), key="story-hat", name="story-hat-protection")
     _sentences(fig.protection_sentences(data, layer=ctx.layer, state=hat.state))
+    if size is not PAGE:  # a slide: the chart and its sentences only
+        return
     _more(1, fig.protection_details(data, state=hat.state))
     link("Masks", view=keys.MASKS, task=ctx.task, layer=ctx.layer, key="story-go-2")
 
 
-def _calls(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
-    st.subheader(STEPS[2])
+def _calls(ctx: Context, runs: dict[str, Run], dtd: str | None, *, size: Size = PAGE) -> None:
     method = ctx.run.meta["config"]["method"]
     cat = next((m for m in analysis.CALL_METHODS if m in runs), None)
     shown = dtd or cat  # DTD's calls; CAT's own where no PRM-family run is listed
@@ -149,11 +167,13 @@ def _calls(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
         st.info(f"The {md(fig.label(shown))} run has {run.n_layers} masked layer(s); pick one of them in the sidebar.")
         return
     data = fig.calls_table(run.state, layer=ctx.layer)
-    chart(fig.calls_figure(data, n_tasks=run.state.n_tasks, layer=ctx.layer, method=shown), key="story-calls",
-          name="story-dtd-calls")
+    chart(fig.calls_figure(data, n_tasks=run.state.n_tasks, layer=ctx.layer, method=shown, size=size),
+          key="story-calls", name="story-dtd-calls")
     first, second = fig.calls_sentences(data, layer=ctx.layer, who=fig.decider(run.state), cat=bool(run.state.transfer))
     borrowed = shown != method  # the caption is a sentence of the body: what the wrong calls did goes below
     _sentences((first, "" if borrowed else second))
+    if size is not PAGE:
+        return
     with _more(2, second if borrowed else "", fig.calls_details(data)):
         if cat is not None and shown != cat:
             _beside(ctx, {shown: run.state, cat: runs[cat].state})
@@ -168,8 +188,7 @@ def _beside(ctx: Context, states: dict) -> None:
     table(fig.calls_side_by_side(states, layer=ctx.layer), key="story-calls-beside", name="story-calls-beside")
 
 
-def _relaxed(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
-    st.subheader(STEPS[3])
+def _relaxed(ctx: Context, runs: dict[str, Run], dtd: str | None, *, size: Size = PAGE) -> None:
     if dtd is None:
         cat = ctx.run.meta["config"]["method"] in analysis.CALL_METHODS
         st.info("This step shows the units PRM's DTD relaxed; no PRM-family run of this sequence and seed is listed"
@@ -183,8 +202,11 @@ def _relaxed(ctx: Context, runs: dict[str, Run], dtd: str | None) -> None:
     if task is None:
         st.info(f"In the {md(fig.label(dtd))} run, {why} on layer {ctx.layer}: every task was protected as under HAT.")
         return
-    chart(fig.relaxed_figure(run, task=task, layer=ctx.layer), key="story-relaxed", name="story-relaxed-units")
+    chart(fig.relaxed_figure(run, task=task, layer=ctx.layer, size=size), key="story-relaxed",
+          name="story-relaxed-units")
     _sentences(fig.relaxed_sentences(run, task=task, layer=ctx.layer))
+    if size is not PAGE:  # a slide: the chart and its sentences only
+        return
     _more(3, fig.relaxed_details(run, task=task, layer=ctx.layer, why=why))
     link("Masks", view=keys.MASKS, task=task, layer=ctx.layer, key="story-go-4")
 
@@ -205,8 +227,8 @@ def _stability_groups(ctx: Context, runs: dict[str, Run], found: dict[str, RunEn
     return groups
 
 
-def _accuracy(ctx: Context, runs: dict[str, Run], found: dict[str, RunEntry], dtd: str | None) -> None:
-    st.subheader(STEPS[4])
+def _accuracy(ctx: Context, runs: dict[str, Run], found: dict[str, RunEntry], dtd: str | None, *,
+              size: Size = PAGE) -> None:
     method = ctx.run.meta["config"]["method"]
     subject = dtd if method == BASELINE else method
     hat = runs.get(BASELINE)
@@ -216,10 +238,12 @@ def _accuracy(ctx: Context, runs: dict[str, Run], found: dict[str, RunEntry], dt
     else:
         if subject != method:
             st.caption(f"This is the HAT run; the difference is taken with its {md(fig.label(subject))} sibling.")
-        chart(consequence.difference_figure(runs[subject].state, hat.state, a_name=fig.label(subject), b_name="HAT"),
-              key="story-diff", name="story-difference")
+        chart(consequence.difference_figure(runs[subject].state, hat.state, a_name=fig.label(subject), b_name="HAT",
+                                            size=size), key="story-diff", name="story-difference")
         st.markdown(consequence.difference_sentence(runs[subject].state, hat.state, a_name=fig.label(subject),
                                                     b_name="HAT"))
+    if size is not PAGE:
+        return
     stl = runs.get(SINGLE_TASK)
     points = consequence.stability_points(_stability_groups(ctx, runs, found))
     with _more(4, consequence.stability_sentence(points)):
