@@ -170,7 +170,7 @@ def start(options: LiveOptions | WhatIfOptions, *, root: Path) -> Path:
     """Launch one training run (or what-if child) in the background; return its (future) run
     folder. The warm worker takes it where one is waiting (``explorer.worker``), else a cold
     ``python -m prm`` child; either way this server holds the process's handle, and the next
-    worker is started at once."""
+    worker is started shortly after (``worker.warm_later``)."""
     root.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{options.stem()}-{stamp}"
@@ -185,7 +185,7 @@ def start(options: LiveOptions | WhatIfOptions, *, root: Path) -> Path:
             env=env, start_new_session=True)
     _children[str(folder)] = proc
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
-    worker.warm()
+    worker.warm_later()
     return folder
 
 

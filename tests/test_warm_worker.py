@@ -103,7 +103,10 @@ def test_a_dead_worker_falls_back_to_a_cold_start_and_is_replaced(warming, tmp_p
     dead.wait()
     folder = live.start(TINY, root=tmp_path)
     assert live._children[str(folder)].args[1:4] == ["-m", "prm", "run"]
-    assert worker._ready is not None and worker._ready[0].pid != dead.pid  # re-armed
+    deadline = time.monotonic() + 60  # re-armed REARM_S after the hand-off
+    while worker._ready is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert worker._ready is not None and worker._ready[0].pid != dead.pid
     assert finish(folder) == 0
 
 

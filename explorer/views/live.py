@@ -41,7 +41,7 @@ _TRAINING_FIELDS = {"live-n-tasks": "n_tasks", "live-width": "width", "live-epoc
                     "live-input-dropout": "input_dropout", "live-patience": "patience", "live-smax": "smax"}
 """The form's training widgets (by key) and the LiveOptions field each one sets."""
 
-FAST_POLL, POLL = 0.3, 2.0
+FAST_POLL, POLL = 0.1, 2.0
 """Seconds between re-reads of the live runs: fast from Start until the new run's first
 epoch shows (a warm worker starts it within a second), then slower for the rest of it."""
 
