@@ -1,15 +1,19 @@
-"""CAT against PRM in time: the paper's Figure 3 and its "1/35 of CAT after 20 tasks", measured.
+"""CAT (and any method) against PRM and HAT in time: the paper's Figure 3 and its "1/35 of CAT
+after 20 tasks", measured.
 
     python bench/cat_time.py                 # mnist5k-long-20, seed 0: CAT, PRM and HAT (about 25 minutes on 2 cores)
     python bench/cat_time.py --quick         # digits-mixed, 6 tasks (about a minute)
     python bench/cat_time.py --methods cat,prm --sequence digits-mixed --seed 1
+    python bench/cat_time.py --methods prm,hat,pathnet,supsup,hypernet,acl --sequence digits-mixed
+                                             # the paper's other baselines (docs/baselines.md, about 15 minutes)
 
 Each method learns the same sequence in this one process, one after the other, with eager
 steps (``--compile off``: no method gets a compiled step the other lacks) and one thread.
 Prints, per task, each method's seconds (CAT split into its transfer trainings, its reference
 training and the rest), then:
   - CT (the run's total time) after 10 tasks and after all tasks, per method;
-  - ``CAT/PRM CT at N tasks: X`` at 10 tasks and at the end;
+  - ``CAT/PRM CT at N tasks: X`` at 10 tasks and at the end, and every method's CT over PRM's
+    and HAT's (``X/PRM CT``, ``X/HAT CT``) when those ran;
   - the growth of the time per task: the least-squares slope over tasks 2..T (seconds per
     task per task) and the mean time of the last third of tasks over the first third's.
 The machine is noisy: read the ratios of one run, not absolute seconds.
@@ -100,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         slope, ratio = growth(r["per_task"])
         print(f"{m}: {cts}; run CT {r['ct']:.1f} s; Acc {r['acc']:.3f}; time per task grows {slope:+.2f} s a task, "
               f"last third / first third {ratio:.2f}")
+    for reference in ("prm", "hat"):
+        if reference in runs:
+            print(f"CT over {reference}'s: " + ", ".join(
+                f"{m} {runs[m]['per_task'].sum() / runs[reference]['per_task'].sum():.2f}" for m in methods if m != reference))
     if "cat" in runs and "prm" in runs:
         for k in dict.fromkeys(marks):
             ratio = runs["cat"]["per_task"][:k].sum() / runs["prm"]["per_task"][:k].sum()

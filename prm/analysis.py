@@ -115,6 +115,66 @@ def family_metrics(state: RunState, *, stl: RunState | None = None) -> dict[str,
     return out
 
 
+# ----------------------------------------------------------------------------- the baselines' own records
+
+def unpack_mask(bits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A weight mask recorded as ``np.packbits`` of its row-major boolean matrix (SupSup's
+    supermasks), back as a boolean (out x in) matrix."""
+    return np.unpackbits(np.asarray(bits, dtype=np.uint8), count=shape[0] * shape[1]).astype(bool).reshape(shape)
+
+
+def unit_edge_jaccard(out_a: np.ndarray, out_b: np.ndarray, in_a: np.ndarray, in_b: np.ndarray) -> float:
+    """Jaccard overlap of the weights two HAT-style tasks use, from their unit masks: a task
+    uses the weight from unit i to unit j when it uses both (boolean vectors of a layer's
+    outputs and of its inputs), so the shared weights are |out_a ∩ out_b| x |in_a ∩ in_b| and
+    weights compare with SupSup's supermasks on one scale (0 when neither uses any)."""
+    inter = float(np.sum(out_a & out_b)) * float(np.sum(in_a & in_b))
+    union = float(np.sum(out_a)) * float(np.sum(in_a)) + float(np.sum(out_b)) * float(np.sum(in_b)) - inter
+    return inter / union if union else 0.0
+
+
+def chance_jaccard(density: float) -> float:
+    """The Jaccard overlap two independent random masks of one ``density`` (the fraction of
+    weights kept) have on average: d^2 / (2d - d^2) = d / (2 - d)."""
+    return density / (2.0 - density) if density > 0 else 0.0
+
+
+def path_reuse(paths: Sequence[np.ndarray]) -> list[dict[str, int]]:
+    """Per task of a PathNet run, from its (layers x modules) 0/1 paths in order: the modules
+    on its path, how many of them an earlier task's path had already frozen (reused, what it
+    transfers) and how many it trained itself (new)."""
+    frozen = np.zeros_like(np.asarray(paths[0], dtype=bool)) if len(paths) else None
+    out = []
+    for path in paths:
+        on = np.asarray(path, dtype=bool)
+        reused = int(np.sum(on & frozen))
+        out.append({"modules": int(on.sum()), "reused": reused, "new": int(on.sum()) - reused})
+        frozen = frozen | on
+    return out
+
+
+def neighbour_agreement(vectors: np.ndarray, labels: Sequence[Any]) -> tuple[int, int, float]:
+    """Do vectors group by label? (how many vectors have a nearest other vector, by cosine,
+    of their own label; how many were asked; how many a random neighbour would give on average.)
+    Vectors whose label no other vector has are not asked."""
+    X = np.asarray(vectors, dtype=np.float64)
+    n = len(X)
+    if n < 2:
+        return 0, 0, 0.0
+    unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    hits, asked, chance = 0, 0, 0.0
+    for i in range(n):
+        same = sum(1 for j in range(n) if j != i and labels[j] == labels[i])
+        if not same:
+            continue
+        asked += 1
+        hits += labels[int(np.argmax(similarity[i]))] == labels[i]
+        chance += same / (n - 1)
+    return hits, asked, chance
+
+
 # ----------------------------------------------------------------------------- pair evidence
 
 def jaccard(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> float:

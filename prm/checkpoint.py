@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from prm import safeio
+from prm import methods, safeio
 from prm.config import CATConfig, RunConfig
 from prm.limits import MAX_INPUT, MAX_WEIGHTS
 from prm.events import TaskCheckpoint
@@ -57,10 +57,12 @@ _ITEMSIZE = {"F32": 4, "U8": 1}
 _NUMPY = {"F32": np.dtype("<f4"), "U8": np.dtype("u1")}
 
 
-_ADDED_LATER = {"prm": {"settle": 0, "settle_every": 5}, "cat": dataclasses.asdict(CATConfig())}
+_ADDED_LATER = {"prm": {"settle": 0, "settle_every": 5}, "cat": dataclasses.asdict(CATConfig()),
+                **{m.sections[0]: dataclasses.asdict(m.settings()) for m in methods.REGISTRY.values()
+                   if m.settings is not None}}
 """Config fields added after checkpoints existed, with their defaults: left out of the hash at
-that value (and a section left empty so, such as ``cat``, with them), so the checkpoints of
-runs recorded before them stay valid."""
+that value (and a section left empty so, such as ``cat`` or a baseline's own, with them), so
+the checkpoints of runs recorded before them stay valid."""
 
 
 def config_hash(config: RunConfig) -> str:

@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prm import methods
+from prm.methods.acl import ACLConfig
+from prm.methods.hypernet import HyperNetConfig
+from prm.methods.pathnet import PathNetConfig
+from prm.methods.supsup import SupSupConfig
 from prm.limits import (FLOAT32_MAX, MAX_BATCH, MAX_EPOCHS, MAX_INPUT, MAX_LAYERS, MAX_SEED, MAX_WEIGHTS,
                         MAX_WIDTH)
 from prm.similarity import FEATURES, RULES
@@ -208,6 +212,10 @@ class RunConfig:
     hat: HATConfig = _part("setup", factory=HATConfig)
     prm: PRMConfig = _part("method", None)  # None: the method's own starting point (its ``levers``)
     cat: CATConfig = _part("method", factory=CATConfig)
+    pathnet: PathNetConfig = _part("method", factory=PathNetConfig)
+    supsup: SupSupConfig = _part("method", factory=SupSupConfig)
+    hypernet: HyperNetConfig = _part("method", factory=HyperNetConfig)
+    acl: ACLConfig = _part("method", factory=ACLConfig)
     record: RecordConfig = _part("record", factory=RecordConfig)
     ewc_lambda: float = _part("method", 5000.0)
 
@@ -318,7 +326,9 @@ _NESTED = {
     (RunConfig, "prm"): PRMConfig,
     (RunConfig, "cat"): CATConfig,
     (RunConfig, "record"): RecordConfig,
+    **{(RunConfig, m.sections[0]): m.settings for m in methods.REGISTRY.values() if m.settings is not None},
 }
+"""Each section's dataclass; a method's own settings (``Method.settings``) come from its module."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -367,6 +377,10 @@ def validate(cfg: RunConfig) -> None:
     _check_hat(cfg.hat)
     _check_prm(cfg.prm)
     _check_cat(cfg.cat, cfg.model)
+    own = methods.REGISTRY[cfg.method]
+    if own.settings is not None:  # only the run's method reads its section: another's may not fit this network
+        problems = getattr(cfg, own.sections[0]).problems(cfg.model)
+        _check(not problems, "; ".join(problems))
     _check_record(cfg.record)
     _check(cfg.ewc_lambda >= 0, f"ewc_lambda: must be >= 0, got {cfg.ewc_lambda!r}")
 

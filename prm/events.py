@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-PHASES = ("dtd-head", "dtd", "train", "transfer", "reference")
+PHASES = ("dtd-head", "dtd", "train", "transfer", "reference", "evolve")
 """Training phases: DTD's 1st optimisation (head only), DTD's 2nd, the kept training (LwPRM
 for PRM, the only phase of most methods), and CAT's similarity tests: one ``transfer``
 training per earlier task and one ``reference`` training per new task (:class:`TransferTest`)."""

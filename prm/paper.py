@@ -222,5 +222,6 @@ def notes(*, storage: str | None) -> list[str]:
         "orders; Tables 2-4, the ablations' Acc from Table 5).",
         f"PS: std of test Acc over the complete trials of the tune study of the same sequence and method on "
         f"{storage}." if storage else "PS: give --storage with tune studies (python -m prm tune) to fill it.",
-        f"The paper's {', '.join(NOT_HERE)} are not in this engine; their rows are in the paper only.",
+        *([f"The paper's {', '.join(NOT_HERE)} are not in this engine; their rows are in the paper only."]
+          if NOT_HERE else []),
     ]

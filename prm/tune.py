@@ -41,6 +41,7 @@ import numpy as np
 import optuna
 
 from prm import analysis, methods
+from prm.methods.base import Range
 from prm.config import RunConfig, key_view
 from prm.storages import StorageError, engine_url, file_of, open_storage, read_storage, safe_url
 from prm.studies import (Study, Trial, default_study, importances, load_study, parameter_sensitivity, read_study,
@@ -55,21 +56,6 @@ was made for (its attributes are written one by one after the study exists)."""
 # ----------------------------------------------------------------------------- search space
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Range:
-    """One tuned hyper-parameter: where it lives in :class:`RunConfig` and its range."""
-
-    name: str
-    section: str | None  # RunConfig section ("model", "optim", "hat"), None for a top-level field
-    field: str
-    low: float
-    high: float
-    log: bool = False
-
-    def describe(self) -> str:
-        return f"{self.name} in [{self.low:g}, {self.high:g}]" + (" (log scale)" if self.log else "")
-
-
 INPUT_DROPOUT = Range(name="input_dropout", section="model", field="input_dropout", low=0.0, high=0.5)
 HIDDEN_DROPOUT = Range(name="hidden_dropout", section="model", field="hidden_dropout", low=0.0, high=0.7)
 LR = Range(name="lr", section="optim", field="lr", low=0.01, high=0.3, log=True)
@@ -81,10 +67,12 @@ METHOD_RANGES = {r.name: r for r in (LAMB, EWC_LAMBDA)}
 
 def search_space(method: str) -> tuple[Range, ...]:
     """The paper's space: both dropouts and the learning rate for every method, plus the
-    method's regulariser strength (HAT's and PRM's mask sparsity ``lamb``, EWC's lambda).
+    method's regulariser strength (HAT's and PRM's mask sparsity ``lamb``, EWC's lambda) and
+    the ranges of its own settings (``Method.ranges``: PathNet's, SupSup's, HyperNet's, ACL's).
     The ranges hold this project's defaults (dropout 0.2/0.5, lr 0.1, lamb 0.75, EWC 5000)
     well inside them; docs/tuning.md says why each bound is where it is."""
-    return (INPUT_DROPOUT, HIDDEN_DROPOUT, LR, *(METHOD_RANGES[name] for name in methods.get(method).tuned))
+    method = methods.get(method)
+    return (INPUT_DROPOUT, HIDDEN_DROPOUT, LR, *(METHOD_RANGES[name] for name in method.tuned), *method.ranges)
 
 
 def apply_params(base: RunConfig, params: dict[str, float]) -> RunConfig:

@@ -7,6 +7,7 @@ import streamlit as st
 from explorer import state as keys
 from explorer.figures import embeddings as emb
 from explorer.figures.common import TRUTH_RULE, family_symbol, md, parse_short, short
+from explorer.views import baselines
 from explorer.views.common import Context, chart, how_to_read, projection, read_help, start_from_task, table, url_choice
 from prm import methods
 from prm.similarity import RULES
@@ -53,7 +54,8 @@ def _projection_control(column, trajectories: bool, default: str) -> str:
 def render(ctx: Context) -> None:
     run = ctx.run
     if not ctx.masked:
-        st.info(f"{md(run.state.config.get('method'))} is an unmasked method: it has no task embeddings.")
+        if not baselines.render_embeddings(ctx):
+            st.info(f"{md(run.state.config.get('method'))} is an unmasked method: it has no task embeddings.")
         return
     steps = emb.steps(run)
     start_from_task(keys.STEP, short(ctx.task) if short(ctx.task) in steps else steps[-1], task=ctx.task,

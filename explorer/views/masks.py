@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer.figures import masks as fig
 from explorer.figures.common import md, short
+from explorer.views import baselines
 from explorer.views.common import Context, chart, how_to_read, read_help, start_from_task, table
 
 HELP = read_help("masks")
@@ -16,7 +17,8 @@ STEP = "mask-task"
 def render(ctx: Context) -> None:
     run = ctx.run
     if not ctx.masked:
-        st.info(f"{md(run.state.config.get('method'))} is an unmasked method: it has no masks.")
+        if not baselines.render_masks(ctx):
+            st.info(f"{md(run.state.config.get('method'))} is an unmasked method: it has no masks.")
         return
     layer = ctx.layer
     if run.state.tasks_done and not run.learnt(layer):

@@ -96,9 +96,7 @@ def _batches(args: argparse.Namespace, sequences: list[str], methods: list[str],
     batches, keys = [], []
     for sequence in sequences:
         for method in methods:
-            # CAT's transfer tests and attention steps run outside the shared step, so stacked
-            # CAT seeds would wait for each other and each run's clock would count the others'
-            size = 1 if methods_registry.get(method).transfer_tests else args.stack
+            size = args.stack if methods_registry.get(method).stacks else 1  # Method.stacks says why
             for start in range(0, len(args.seeds), size):
                 configs, outs = [], []
                 for seed in args.seeds[start:start + size]:

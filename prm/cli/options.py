@@ -5,6 +5,7 @@ each option given (an option left out keeps the preset's value)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 
@@ -97,6 +98,10 @@ def _add_other_options(g: argparse._ArgumentGroup, d: RunConfig) -> None:
     g.add_argument("--kta-weight", type=float, help=f"CAT: weight of the attention head's loss [{d.cat.kta_weight}]")
     g.add_argument("--cat-heads", type=int, help=f"CAT: heads of the knowledge-transfer attention [{d.cat.heads}]")
     g.add_argument("--ewc-lambda", type=float, help=f"EWC penalty strength [{d.ewc_lambda}]")
+    own = [m.sections[0] for m in methods.REGISTRY.values() if m.settings is not None]
+    g.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="own_settings",
+                   help=f"one of a baseline's own settings (sections: {', '.join(own)}; fields and defaults in "
+                        "docs/baselines.md), e.g. --set supsup.sparsity=0.3; repeat for more")
     g.add_argument("--no-umap", action="store_true", help="store only PCA projections (skips UMAP's compile at run end)")
     g.add_argument("--no-checkpoints", action="store_true",
                    help="keep no task-start checkpoints (what-if needs them; docs/whatif.md gives their size)")
@@ -116,6 +121,31 @@ OVERRIDES = {  # CLI option -> (config section, field)
     "dtd_layers": ("prm", "layers"),
     "detect_epochs": ("cat", "detect_epochs"), "kta_weight": ("cat", "kta_weight"), "cat_heads": ("cat", "heads"),
 }
+
+
+def own_setting(text: str) -> tuple[str, str, object]:
+    """``--set SECTION.FIELD=VALUE`` read against the section's dataclass: (section, field,
+    the value in the type of the field's default); one ``prm: error:`` line otherwise."""
+    sections = {m.sections[0]: m.settings for m in methods.REGISTRY.values() if m.settings is not None}
+    key, sep, raw = text.partition("=")
+    section, _, name = key.strip().partition(".")
+    if not sep or section not in sections:
+        fail(f"--set {text!r}: expected SECTION.FIELD=VALUE with SECTION one of {', '.join(sections)}")
+    defaults = {f.name: f.default for f in dataclasses.fields(sections[section])}
+    if name not in defaults:
+        fail(f"--set {text!r}: {section} has no field {name!r}; its fields: {', '.join(defaults) or 'none'}")
+    kind = type(defaults[name])
+    try:
+        if kind is bool:
+            value: object = {"true": True, "false": False}[raw.strip().lower()]
+        elif kind is tuple:  # layer widths: comma-separated integers
+            value = [int(part) for part in raw.split(",")]
+        else:
+            value = kind(raw.strip())
+    except (KeyError, ValueError):
+        what = "comma-separated integers" if kind is tuple else f"a {kind.__name__}"
+        fail(f"--set {text!r}: {section}.{name} takes {what}, got {raw!r}")
+    return section, name, value
 
 
 def device_problem(device: str) -> str | None:
@@ -160,6 +190,9 @@ def run_config(args: argparse.Namespace, *, sequence: str, method: str, seed: in
         base["record"]["checkpoints"] = False
     if args.ewc_lambda is not None:
         base["ewc_lambda"] = args.ewc_lambda
+    for text in args.own_settings:
+        section, name, value = own_setting(text)
+        base[section][name] = value
     data_dir = args.data_dir or os.environ.get(DATA_ENV)
     return RunConfig.from_dict({**base, "sequence": sequence, "n_tasks": args.n_tasks, "shots": args.shots,
                                 "method": method,

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from prm.methods import cat, ewc, hat, joint, ncl, prm, prm_d, prm_plus, prm_s, prm_t, stl
+from prm.methods import acl, cat, ewc, hat, hypernet, joint, ncl, pathnet, prm, prm_d, prm_plus, prm_s, prm_t, stl, supsup
 from prm.methods.base import Hooks, Method, Plan
 
 REGISTRY = MappingProxyType({m.name: m for m in (
     prm.METHOD, prm_plus.METHOD, prm_s.METHOD, prm_d.METHOD, prm_t.METHOD,
-    hat.METHOD, cat.METHOD, ncl.METHOD, ewc.METHOD, stl.METHOD, joint.METHOD,
+    hat.METHOD, cat.METHOD, ncl.METHOD, ewc.METHOD, pathnet.METHOD, supsup.METHOD, hypernet.METHOD, acl.METHOD,
+    stl.METHOD, joint.METHOD,
 )})
-"""Every method, in the order the CLI and the app list them (PRM and its ablations first)."""
+"""Every method, in the order the CLI and the app list them (PRM and its ablations first, then the
+baselines in the paper's family order, the references last)."""
 
 NAMES = tuple(REGISTRY)
 

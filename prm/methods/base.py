@@ -11,11 +11,12 @@ adding a method is one module in this package and one entry in ``prm.methods.REG
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import Tensor
 
 from prm import trainer as T
@@ -48,10 +49,13 @@ class Hooks:
     diagonal, the networks of STL). ``masked``: the network has HAT's task embeddings and masks.
     ``resumable``: a task's start can be checkpointed and resumed (what-if). ``detects``: how
     the method decides which earlier tasks are similar (``dtd``, ``transfer``), None when it
-    does not. ``source``: the fixed dissimilar set an ablation uses instead of DTD's call."""
+    does not. ``source``: the fixed dissimilar set an ablation uses instead of DTD's call.
+    ``shared_step``: its training runs through the stacked step (``prm.step``), so seeds
+    trained together share each matrix product; False for networks of their own (``prm.learner``)."""
 
     masked = False
     resumable = False
+    shared_step = True
     detects: str | None = None
     source: str | None = None
 
@@ -106,6 +110,69 @@ class Hooks:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Range:
+    """One tuned hyper-parameter: where it lives in ``RunConfig`` and its range (``prm.tune``)."""
+
+    name: str
+    section: str | None  # RunConfig section ("model", "optim", "hat", a method's own), None for a top-level field
+    field: str
+    low: float
+    high: float
+    log: bool = False
+
+    def describe(self) -> str:
+        return f"{self.name} in [{self.low:g}, {self.high:g}]" + (" (log scale)" if self.log else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shape:
+    """What a recorded array's expected shape depends on: the run's sequence and network."""
+
+    task: int
+    layer: int | None
+    widths: tuple[int, ...]
+    input_dim: int | None  # None: the run's log lacks its start record
+    n_tasks: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArrayRule:
+    """One per-task array a method records beyond HAT's, as a run reader checks it: stored as
+    ``<name>_l<layer>`` when ``per_layer`` else ``<name>``; ``shape(Shape)`` gives the expected
+    shape (None: any length in that dimension); ``kinds``: the numpy dtype kinds accepted; values
+    must be finite and within [``low``, ``high``] where those are given."""
+
+    shape: Callable[[Shape], tuple[int | None, ...]]
+    per_layer: bool = True
+    kinds: str = "f"
+    low: float | None = None
+    high: float | None = None
+
+    def problem(self, array: Any, where: Shape) -> str | None:
+        """Why ``array`` cannot be this array of the run at ``where``, None when it fits."""
+        want = self.shape(where)
+        if array.ndim != len(want) or any(w is not None and n != w for n, w in zip(array.shape, want)):
+            return f"shape {array.shape}, expected {tuple('k' if w is None else w for w in want)}"
+        if array.dtype.kind not in self.kinds:
+            return f"dtype {array.dtype}, expected kind {self.kinds!r}"
+        values = array.astype(np.float64) if array.size else array
+        if array.dtype.kind == "f" and not np.isfinite(values).all():
+            return "not finite values"
+        if (self.low is not None and (values < self.low).any()) or (self.high is not None and (values > self.high).any()):
+            return f"values outside [{self.low}, {self.high}]"
+        return None
+
+
+class Settings:
+    """The base of a method's own config section (a frozen dataclass in its module, named by
+    ``Method.sections``): ``problems`` says what is wrong with it, one message a field."""
+
+    def problems(self, model: Any) -> list[str]:
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
 class Method:
     """One method: its name in configs and run folders, how it is shown, and its hooks.
 
@@ -115,7 +182,10 @@ class Method:
     searched beyond the common ones (dropouts, lr). ``role``: its part in comparisons:
     ``baseline`` (what the others are compared to: HAT), ``single-task`` (the reference of
     forward transfer: STL), ``lower-bound`` (NCL), ``upper-bound`` (joint), ``ablation`` or
-    ``method``. ``paper``: its column in the PRM paper's tables, None for this project's own."""
+    ``method``. ``paper``: its column in the PRM paper's tables, None for this project's own.
+    ``settings``: the dataclass of its own config section (``sections[0]``), None when it has
+    none or its section is the config module's (CAT's). ``ranges``: tuned ranges of its own
+    settings. ``arrays``: per-task arrays it records beyond HAT's, by name, as readers check them."""
 
     name: str
     label: str
@@ -127,6 +197,9 @@ class Method:
     tuned: tuple[str, ...] = ()
     role: str = "method"
     paper: str | None = None
+    settings: type[Settings] | None = None
+    ranges: tuple[Range, ...] = ()
+    arrays: Mapping[str, ArrayRule] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def masked(self) -> bool:
@@ -137,6 +210,13 @@ class Method:
         """Every PRM variant runs DTD, so the ablations cost what PRM costs and the explorer
         can show what X-means would have decided next to what the ablation used."""
         return self.hooks.detects == "dtd"
+
+    @property
+    def stacks(self) -> bool:
+        """Seeds of it gain from training together: its steps are the shared stacked step.
+        CAT's transfer tests and the baselines' own networks step outside it, so stacked seeds
+        would only wait for each other, and each run's clock would count the others'."""
+        return self.hooks.shared_step and not self.transfer_tests
 
     @property
     def transfer_tests(self) -> bool:

@@ -28,6 +28,7 @@ call it again as the run grows: the same files, folded by :func:`apply_events`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from prm import safeio
+from prm import methods, safeio
 from prm.config import RunConfig
 from prm.events import TaskCheckpoint
+from prm.methods.base import Shape
 from prm.records import BadRecord, method_flags
 from prm.run.meta import UPLOADED, RunParent, read_meta, writer_alive
 from prm.run.state import MAX_SKIP_MESSAGES, RunState, apply_events
@@ -163,6 +165,11 @@ class Run:
         """The embeddings X-means clustered when ``task`` arrived: tasks 0..task, (task+1, units)."""
         return self._array("dtd", task, "embeddings", layer)
 
+    def own(self, task: int, name: str, layer: int | None = None) -> np.ndarray | None:
+        """One of the arrays the run's method records beyond HAT's (``Method.arrays``: SupSup's
+        supermasks, PathNet's paths ...), checked against its rule when read; None if absent."""
+        return self.arrays.get(("task", task), {}).get(name if layer is None else f"{name}_l{layer}")
+
     def learnt(self, layer: int) -> list[int]:
         """Tasks whose final embedding and mask of ``layer`` were recorded, in order."""
         return sorted(t for (kind, t) in self.arrays if kind == "task" and self.embedding(t, layer) is not None
@@ -185,24 +192,22 @@ _TASK_ARRAYS = ("embedding", "mask", "accumulated", "protected", "trajectory")
 _DTD_ARRAYS = ("embeddings", "trajectory")
 
 
-def _check_arrays(kind: str, task: int, data: dict[str, np.ndarray], widths: list[int]) -> tuple[dict, list[str]]:
-    """Keep the arrays whose name, shape and values fit the run; say what was dropped."""
+def _check_arrays(kind: str, task: int, data: dict[str, np.ndarray], widths: list[int],
+                  where: Shape) -> tuple[dict, list[str]]:
+    """Keep the arrays whose name, shape and values fit the run (HAT's, or the method's own,
+    ``Method.arrays``); say what was dropped."""
     kept, problems = {}, []
+    method = methods.find(where.config.get("method"))
+    own = method.arrays if method is not None and kind == "task" else {}
     layers = {str(n): n for n in range(len(widths))}  # looked up as text: int() would refuse "²" or 5000 digits
     for name, array in data.items():
         base, _, layer = name.rpartition("_l")
-        problem = None
-        if base not in (_TASK_ARRAYS if kind == "task" else _DTD_ARRAYS) or layer not in layers:
-            problem = "not an array of this run"
+        if name in own and not own[name].per_layer:
+            problem = own[name].problem(array, dataclasses.replace(where, layer=None))
+        elif base in own and own[base].per_layer and layer in layers:
+            problem = own[base].problem(array, dataclasses.replace(where, layer=layers[layer]))
         else:
-            H = widths[layers[layer]]
-            shape = {"trajectory": (None, H), "embeddings": (task + 1, H)}.get(base, (H,))
-            if array.ndim != len(shape) or any(want is not None and n != want for n, want in zip(array.shape, shape)):
-                problem = f"shape {array.shape}, expected {tuple('k' if w is None else w for w in shape)}"
-            elif array.dtype.kind != "f" or not np.isfinite(array).all():
-                problem = "not finite floating-point values"
-            elif base in ("mask", "accumulated", "protected") and not ((array >= 0) & (array <= 1)).all():
-                problem = "mask values outside [0, 1]"
+            problem = _hat_problem(kind, task, base, layer, array, widths, layers)
         if problem:
             problems.append(f"arrays/{kind}_{task:03d}.npz: {name} ignored ({problem})")
         else:
@@ -210,9 +215,25 @@ def _check_arrays(kind: str, task: int, data: dict[str, np.ndarray], widths: lis
     required = ("embedding", "mask", "accumulated") if kind == "task" else ("embeddings",)
     missing = [f"{base}_l{layer}" for layer in range(len(widths)) for base in required
                if f"{base}_l{layer}" not in data]
-    if missing:
+    if missing and (method is None or method.masked or kind != "task"):
         problems.append(f"arrays/{kind}_{task:03d}.npz: {', '.join(missing)} missing")
     return kept, problems
+
+
+def _hat_problem(kind: str, task: int, base: str, layer: str, array: np.ndarray, widths: list[int],
+                 layers: dict[str, int]) -> str | None:
+    """Why one of HAT's arrays (embeddings, masks, trajectories) does not fit, None when it does."""
+    if base not in (_TASK_ARRAYS if kind == "task" else _DTD_ARRAYS) or layer not in layers:
+        return "not an array of this run"
+    H = widths[layers[layer]]
+    shape = {"trajectory": (None, H), "embeddings": (task + 1, H)}.get(base, (H,))
+    if array.ndim != len(shape) or any(want is not None and n != want for n, want in zip(array.shape, shape)):
+        return f"shape {array.shape}, expected {tuple('k' if w is None else w for w in shape)}"
+    if array.dtype.kind != "f" or not np.isfinite(array).all():
+        return "not finite floating-point values"
+    if base in ("mask", "accumulated", "protected") and not ((array >= 0) & (array <= 1)).all():
+        return "mask values outside [0, 1]"
+    return None
 
 
 def _check_projections(data: dict[str, np.ndarray], n_tasks: int, n_layers: int) -> tuple[dict, list[str]]:
@@ -315,7 +336,9 @@ def _read_arrays(folder: Path, state: RunState, widths: list[int], budget: safei
         except safeio.UnsafeFile as exc:
             problems.append(f"{exc}; its arrays are missing")
             continue
-        arrays[(kind, task)], dropped = _check_arrays(kind, task, data, widths)
+        where = Shape(task=task, layer=None, widths=tuple(widths), n_tasks=state.n_tasks, config=state.config or {},
+                      input_dim=state.started.input_dim if state.started is not None else None)
+        arrays[(kind, task)], dropped = _check_arrays(kind, task, data, widths, where)
         problems += dropped
     return arrays
 
