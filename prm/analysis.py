@@ -118,9 +118,9 @@ def family_metrics(state: RunState, *, stl: RunState | None = None) -> dict[str,
 # ----------------------------------------------------------------------------- the baselines' own records
 
 def unpack_mask(bits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A weight mask recorded as ``np.packbits`` of its row-major boolean matrix (SupSup's
-    supermasks), back as a boolean (out x in) matrix."""
-    return np.unpackbits(np.asarray(bits, dtype=np.uint8), count=shape[0] * shape[1]).astype(bool).reshape(shape)
+    """A weight mask recorded as ``np.packbits`` of its boolean (out x in) matrix row by row
+    (SupSup's supermasks: (out, ceil(in / 8)) bytes), back as a boolean (out x in) matrix."""
+    return np.unpackbits(np.asarray(bits, dtype=np.uint8), axis=1, count=shape[1]).astype(bool)
 
 
 def unit_edge_jaccard(out_a: np.ndarray, out_b: np.ndarray, in_a: np.ndarray, in_b: np.ndarray) -> float:

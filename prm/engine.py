@@ -118,7 +118,9 @@ def train_together(jobs: Sequence[Job], *, compile: str = "auto") -> list[RunRes
     if len({stack_key(c.cfg, q) for c, q in zip(contexts, sequences)}) != 1:
         raise ValueError("train_together: the runs differ in method, network, task count, input size or device; "
                          "train them in separate stacks")
-    compiled = S.use_compiled(compile, config=contexts[0].cfg, sequence=sequences[0], runs=len(jobs))  # one per stack
+    # one decision per stack; a network of its own never takes the stacked step, so never a compiled one
+    compiled = (methods.get(contexts[0].cfg.method).hooks.shared_step
+                and S.use_compiled(compile, config=contexts[0].cfg, sequence=sequences[0], runs=len(jobs)))
     stack = Stack(models=models, configs=[c.cfg for c in contexts], stepper=S.compiled() if compiled else S.sgd_step)
     runs = {}
     for slot, (ctx, seq, job) in enumerate(zip(contexts, sequences, jobs)):

@@ -5,7 +5,8 @@ HAT and its relatives train one ``MaskedMLP`` with the hand-written stacked step
 (``prm.step``). The baselines here compute their forward pass in ways that step does not
 spell out, so they train with autograd, as CAT's attention does (``prm.cat``): a method's
 ``Learner`` says what its network computes and which gradients its rule allows, and
-``OwnPhase`` is what ``prm.trainer.fit`` calls instead of the stacked step. Everything
+``OwnPhase`` is what ``prm.trainer.fit`` calls instead of the stacked step (the hooks that
+train every task so are ``prm.methods.own.OwnNetwork``). Everything
 else (HAT's patience schedule, early stopping on the validation loss, the best state
 restored, the events, the accuracy matrix) is the trainer's and the engine's, the same for
 every method, so the comparison is between methods and not between training loops.
@@ -13,22 +14,19 @@ every method, so the comparison is between methods and not between training loop
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from prm import trainer as T
-from prm.methods.base import Hooks, Plan
 from prm.stack import Request
 
 if TYPE_CHECKING:
     from prm.config import RunConfig
-    from prm.model import MaskedMLP
 
 
 class Learner(nn.Module):
@@ -109,36 +107,3 @@ class OwnPhase:
 
     def load(self, state: dict[str, Tensor]) -> None:
         self.learner.load_state_dict(state)
-
-
-class OwnNetwork(Hooks):
-    """Hooks of a method that learns every task on its own ``Learner`` (built by ``build``,
-    from the run's torch stream): each task trains as one ``OwnPhase`` and is answered by the
-    learner. The engine's ``MaskedMLP`` stays unused. Not resumable: what-if checkpoints hold
-    HAT's state, not these networks."""
-
-    shared_step = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.learner: Learner | None = None
-
-    def build(self) -> Learner:
-        raise NotImplementedError
-
-    def start(self, resume: Any) -> None:
-        if resume is not None:
-            raise ValueError(f"{type(self).__name__} runs cannot be resumed: checkpoints hold HAT's state only")
-        with T.run_rng(self.ctx):
-            self.learner = self.build().to(self.ctx.device)
-
-    def phase(self, task: int) -> OwnPhase:
-        return OwnPhase(learner=self.learner, task=task, cfg=self.ctx.cfg, rng=lambda: T.run_rng(self.ctx))
-
-    def before(self, task: int, model: MaskedMLP, forced: Sequence[Sequence[int]] | None) -> T.Steps:
-        return Plan(custom=self.phase(task))
-        yield  # nothing to prepare: the generator form every method's preparation has
-
-    def evaluated(self, task: int, model: MaskedMLP) -> Learner:
-        return self.learner
-

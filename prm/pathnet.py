@@ -214,7 +214,7 @@ def evolve(ctx: T.Context, model: MaskedMLP, learner: ModularMLP, task: int, dat
     the winner (the winner's rate, a fresh patience). Stops after ``settings.generations`` or
     when every rate has fallen below ``lr_min``."""
     started, optim, layers = time.perf_counter(), ctx.cfg.optim, len(learner.widths)
-    probability = settings.mutation / (settings.active * layers)  # 1 / (N x L) in the paper
+    probability = min(1.0, settings.mutation / (settings.active * layers))  # 1 / (N x L) in the paper
     population = [_Member(genotype=random_genotype(layers=layers, modules=settings.modules, active=settings.active,
                                                    generator=ctx.generator), lr=optim.lr, patience=optim.patience)
                   for _ in range(settings.population)]

@@ -39,8 +39,9 @@ an alternative their code also defines)."""
 def kept_count(numel: int, density: float) -> int:
     """How many of ``numel`` weights a mask keeps: the authors' code drops the
     ``int((1 - density) * numel)`` weights with the smallest scores and keeps the rest, so the
-    count is rounded up, never down (density 0.5 of 5 weights keeps 3)."""
-    return numel - int((1.0 - density) * numel)
+    count is rounded up, never down (density 0.5 of 5 weights keeps 3), and never below one
+    weight (a density of 1e-17 would otherwise keep none, and the task could learn nothing)."""
+    return max(1, numel - int((1.0 - density) * numel))
 
 
 class _TopK(torch.autograd.Function):

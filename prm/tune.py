@@ -24,7 +24,6 @@ count: running the same command again trains the trials still missing.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math

@@ -8,11 +8,13 @@ import pytest
 from prm import analysis
 
 
-def test_a_packed_supermask_unpacks_row_major():
+def test_a_packed_supermask_unpacks_row_by_row():
     mask = np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)
-    bits = np.packbits(mask.ravel())
-    assert bits.tolist() == [0b10101100]  # 1,0,1,0,1,1 then two padding zeros
+    bits = np.packbits(mask, axis=1)
+    assert bits.tolist() == [[0b10100000], [0b01100000]]  # each row padded to whole bytes with zeros
     assert (analysis.unpack_mask(bits, (2, 3)) == mask).all()
+    wide = np.random.default_rng(0).random((3, 20)) < 0.5
+    assert (analysis.unpack_mask(np.packbits(wide, axis=1), (3, 20)) == wide).all()
 
 
 def test_hat_weight_overlap_from_unit_masks_by_hand():
@@ -120,8 +122,10 @@ def test_pathnet_paths_show_reuse_of_frozen_modules(runs):
         assert ((cells[t] == 2) == (paths[t] & frozen)).all()
     table = fig.path_table(run)
     assert (table["reused"] + table["new"] == table["modules"]).all() and table["reused"].iloc[0] == 0
+    fitness = fig.fitness_figure(run)
+    assert len(fitness.data) == 4 and list(fitness.data[1].y) == pytest.approx(run.own(1, fig.FITNESS).tolist())
     at = _open(keys.MASKS, runs / "pathnet", runs)
-    assert len(at.get("plotly_chart")) == 1 and "PathNet" in _texts(at)
+    assert len(at.get("plotly_chart")) == 2 and "PathNet" in _texts(at)
 
 
 def test_acl_parts_are_drawn_from_the_last_tasks_record(runs):

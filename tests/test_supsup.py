@@ -153,7 +153,7 @@ def test_the_recorded_supermasks_unpack_to_masks_of_the_set_density(recorded):
     for t in range(3):
         for layer, shape in enumerate(shapes):
             bits = run.own(t, "supermask", layer)
-            assert bits.dtype == np.uint8 and bits.shape == (math.ceil(shape[0] * shape[1] / 8),)
+            assert bits.dtype == np.uint8 and bits.shape == (shape[0], math.ceil(shape[1] / 8))
             masks[t, layer] = analysis.unpack_mask(bits, shape)
             assert masks[t, layer].sum() == kept_count(shape[0] * shape[1], 0.5)
     assert not np.array_equal(masks[0, 0], masks[1, 0])  # each task its own mask
@@ -161,10 +161,11 @@ def test_the_recorded_supermasks_unpack_to_masks_of_the_set_density(recorded):
 
 @pytest.mark.parametrize("damage, why", [
     (lambda a: a[:-3], "shape"),
+    (lambda a: a[:, :-1], "shape"),
     (lambda a: np.full(a.shape, np.nan, dtype=np.float32), "dtype"),
     (lambda a: a.astype(np.uint16) * 300, "dtype"),
     (lambda a: a.astype(np.int8), "dtype"),
-    (lambda a: a.reshape(1, -1), "shape"),
+    (lambda a: a.reshape(-1), "shape"),
 ])
 def test_a_damaged_supermask_is_dropped_with_a_warning_and_the_rest_kept(recorded, tmp_path, damage, why):
     folder = tmp_path / "copy"

@@ -18,7 +18,7 @@ from prm import analysis, methods
 from prm.projection import project
 from prm.run import Run
 
-SUPERMASK, PATH, PARTS, TASK_EMBEDDING = "supermask", "path", "parts", "task_embedding"
+SUPERMASK, PATH, FITNESS, PARTS, TASK_EMBEDDING = "supermask", "path", "fitness", "parts", "task_embedding"
 """The per-task arrays the charts here read (the names their methods record them under)."""
 PART_NAMES = ("both parts", "shared only", "private only")
 """The columns of ACL's ``parts``: a task's test accuracy with both modules' features, with
@@ -65,7 +65,8 @@ def supermask_overlap(run: Run, layer: int) -> tuple[list[int], np.ndarray, floa
 def hat_weight_overlap(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
     """A masked run's pairwise Jaccard overlap of the weights its tasks use (from their unit
     masks, :func:`prm.analysis.unit_edge_jaccard`): HAT's side of the supermask comparison."""
-    tasks = run.learnt(layer)
+    # a task whose mask of the layer below was dropped on reading (damaged) cannot say which inputs it uses
+    tasks = [t for t in run.learnt(layer) if layer == 0 or run.mask(t, layer - 1) is not None]
     if not tasks:
         return [], np.zeros((0, 0))
     units = {t: run.mask(t, layer) > 0.5 for t in tasks}
@@ -152,6 +153,24 @@ def path_figure(run: Run) -> go.Figure:
     height = min(640, 150 + 26 * len(tasks))
     style(fig, title="Each task's path (gold: trained by it, violet: reused, frozen)", height=height)
     return fig
+
+
+def fitness_figure(run: Run) -> go.Figure:
+    """How each task's tournament converged: the elite's validation loss after every generation."""
+    tasks = _tasks_with(run, FITNESS)
+    if not tasks:
+        return empty("no tournament recorded yet")
+    names = plain_names(run.state.tasks)
+    fig = go.Figure()
+    for t in tasks:
+        loss = run.own(t, FITNESS)
+        fig.add_trace(go.Scatter(x=list(range(1, len(loss) + 1)), y=loss, mode="lines+markers", name=short(t),
+                                 line=dict(color=task_colour(t)), marker=dict(size=5),
+                                 hovertemplate=f"{names[t]}<br>generation %{{x}}<br>validation loss %{{y:.3f}}<extra></extra>"))
+    fig.update_xaxes(title="generation", dtick=max(1, max(len(run.own(t, FITNESS)) for t in tasks) // 10))
+    fig.update_yaxes(title="elite's validation loss")
+    style(fig, title="The tournament: best path's validation loss per generation", height=360)
+    return legend_below(fig, "task:")
 
 
 def path_table(run: Run) -> pd.DataFrame:

@@ -19,7 +19,11 @@ def render_masks(ctx: Context) -> bool:
         _supermasks(ctx)
     elif fig.keeps(run, fig.PATH):
         chart(fig.path_figure(run), key="own-paths", name="paths")
-        table(fig.path_table(run), key="own-paths", name="paths", height=240)
+        left, right = st.columns(2)
+        with left:
+            table(fig.path_table(run), key="own-paths", name="paths", height=240)
+        with right:
+            chart(fig.fitness_figure(run), key="own-fitness", name="fitness")
         how_to_read(read_help("masks-paths"))
     elif fig.keeps(run, fig.PARTS):
         frame = fig.parts_frame(run)
@@ -32,9 +36,10 @@ def render_masks(ctx: Context) -> bool:
 
 
 def _hat_sibling(ctx: Context):
-    """The HAT run of the same sequence, seed and set-up among the listed runs, or None."""
+    """The HAT run of the same sequence, seed and set-up (network, optimiser, data) among the
+    listed runs, or None: a HAT run of another width would compare other weights."""
     entry = analysis.siblings(ctx.entry, ctx.entries).get(analysis.BASELINE)
-    return None if entry is None else load(entry.path)
+    return None if entry is None or entry.setup != ctx.entry.setup else load(entry.path)
 
 
 def _supermasks(ctx: Context) -> None:

@@ -14,8 +14,10 @@ from torch import Tensor
 
 from prm import trainer as T
 from prm.acl import SharedPrivate
-from prm.learner import OwnNetwork, OwnPhase
-from prm.limits import MAX_WIDTH
+from prm.learner import OwnPhase
+from prm.methods.own import OwnNetwork
+from prm.events import MAX_TASKS
+from prm.limits import MAX_INPUT, MAX_WEIGHTS, MAX_WIDTH
 from prm.methods.base import ArrayRule, Method, Plan, Range, Settings, Shape
 from prm.model import MaskedMLP
 from prm.stack import Request
@@ -53,6 +55,13 @@ class ACLConfig(Settings):
                 out.append(f"acl.{name}: must give 1 to {MAX_WIDTH} units ({name} x {base}), got {value!r}")
         out += [f"acl.{name}: must be from 1 to 100, got {getattr(self, name)!r}"
                 for name in ("s_steps", "d_steps") if not 1 <= getattr(self, name) <= 100]
+        if not out:
+            d, p = self.width(self.discriminator_ratio, model.hidden[0]), self.width(self.private_ratio, model.hidden[-1])
+            sizes = {"the discriminator": model.hidden[-1] * d + d * d + d * (MAX_TASKS + 2),
+                     "a private module (for the largest input)": MAX_INPUT * p}
+            out += [f"acl: {what} would hold {n:.2g} weights, over the {MAX_WEIGHTS:.0e} allowed; lower "
+                    f"{'discriminator_ratio' if what.startswith('the') else 'private_ratio'}"
+                    for what, n in sizes.items() if n > MAX_WEIGHTS]
         return out
 
     def width(self, ratio: float, base: int) -> int:

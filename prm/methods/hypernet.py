@@ -17,8 +17,9 @@ from torch import Tensor
 
 from prm import hypernet as H
 from prm import trainer as T
-from prm.learner import Learner, OwnNetwork, OwnPhase
-from prm.limits import MAX_LAYERS, MAX_WEIGHTS, MAX_WIDTH
+from prm.learner import Learner, OwnPhase
+from prm.methods.own import OwnNetwork
+from prm.limits import MAX_INPUT, MAX_LAYERS, MAX_WEIGHTS, MAX_WIDTH
 from prm.methods.base import ArrayRule, Method, Plan, Range, Settings, Shape
 from prm.model import MaskedMLP
 from prm.stack import Request
@@ -54,9 +55,28 @@ class HyperNetConfig(Settings):
         elif not 1 <= self.chunk_size or (hidden[-1] if hidden else 1) * self.chunk_size > MAX_WEIGHTS:
             found.append(f"{SECTION}.chunk_size: must be >= 1 with at most {MAX_WEIGHTS:.0e} weights in the "
                          f"hypernetwork's output layer, got {self.chunk_size!r}")
+        elif self.chunk_size >= 1 and (size := self.size_problem(model)):
+            found.append(size)
         if not self.beta >= 0:
             found.append(f"{SECTION}.beta: must be >= 0, got {self.beta!r}")
         return found
+
+    def size_problem(self, model: Any) -> str | None:
+        """Too large a hypernetwork: its weights (its layers, and a chunk embedding per chunk of
+        the main network's weights, counted for the largest input, ``MAX_INPUT``) over
+        ``MAX_WEIGHTS``, or one pass's activations (chunks x its widest layer) over a tenth of it:
+        every step makes one pass per earlier task (the regulariser's targets)."""
+        sizes = [self.embedding_dim + self.chunk_embedding_dim, *self.hidden, self.chunk_size]
+        main = sum(a * b for a, b in zip((MAX_INPUT, *model.hidden), model.hidden))
+        chunks = -(-main // self.chunk_size)
+        weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) + chunks * self.chunk_embedding_dim
+        activations = chunks * max(sizes)
+        if weights <= MAX_WEIGHTS and activations <= MAX_WEIGHTS // 10:
+            return None
+        return (f"{SECTION}: a hypernetwork of {weights:.2g} weights ({chunks} chunks of {self.chunk_size}, layers "
+                f"{self.hidden}) with {activations:.2g} activations a pass is too large ({MAX_WEIGHTS:.0e} weights, "
+                f"{MAX_WEIGHTS // 10:.0e} activations allowed); "
+                "use larger chunks or narrower layers")
 
 
 class HyperNetLearner(Learner):

@@ -13,7 +13,7 @@ import numpy as np
 
 from prm import pathnet as P
 from prm import trainer as T
-from prm.learner import OwnNetwork
+from prm.methods.own import OwnNetwork
 from prm.limits import MAX_EPOCHS, MAX_INPUT, MAX_WEIGHTS
 from prm.methods.base import ArrayRule, Method, Plan, Range, Settings, Shape
 from prm.model import MaskedMLP
@@ -31,8 +31,8 @@ class PathNetConfig(Settings):
     "better config" (the paper's were 10/3 and 20/5). ``population`` (P): 2, the port's binary
     tournament. ``generations``: 20, the best of the port's grid (5 to 200). ``epochs``: per
     member and generation, 10 = the port's 200 epochs / 20 generations. ``mutation``: genes a
-    child is expected to have moved, so each gene moves with probability mutation / (N x layers):
-    1, the paper's 1/(N x layers), whatever N and the depth. ``expand``: module width as a
+    child is expected to have moved, so each gene moves with probability mutation / (N x layers),
+    at most 1 (every gene); 1, the paper's 1/(N x layers), whatever N and the depth. ``expand``: module width as a
     fraction of the layer's ``model.hidden`` width, 0.258 as in the port (there chosen to match
     the parameter count of the conv network with M = 16)."""
 
@@ -53,9 +53,8 @@ class PathNetConfig(Settings):
             found.append(f"{SECTION}.active: must be from 1 to modules ({self.modules}), got {self.active!r}")
         if self.population % 2:
             found.append(f"{SECTION}.population: must be even (genotypes meet in pairs), got {self.population!r}")
-        genes = self.active * len(model.hidden)
-        if not 0 <= self.mutation <= genes:
-            found.append(f"{SECTION}.mutation: expected moved genes, from 0 to N x layers ({genes}), "
+        if not 0 <= self.mutation:
+            found.append(f"{SECTION}.mutation: expected moved genes, >= 0 (from N x layers up, every gene moves), "
                          f"got {self.mutation!r}")
         found += self._width_problems(model)
         return found

@@ -4,7 +4,7 @@ their random initialisation and each task learns only a supermask over them, one
 the top ``sparsity`` fraction of each layer by learnt score (``prm.supsup``).
 
 Every task trains as one phase of the trainer's (HAT's patience schedule, SGD on the task's
-own scores); after it, its masks are frozen and recorded, packed, as ``supermask_l<l>`` per
+own scores); after it, its masks are frozen and recorded, packed row by row, as ``supermask_l<l>`` per
 hidden layer, so the explorer can set the overlap of two tasks' supermasks against HAT's."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from prm.learner import OwnNetwork
+from prm.methods.own import OwnNetwork
 from prm.methods.base import ArrayRule, Method, Plan, Range, Settings, Shape
 from prm.model import MaskedMLP
 from prm.supsup import SCORE_INITS, WEIGHT_INITS, SupermaskNet
@@ -61,16 +61,17 @@ class Supermasks(OwnNetwork):
 
     def after(self, task: int, model: MaskedMLP, plan: Plan, trajectory: list) -> dict[str, Any]:
         """Freeze the task's masks (its best-validation scores, restored by the trainer) and
-        record each hidden layer's as ``np.packbits`` of the row-major boolean (out x in) matrix."""
+        record each hidden layer's as ``np.packbits`` of its boolean (out x in) matrix, row by
+        row: (out, ceil(in / 8)) bytes, so that no dimension outgrows what a run reader accepts."""
         masks = self.learner.freeze(task)[:-1]  # the head's mask is the task's own: not compared
-        return {f"supermask_l{l}": np.packbits(m.cpu().numpy().astype(bool).reshape(-1)) for l, m in enumerate(masks)}
+        return {f"supermask_l{l}": np.packbits(m.cpu().numpy().astype(bool), axis=1) for l, m in enumerate(masks)}
 
 
-def _packed_shape(where: Shape) -> tuple[int | None]:
-    """Bytes of one hidden layer's packed mask: ceil(out * in / 8), in = the input size for layer 0
-    (unknown, so any length, when the run's log lacks its start record)."""
+def _packed_shape(where: Shape) -> tuple[int, int | None]:
+    """One hidden layer's packed mask: a row of ceil(in / 8) bytes per output unit, in = the
+    input size for layer 0 (unknown, so any length, when the run's log lacks its start record)."""
     fan_in = where.input_dim if where.layer == 0 else where.widths[where.layer - 1]
-    return (None,) if fan_in is None else (math.ceil(where.widths[where.layer] * fan_in / 8),)
+    return where.widths[where.layer], (None if fan_in is None else math.ceil(fan_in / 8))
 
 
 @dataclass(frozen=True, kw_only=True)
