@@ -169,7 +169,7 @@ def fitness_figure(run: Run) -> go.Figure:
                                  hovertemplate=f"{names[t]}<br>generation %{{x}}<br>validation loss %{{y:.3f}}<extra></extra>"))
     fig.update_xaxes(title="generation", dtick=max(1, max(len(run.own(t, FITNESS)) for t in tasks) // 10))
     fig.update_yaxes(title="elite's validation loss")
-    style(fig, title="The tournament: best path's validation loss per generation", height=360)
+    style(fig, title="Tournament: best path's val. loss", height=360)
     return legend_below(fig, "task:")
 
 
