@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explorer.figures.common import (FONT, colour_bar, empty, family_colour, family_symbol, fmt, legend_below,
-                                     plain_names, short, style, task_colour, task_grid)
+from explorer.figures import masks
+from explorer.figures.common import (FONT, empty, family_colour, family_symbol, fmt, legend_below, plain_names, short,
+                                     style, task_colour)
 from prm import analysis, methods
 from prm.projection import project
 from prm.run import Run
@@ -81,19 +82,10 @@ def hat_weight_overlap(run: Run, layer: int) -> tuple[list[int], np.ndarray]:
 
 
 def overlap_heatmap(run: Run, tasks: list[int], matrix: np.ndarray, *, title: str) -> go.Figure:
-    """A task x task heatmap of weight overlaps, laid out as the other task grids."""
+    """A task x task heatmap of weight overlaps (SupSup's supermasks, or HAT's weights)."""
     if not tasks:
         return empty("no masks recorded for this layer")
-    labels = plain_names(run.state.tasks)
-    ticks = [short(t) for t in tasks]
-    hover = [[f"{labels[a]}<br>{labels[b]}<br>Jaccard {matrix[x, y]:.3f}" for y, b in enumerate(tasks)]
-             for x, a in enumerate(tasks)]
-    fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Purples",
-                               colorbar=colour_bar("shared weights (Jaccard)"),
-                               text=[[fmt(v, 2) for v in row] for row in matrix], hovertext=hover, hoverinfo="text"))
-    style(fig, title=title)
-    return task_grid(fig, ticks, titled=True, ticktext=[f'<span style="color:{task_colour(t)}">■</span> {tick}'
-                                                        for t, tick in zip(tasks, ticks)])
+    return masks.jaccard_heatmap(run, tasks, matrix, title=title, what="shared weights (Jaccard)")
 
 
 def overlap_sentence(matrix: np.ndarray, density: float) -> str:

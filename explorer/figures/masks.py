@@ -185,14 +185,21 @@ def overlap_figure(run: Run, layer: int) -> go.Figure:
     tasks, matrix = overlap_matrix(run, layer)
     if not tasks:
         return empty("no masks recorded")
+    return jaccard_heatmap(run, tasks, matrix, title=f"Mask overlap (Jaccard), layer {layer}",
+                           what="shared units (Jaccard)")
+
+
+def jaccard_heatmap(run: Run, tasks: list[int], matrix: np.ndarray, *, title: str, what: str) -> go.Figure:
+    """A task x task heatmap of overlaps in [0, 1] (``what`` they share: HAT's units, or the
+    weights of SupSup's supermasks), laid out as the other task grids."""
     labels = plain_names(run.state.tasks)
     ticks = [short(t) for t in tasks]
     hover = [[f"{labels[a]}<br>{labels[b]}<br>Jaccard {matrix[x, y]:.2f}" for y, b in enumerate(tasks)]
              for x, a in enumerate(tasks)]
     fig = go.Figure(go.Heatmap(z=matrix, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Purples",
-                               colorbar=colour_bar("shared units (Jaccard)"), text=[[fmt(v, 2) for v in row] for row in matrix],
+                               colorbar=colour_bar(what), text=[[fmt(v, 2) for v in row] for row in matrix],
                                hovertext=hover, hoverinfo="text"))
-    style(fig, title=f"Mask overlap (Jaccard), layer {layer}")
+    style(fig, title=title)
     # tick labels in the task colours of the other views (coloured text, not a shape per task:
     # plotly validates every added shape, and 50 of them took most of a second)
     return task_grid(fig, ticks, titled=True, ticktext=[f'<span style="color:{task_colour(t)}">■</span> {tick}'
