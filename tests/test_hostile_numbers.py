@@ -21,6 +21,7 @@ from explorer import archive, catalog
 from explorer import state as keys
 from prm import records
 from prm.cli import main
+from prm.methods.base import Shape
 from prm.run import RunFormatError, load_run, read_meta
 from prm.run.reading import _check_arrays
 from tests.test_app import open_app
@@ -179,5 +180,6 @@ def test_a_pid_beyond_pid_t_is_no_pid(tmp_path):
 def test_a_layer_number_in_an_array_name_that_int_refuses_is_not_an_array_of_the_run(layer):
     """The array's layer is read from its name; a name ``safeio`` would let through today or
     not, it is checked here as a number too."""
-    kept, problems = _check_arrays("task", 0, {f"mask_l{layer}": np.zeros(4, np.float32)}, [4])
+    where = Shape(task=0, layer=None, widths=(4,), input_dim=4, n_tasks=1, config={"method": "hat"})
+    kept, problems = _check_arrays("task", 0, {f"mask_l{layer}": np.zeros(4, np.float32)}, [4], where)
     assert kept == {} and "not an array of this run" in problems[0]
